@@ -1,0 +1,20 @@
+"""The Python face of the C codecs (native/): ``decoder_for(protocol, **options)``.
+
+A decoder is fed bytes as they arrive and returns the frames completed so
+far. It keeps only the unconsumed tail of the stream; frames carry their
+offset in the stream, their kind, request id, status and metadata (decoded
+from spans on first access).
+"""
+
+from .errors import (  # noqa: F401  (the public exception tree)
+    CodecError,
+    FrameTooLarge,
+    ProtocolError,
+    RequestIdNotRewritable,
+    SmugglingError,
+    TooDeep,
+    TooManyElements,
+    TooManyHeaders,
+    Unsupported,
+)
+from .decoder import PROTOCOLS, REPLY_REASONS, Decoder, Frame, decoder_for, limits  # noqa: F401

@@ -1,0 +1,272 @@
+"""Decoder and Frame: a thin, copy-avoiding wrapper over native/codec.h."""
+
+import struct
+
+from ._native import ffi, lib
+from .errors import CodecError, error_for
+from .options import build_options
+
+PROTOCOLS = {
+    "dubbo": lib.NM_PROTO_DUBBO,
+    "thrift": lib.NM_PROTO_THRIFT,
+    "redis": lib.NM_PROTO_REDIS,
+    "http1": lib.NM_PROTO_HTTP1,
+    "lengthfield": lib.NM_PROTO_LENGTHFIELD,
+}
+
+KINDS = {
+    lib.NM_KIND_REQUEST: "request",
+    lib.NM_KIND_RESPONSE: "response",
+    lib.NM_KIND_ONEWAY: "oneway",
+    lib.NM_KIND_HEARTBEAT: "heartbeat",
+    lib.NM_KIND_EVENT: "event",
+    lib.NM_KIND_ERROR: "error",
+}
+
+REPLY_REASONS = {
+    "no_route": lib.NM_REPLY_NO_ROUTE,
+    "no_upstream": lib.NM_REPLY_NO_UPSTREAM,
+    "overloaded": lib.NM_REPLY_OVERLOADED,
+    "rate_limited": lib.NM_REPLY_RATE_LIMITED,
+    "timeout": lib.NM_REPLY_TIMEOUT,
+    "bad_request": lib.NM_REPLY_BAD_REQUEST,
+    "internal": lib.NM_REPLY_INTERNAL,
+}
+
+# Metadata key names match Aeraki's codecs and Envoy's header matchers.
+_KEYS = {
+    lib.NM_KEY_INTERFACE: "interface",
+    lib.NM_KEY_METHOD: "method",
+    lib.NM_KEY_VERSION: "version",
+    lib.NM_KEY_DUBBO_VERSION: "dubbo_version",
+    lib.NM_KEY_COMMAND: "command",
+    lib.NM_KEY_KEY: "key",
+    lib.NM_KEY_PATH: ":path",
+    lib.NM_KEY_AUTHORITY: ":authority",
+    lib.NM_KEY_STATUS: ":status",
+    lib.NM_KEY_SERIALIZATION: "serialization",
+    lib.NM_KEY_PARAM_TYPES: "param_types",
+    lib.NM_KEY_MESSAGE: "message",
+}
+KEY_NAMES = {proto: dict(_KEYS) for proto in PROTOCOLS}
+KEY_NAMES["http1"][lib.NM_KEY_METHOD] = ":method"
+
+# nm_frame and nm_meta as seen from Python: unpacked in one call per batch.
+_FRAME = struct.Struct("=QIIQiIIIIIII")
+_META_WORDS = 6
+assert _FRAME.size == ffi.sizeof("nm_frame"), "nm_frame layout changed"
+assert _META_WORDS * 4 == ffi.sizeof("nm_meta"), "nm_meta layout changed"
+
+_FRAME_BATCH = 256
+
+
+def limits() -> dict:
+    """The default limits, as the C header defines them."""
+    return {
+        "max_frame_size": lib.NM_DEFAULT_MAX_FRAME_SIZE,
+        "max_headers": lib.NM_DEFAULT_MAX_HEADERS,
+        "max_depth": lib.NM_DEFAULT_MAX_DEPTH,
+        "max_elements": lib.NM_DEFAULT_MAX_ELEMENTS,
+        "max_pipelined": lib.NM_DEFAULT_MAX_PIPELINED,
+        "max_header_bytes": lib.NM_DEFAULT_MAX_HEADER_BYTES,
+    }
+
+
+class Frame:
+    """One complete frame. ``metadata`` is decoded from spans on first use."""
+
+    __slots__ = ("kind", "request_id", "status", "offset", "length", "flags",
+                 "variant", "body_offset", "id_offset", "id_length",
+                 "_buf", "_pos", "_spans", "_keys", "_metadata")
+
+    def __init__(self, row, buf, base, spans, keys):
+        (pos, self.length, kind, self.request_id, self.status, self.flags,
+         _ms, _mc, self.body_offset, self.id_offset, self.id_length, self.variant) = row
+        self.kind = KINDS.get(kind, "unknown")
+        self.offset = base + pos
+        self._buf = buf
+        self._pos = pos
+        self._spans = spans
+        self._keys = keys
+        self._metadata = None
+
+    @property
+    def data(self) -> bytes:
+        """The frame's bytes."""
+        return bytes(self._buf[self._pos:self._pos + self.length])
+
+    @property
+    def metadata(self) -> dict:
+        if self._metadata is None:
+            self._metadata = self._decode_metadata()
+        return self._metadata
+
+    def _decode_metadata(self) -> dict:
+        buf, spans, out = self._buf, self._spans, {}
+        for i in range(0, len(spans), _META_WORDS):
+            key_id, flags, koff, klen, voff, vlen = spans[i:i + _META_WORDS]
+            if key_id:
+                key = self._keys.get(key_id, str(key_id))
+            else:
+                key = bytes(buf[koff:koff + klen]).decode("latin-1")
+                if flags & lib.NM_META_LOWERCASE_KEY:
+                    key = key.lower()
+            value = bytes(buf[voff:voff + vlen]).decode("utf-8", "replace")
+            if flags & lib.NM_META_LOWERCASE_VALUE:
+                value = value.lower()
+            if key in out:   # repeated headers join as Envoy does
+                out[key] = out[key] + "," + value
+            else:
+                out[key] = value
+        return out
+
+    def __repr__(self):
+        return (f"Frame({self.kind}, id={self.request_id}, status={self.status}, "
+                f"offset={self.offset}, length={self.length})")
+
+
+class Decoder:
+    """Resumable decoder for one direction of one connection."""
+
+    def __init__(self, protocol: str, **options):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+        self.protocol = protocol
+        self._opt = build_options(protocol, options)
+        self._d = ffi.new("nm_decoder *")
+        rc = lib.nm_decoder_init(self._d, PROTOCOLS[protocol], self._opt)
+        if rc != 0:
+            raise ValueError(f"{protocol}: invalid options: "
+                             f"{ffi.string(lib.nm_strerror(rc)).decode()}")
+        meta_cap = self._d.opt.limits.max_headers + 64
+        self._frames = ffi.new("nm_frame[]", _FRAME_BATCH)
+        self._meta = ffi.new("nm_meta[]", meta_cap)
+        self._meta_words = ffi.cast("uint32_t *", self._meta)
+        self._meta_cap = meta_cap
+        self._consumed = ffi.new("size_t *")
+        self._keys = KEY_NAMES[protocol]
+        self._tail = b""
+        self._base = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a frame."""
+        return len(self._tail)
+
+    def feed(self, data) -> list:
+        """Add bytes; return the frames they completed. Raises CodecError."""
+        buf = self._tail + bytes(data) if self._tail else bytes(data)
+        frames, pos = [], 0
+        while True:
+            view = ffi.from_buffer(buf)
+            n = lib.nm_decode(self._d, view + pos, len(buf) - pos, self._frames,
+                              _FRAME_BATCH, self._meta, self._meta_cap, self._consumed)
+            if n < 0:
+                self._raise(n, pos)
+            used = self._consumed[0]
+            if n:
+                self._collect(frames, buf, pos, n)
+            pos += used
+            if n < _FRAME_BATCH or pos >= len(buf):
+                break
+        if self._d.error and not frames:
+            self._raise(self._d.error, pos)
+        self._tail = buf[pos:]
+        self._base += pos
+        return frames
+
+    def _collect(self, frames, buf, pos, n):
+        rows = _FRAME.iter_unpack(ffi.buffer(self._frames, n * _FRAME.size))
+        last = self._frames[n - 1]
+        nwords = (last.meta_start + last.meta_count) * _META_WORDS
+        words = ffi.unpack(self._meta_words, nwords) if nwords else []
+        view = memoryview(buf)[pos:] if pos else buf
+        base, keys = self._base + pos, self._keys
+        for row in rows:
+            ms, mc = row[6], row[7]
+            spans = words[ms * _META_WORDS:(ms + mc) * _META_WORDS]
+            frames.append(Frame(row, view, base, spans, keys))
+
+    def _raise(self, status, pos):
+        reason = ffi.string(self._d.error_reason).decode() if self._d.error_reason else \
+            ffi.string(lib.nm_strerror(status)).decode()
+        raise error_for(status, f"{self.protocol}: {reason}",
+                        self._base + pos + self._d.error_offset)
+
+    # -- replies and rewrites (off the hot path) -----------------------------
+
+    def _c_frame(self, frame: Frame):
+        f = ffi.new("nm_frame *")
+        f.offset = 0
+        f.length = frame.length
+        f.request_id = frame.request_id
+        f.status = frame.status
+        f.flags = frame.flags
+        f.variant = frame.variant
+        f.body_offset = frame.body_offset
+        f.id_offset = frame.id_offset
+        f.id_length = frame.id_length
+        f.kind = next(k for k, v in KINDS.items() if v == frame.kind)
+        nmeta = len(frame._spans) // _META_WORDS
+        meta = ffi.new("nm_meta[]", max(nmeta, 1))
+        words = ffi.cast("uint32_t *", meta)
+        for i, w in enumerate(frame._spans):
+            # spans are relative to the frame's buffer; rebase onto the frame
+            if i % _META_WORDS in (2, 4) and (w or frame._spans[i + 1]):
+                w -= frame._pos
+            words[i] = w
+        f.meta_start, f.meta_count = 0, nmeta
+        return f, meta
+
+    def rewrite_request_id(self, buf: bytearray, frame: Frame, new_id: int, at: int = 0) -> None:
+        """Rewrite frame's request id in ``buf``, which holds the frame at ``at``."""
+        f, _ = self._c_frame(frame)
+        f.offset = at
+        rc = lib.nm_rewrite_request_id(self._d, ffi.from_buffer(buf), len(buf), f, new_id)
+        if rc < 0:
+            raise error_for(rc, f"{self.protocol}: {ffi.string(lib.nm_strerror(rc)).decode()}")
+
+    def error_reply(self, frame: Frame, reason: str, message: str = "") -> bytes:
+        """The protocol's own error reply to ``frame`` (reason: REPLY_REASONS)."""
+        f, meta = self._c_frame(frame)
+        data = frame.data
+        msg = message.encode()
+        cap = 512 + len(msg) + len(data)
+        out = ffi.new("uint8_t[]", cap)
+        n = lib.nm_build_error(self._d, data, len(data), f, meta, REPLY_REASONS[reason],
+                               msg, len(msg), out, cap)
+        if n < 0:
+            raise error_for(n, f"{self.protocol}: {ffi.string(lib.nm_strerror(n)).decode()}")
+        return ffi.buffer(out, n)[:]
+
+    def heartbeat_reply(self, frame: Frame) -> bytes:
+        f, _ = self._c_frame(frame)
+        data = frame.data
+        out = ffi.new("uint8_t[]", 256 + len(data))
+        n = lib.nm_build_heartbeat_reply(self._d, data, len(data), f, out, 256 + len(data))
+        if n < 0:
+            raise error_for(n, f"{self.protocol}: {ffi.string(lib.nm_strerror(n)).decode()}")
+        return ffi.buffer(out, n)[:]
+
+    def heartbeat(self, request_id: int = 0) -> bytes:
+        out = ffi.new("uint8_t[]", 256)
+        n = lib.nm_build_heartbeat(self._d, request_id, out, 256)
+        if n < 0:
+            raise error_for(n, f"{self.protocol}: {ffi.string(lib.nm_strerror(n)).decode()}")
+        return ffi.buffer(out, n)[:]
+
+
+def decoder_for(protocol: str, **options) -> Decoder:
+    """A decoder for ``protocol`` (dubbo, thrift, redis, http1, lengthfield).
+
+    Options: ``direction`` ("request"/"response"), limits (``max_frame_size``,
+    ``max_headers``, ``max_depth``, ``max_elements``, ``max_pipelined``,
+    ``max_header_bytes``), Thrift ``thrift_protocol`` ("binary"/"compact")
+    and ``thrift_transport`` ("framed"/"unframed"), detected when absent,
+    HTTP ``lenient`` (a set of leniency names), Redis ``resp3``, and the
+    length-field layout for ``lengthfield`` (see agent.codec.options).
+    """
+    return Decoder(protocol, **options)
+
+
+__all__ = ["CodecError", "Decoder", "Frame", "decoder_for", "limits"]
