@@ -1,0 +1,235 @@
+"""Load, attach and pin the datapath; adopt it after a restart; remove it.
+
+The cgroup programs are attached with bpf links pinned under the pin
+directory, and sk_msg is attached to the pinned sockhash: the datapath
+keeps working when the agent exits or crashes, and a restarted agent finds
+it by its pins instead of loading it again. Nothing is attached that is not
+pinned, so `uninstall` can always find and remove what we own.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import re
+import time
+
+from . import host, libbpf
+from .maps import DEFAULT_PIN_DIR, MAPS
+from .sources import PROGRAMS, source_dir
+
+# program -> (bcc program type name, attach type)
+PROGRAM_TYPES = {
+    "connect4": ("CGROUP_SOCK_ADDR", libbpf.ATTACH["connect4"]),
+    "getpeername4": ("CGROUP_SOCK_ADDR", libbpf.ATTACH["getpeername4"]),
+    "sockops": ("SOCK_OPS", libbpf.ATTACH["sockops"]),
+    "sk_msg": ("SK_MSG", libbpf.ATTACH["sk_msg"]),
+}
+CGROUP_PROGRAMS = ("sockops", "getpeername4", "connect4")   # attach order
+_LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+
+
+@dataclasses.dataclass
+class Settings:
+    """Where the datapath lives. Defaults are the node's; tests use their own."""
+
+    pin_dir: str = os.environ.get("NODEMESH_PIN_DIR", DEFAULT_PIN_DIR)
+    """bpffs directory of every pinned map, program and link."""
+    cgroup_root: str = os.environ.get("NODEMESH_CGROUP_ROOT", "")
+    """cgroup v2 directory the programs attach to; empty: the v2 mount root."""
+    run_dir: str = os.environ.get("NODEMESH_RUN_DIR", "/run/nodemesh")
+    """Runtime files: the datapath's state file, sockets."""
+    defines: dict = dataclasses.field(default_factory=dict)
+    """Extra -D flags (NM_MAX_CONNS=...), see bpf/lib/config.h."""
+
+    @property
+    def state_file(self) -> pathlib.Path:
+        tag = pathlib.Path(self.pin_dir).name
+        return pathlib.Path(self.run_dir) / f"datapath-{tag}.json"
+
+
+class Datapath:
+    def __init__(self, settings: Settings = None):
+        self.s = settings or Settings()
+        self.pins = pathlib.Path(self.s.pin_dir)
+        self._bpf = None
+
+    # -- state -------------------------------------------------------------
+
+    def pinned(self) -> dict:
+        """Which of our pins exist."""
+        out = {f"map/{m}": (self.pins / m).exists() for m in MAPS}
+        out["map/trace_events"] = (self.pins / "trace_events").exists()
+        for p in PROGRAMS:
+            out[f"prog/{p}"] = (self.pins / "progs" / p).exists()
+        for p in CGROUP_PROGRAMS:
+            out[f"link/{p}"] = (self.pins / "links" / p).exists()
+        return out
+
+    def is_up(self) -> bool:
+        return all(self.pinned().values())
+
+    def state(self) -> dict:
+        try:
+            return json.loads(self.s.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # -- build -------------------------------------------------------------
+
+    def cflags(self) -> list:
+        src = source_dir()
+        flags = [f"-I{src}", f'-DNM_PIN_DIR="{self.s.pin_dir}"']
+        flags += [f"-D{k}={v}" for k, v in sorted(self.s.defines.items())]
+        return flags
+
+    def bundle(self) -> str:
+        """One translation unit of every program, its lib/ headers inlined.
+
+        bcc takes only functions of the main file as programs and rewrites
+        map method calls (`services.lookup(...)`) only there, so the sources
+        are amalgamated (each header once, in include order), not included.
+        """
+        src, seen, out = source_dir(), set(), []
+
+        def inline(path):
+            for line in path.read_text().splitlines():
+                m = _LOCAL_INCLUDE.match(line)
+                if not m:
+                    out.append(line)
+                    continue
+                target = (path.parent / m.group(1)).resolve()
+                if target not in seen:
+                    seen.add(target)
+                    out.append(f"/* --- {target.relative_to(src)} --- */")
+                    inline(target)
+
+        for p in PROGRAMS:
+            out.append(f"/* --- {p}.c --- */")
+            inline(src / f"{p}.c")
+        return "\n".join(out) + "\n"
+
+    def source_digest(self) -> str:
+        h = hashlib.sha256()
+        src = source_dir()
+        for f in sorted(src.rglob("*.[ch]")):
+            h.update(f.relative_to(src).as_posix().encode() + b"\0" + f.read_bytes())
+        h.update(" ".join(self.cflags()).encode())
+        return h.hexdigest()[:16]
+
+    def compile(self):
+        """Compile and load every program (maps come from, or go to, the pins)."""
+        from .bcc_import import import_bcc
+
+        host.ensure_kernel_headers()
+        host.ensure_bpffs(os.path.dirname(self.s.pin_dir.rstrip("/")) or "/sys/fs/bpf")
+        self.pins.mkdir(parents=True, exist_ok=True)
+        bcc = import_bcc()
+        b = bcc.BPF(text=self.bundle(), cflags=self.cflags())
+        progs = {}
+        for name in PROGRAMS:
+            ptype, attach = PROGRAM_TYPES[name]
+            kwargs = {"attach_type": attach} if ptype == "CGROUP_SOCK_ADDR" else {}
+            progs[name] = b.load_func(name, getattr(bcc.BPF, ptype), **kwargs)
+        self._bpf = b
+        return b, progs
+
+    # -- up / adopt / reload -------------------------------------------------
+
+    def up(self, reload=False) -> dict:
+        """Load, attach and pin; or adopt what is pinned. Idempotent."""
+        if self.is_up() and not reload:
+            return {"action": "adopted", **self.state()}
+        cgroup_root = self.s.cgroup_root or host.ensure_cgroup2()
+        b, progs = self.compile()
+        (self.pins / "progs").mkdir(exist_ok=True)
+        (self.pins / "links").mkdir(exist_ok=True)
+        map_fd = libbpf.obj_get(self.pins / "sock_pairs")
+        try:
+            libbpf.check(libbpf.lib().bpf_prog_attach(progs["sk_msg"].fd, map_fd,
+                                                      libbpf.ATTACH["sk_msg"], 0),
+                         "attach sk_msg to sock_pairs")
+        finally:
+            os.close(map_fd)
+        self._pin_prog("sk_msg", progs["sk_msg"].fd)
+        cg_fd = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in CGROUP_PROGRAMS:
+                self._attach_cgroup(name, progs[name].fd, cg_fd)
+                self._pin_prog(name, progs[name].fd)
+        finally:
+            os.close(cg_fd)
+        state = {"cgroup_root": cgroup_root, "pin_dir": str(self.pins),
+                 "source_digest": self.source_digest(), "cflags": self.cflags(),
+                 "loaded_at": time.time()}
+        self.s.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.s.state_file.write_text(json.dumps(state, indent=1))
+        self._bpf.cleanup()    # our fds go; pins and links keep everything
+        self._bpf = None
+        return {"action": "reloaded" if reload else "loaded", **state}
+
+    def _pin_prog(self, name, fd):
+        path = self.pins / "progs" / name
+        if path.exists():
+            path.unlink()
+        libbpf.obj_pin(fd, path)
+
+    def _attach_cgroup(self, name, prog_fd, cg_fd):
+        attach = PROGRAM_TYPES[name][1]
+        path = self.pins / "links" / name
+        if path.exists():   # reload: swap the program under the same link
+            link = libbpf.obj_get(path)
+            try:
+                libbpf.check(libbpf.lib().bpf_link_update(link, prog_fd, libbpf.ffi.NULL),
+                             f"update link {name}")
+            finally:
+                os.close(link)
+            return
+        link = libbpf.check(libbpf.lib().bpf_link_create(prog_fd, cg_fd, attach,
+                                                         libbpf.ffi.NULL),
+                            f"attach {name} to the cgroup")
+        try:
+            libbpf.obj_pin(link, path)
+        finally:
+            os.close(link)
+
+    # -- uninstall ---------------------------------------------------------
+
+    def uninstall(self) -> list:
+        """Detach and unpin everything we own; returns what was removed."""
+        removed = []
+        for name in reversed(CGROUP_PROGRAMS):
+            path = self.pins / "links" / name
+            if path.exists():
+                try:
+                    fd = libbpf.obj_get(path)
+                    libbpf.lib().bpf_link_detach(fd)
+                    os.close(fd)
+                finally:
+                    path.unlink()
+                removed.append(f"link/{name}")
+        sk_msg = self.pins / "progs" / "sk_msg"
+        sock_pairs = self.pins / "sock_pairs"
+        if sk_msg.exists() and sock_pairs.exists():
+            pfd, mfd = libbpf.obj_get(sk_msg), libbpf.obj_get(sock_pairs)
+            libbpf.lib().bpf_prog_detach2(pfd, mfd, libbpf.ATTACH["sk_msg"])
+            os.close(pfd)
+            os.close(mfd)
+        for sub in ("progs", "links"):
+            d = self.pins / sub
+            if d.is_dir():
+                for f in d.iterdir():
+                    f.unlink()
+                    removed.append(f"{sub[:-1]}/{f.name}")
+                d.rmdir()
+        if self.pins.is_dir():
+            for f in self.pins.iterdir():
+                f.unlink()
+                removed.append(f"map/{f.name}")
+            self.pins.rmdir()
+        try:
+            self.s.state_file.unlink()
+        except FileNotFoundError:
+            pass
+        return removed

@@ -1,0 +1,118 @@
+"""Typed access to the pinned maps, through libbpf and the layouts of layout.h."""
+
+import errno
+import pathlib
+
+from . import layout, libbpf
+from .layout import ffi
+
+DEFAULT_PIN_DIR = "/sys/fs/bpf/nodemesh"
+
+# name -> (key C type, value C type, per-CPU)
+MAPS = {
+    "services": ("struct nm_service_key", "struct nm_service", False),
+    "proxy": ("__u32", "struct nm_proxy_config", False),
+    "enrolled": ("__u64", "struct nm_pod", False),
+    "orig_dst": ("__u64", "struct nm_orig_dst", False),
+    "accept_records": ("struct nm_addr_key", "struct nm_orig_dst", False),
+    "sock_pairs": ("struct nm_sock_key", "__u64", False),   # value: socket cookie
+    "counters": ("__u32", "__u64", True),
+}
+
+
+class MapFullError(OSError):
+    pass
+
+
+class PinnedMap:
+    """One pinned map. Keys and values are cffi structs (or ints)."""
+
+    def __init__(self, pin_dir, name):
+        self.name = name
+        self.path = pathlib.Path(pin_dir) / name
+        self.key_type, self.value_type, self.percpu = MAPS[name]
+        self.fd = libbpf.obj_get(self.path)
+        self._ncpus = libbpf.num_cpus() if self.percpu else 1
+        self._vsize = ffi.sizeof(self.value_type)
+        self._slot = (self._vsize + 7) & ~7
+
+    def close(self):
+        if self.fd >= 0:
+            import os
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _key(self, key):
+        if isinstance(key, int):
+            return ffi.new(self.key_type + " *", key)
+        return key
+
+    def get(self, key):
+        """The value for key (a new cffi object; per-CPU: a list), or None."""
+        k = self._key(key)
+        if self.percpu:
+            raw = ffi.new("char[]", self._slot * self._ncpus)
+            if libbpf.lib().bpf_map_lookup_elem(self.fd, k, raw) < 0:
+                return None
+            return [ffi.cast(self.value_type + " *", raw + i * self._slot)[0]
+                    for i in range(self._ncpus)]
+        value = ffi.new(self.value_type + " *")
+        if libbpf.lib().bpf_map_lookup_elem(self.fd, k, value) < 0:
+            return None
+        return value
+
+    def set(self, key, value, flags=libbpf.BPF_ANY):
+        k = self._key(key)
+        v = ffi.new(self.value_type + " *", value) if isinstance(value, int) else value
+        rc = libbpf.lib().bpf_map_update_elem(self.fd, k, v, flags)
+        if rc == -errno.E2BIG or (rc < 0 and ffi.errno == errno.E2BIG):
+            raise MapFullError(errno.E2BIG, f"map {self.name} is full")
+        libbpf.check(rc, f"update {self.name}")
+
+    def delete(self, key) -> bool:
+        return libbpf.lib().bpf_map_delete_elem(self.fd, self._key(key)) == 0
+
+    def keys(self):
+        cur = None
+        nxt = ffi.new(self.key_type + " *")
+        while libbpf.lib().bpf_map_get_next_key(self.fd, cur if cur is not None else ffi.NULL,
+                                                 nxt) == 0:
+            key = ffi.new(self.key_type + " *", nxt[0])
+            yield key
+            cur = key
+
+    def items(self):
+        for key in self.keys():
+            value = self.get(key)
+            if value is not None:   # deleted between the two calls
+                yield key, value
+
+    def __len__(self):
+        return sum(1 for _ in self.keys())
+
+
+def open_maps(pin_dir=DEFAULT_PIN_DIR, names=None) -> dict:
+    """Open the pinned maps that exist; missing ones are left out."""
+    out = {}
+    for name in names or MAPS:
+        try:
+            out[name] = PinnedMap(pin_dir, name)
+        except OSError:
+            continue
+    return out
+
+
+def counters(pin_dir=DEFAULT_PIN_DIR) -> dict:
+    """{reason name: total over CPUs} from the counters map."""
+    with PinnedMap(pin_dir, "counters") as m:
+        out = {}
+        for code, name in layout.reasons().items():
+            per_cpu = m.get(code) or []
+            out[name] = sum(int(v) for v in per_cpu)
+        return out

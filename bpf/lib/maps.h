@@ -1,0 +1,83 @@
+/*
+ * Every map of the datapath, pinned under NM_PIN_DIR so that they outlive
+ * the agent and a restarted agent adopts them. Each names its writer and
+ * readers. Layouts are in layout.h.
+ */
+#ifndef NODEMESH_MAPS_H
+#define NODEMESH_MAPS_H
+
+#include "config.h"
+#include "layout.h"
+
+/* bcc's BPF_RINGBUF_OUTPUT and BPF_SOCKHASH, pinned: bcc's pinned-table
+ * macro lacks the methods (ringbuf_output, sock_hash_update...) that its
+ * rewriter turns into helper calls with the map's fd. */
+#define NM_RINGBUF_PINNED(_name, _bytes, _path)                      \
+    struct _name##_table_t {                                         \
+        int key;                                                     \
+        u32 leaf;                                                    \
+        int (*ringbuf_output)(void *, u64, u64);                     \
+        u32 max_entries;                                             \
+    };                                                               \
+    __attribute__((section("maps/ringbuf:" _path)))                  \
+    struct _name##_table_t _name = { .max_entries = (_bytes) }
+
+#define NM_SOCKHASH_PINNED(_name, _key_type, _max, _path)             \
+    struct _name##_table_t {                                         \
+        _key_type key;                                               \
+        int leaf;                                                    \
+        int (*update)(_key_type *, int *);                           \
+        int (*delete)(_key_type *);                                  \
+        int (*sock_hash_update)(void *, void *, u64);                \
+        int (*msg_redirect_hash)(void *, void *, u64);               \
+        u32 max_entries;                                             \
+    };                                                               \
+    __attribute__((section("maps/sockhash:" _path)))                 \
+    struct _name##_table_t _name = { .max_entries = (_max) };        \
+    BPF_ANNOTATE_KV_PAIR(_name, _key_type, int)
+
+/* services: mesh VIP:port -> service.
+ * Writer: agent (from the config snapshot) or `nodemesh service add`.
+ * Readers: connect4; CLI `services`, `explain`. */
+BPF_TABLE_PINNED("hash", struct nm_service_key, struct nm_service, services,
+                 NM_MAX_SERVICES, NM_PIN_DIR "/services");
+
+/* proxy: key 0 -> local/remote proxy addresses, mode, spill share.
+ * Writer: agent failover controller or `nodemesh datapath set`.
+ * Readers: connect4, sockops; CLI `status`, `failover status`. */
+BPF_TABLE_PINNED("array", __u32, struct nm_proxy_config, proxy, 1,
+                 NM_PIN_DIR "/proxy");
+
+/* enrolled: cgroup v2 id of a pod -> pod settings.
+ * Writer: agent k8s enrollment or `nodemesh enroll`.
+ * Readers: connect4; CLI `pods`, `explain`. */
+BPF_TABLE_PINNED("hash", __u64, struct nm_pod, enrolled, NM_MAX_PODS,
+                 NM_PIN_DIR "/enrolled");
+
+/* orig_dst: socket cookie -> original destination of a redirected socket.
+ * Writer: connect4 (insert), sockops (delete on close).
+ * Readers: sockops, getpeername4; CLI `conns`. Full -> fail open. */
+BPF_TABLE_PINNED("hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
+                 NM_PIN_DIR "/orig_dst");
+
+/* accept_records: client (address, port) -> original destination + cgroup.
+ * Writer: sockops on established. Reader and deleter: the proxy on accept.
+ * LRU: a record the proxy never reads ages out instead of filling it. */
+BPF_TABLE_PINNED("lru_hash", struct nm_addr_key, struct nm_orig_dst,
+                 accept_records, NM_MAX_CONNS, NM_PIN_DIR "/accept_records");
+
+/* sock_pairs: both ends of same-node app <-> local proxy connections.
+ * Writer: sockops. Reader: sk_msg (redirect); CLI `conns`. */
+NM_SOCKHASH_PINNED(sock_pairs, struct nm_sock_key, NM_MAX_CONNS,
+                   NM_PIN_DIR "/sock_pairs");
+
+/* counters: per-CPU, indexed by enum nm_reason.
+ * Writers: every program. Readers: CLI `stats`, agent metrics. */
+BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, NM_R_MAX,
+                 NM_PIN_DIR "/counters");
+
+/* trace_events: connect decisions, when the proxy map's NM_PROXY_TRACE is on.
+ * Writer: connect4. Reader: CLI `trace`. */
+NM_RINGBUF_PINNED(trace_events, NM_TRACE_BYTES, NM_PIN_DIR "/trace_events");
+
+#endif
