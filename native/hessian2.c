@@ -382,7 +382,9 @@ again:
 }
 
 /* Write a UTF-8 message as a hessian2 string, in chunks of at most 0x8000
- * chars that never split a character. NM_E_ARGUMENT if it is not UTF-8. */
+ * chars that never split a character, each char beyond U+FFFF as the
+ * surrogate pair Java's writer emits (every hessian2 reader takes that).
+ * NM_E_ARGUMENT if it is not UTF-8. */
 int nm_h2_write_string(nm_writer *w, const uint8_t *s, size_t len)
 {
     size_t i = 0;
@@ -418,7 +420,24 @@ int nm_h2_write_string(nm_writer *w, const uint8_t *s, size_t len)
             nm_w_byte(w, (uint8_t)(chars >> 8));
             nm_w_byte(w, (uint8_t)chars);
         }
-        nm_w_bytes(w, s + start, i - start);
+        while (start < i) {   /* a 4-byte char goes out as Java writes it: */
+            size_t run = start;   /* two 3-byte surrogates */
+            while (run < i && s[run] < 0xf0)
+                run++;
+            nm_w_bytes(w, s + start, run - start);
+            if (run < i) {
+                uint32_t cp = ((uint32_t)(s[run] & 0x07) << 18) | ((uint32_t)(s[run + 1] & 0x3f) << 12)
+                            | ((uint32_t)(s[run + 2] & 0x3f) << 6) | (s[run + 3] & 0x3f);
+                uint32_t hi = 0xd800 + ((cp - 0x10000) >> 10), lo = 0xdc00 + (cp & 0x3ff);
+                uint8_t cesu[6] = {
+                    (uint8_t)(0xe0 | (hi >> 12)), (uint8_t)(0x80 | ((hi >> 6) & 0x3f)),
+                    (uint8_t)(0x80 | (hi & 0x3f)), (uint8_t)(0xe0 | (lo >> 12)),
+                    (uint8_t)(0x80 | ((lo >> 6) & 0x3f)), (uint8_t)(0x80 | (lo & 0x3f)) };
+                nm_w_bytes(w, cesu, sizeof cesu);
+                run += 4;
+            }
+            start = run;
+        }
     } while (i < len);
     return NM_OK;
 }
