@@ -29,6 +29,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+# Node.js runs hessian.js, the independent hessian2 encoder of the Dubbo tests.
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -d tests/codec/hessianjs/node_modules ]; then
+  npm ci --prefix tests/codec/hessianjs --silent --no-audit --no-fund >/dev/null
+fi
 # The services the tests start themselves must not also run as system daemons.
 for svc in redis-server nutcracker haproxy; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true
