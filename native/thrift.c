@@ -25,6 +25,19 @@ static int th_init(nm_decoder *d)
     return NM_OK;
 }
 
+/* A frame length that can never be right fails before the frame is here. */
+static int th_frame_length(nm_decoder *d, const uint8_t *p)
+{
+    uint32_t n = nm_be32(p);
+    if (n & 0x80000000u)
+        return nm_fail(d, NM_E_PROTOCOL, "negative thrift frame length");
+    if (n == 0)
+        return nm_fail(d, NM_E_PROTOCOL, "empty thrift frame");
+    if ((uint64_t)n + 4 > NM_LIMIT(d, max_frame_size))
+        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "thrift frame larger than max_frame_size");
+    return 1;
+}
+
 /* Fill in the transport and protocol bits still unknown from the first
  * bytes at p. Decides only on bytes 0..5, so any split gives the same. */
 static int th_detect(nm_decoder *d, const uint8_t *p, size_t avail,
@@ -48,7 +61,7 @@ static int th_detect(nm_decoder *d, const uint8_t *p, size_t avail,
              * non-strict binary header: framed when the name length after
              * the frame length starts with a zero byte, unframed when the
              * method name itself starts there. */
-            if (p[4] == 0x80 || p[4] == 0x82 || p[4] == 0x0f || p[4] == 0)
+            if (p[4] >= 0x80 || p[4] == 0x0f || p[4] == 0)
                 *v |= NM_THRIFT_FRAMED;
             else
                 *v |= NM_THRIFT_UNFRAMED;
@@ -56,8 +69,11 @@ static int th_detect(nm_decoder *d, const uint8_t *p, size_t avail,
     }
     if (!(*v & TH_PROTO_MASK)) {
         size_t at = (*v & NM_THRIFT_FRAMED) ? 4 : 0;
+        int rc;
+        if (at && avail >= 4 && (rc = th_frame_length(d, p)) < 0)
+            return rc;
         if (avail <= at) {
-            d->need = (uint32_t)at + 1;
+            d->need = avail < 4 ? (uint32_t)at : (uint32_t)at + 1;
             return 0;
         }
         *v |= p[at] == 0x82 ? NM_THRIFT_COMPACT : NM_THRIFT_BINARY;
@@ -88,14 +104,11 @@ static int th_frame_prefix(nm_decoder *d, const uint8_t *p, size_t avail,
     if (avail < 4)
         return 0;
     uint32_t n = nm_be32(p);
+    int rc;
     if (avail >= 6 && p[4] == 0x0f && p[5] == 0xff)
         return nm_fail(d, NM_E_UNSUPPORTED, "thrift THeader transport");
-    if (n & 0x80000000u)
-        return nm_fail(d, NM_E_PROTOCOL, "negative thrift frame length");
-    if (n == 0)
-        return nm_fail(d, NM_E_PROTOCOL, "empty thrift frame");
-    if ((uint64_t)n + 4 > NM_LIMIT(d, max_frame_size))
-        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "thrift frame larger than max_frame_size");
+    if ((rc = th_frame_length(d, p)) < 0)
+        return rc;
     if (avail >= 5) {
         if ((v & NM_THRIFT_COMPACT) && p[4] != 0x82)
             return nm_fail(d, NM_E_PROTOCOL, "bad thrift compact protocol id");

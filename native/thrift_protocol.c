@@ -17,13 +17,23 @@ typedef struct {
     uint64_t left;       /* elements left; maps count keys and values */
 } th_level;
 
-static int th_push(th_cursor *c, th_level *st, int *sp, uint8_t kind,
-                   uint8_t t_even, uint8_t t_odd, uint64_t left)
+/* A container at stack height sp would be level sp + 1. Every container
+ * counts, also those never pushed (empty, or fixed-size elements). */
+static int th_depth(th_cursor *c, int sp)
 {
-    if ((uint32_t)*sp >= c->max_depth) {
+    if ((uint32_t)sp >= c->max_depth) {
         c->reason = "thrift nesting deeper than max_depth";
         return NM_E_TOO_DEEP;
     }
+    return 1;
+}
+
+static int th_push(th_cursor *c, th_level *st, int *sp, uint8_t kind,
+                   uint8_t t_even, uint8_t t_odd, uint64_t left)
+{
+    int rc = th_depth(c, *sp);
+    if (rc <= 0)
+        return rc;
     st[*sp].kind = kind;
     st[*sp].t_even = t_even;
     st[*sp].t_odd = t_odd;
@@ -232,6 +242,8 @@ int th_skip_binary(th_cursor *c, size_t *pos)
         } else {                                  /* map, set, list */
             int map = t == 13;
             size_t hl = map ? 6 : 5;
+            if ((rc = th_depth(c, sp)) <= 0)
+                return rc;
             TH_NEED(c, p, hl);
             uint8_t kt = b[p], vt = map ? b[p + 1] : b[p];
             uint32_t n = nm_be32(b + p + hl - 4);
@@ -351,6 +363,8 @@ int th_skip_compact(th_cursor *c, size_t *pos)
         case 9: case 10: case 11: {               /* list, set, map */
             uint8_t kt, vt;
             uint64_t n;
+            if ((rc = th_depth(c, sp)) <= 0)
+                return rc;
             TH_NEED(c, p, 1);
             if (t == 11) {
                 if ((rc = th_varint(c, &p, 5, 31, &n)) <= 0)
