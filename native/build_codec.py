@@ -11,7 +11,14 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-SOURCES = ["codec.c", "dubbo.c", "hessian2.c", "thrift.c", "thrift_protocol.c", "thrift_reply.c", "redis.c", "http1.c", "lengthfield.c"]
+SOURCES = [
+    "codec.c",
+    "dubbo.c", "hessian2.c",
+    "thrift.c", "thrift_protocol.c", "thrift_reply.c",
+    "redis.c", "redis_reply.c", "redis_request.c",
+    "http1.c",
+    "lengthfield.c",
+]
 
 
 def cdef_text() -> str:

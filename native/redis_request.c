@@ -1,0 +1,280 @@
+/*
+ * Redis requests (client -> server): arrays of bulk strings and inline
+ * commands (split as redis-server's sdssplitargs does), with the command
+ * and its first key found through a small table of key positions.
+ */
+#include "redis.h"
+
+enum { KEY_AT, KEY_NONE, KEY_NUMKEYS, KEY_STREAMS };
+
+typedef struct {
+    const char *name;
+    uint8_t mode;
+    uint8_t arg;    /* KEY_AT: the key; NUMKEYS: numkeys; STREAMS: search start */
+} key_rule;
+
+/* Commands whose first key is not argument 1. Everything else: argument 1. */
+static const key_rule RULES[] = {
+    {"ping", KEY_NONE, 0}, {"echo", KEY_NONE, 0}, {"info", KEY_NONE, 0},
+    {"auth", KEY_NONE, 0}, {"hello", KEY_NONE, 0}, {"select", KEY_NONE, 0},
+    {"client", KEY_NONE, 0}, {"config", KEY_NONE, 0}, {"script", KEY_NONE, 0},
+    {"multi", KEY_NONE, 0}, {"exec", KEY_NONE, 0}, {"discard", KEY_NONE, 0},
+    {"unwatch", KEY_NONE, 0}, {"quit", KEY_NONE, 0}, {"reset", KEY_NONE, 0},
+    {"dbsize", KEY_NONE, 0}, {"flushdb", KEY_NONE, 0}, {"flushall", KEY_NONE, 0},
+    {"time", KEY_NONE, 0}, {"lastsave", KEY_NONE, 0}, {"save", KEY_NONE, 0},
+    {"bgsave", KEY_NONE, 0}, {"bgrewriteaof", KEY_NONE, 0},
+    {"shutdown", KEY_NONE, 0}, {"slaveof", KEY_NONE, 0},
+    {"replicaof", KEY_NONE, 0}, {"role", KEY_NONE, 0}, {"monitor", KEY_NONE, 0},
+    {"sync", KEY_NONE, 0}, {"psync", KEY_NONE, 0}, {"command", KEY_NONE, 0},
+    {"debug", KEY_NONE, 0}, {"slowlog", KEY_NONE, 0}, {"latency", KEY_NONE, 0},
+    {"cluster", KEY_NONE, 0}, {"readonly", KEY_NONE, 0},
+    {"readwrite", KEY_NONE, 0}, {"asking", KEY_NONE, 0}, {"wait", KEY_NONE, 0},
+    {"waitaof", KEY_NONE, 0}, {"swapdb", KEY_NONE, 0}, {"module", KEY_NONE, 0},
+    {"acl", KEY_NONE, 0}, {"function", KEY_NONE, 0},
+    {"randomkey", KEY_NONE, 0}, {"lolwut", KEY_NONE, 0},
+    {"failover", KEY_NONE, 0}, {"publish", KEY_NONE, 0},
+    {"subscribe", KEY_NONE, 0}, {"psubscribe", KEY_NONE, 0},
+    {"unsubscribe", KEY_NONE, 0}, {"punsubscribe", KEY_NONE, 0},
+    {"pubsub", KEY_NONE, 0}, {"keys", KEY_NONE, 0}, {"scan", KEY_NONE, 0},
+    {"object", KEY_AT, 2}, {"memory", KEY_AT, 2}, {"xinfo", KEY_AT, 2},
+    {"xgroup", KEY_AT, 2}, {"bitop", KEY_AT, 2}, {"migrate", KEY_AT, 3},
+    {"eval", KEY_NUMKEYS, 2}, {"evalsha", KEY_NUMKEYS, 2},
+    {"eval_ro", KEY_NUMKEYS, 2}, {"evalsha_ro", KEY_NUMKEYS, 2},
+    {"fcall", KEY_NUMKEYS, 2}, {"fcall_ro", KEY_NUMKEYS, 2},
+    {"zunion", KEY_NUMKEYS, 1}, {"zinter", KEY_NUMKEYS, 1},
+    {"zdiff", KEY_NUMKEYS, 1}, {"sintercard", KEY_NUMKEYS, 1},
+    {"zintercard", KEY_NUMKEYS, 1}, {"lmpop", KEY_NUMKEYS, 1},
+    {"zmpop", KEY_NUMKEYS, 1}, {"blmpop", KEY_NUMKEYS, 2},
+    {"bzmpop", KEY_NUMKEYS, 2},
+    {"xread", KEY_STREAMS, 1}, {"xreadgroup", KEY_STREAMS, 4},
+};
+
+#define NAME_MAX_LEN 16
+
+static int ieq(const uint8_t *s, size_t n, const char *lower)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c |= 0x20;
+        if (!lower[i] || c != (uint8_t)lower[i])
+            return 0;
+    }
+    return lower[n] == 0;
+}
+
+typedef struct {
+    nm_redis_request *r;
+    const uint8_t *buf;
+    uint8_t mode;
+    uint32_t target;
+} key_finder;
+
+static void on_arg(key_finder *k, uint32_t i, size_t off, size_t n)
+{
+    nm_redis_request *r = k->r;
+    if (i == 0) {
+        r->cmd.off = (uint32_t)off;
+        r->cmd.len = (uint32_t)n;
+        k->mode = KEY_AT;
+        k->target = 1;
+        if (n <= NAME_MAX_LEN)
+            for (size_t j = 0; j < sizeof(RULES) / sizeof(RULES[0]); j++)
+                if (ieq(k->buf + off, n, RULES[j].name)) {
+                    k->mode = RULES[j].mode;
+                    k->target = RULES[j].arg;
+                    break;
+                }
+        return;
+    }
+    if (i == 1) {
+        r->arg1.off = (uint32_t)off;
+        r->arg1.len = (uint32_t)n;
+    }
+    if (r->has_key || k->mode == KEY_NONE || i < k->target)
+        return;
+    if (k->mode == KEY_AT) {
+        if (i == k->target) {
+            r->key.off = (uint32_t)off;
+            r->key.len = (uint32_t)n;
+            r->has_key = 1;
+        }
+    } else if (k->mode == KEY_NUMKEYS) {
+        int64_t numkeys;
+        if (resp_parse_i64(k->buf + off, n, &numkeys) && numkeys > 0) {
+            k->mode = KEY_AT;
+            k->target = i + 1;
+        } else {
+            k->mode = KEY_NONE;
+        }
+    } else if (ieq(k->buf + off, n, "streams")) {
+        k->mode = KEY_AT;
+        k->target = i + 1;
+    }
+}
+
+static int multibulk(nm_decoder *d, const uint8_t *buf, size_t len,
+                     size_t pos, key_finder *k)
+{
+    const uint64_t max_frame = NM_LIMIT(d, max_frame_size) > INT32_MAX
+        ? INT32_MAX : NM_LIMIT(d, max_frame_size);
+    long cr = resp_line_end(buf, pos + 1, len);
+    int64_t count, blen;
+    if (cr == RESP_LINE_INCOMPLETE) {
+        if (len - pos > RESP_MAX_NUMBER_LINE)
+            return nm_fail(d, NM_E_PROTOCOL, "length line too long");
+        d->need = (uint32_t)(len - pos + 1);
+        return 0;
+    }
+    if (cr == RESP_LINE_BAD)
+        return nm_fail(d, NM_E_PROTOCOL, "line ends in a bare LF");
+    if (!resp_parse_i64(buf + pos + 1, (size_t)cr - pos - 1, &count))
+        return nm_fail(d, NM_E_PROTOCOL, "invalid multibulk length");
+    size_t p = (size_t)cr + 2;
+    if (count <= 0)          /* redis-server ignores it: no reply */
+        return (int)(p - pos);
+    if ((uint64_t)count > NM_LIMIT(d, max_elements))
+        return nm_fail(d, NM_E_TOO_MANY_ELEMENTS, "more arguments than max_elements");
+    if (p - pos + 6 * (uint64_t)count > max_frame)   /* each "$0\r\n\r\n" */
+        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "request larger than max_frame_size");
+    for (uint32_t i = 0; i < (uint64_t)count; i++) {
+        if (p >= len)
+            goto incomplete;
+        if (buf[p] != '$')
+            return nm_fail(d, NM_E_PROTOCOL, "expected '$' in a multibulk request");
+        cr = resp_line_end(buf, p + 1, len);
+        if (cr == RESP_LINE_INCOMPLETE) {
+            if (len - p > RESP_MAX_NUMBER_LINE)
+                return nm_fail(d, NM_E_PROTOCOL, "length line too long");
+            goto incomplete;
+        }
+        if (cr == RESP_LINE_BAD)
+            return nm_fail(d, NM_E_PROTOCOL, "line ends in a bare LF");
+        if (!resp_parse_i64(buf + p + 1, (size_t)cr - p - 1, &blen) || blen < 0)
+            return nm_fail(d, NM_E_PROTOCOL, "invalid bulk length");
+        p = (size_t)cr + 2;
+        if ((uint64_t)blen > max_frame || p - pos + (uint64_t)blen + 2 > max_frame)
+            return nm_fail(d, NM_E_FRAME_TOO_LARGE, "request larger than max_frame_size");
+        size_t end = p + (size_t)blen;
+        if (end + 2 > len) {
+            d->need = (uint32_t)(end + 2 - pos);
+            return 0;
+        }
+        if (buf[end] != '\r' || buf[end + 1] != '\n')
+            return nm_fail(d, NM_E_PROTOCOL, "bulk string not followed by CRLF");
+        on_arg(k, i, p, (size_t)blen);
+        p = end + 2;
+    }
+    k->r->argc = (uint32_t)count;
+    return (int)(p - pos);
+incomplete:
+    if (len - pos >= max_frame)
+        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "request larger than max_frame_size");
+    d->need = (uint32_t)(len - pos + 1);
+    return 0;
+}
+
+static int is_hex(uint8_t c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+/* C isspace(): what sdssplitargs skips between arguments. */
+static int is_blank(uint8_t c)
+{
+    return c == ' ' || (c >= '\t' && c <= '\r');
+}
+
+/* sdssplitargs over buf[pos..end) (no NUL or CR inside). An argument's span
+ * is exact when it is unquoted, or one quoted section without escapes; an
+ * argument that needs unescaping gets its raw text (quotes included). */
+static int split_inline(nm_decoder *d, const uint8_t *buf, size_t pos,
+                        size_t end, key_finder *k)
+{
+#define AT(i) ((i) < end ? buf[i] : 0)
+    size_t q = pos;
+    uint32_t argc = 0;
+    for (;;) {
+        while (q < end && is_blank(buf[q]))
+            q++;
+        if (q >= end)
+            break;
+        size_t start = q, tend = 0;
+        int inq = 0, insq = 0, quotes = 0, escaped = 0, closed = 0;
+        for (;;) {
+            uint8_t c = AT(q);
+            if (inq || insq) {
+                if (q >= end)
+                    return nm_fail(d, NM_E_PROTOCOL, "unbalanced quotes in inline request");
+                if (inq && c == '\\' && AT(q + 1) == 'x' && is_hex(AT(q + 2)) && is_hex(AT(q + 3))) {
+                    escaped = 1;
+                    q += 4;
+                } else if (inq && c == '\\' && AT(q + 1)) {
+                    escaped = 1;
+                    q += 2;
+                } else if (insq && c == '\\' && AT(q + 1) == '\'') {
+                    escaped = 1;
+                    q += 2;
+                } else if (c == (inq ? '"' : '\'')) {
+                    if (AT(q + 1) && !is_blank(AT(q + 1)))
+                        return nm_fail(d, NM_E_PROTOCOL, "unbalanced quotes in inline request");
+                    tend = ++q;
+                    closed = 1;
+                    break;
+                } else {
+                    q++;
+                }
+            } else if (c == ' ' || c == '\n' || c == '\t' || q >= end) {
+                tend = q;
+                break;
+            } else if (c == '"' || c == '\'') {
+                inq = c == '"';
+                insq = c == '\'';
+                quotes++;
+                q++;
+            } else {
+                q++;
+            }
+        }
+        if (closed && quotes == 1 && !escaped && (buf[start] == '"' || buf[start] == '\''))
+            on_arg(k, argc, start + 1, tend - start - 2);
+        else
+            on_arg(k, argc, start, tend - start);
+        argc++;
+    }
+    k->r->argc = argc;
+    return 0;
+#undef AT
+}
+
+static int inline_command(nm_decoder *d, const uint8_t *buf, size_t len,
+                          size_t pos, key_finder *k)
+{
+    const uint64_t limit = NM_LIMIT(d, max_header_bytes);
+    const uint8_t *nl = memchr(buf + pos, '\n', len - pos);
+    if (!nl) {
+        if (len - pos > limit)
+            return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
+        d->need = (uint32_t)(len - pos + 1);
+        return 0;
+    }
+    size_t i = (size_t)(nl - buf);
+    if (i == pos || buf[i - 1] != '\r')
+        return nm_fail(d, NM_E_PROTOCOL, "line ends in a bare LF");
+    if (i - 1 - pos > limit)
+        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
+    if (memchr(buf + pos, '\r', i - 1 - pos) || memchr(buf + pos, 0, i - 1 - pos))
+        return nm_fail(d, NM_E_PROTOCOL, "CR or NUL inside an inline request");
+    int rc = split_inline(d, buf, pos, i - 1, k);
+    return rc < 0 ? rc : (int)(i + 1 - pos);
+}
+
+int nm_redis_request_parse(nm_decoder *d, const uint8_t *buf, size_t len,
+                           size_t pos, nm_redis_request *r)
+{
+    key_finder k = { r, buf, KEY_NONE, 0 };
+    memset(r, 0, sizeof(*r));
+    if (buf[pos] == '*')
+        return multibulk(d, buf, len, pos, &k);
+    return inline_command(d, buf, len, pos, &k);
+}
