@@ -11,7 +11,7 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-SOURCES = ["codec.c", "dubbo.c", "hessian2.c", "thrift.c", "redis.c", "http1.c", "http1_chunked.c", "http1_reply.c", "lengthfield.c"]
+SOURCES = ["codec.c", "dubbo.c", "hessian2.c", "thrift.c", "redis.c", "http1.c", "http1_lines.c", "http1_chunked.c", "http1_reply.c", "lengthfield.c"]
 
 
 def cdef_text() -> str:

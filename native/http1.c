@@ -6,25 +6,6 @@
  */
 #include "http1.h"
 
-const uint8_t nm_h1_class[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    2, 7, 6, 7, 7, 7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6,
-    15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 6, 6, 6, 6, 6, 6,
-    6, 15, 15, 15, 15, 15, 15, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7,
-    7, 15, 15, 15, 15, 15, 15, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,
-};
-
 /* What the header section said about framing and the connection. */
 typedef struct {
     uint64_t cl;             /* Content-Length (saturated)          */
@@ -34,61 +15,8 @@ typedef struct {
     uint32_t host_off, host_len;
 } h1_head;
 
-/* Content end of the line whose LF is at buf[nl] (line starts at ls):
- * strips the CR; a bare LF is an error unless LF_ONLY. */
-static int h1_line_end(nm_decoder *d, const uint8_t *buf, size_t ls, size_t nl,
-                       size_t *ce)
-{
-    if (nl > ls && buf[nl - 1] == '\r') {
-        *ce = nl - 1;
-        return 0;
-    }
-    if (!h1_lenient(d, NM_HTTP_LENIENT_LF_ONLY))
-        return nm_fail(d, NM_E_PROTOCOL, "bare LF line ending");
-    *ce = nl;
-    return 0;
-}
-
-static int h1_value_error(nm_decoder *d, uint8_t c)
-{
-    return nm_fail(d, NM_E_PROTOCOL, c == '\r' ? "bare CR in header line"
-                                               : "invalid character in header value");
-}
-
-int nm_h1_header_line(nm_decoder *d, const uint8_t *buf, size_t ls, size_t le,
-                      size_t *name_end, size_t *vs, size_t *ve)
-{
-    size_t i = ls;
-    while (i < le && H1_IS(buf[i], H1_TCHAR))
-        i++;
-    if (i == ls)
-        return nm_fail(d, NM_E_PROTOCOL, "invalid header name");
-    *name_end = i;
-    if (i < le && (buf[i] == ' ' || buf[i] == '\t')) {
-        if (!h1_lenient(d, NM_HTTP_LENIENT_HEADER_SPACE))
-            return nm_fail(d, NM_E_PROTOCOL, "whitespace between header name and colon");
-        while (i < le && (buf[i] == ' ' || buf[i] == '\t'))
-            i++;
-    }
-    if (i >= le || buf[i] != ':')
-        return nm_fail(d, NM_E_PROTOCOL, "invalid character in header name");
-    i++;
-    while (i < le && (buf[i] == ' ' || buf[i] == '\t'))
-        i++;
-    *vs = i;
-    while (i < le && H1_IS(buf[i], H1_VALUE))
-        i++;
-    if (i < le)
-        return h1_value_error(d, buf[i]);
-    while (i > *vs && (buf[i - 1] == ' ' || buf[i - 1] == '\t'))
-        i--;
-    *ve = i;
-    return 0;
-}
-
-/* Find the end of the header section from buf[from]; 0 if not there yet
- * (*scanned: where to look again). */
-static size_t h1_head_end(const uint8_t *buf, size_t len, size_t from, size_t *scanned)
+/* Find the end of the header section from buf[from]; 0 if not there yet. */
+static size_t h1_head_end(const uint8_t *buf, size_t len, size_t from)
 {
     size_t i = from;
     while (i < len) {
@@ -96,29 +24,15 @@ static size_t h1_head_end(const uint8_t *buf, size_t len, size_t from, size_t *s
         if (!nl)
             break;
         size_t k = (size_t)(nl - buf);
-        if (k + 1 >= len || (buf[k + 1] == '\r' && k + 2 >= len)) {
-            *scanned = k;
+        if (k + 1 >= len || (buf[k + 1] == '\r' && k + 2 >= len))
             return 0;
-        }
         if (buf[k + 1] == '\n')
             return k + 2;
         if (buf[k + 1] == '\r' && buf[k + 2] == '\n')
             return k + 3;
         i = k + 1;
     }
-    *scanned = len;
     return 0;
-}
-
-/* "HTTP/1.x" at p: the minor version, or a negative status. */
-static int h1_version(nm_decoder *d, const uint8_t *p, size_t n)
-{
-    if (n != 8 || memcmp(p, "HTTP/", 5) != 0 || p[6] != '.' ||
-        p[5] < '0' || p[5] > '9' || p[7] < '0' || p[7] > '9')
-        return nm_fail(d, NM_E_PROTOCOL, "invalid HTTP version");
-    if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
-        return nm_fail(d, NM_E_UNSUPPORTED, "HTTP version other than 1.0 or 1.1");
-    return p[7] - '0';
 }
 
 /* Comma-separated list elements of a field value, OWS (and folds) trimmed. */
@@ -239,7 +153,7 @@ static int h1_headers(nm_decoder *d, const uint8_t *buf, size_t ls, size_t he,
     for (;;) {
         const uint8_t *nlp = memchr(buf + ls, '\n', he - ls);
         size_t nl = (size_t)(nlp - buf), le, ne, vs, ve;   /* found: he ends in LF */
-        int rc = h1_line_end(d, buf, ls, nl, &le);
+        int rc = nm_h1_line_end(d, buf, ls, nl, &le);
         if (rc)
             return rc;
         if (le == ls)
@@ -252,11 +166,11 @@ static int h1_headers(nm_decoder *d, const uint8_t *buf, size_t ls, size_t he,
                 return nm_fail(d, NM_E_PROTOCOL, "obs-fold (folded header line)");
             nlp = memchr(buf + next, '\n', he - next);
             nl = (size_t)(nlp - buf);
-            if ((rc = h1_line_end(d, buf, next, nl, &le)))
+            if ((rc = nm_h1_line_end(d, buf, next, nl, &le)))
                 return rc;
             for (size_t k = next; k < le; k++)
                 if (!H1_IS(buf[k], H1_VALUE))
-                    return h1_value_error(d, buf[k]);
+                    return nm_h1_value_error(d, buf[k]);
             while (le > next && (buf[le - 1] == ' ' || buf[le - 1] == '\t'))
                 le--;
             if (le > next)
@@ -271,56 +185,6 @@ static int h1_headers(nm_decoder *d, const uint8_t *buf, size_t ls, size_t he,
             return rc;
         ls = next;
     }
-}
-
-/* Request line at buf[p..ce); returns the minor version or an error. */
-static int h1_request_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
-                           nm_out *o, int *is_connect, size_t *target, size_t *target_end)
-{
-    size_t i = p;
-    while (i < ce && H1_IS(buf[i], H1_TCHAR))
-        i++;
-    if (i == p || i >= ce || buf[i] != ' ')
-        return nm_fail(d, NM_E_PROTOCOL, "invalid method");
-    *is_connect = (i - p == 7 && memcmp(buf + p, "CONNECT", 7) == 0);
-    nm_push_meta(o, NM_KEY_METHOD, (uint32_t)p, (uint32_t)(i - p));
-    size_t t = ++i;
-    while (i < ce && H1_IS(buf[i], H1_TARGET))
-        i++;
-    if (i == t || i >= ce || buf[i] != ' ')
-        return nm_fail(d, NM_E_PROTOCOL, "invalid request-target");
-    nm_push_meta(o, NM_KEY_PATH, (uint32_t)t, (uint32_t)(i - t));
-    *target = t;
-    *target_end = i;
-    return h1_version(d, buf + i + 1, ce - i - 1);
-}
-
-/* Status line at buf[p..ce); returns the minor version or an error. */
-static int h1_status_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
-                          nm_out *o, int *status)
-{
-    if (ce - p < 12 || buf[p + 8] != ' ')
-        return nm_fail(d, NM_E_PROTOCOL, "invalid status line");
-    int minor = h1_version(d, buf + p, 8);
-    if (minor < 0)
-        return minor;
-    const uint8_t *s = buf + p + 9;
-    for (int k = 0; k < 3; k++)
-        if (s[k] < '0' || s[k] > '9')
-            return nm_fail(d, NM_E_PROTOCOL, "invalid status code");
-    *status = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
-    if (*status < 100)
-        return nm_fail(d, NM_E_PROTOCOL, "invalid status code");
-    size_t i = p + 12;
-    if (i < ce) {
-        if (buf[i] != ' ')
-            return nm_fail(d, NM_E_PROTOCOL, "invalid status line");
-        while (++i < ce)
-            if (!H1_IS(buf[i], H1_VALUE))
-                return h1_value_error(d, buf[i]);
-    }
-    nm_push_meta(o, NM_KEY_STATUS, (uint32_t)(p + 9), 3);
-    return minor;
 }
 
 /* Absolute-form target: its authority wins over Host (RFC 9112 3.2.2). */
@@ -370,23 +234,25 @@ static int h1_frame(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos,
     if (req ? !H1_IS(buf[p], H1_TCHAR) : buf[p] != 'H')
         return nm_fail(d, NM_E_PROTOCOL, req ? "invalid method" : "invalid status line");
 
-    size_t from = pos + st[H1_ST_SCAN], scanned;
-    size_t he = h1_head_end(buf, len, from > p ? from : p, &scanned);
+    size_t he = st[H1_ST_HEAD] ? pos + st[H1_ST_HEAD] : 0;
+    if (!he) {
+        size_t from = st[H1_ST_SCAN] ? pos + st[H1_ST_SCAN] - 1 : p;
+        he = h1_head_end(buf, len, from);
+    }
     if (!he || he - pos > maxh) {
         if ((he ? he : len) - pos > maxh)
             return nm_fail(d, NM_E_FRAME_TOO_LARGE, "header section larger than max_header_bytes");
-        st[H1_ST_SCAN] = scanned - pos;
-        return 0;
+        return nm_h1_early(d, buf, len, pos, p);   /* fail early, wait for the rest */
     }
 
     /* Start line. */
     const uint8_t *nlp = memchr(buf + p, '\n', he - p);
     size_t nl = (size_t)(nlp - buf), ce, target = 0, target_end = 0;
-    int rc = h1_line_end(d, buf, p, nl, &ce), status = 0, is_connect = 0, minor;
+    int rc = nm_h1_line_end(d, buf, p, nl, &ce), status = 0, is_connect = 0, minor;
     if (rc)
         return rc;
-    minor = req ? h1_request_line(d, buf, p, ce, o, &is_connect, &target, &target_end)
-                : h1_status_line(d, buf, p, ce, o, &status);
+    minor = req ? nm_h1_request_line(d, buf, p, ce, o, &is_connect, &target, &target_end)
+                : nm_h1_status_line(d, buf, p, ce, o, &status);
     if (minor < 0)
         return minor;
 
@@ -412,8 +278,8 @@ static int h1_frame(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos,
     }
     if (h.has_te && minor == 0)
         return nm_fail(d, NM_E_SMUGGLING, "Transfer-Encoding in an HTTP/1.0 message");
-    if (h.te_chunked > 1 || (h.te_chunked && !h.te_last_chunked))
-        return nm_fail(d, NM_E_SMUGGLING, "chunked is not applied exactly once, last");
+    if (h.te_chunked > 1)
+        return nm_fail(d, NM_E_SMUGGLING, "chunked applied more than once");
     if (req && h.has_te && !h.te_last_chunked)
         return nm_fail(d, NM_E_SMUGGLING, "request Transfer-Encoding not ending in chunked");
 
@@ -442,13 +308,13 @@ static int h1_frame(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos,
         end = he + (size_t)h.cl;
         if (end > len) {
             d->need = (uint32_t)(end - pos);
-            st[H1_ST_SCAN] = he - pos - 3;
+            st[H1_ST_HEAD] = he - pos;
             return 0;
         }
     } else if (body == H1_BODY_CHUNKED) {
         int64_t r = nm_h1_chunked(d, buf, len, pos, he);
         if (r <= 0) {
-            st[H1_ST_SCAN] = he - pos - 3;
+            st[H1_ST_HEAD] = he - pos;
             return (int)r;
         }
         end = (size_t)r;
@@ -468,8 +334,7 @@ static int h1_frame(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos,
     /* codec.c drops (and retries) a frame whose metadata overflowed when
      * frames precede it: only commit state for a frame that is kept. */
     if (!(o->meta_overflow && o->nframes > 0)) {
-        st[H1_ST_SCAN] = 0;
-        st[H1_ST_RESUME] = 0;
+        st[H1_ST_SCAN] = st[H1_ST_HEAD] = st[H1_ST_RESUME] = 0;
         if (!req && status >= 200 && st[H1_ST_QLEN]) {
             st[H1_ST_QUEUE] >>= 2;
             st[H1_ST_QLEN]--;

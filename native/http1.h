@@ -21,8 +21,9 @@ extern const uint8_t nm_h1_class[256];
 #define H1_ST_FLAGS    0   /* H1_STOPPED                                  */
 #define H1_ST_QUEUE    1   /* 2 bits per expected response, oldest lowest */
 #define H1_ST_QLEN     2   /* entries in the queue                        */
-#define H1_ST_SCAN     3   /* head bytes scanned without finding its end  */
+#define H1_ST_SCAN     3   /* incomplete head: next line to validate      */
 #define H1_ST_RESUME   4   /* chunked: next chunk line, from frame start  */
+#define H1_ST_HEAD     5   /* header section length once known (0: not yet) */
 
 #define H1_STOPPED     1   /* after an upgrade / until-close frame        */
 
@@ -58,6 +59,19 @@ int64_t nm_h1_chunked(nm_decoder *d, const uint8_t *buf, size_t len,
 /* Validate one header/trailer line's name and value (see http1.c). */
 int nm_h1_header_line(nm_decoder *d, const uint8_t *buf, size_t ls, size_t le,
                       size_t *name_end, size_t *vs, size_t *ve);
+
+/* Start line and line-end checks (http1.c). */
+int nm_h1_value_error(nm_decoder *d, uint8_t c);
+int nm_h1_line_end(nm_decoder *d, const uint8_t *buf, size_t ls, size_t nl, size_t *ce);
+int nm_h1_version(nm_decoder *d, const uint8_t *p, size_t n);
+int nm_h1_request_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
+                       nm_out *o, int *is_connect, size_t *target, size_t *target_end);
+int nm_h1_status_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
+                      nm_out *o, int *status);
+
+/* Incomplete header section at buf[p..len) (frame at pos): validate what
+ * is there so bad input fails before the rest arrives. 0 or an error. */
+int nm_h1_early(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos, size_t p);
 
 int64_t nm_h1_build_error(const nm_decoder *d, const uint8_t *buf, size_t len,
                           const nm_frame *f, const nm_meta *meta,
