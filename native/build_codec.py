@@ -16,7 +16,7 @@ SOURCES = [
     "dubbo.c", "hessian2.c",
     "thrift.c", "thrift_protocol.c", "thrift_reply.c",
     "redis.c", "redis_reply.c", "redis_request.c",
-    "http1.c",
+    "http1.c", "http1_lines.c", "http1_chunked.c", "http1_reply.c",
     "lengthfield.c",
 ]
 

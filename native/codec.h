@@ -268,6 +268,19 @@ const char *nm_strerror(int status);
 
 size_t nm_decoder_size(void);
 
+/* HTTP/1.1 additions (native/http1.c, docs/codecs/http1.md). */
+#define NM_FRAME_UNTIL_CLOSE  16  /* HTTP: body runs to close; frame = head only */
+
+/* What the response decoder expects next (the request it answers). */
+#define NM_HTTP1_EXPECT_NORMAL   0
+#define NM_HTTP1_EXPECT_HEAD     1  /* response to HEAD: no body          */
+#define NM_HTTP1_EXPECT_CONNECT  2  /* response to CONNECT: 2xx = tunnel  */
+
+/* Queue the kind of the next request whose response a response decoder will
+ * read (FIFO, up to 32 pending; none queued = NORMAL). NM_OK, NM_E_BUFFER
+ * when full, NM_E_ARGUMENT for a non-HTTP or request decoder. */
+int nm_http1_expect(nm_decoder *d, uint32_t what);
+
 /* cdef-end */
 
 #endif
