@@ -11,7 +11,7 @@ import pathlib
 from cffi import FFI
 
 HERE = pathlib.Path(__file__).resolve().parent
-SOURCES = ["codec.c", "dubbo.c", "hessian2.c", "thrift.c", "redis.c", "http1.c", "lengthfield.c"]
+SOURCES = ["codec.c", "dubbo.c", "hessian2.c", "thrift.c", "redis.c", "http1.c", "lengthfield.c", "lengthfield_reply.c"]
 
 
 def cdef_text() -> str:

@@ -268,6 +268,16 @@ const char *nm_strerror(int status);
 
 size_t nm_decoder_size(void);
 
+/* Length-field codec additions (appended; existing values unchanged). */
+/* nm_meta.flags: the value span holds the raw bytes of an integer field, to be
+ * printed in decimal (big- or little-endian). */
+#define NM_META_INTEGER_BE     4
+#define NM_META_INTEGER_LE     8
+/* nm_meta.key_id of a length-field metadata field with a custom name: the
+ * field's index in nm_lengthfield_config.fields plus this base; its name is
+ * fields[i].name in the decoder's options. */
+#define NM_KEY_LF_FIELD0       64
+
 /* cdef-end */
 
 #endif
