@@ -105,11 +105,12 @@ class RefError(Exception):
         self.kind = kind   # "protocol", "too_large", "too_many_headers"
 
 
-def decode(cfg, data, max_frame_size=8388608, max_headers=128):
-    """Frames of data as harness.summarize() would report them; raises RefError."""
+def decode(cfg, data, max_frame_size=8388608, max_headers=128, out=None):
+    """Frames of data as harness.summarize() would report them; raises RefError
+    (frames decoded before the error are in `out` when given)."""
     hl, little = header_length(cfg), cfg.get("little_endian", 0)
     lo, ls = cfg.get("length_offset", 0), cfg["length_size"]
-    out, pos = [], 0
+    out, pos = [] if out is None else out, 0
     while pos < len(data):
         fp = data[pos:]
         ms = cfg.get("magic_size", 0)
