@@ -32,6 +32,12 @@ static int within(uint64_t off, uint64_t n, uint64_t header)
     return off + n <= header;
 }
 
+/* Do two byte ranges stay apart (an empty one always does)? */
+static int apart(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return !alen || !blen || a + alen <= b || b + blen <= a;
+}
+
 static int bad(nm_decoder *d, const char *reason)
 {
     return nm_fail(d, NM_E_ARGUMENT, reason);
@@ -90,10 +96,23 @@ static int lf_init(nm_decoder *d)
             return bad(d, "kv_length_size must be 1..4");
         if (!c->kv_pair_sep || !c->kv_sep || c->kv_pair_sep == c->kv_sep)
             return bad(d, "kv_pair_sep and kv_sep must be set and differ");
-        if (c->kv_offset < c->length_offset + ls && c->kv_offset + c->kv_length_size > c->length_offset)
-            return bad(d, "kv section overlaps the length field");
     } else if (c->kv_length_size || c->kv_pair_sep || c->kv_sep) {
         return bad(d, "kv options need kv_offset");
+    }
+    /* Replies and rewrites write these ranges: none may touch another or the
+     * magic. Slots: length, "status" field, id, kind byte, kv length. */
+    uint64_t off[5] = {c->length_offset, 0, c->id_offset, c->kind_offset, c->kv_offset};
+    uint64_t len[5] = {ls, 0, c->id_size, c->kind_present, c->kv_offset ? c->kv_length_size : 0};
+    if (d->state[NM_LF_STATUS_FIELD]) {
+        off[1] = c->fields[d->state[NM_LF_STATUS_FIELD] - 1].offset;
+        len[1] = c->fields[d->state[NM_LF_STATUS_FIELD] - 1].length;
+    }
+    for (int i = 0; i < 5; i++) {
+        if (!apart(0, c->magic_size, off[i], len[i]))
+            return bad(d, "a length, status, id, kind or kv length field overlaps the magic");
+        for (int j = i + 1; j < 5; j++)
+            if (!apart(off[i], len[i], off[j], len[j]))
+                return bad(d, "length, status, id, kind and kv length fields overlap");
     }
     d->state[NM_LF_HEADER] = header;
     return NM_OK;

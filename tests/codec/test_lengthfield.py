@@ -177,8 +177,14 @@ BAD_CONFIGS = [
      "kv_length_size"),
     (dict(length_size=2, kv_offset=2, kv_length_size=2, kv_sep="=", kv_pair_sep="="), "differ"),
     (dict(length_size=2, kv_offset=2, kv_length_size=2), "differ"),
-    (dict(length_size=2, kv_offset=1, kv_length_size=2, kv_sep="=", kv_pair_sep="&"), "overlaps"),
+    (dict(length_size=2, kv_offset=1, kv_length_size=2, kv_sep="=", kv_pair_sep="&"), "overlap"),
     (dict(length_size=2, kv_length_size=2), "need kv_offset"),
+    (dict(length_size=4, header_length=8, id_offset=2, id_size=4), "fields overlap"),
+    (dict(length_size=2, length_offset=2, magic=9, magic_size=3, header_length=8), "overlaps the magic"),
+    (dict(length_size=2, length_offset=2, header_length=8, kind_offset=1, magic=9, magic_size=2,
+          kind_response_mask=1), "overlaps the magic"),
+    (dict(length_size=2, header_length=8, id_offset=4, id_size=4,
+          fields=[{"name": "status", "offset": 6, "length": 1, "integer": True}]), "fields overlap"),
 ]
 
 

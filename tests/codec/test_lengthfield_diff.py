@@ -5,7 +5,7 @@ and layouts, arbitrary bytes, and real-world Dubbo / Thrift framed streams."""
 import glob
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from agent.codec import CodecError, FrameTooLarge, ProtocolError, TooManyHeaders, decoder_for
@@ -113,6 +113,10 @@ def layouts(draw):
        max_frame=st.sampled_from([None, 16, 64]))
 def test_arbitrary_bytes_match_reference(cfg, data, cuts, max_frame):
     limits = {"max_frame_size": max_frame} if max_frame else {}
+    try:
+        decoder_for("lengthfield", **cfg)
+    except ValueError:   # overlapping fields: refused by the init hook (tested elsewhere)
+        assume(False)
     want = ref_decode(cfg, data, **limits)
     assert c_decode(cfg, pieces(data, cuts), **limits) == want
 
