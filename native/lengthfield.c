@@ -211,7 +211,8 @@ static int lf_frame(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos,
             return nm_fail(d, NM_E_PROTOCOL, "bad magic");
     size_t need = (size_t)c->length_offset + c->length_size;
     if (avail < need) {
-        d->need = (uint32_t)need;
+        if (avail >= c->magic_size)   /* else recheck the magic as bytes come */
+            d->need = (uint32_t)need;
         return 0;
     }
     int64_t total = frame_length(d, fp);

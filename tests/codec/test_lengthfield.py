@@ -302,3 +302,13 @@ def test_netty_example_layouts():
     (f,) = check_vector("lengthfield", b"\xca\xfe\x00\x00\x0cHELLO, WORLD", **cfg)
     assert f["length"] == 17
     assert NETTY_HDR["length_adjustment"] == 1
+
+
+def test_bad_magic_found_however_the_bytes_arrive():
+    # found by the fuzzer: "need" was set before the magic was complete, so a
+    # decoder fed one byte at a time never looked at the second magic byte
+    for first in (b"", b"\x09"):
+        dec = decoder_for("lengthfield", **TRPC)
+        assert dec.feed(first) == []
+        with pytest.raises(ProtocolError, match="bad magic"):
+            dec.feed(b"\x09\x31\x00\x00"[len(first):])
