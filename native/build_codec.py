@@ -17,7 +17,7 @@ SOURCES = [
     "thrift.c", "thrift_protocol.c", "thrift_reply.c",
     "redis.c", "redis_reply.c", "redis_request.c",
     "http1.c", "http1_lines.c", "http1_chunked.c", "http1_reply.c",
-    "lengthfield.c",
+    "lengthfield.c", "lengthfield_reply.c",
 ]
 
 

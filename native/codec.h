@@ -281,6 +281,16 @@ size_t nm_decoder_size(void);
  * when full, NM_E_ARGUMENT for a non-HTTP or request decoder. */
 int nm_http1_expect(nm_decoder *d, uint32_t what);
 
+/* Length-field codec additions (appended; existing values unchanged). */
+/* nm_meta.flags: the value span holds the raw bytes of an integer field, to be
+ * printed in decimal (big- or little-endian). */
+#define NM_META_INTEGER_BE     4
+#define NM_META_INTEGER_LE     8
+/* nm_meta.key_id of a length-field metadata field with a custom name: the
+ * field's index in nm_lengthfield_config.fields plus this base; its name is
+ * fields[i].name in the decoder's options. */
+#define NM_KEY_LF_FIELD0       64
+
 /* cdef-end */
 
 #endif

@@ -111,7 +111,11 @@ class Frame:
                 key = bytes(buf[koff:koff + klen]).decode("latin-1")
                 if flags & lib.NM_META_LOWERCASE_KEY:
                     key = key.lower()
-            value = bytes(buf[voff:voff + vlen]).decode("utf-8", "replace")
+            if flags & (lib.NM_META_INTEGER_BE | lib.NM_META_INTEGER_LE):
+                order = "little" if flags & lib.NM_META_INTEGER_LE else "big"
+                value = str(int.from_bytes(buf[voff:voff + vlen], order))
+            else:
+                value = bytes(buf[voff:voff + vlen]).decode("utf-8", "replace")
             if flags & lib.NM_META_LOWERCASE_VALUE:
                 value = value.lower()
             if key in out:   # repeated headers join as Envoy does

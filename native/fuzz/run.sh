@@ -1,0 +1,67 @@
+#!/bin/sh
+# Build and run the libFuzzer target of one codec.
+#   native/fuzz/run.sh PROTO SECONDS      (SECONDS=0: replay the seeds only)
+# Builds into $FUZZ_OUT (default native/fuzz/out/PROTO), seeds from
+# native/fuzz/corpus/PROTO plus ../shared/realworld when present (seeds.py),
+# keeps new inputs in $FUZZ_OUT/corpus and a crash as $FUZZ_OUT/crash-*.
+# Prints one summary line; exits non-zero on a finding.
+# Environment: CC (default clang-14, else clang), PYTHON (default python3).
+set -eu
+PROTO=${1:?usage: run.sh PROTO SECONDS}
+SECONDS_=${2:?usage: run.sh PROTO SECONDS}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+OUT=${FUZZ_OUT:-$HERE/out/$PROTO}
+PYTHON=${PYTHON:-python3}
+CC=${CC:-$(command -v clang-14 || command -v clang || echo clang-14)}
+case $PROTO in
+    dubbo|thrift|redis|http1|lengthfield) ;;
+    *) echo "run.sh: unknown protocol $PROTO" >&2; exit 2 ;;
+esac
+UPPER=$(echo "$PROTO" | tr a-z A-Z)
+mkdir -p "$OUT/corpus" "$OUT/seeds"
+rm -f "$OUT"/crash-* "$OUT"/leak-* "$OUT"/timeout-* "$OUT"/oom-*
+
+# The codec sources, as native/build_codec.py lists them.
+SOURCES=$("$PYTHON" - "$ROOT/native/build_codec.py" <<'PY'
+import ast, re, sys
+text = open(sys.argv[1]).read()
+print(" ".join(ast.literal_eval(re.search(r"^SOURCES = (\[.*?\])", text, re.M | re.S).group(1))))
+PY
+)
+SRC=""
+for s in $SOURCES; do SRC="$SRC $ROOT/native/$s"; done
+
+# Rebuild only when a source is newer than the binary.
+STALE=1
+if [ -x "$OUT/fuzz_$PROTO" ] && [ -z "$(find "$HERE/fuzz_codec.c" "$ROOT/native" -maxdepth 1 \
+        -name '*.[ch]' -newer "$OUT/fuzz_$PROTO" 2>/dev/null)" ]; then
+    STALE=0
+fi
+[ "$STALE" = 0 ] || "$CC" -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+    -fno-omit-frame-pointer -I"$ROOT/native" -DFUZZ_PROTOCOL="NM_PROTO_$UPPER" \
+    "$HERE/fuzz_codec.c" $SRC -o "$OUT/fuzz_$PROTO"
+
+rm -rf "$OUT/seeds" && mkdir -p "$OUT/seeds"
+(cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON" "$HERE/seeds.py" "$PROTO" "$OUT/seeds") >/dev/null
+
+if [ "$SECONDS_" = 0 ]; then
+    MODE="-runs=0"
+else
+    MODE="-max_total_time=$SECONDS_"
+fi
+set +e
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$OUT/fuzz_$PROTO" $MODE -max_len=65536 \
+    -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 -artifact_prefix="$OUT/" \
+    "$OUT/corpus" "$OUT/seeds" >"$OUT/log" 2>&1
+RC=$?
+set -e
+EXECS=$(sed -n 's/^stat::number_of_executed_units: *//p' "$OUT/log" | tail -1)
+COV=$(grep -o 'cov: [0-9]*' "$OUT/log" | tail -1 | cut -d' ' -f2)
+NSEEDS=$(ls "$OUT/seeds" | wc -l)
+CRASH=$(ls "$OUT"/crash-* "$OUT"/leak-* "$OUT"/timeout-* "$OUT"/oom-* 2>/dev/null | head -1 || true)
+if [ "$RC" -ne 0 ] || [ -n "$CRASH" ]; then
+    echo "fuzz $PROTO: FINDING after ${EXECS:-?} execs (rc $RC): ${CRASH:-see $OUT/log}"
+    exit 1
+fi
+echo "fuzz $PROTO: ok, ${SECONDS_}s, ${EXECS:-0} execs, cov ${COV:-?}, $NSEEDS seeds, corpus $(ls "$OUT/corpus" | wc -l)"
