@@ -148,6 +148,7 @@ class Decoder:
         self._meta_words = ffi.cast("uint32_t *", self._meta)
         self._meta_cap = meta_cap
         self._consumed = ffi.new("size_t *")
+        self._pipelined = self._d.opt.limits.max_pipelined
         self._keys = KEY_NAMES[protocol]
         self._tail = b""
         self._base = 0
@@ -163,18 +164,20 @@ class Decoder:
         frames, pos = [], 0
         while True:
             view = ffi.from_buffer(buf)
+            room = min(_FRAME_BATCH, self._pipelined - len(frames))
             n = lib.nm_decode(self._d, view + pos, len(buf) - pos, self._frames,
-                              _FRAME_BATCH, self._meta, self._meta_cap, self._consumed)
+                              room, self._meta, self._meta_cap, self._consumed)
             if n < 0:
+                if frames:      # hand over what came before; the error is sticky
+                    break
                 self._raise(n, pos)
-            used = self._consumed[0]
             if n:
                 self._collect(frames, buf, pos, n)
-            pos += used
-            if n < _FRAME_BATCH or pos >= len(buf):
+            pos += self._consumed[0]
+            # the C call also stops when the frame or metadata arrays fill up:
+            # go on while it makes progress, up to max_pipelined frames a feed
+            if n == 0 or pos >= len(buf) or self._d.error or len(frames) >= self._pipelined:
                 break
-        if self._d.error and not frames:
-            self._raise(self._d.error, pos)
         self._tail = buf[pos:]
         self._base += pos
         return frames

@@ -135,13 +135,16 @@ def normalize(obj):
     return obj
 
 
+_MORE = object()   # hiredis returns False for "no reply yet" and for RESP3 #f
+
+
 def hiredis_all(data):
-    reader = hiredis.Reader()
+    reader = hiredis.Reader(notEnoughData=_MORE)
     reader.feed(data)
     out = []
     while True:
         obj = reader.gets()
-        if obj is False:
+        if obj is _MORE:
             break
         out.append(normalize(obj))
     return out, reader.has_data()
