@@ -116,3 +116,8 @@ def node_env(node, monkeypatch):
     for k, v in node["env"].items():
         monkeypatch.setenv(k, v)
     return node
+
+
+def pytest_configure(config):
+    # bcc 0.26 warns about str arguments it converts itself
+    config.addinivalue_line("filterwarnings", "ignore:not a bytes object:DeprecationWarning")
