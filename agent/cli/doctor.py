@@ -11,7 +11,7 @@ import re
 from agent.bpf import host, libbpf
 
 from . import agent_link, cgroups, options, output, pins, privileges
-from .doctor_programs import FALLBACK, REQUIRED, check_programs, temporary_pin_dir
+from .doctor_programs import FALLBACK, REQUIRED, check_programs
 
 EPILOG = """examples:
   nodemesh doctor
@@ -110,12 +110,11 @@ def headers_check():
                      f"BCC_KERNEL_SOURCE={h.path} has no include/ (not kernel headers)",
                      down + "; unset BCC_KERNEL_SOURCE or point it at headers")
     detail = f"{h.path} ({h.how})" + (f": {h.note}" if h.note else "")
-    release = platform.release()
-    if h.how == "debian-split" and not os.path.basename(h.path).startswith(
-            "linux-headers-" + release.split("-")[0]):
-        return check("kernel-headers", "warn", detail,
-                     "headers of another kernel: fine for these programs (CO-RE-free, "
-                     "stable uapi), checked by the load below")
+    built_for = re.search(r"linux-headers-(\d+\.\d+)", os.path.realpath(h.path))
+    running = ".".join(platform.release().split(".")[:2])
+    if built_for and built_for.group(1) != running:
+        detail += (f"; headers of {built_for.group(1)} for kernel {running}: the programs use "
+                   "stable uapi only, the load below proves it")
     return check("kernel-headers", "ok", detail)
 
 
@@ -250,6 +249,3 @@ def _wrap(prefix, text, wide, limit):
         return [prefix + text]
     body = textwrap.wrap(text, limit - visible) or [""]
     return [prefix + body[0]] + [" " * visible + b for b in body[1:]]
-
-
-__all__ = ["register", "run_checks", "temporary_pin_dir"]

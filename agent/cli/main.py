@@ -7,7 +7,7 @@ errors.py); the datapath commands work without any agent running.
 import sys
 
 from . import datapath, doctor, options, pods, services, stats
-from .errors import CLIError, from_exception, report
+from .errors import from_exception, report
 
 EPILOG = """examples:
   nodemesh doctor
