@@ -162,12 +162,14 @@ def status_data(dp: Datapath) -> dict:
         finally:
             c.close()
     digest = state.get("source_digest")
+    sk_msg = next(p for p in programs if p["name"] == "sk_msg")
     return {
         "up": all(present.values()),
         "pin_dir": dp.s.pin_dir,
         "pins": present,
         "programs": programs,
         "links": links,
+        "sk_msg_attached": pins.sk_msg_attached(dp.pins, sk_msg["id"]),
         "proxy": proxy,
         "source": {
             "digest": digest,
@@ -209,8 +211,8 @@ def _status_text(d, wide) -> str:
     for prog in d["programs"]:
         link = next((x for x in d["links"] if x["name"] == prog["name"]), None)
         where = (f"{link['attach_type']} {link['cgroup'] or link['cgroup_id']}" if link and link["id"]
-                 else "sk_msg_verdict sock_pairs" if prog["name"] == "sk_msg" and prog["id"]
-                 else "-")
+                 else "sk_msg_verdict sock_pairs" if prog["name"] == "sk_msg"
+                 and d["sk_msg_attached"] else "-")
         rows.append({"program": prog["name"], "id": prog["id"], "tag": prog["tag"],
                      "link": link["id"] if link else None, "attached": where})
     cols = [("PROGRAM", "program"), ("ID", "id"), ("LINK", "link"), ("ATTACHED", "attached")]

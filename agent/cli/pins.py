@@ -40,3 +40,15 @@ def our_prog_ids(pin_dir) -> set:
         if info["id"]:
             ids.add(info["id"])
     return ids
+
+
+def sk_msg_attached(pin_dir, prog_id) -> bool:
+    """Is prog_id the verdict program of the pinned sock_pairs map?"""
+    path = pathlib.Path(pin_dir) / "sock_pairs"
+    if not prog_id or not path.exists():
+        return False
+    fd = libbpf.obj_get(path)
+    try:
+        return prog_id in libbpf.prog_query(fd, libbpf.ATTACH["sk_msg"])
+    finally:
+        os.close(fd)

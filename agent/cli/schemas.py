@@ -34,6 +34,7 @@ STATUS = _obj({
         "name": {"type": "string"}, "pinned": {"type": "boolean"}, "id": _INT_OR_NULL,
         "prog_id": _INT_OR_NULL, "attach_type": _STR_OR_NULL, "cgroup_id": _INT_OR_NULL,
         "cgroup": _STR_OR_NULL})},
+    "sk_msg_attached": {"type": "boolean"},
     "proxy": {"oneOf": [PROXY, {"type": "null"}]},
     "source": _obj({"digest": _STR_OR_NULL, "cflags": {"type": ["array", "null"]},
                     "loaded_at": {"type": ["number", "null"]},

@@ -53,11 +53,13 @@ def test_status(nm, node_env):
     assert "datapath:     up" in r.out
     for prog in ("connect4", "getpeername4", "sockops", "sk_msg"):
         assert prog in r.out
+    assert "sk_msg_verdict sock_pairs" in r.out
     r = nm("datapath", "status", "-o", "json")
     data = r.json()
     jsonschema.validate(data, schemas.STATUS)
     assert data["up"] and all(data["pins"].values())
     assert all(p["id"] for p in data["programs"])
+    assert data["sk_msg_attached"]
     ids = {p["name"]: p["id"] for p in data["programs"]}
     for link in data["links"]:
         assert link["cgroup"] == CGROUP_ROOT
