@@ -1,0 +1,1 @@
+"""`nodemesh` command line: node-level control and diagnostics of the datapath."""
