@@ -260,3 +260,12 @@ def test_mutated_messages(msg, flips, cut):
     cut = cut % len(wire)
     assert run([wire[:cut], wire[cut:]]) == whole
     assert sum(f[1] for f in whole[0]) <= len(wire)
+
+
+def test_fuzz_seed_corpus_is_current():
+    from tests.codec import gen_seeds_thrift
+
+    want = {f"{k}.bin": v for k, v in gen_seeds_thrift.seeds().items()}
+    have = {p.name: p.read_bytes() for p in gen_seeds_thrift.OUT.glob("*.bin")}
+    assert have == want, "run tests/codec/gen_seeds_thrift.py"
+    assert 10 <= len(have) <= 40
