@@ -5,7 +5,6 @@ Mutated messages must never crash the decoder nor depend on the split."""
 
 import random
 import tempfile
-import uuid
 
 import pytest
 import thriftpy2
@@ -20,7 +19,7 @@ from thriftpy2.transport import TCyMemoryBuffer, TFramedTransport, TMemoryBuffer
 from agent.codec import CodecError, decoder_for
 from tests.codec.test_thrift import EMPTY, VARIANTS, message
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 # -- random nested values written by the thrift package -----------------------
