@@ -200,11 +200,11 @@ def run(quick=False) -> list:
     repeat, min_time = (3, 0.05) if quick else (7, 0.2)
     n = 200 if quick else 1000
     cases = [
-        ("header, binary unframed, ~290 B calls", "binary", False, 1, "frames/s"),
-        ("header, binary framed, ~290 B calls", "binary", True, 1, "frames/s"),
-        ("header, compact unframed, ~200 B calls", "compact", False, 1, "frames/s"),
-        ("framing, binary unframed, ~28 KB replies", "binary", False, 100, "MB/s"),
-        ("framing, binary framed, ~28 KB replies", "binary", True, 100, "MB/s"),
+        ("header, binary unframed calls", "binary", False, 1, "frames/s"),
+        ("header, binary framed calls", "binary", True, 1, "frames/s"),
+        ("header, compact unframed calls", "compact", False, 1, "frames/s"),
+        ("framing, binary unframed big calls", "binary", False, 100, "MB/s"),
+        ("framing, binary framed big calls", "binary", True, 100, "MB/s"),
     ]
     rows = []
     for name, proto, framed, users, unit in cases:
@@ -221,7 +221,7 @@ def run(quick=False) -> list:
         for peer, fn in peers:
             theirs = median_rate(fn, units, repeat, min_time)
             for api, rate in ours.items():
-                rows.append({"benchmark": f"{name} ({unit})", "nodemesh_api": api,
+                rows.append({"benchmark": f"{name}, {len(data) // count} B ({unit})", "nodemesh_api": api,
                              "nodemesh_per_s": round(rate, 1), "peer": peer,
                              "peer_per_s": round(theirs, 1), "ratio": round(rate / theirs, 2),
                              "target": TARGET, "message_bytes": len(data) // count})
