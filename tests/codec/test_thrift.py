@@ -1,5 +1,6 @@
-"""Thrift codec: vectors split at every byte, errors, limits, rewrite, error
-replies read back by the `thrift` package, real captures and Envoy seeds.
+"""Thrift codec: vectors split at every byte, malformed input, limits.
+(Rewrite and replies: test_thrift_replies.py; real data: test_thrift_realworld.py;
+independent implementations: test_thrift_diff.py.)
 
 Messages are written in the test by the `thrift` package (an independent
 implementation); a few malformed ones are written by hand.
@@ -13,10 +14,9 @@ from thrift.protocol import TBinaryProtocol, TCompactProtocol
 from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import TTransport
 
-from agent.codec import (CodecError, FrameTooLarge, ProtocolError, RequestIdNotRewritable,
-                         TooDeep, TooManyElements, Unsupported, decoder_for)
+from agent.codec import (FrameTooLarge, ProtocolError, TooDeep, TooManyElements, Unsupported,
+                         decoder_for)
 from agent.codec._native import lib
-from tests import realworld
 from tests.codec.harness import check_vector
 
 PROTOCOLS = {
@@ -359,133 +359,3 @@ def test_big_unframed_message_arrives_in_pieces():
     for i in range(0, len(data), 4096):
         got += dec.feed(data[i:i + 4096])
     assert [(f.request_id, f.length) for f in got] == [(5, len(data))]
-
-
-# -- rewrite ------------------------------------------------------------------
-
-def read_header(proto, framed, data):
-    trans = TTransport.TMemoryBuffer(data)
-    if framed:
-        trans = TTransport.TFramedTransport(trans)
-    p = PROTOCOLS[proto](trans)
-    return p, p.readMessageBegin()
-
-
-@pytest.mark.parametrize("proto,framed", VARIANTS, ids=VARIANT_IDS)
-def test_rewrite_request_id(proto, framed):
-    dec = decoder_for("thrift")
-    prefix = message(proto, framed, "first", 1, 1, EMPTY)
-    data = message(proto, framed, "getUser", 1, 200, every_type)
-    f = dec.feed(prefix + data)[1]
-    buf = bytearray(data)
-    dec.rewrite_request_id(buf, f, 16000)           # 200 and 16000: two varint bytes
-    assert read_header(proto, framed, bytes(buf))[1] == ("getUser", 1, 16000)
-    assert decoder_for("thrift").feed(bytes(buf))[0].request_id == 16000
-    with pytest.raises(RequestIdNotRewritable):
-        dec.rewrite_request_id(bytearray(data), f, 2**32)
-    if proto == "compact":
-        for new in (5, 2**20):                       # one and three bytes
-            with pytest.raises(RequestIdNotRewritable):
-                dec.rewrite_request_id(bytearray(data), f, new)
-    else:
-        dec.rewrite_request_id(buf, f, 2**32 - 1)
-        assert read_header(proto, framed, bytes(buf))[1][2] == -1   # i32 on the wire
-
-
-# -- error replies, read back by the thrift package ---------------------------
-
-REASONS = [("no_route", 1), ("no_upstream", 6), ("overloaded", 6), ("rate_limited", 6),
-           ("timeout", 6), ("bad_request", 7), ("internal", 6)]
-
-
-@pytest.mark.parametrize("proto,framed", VARIANTS, ids=VARIANT_IDS)
-@pytest.mark.parametrize("reason,tae_type", REASONS)
-def test_error_reply_read_by_thrift(proto, framed, reason, tae_type):
-    data = message(proto, framed, "getUser", 1, 4242, every_type)
-    dec = decoder_for("thrift")
-    frame = dec.feed(data)[0]
-    text = f"nodemesh: {reason} ü"
-    reply = dec.error_reply(frame, reason, text)
-    p, head = read_header(proto, framed, reply)
-    assert head == ("getUser", TMessageType.EXCEPTION, 4242)
-    exc = TApplicationException()
-    exc.read(p)
-    p.readMessageEnd()
-    assert (exc.type, exc.message) == (tae_type, text)
-    back = decoder_for("thrift").feed(reply)
-    assert [(f.kind, f.request_id, f.variant, f.metadata) for f in back] == [
-        ("error", 4242, frame.variant, {"method": "getUser", "message": text})]
-
-
-def test_error_reply_defaults_and_refusals():
-    dec = decoder_for("thrift")
-    call, oneway, reply = dec.feed(message("binary", False, "m", 1, 1, EMPTY)
-                                   + message("binary", False, "m", 4, 2, EMPTY)
-                                   + message("binary", False, "m", 2, 3, EMPTY))
-    p, _ = read_header("binary", False, dec.error_reply(call, "timeout"))
-    exc = TApplicationException()
-    exc.read(p)
-    assert (exc.type, exc.message) == (6, "upstream timeout")
-    with pytest.raises(Unsupported):
-        dec.error_reply(oneway, "internal")
-    with pytest.raises(CodecError):
-        dec.error_reply(reply, "internal")
-
-
-def test_no_heartbeat():
-    dec = decoder_for("thrift")
-    frame = dec.feed(message("binary", False, "m", 1, 1, EMPTY))[0]
-    with pytest.raises(Unsupported):
-        dec.heartbeat()
-    with pytest.raises(Unsupported):
-        dec.heartbeat_reply(frame)
-
-
-# -- real captures and Envoy's fuzz seeds ------------------------------------
-
-def thrift_package_messages(data):
-    """(name, type, seqid, length) of each message, read by the thrift package."""
-    trans = TTransport.TMemoryBuffer(data)
-    p = TBinaryProtocol.TBinaryProtocol(trans)
-    p.readString = p.readBinary           # the capture holds non-UTF-8 strings
-    out, pos = [], 0
-    while pos < len(data):
-        name, mtype, seqid = p.readMessageBegin()
-        p.skip(TType.STRUCT)
-        p.readMessageEnd()
-        end = trans._buffer.tell()
-        out.append((name, mtype, seqid, end - pos))
-        pos = end
-    return out
-
-
-def test_ndpi_capture():
-    streams = [s for s in realworld.tcp_streams(realworld.path("wire", "ndpi", "thrift.pcap"))
-               if s.c2s]
-    assert streams
-    total = 0
-    for s in streams:
-        for data in (s.c2s, s.s2c):
-            frames = decoder_for("thrift").feed(data)
-            assert sum(f.length for f in frames) == len(data)
-            want = thrift_package_messages(data)
-            assert [(f.metadata["method"], f.status, f.request_id, f.length) for f in frames] == \
-                [(n.decode(), t, q & 0xFFFFFFFF, ln) for n, t, q, ln in want]
-            total += len(frames)
-            check_vector("thrift", data[:frames[0].length], max_every_split=4096)
-    assert total > 10
-
-
-def envoy_seed(name):
-    return b"".join(realworld.envoy_corpus_data(
-        realworld.path("wire", "envoy_fuzz_corpus", name)))
-
-
-def test_envoy_seeds():
-    frames = check_vector("thrift", envoy_seed("thrift_proxy_on_data_handles_thriftcall"),
-                          [{"kind": "request", "request_id": 15, "metadata": {"method": "name"}}])
-    assert len(frames) == 1
-    check_vector("thrift", envoy_seed("thrift_proxy_pipelined_request1"),
-                 [{"request_id": 1, "length": 33}, {"request_id": 2, "offset": 33}])
-    with pytest.raises(Unsupported):
-        decoder_for("thrift").feed(envoy_seed("thrift_proxy_app_exception"))

@@ -5,7 +5,6 @@ Mutated messages must never crash the decoder nor depend on the split."""
 
 import random
 import tempfile
-import uuid
 
 import pytest
 import thriftpy2
@@ -20,7 +19,7 @@ from thriftpy2.transport import TCyMemoryBuffer, TFramedTransport, TMemoryBuffer
 from agent.codec import CodecError, decoder_for
 from tests.codec.test_thrift import EMPTY, VARIANTS, message
 
-SETTINGS = settings(max_examples=150, deadline=None,
+SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 # -- random nested values written by the thrift package -----------------------
@@ -260,3 +259,12 @@ def test_mutated_messages(msg, flips, cut):
     cut = cut % len(wire)
     assert run([wire[:cut], wire[cut:]]) == whole
     assert sum(f[1] for f in whole[0]) <= len(wire)
+
+
+def test_fuzz_seed_corpus_is_current():
+    from tests.codec import gen_seeds_thrift
+
+    want = {f"{k}.bin": v for k, v in gen_seeds_thrift.seeds().items()}
+    have = {p.name: p.read_bytes() for p in gen_seeds_thrift.OUT.glob("*.bin")}
+    assert have == want, "run tests/codec/gen_seeds_thrift.py"
+    assert 10 <= len(have) <= 40
