@@ -1,0 +1,54 @@
+"""All codec benchmarks in one table: each bench/codec_<proto>.py that exists.
+
+    python bench/codecs.py [--quick]
+
+Writes bench/results/codecs.json (bench.common.write_results).
+"""
+
+import importlib
+import pathlib
+import sys
+import traceback
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from bench.common import print_table, write_results  # noqa: E402
+
+PROTOCOLS = ["dubbo", "thrift", "redis", "http1", "lengthfield"]
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def run(quick=False):
+    rows, missing, failed = [], [], {}
+    for proto in PROTOCOLS:
+        if not (HERE / f"codec_{proto}.py").exists():
+            missing.append(proto)
+            continue
+        try:
+            module = importlib.import_module(f"bench.codec_{proto}")
+            for row in module.run(quick=quick):
+                rows.append(dict(row, protocol=proto))
+        except Exception:   # one broken bench must not hide the others
+            failed[proto] = traceback.format_exc(limit=3)
+    return rows, missing, failed
+
+
+def main(argv):
+    quick = "--quick" in argv
+    rows, missing, failed = run(quick)
+    print_table("codecs (nodemesh vs peer, same run)",
+                ["benchmark", "nodemesh/s", "peer", "peer/s", "ratio", "target"],
+                [[r["benchmark"], r["nodemesh_per_s"], r["peer"], r["peer_per_s"], r["ratio"],
+                  r.get("target", "")] for r in rows])
+    if missing:
+        print(f"\nno bench yet: {', '.join(missing)}")
+    for proto, tb in failed.items():
+        print(f"\n{proto} bench failed:\n{tb}")
+    path = write_results("codecs", {"quick": quick, "rows": rows, "missing": missing,
+                                    "failed": sorted(failed)})
+    print(f"\nwrote {path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

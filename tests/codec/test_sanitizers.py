@@ -1,0 +1,63 @@
+"""The codec unit tests against an ASan/UBSan build of the cffi extension.
+
+Builds agent.codec._native with NODEMESH_SANITIZE=1 into a temporary copy of
+the package (the working tree's build is untouched) and runs tests/codec in a
+subprocess with the compiler's ASan runtime preloaded (the interpreter itself
+is not instrumented). ASAN_OPTIONS=detect_leaks=0: CPython leaks by design.
+"""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+# The codec unit tests (the slow ones are this file and the fuzzers).
+SKIP = {"test_fuzz.py", "test_sanitizers.py"}
+
+
+def asan_runtime(cc):
+    """The shared ASan runtime of the compiler cffi builds with."""
+    name = "libclang_rt.asan-x86_64.so" if "clang" in cc else "libasan.so"
+    out = subprocess.run([cc, f"-print-file-name={name}"], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    if not os.path.isabs(out) or not os.path.exists(out):
+        pytest.fail(f"{cc} has no {name}: install its ASan runtime")
+    return out
+
+
+def test_codec_tests_under_asan_and_ubsan(tmp_path):
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    runtime = asan_runtime(cc)
+    shutil.copytree(ROOT / "native", tmp_path / "native",
+                    ignore=shutil.ignore_patterns("fuzz", "out"))
+    shutil.copytree(ROOT / "agent", tmp_path / "agent",
+                    ignore=shutil.ignore_patterns("_native*", "__pycache__"))
+    shutil.copytree(ROOT / "tests", tmp_path / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, NODEMESH_SANITIZE="1", PYTHONPATH=str(tmp_path))
+    build = subprocess.run([sys.executable, "native/build_codec.py"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-3000:]
+    tests = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "tests" / "codec").glob("test_*.py")
+                   if p.name not in SKIP)
+    env.update(LD_PRELOAD=runtime, ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    where = subprocess.run([sys.executable, "-c", "import agent.codec._native as n; print(n.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert where.stdout.startswith(str(tmp_path)), where.stdout + where.stderr
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-m", "not slow", *tests], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)
+    report = proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert proc.returncode == 0, report
+    assert " passed" in proc.stdout, report
+    assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr, report
+    # the build really is instrumented
+    lib = next((tmp_path / "agent" / "codec").glob("_native*.so"))
+    assert b"__asan_" in lib.read_bytes()
