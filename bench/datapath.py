@@ -10,8 +10,10 @@
                datapath does not pair (no sk_msg on either end);
      unix      the same server on a unix stream socket.
 2. Connect cost: connect + close from the enrolled cgroup to a VIP rewritten to
-   a local listener by connect4 (with the whole datapath attached, as deployed),
-   against no program at all (connect straight to the port from a cgroup with
+   a local listener by connect4 (with the whole datapath attached, as deployed:
+   `bpf`, local mode, both ends join the sockhash; `bpf_remote_mode`, the same
+   rewrite with the proxy map in remote mode pointing at 127.0.0.1, so sockops
+   keeps its bookkeeping but pairs nothing), against no program at all (connect straight to the port from a cgroup with
    no programs), against iptables REDIRECT in a network namespace of our own,
    plus two controls (enrolled cgroup, non-mesh destination; the netns with its
    nat rule, direct destination).
@@ -62,9 +64,9 @@ NETNS_SINK = 15013      # sink in the iptables netns
 SIZES = (64, 4096, 65536)
 CONNS = (1, 8)
 RR_TRANSPORTS = ("redirect", "tcp", "unix")
-CONNECT_VARIANTS = ("bpf", "none", "iptables", "enrolled_direct", "netns_direct")
+CONNECT_VARIANTS = ("bpf", "bpf_remote_mode", "none", "iptables", "enrolled_direct", "netns_direct")
 
-FULL = {"rounds": 5, "rr_seconds": 0.6, "conn_rounds": 7, "conn_seconds": 0.8}
+FULL = {"rounds": 7, "rr_seconds": 0.4, "conn_rounds": 9, "conn_seconds": 0.5}
 QUICK = {"rounds": 3, "rr_seconds": 0.2, "conn_rounds": 3, "conn_seconds": 0.3}
 MAX_REQUESTS = 2_000_000     # per client run: every load loop is bounded in count and time
 MAX_CONNECTS = 200_000
@@ -117,7 +119,7 @@ class Bench:
         self.dp.up()
         self.ctl = Control(s)
         self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_RR}", mode="local")
-        self.ctl.add_service(f"{VIP}:{VIP_PORT}", 1, "tcp", remote_port=0)
+        self.ctl.add_service(f"{VIP}:{VIP_PORT}", 1, "tcp", remote_port=PLAIN_SINK)
         self.ctl.enroll(self.client_cg)
 
     def netns(self):
@@ -271,14 +273,20 @@ class Bench:
             out[key]["ratio_rps_redirect_vs_tcp"] = round(red["requests_per_s"] / tcp["requests_per_s"], 3)
             out[key]["ratio_rps_redirect_vs_unix"] = round(red["requests_per_s"] / unix["requests_per_s"], 3)
             out[key]["ratio_p50_redirect_vs_unix"] = round(red["p50_us"] / unix["p50_us"], 3)
+            # peers of one round ran seconds apart: their ratio is less exposed
+            # to the other tenants' load than the ratio of medians
+            out[key]["paired_ratio_rps_redirect_vs_tcp"] = _paired(per["redirect"], per["tcp"])
+            out[key]["paired_ratio_rps_redirect_vs_unix"] = _paired(per["redirect"], per["unix"])
         return out
 
     def conn_once(self, variant):
         base = ["conn", "-d", str(self.p["conn_seconds"]), "-n", str(MAX_CONNECTS)]
-        if variant == "bpf":
-            before = self.counter("local")
+        if variant in ("bpf", "bpf_remote_mode"):
+            reason = "local" if variant == "bpf" else "remote_mode"
+            self.ctl.set_proxy(mode=reason.split("_")[0])
+            before = self.counter(reason)
             res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}", "-g", self.client_cg])
-            steered = self.counter("local") - before
+            steered = self.counter(reason) - before
             res["steered"] = steered
             res["valid"] = steered >= res["count"]
             return res
@@ -293,7 +301,7 @@ class Bench:
         raise ValueError(variant)
 
     def connect(self):
-        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_SINK}")
+        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_SINK}", remote="127.0.0.1")
         raw = {v: [] for v in CONNECT_VARIANTS}
         n = len(CONNECT_VARIANTS)
         for rnd in range(self.p["conn_rounds"]):
@@ -309,15 +317,27 @@ class Bench:
                 "runs": len(runs),
                 "rates": [round(r["rate"]) for r in runs],
             }
-            if v == "bpf":
+            if v.startswith("bpf"):
                 out[v]["valid"] = all(r["valid"] for r in runs)
         none = out["none"]["connects_per_s"]
         out["ratio_bpf_vs_none"] = round(out["bpf"]["connects_per_s"] / none, 3)
         out["ratio_iptables_vs_none"] = round(out["iptables"]["connects_per_s"] / none, 3)
+        out["ratio_bpf_remote_mode_vs_none"] = round(
+            out["bpf_remote_mode"]["connects_per_s"] / none, 3)
         out["ratio_bpf_vs_iptables"] = round(
             out["bpf"]["connects_per_s"] / out["iptables"]["connects_per_s"], 3)
+        for v in CONNECT_VARIANTS:
+            if v != "none":
+                out[v]["paired_ratio_vs_none"] = _paired(raw[v], raw["none"])
+                # per-connect cost from the median latency: the least noisy figure here
+                out[v]["p50_ratio_vs_none"] = round(out["none"]["p50_us"] / out[v]["p50_us"], 3)
         out["ratio_enrolled_direct_vs_none"] = round(out["enrolled_direct"]["connects_per_s"] / none, 3)
         return out
+
+
+def _paired(a_runs, b_runs) -> float:
+    """Median over rounds of a's rate / b's rate in the same round."""
+    return round(statistics.median(a["rate"] / b["rate"] for a, b in zip(a_runs, b_runs)), 3)
 
 
 def leftovers() -> list:
@@ -362,13 +382,14 @@ def report(res: dict) -> None:
         rows.append([key,
                      f"{red['requests_per_s']:.0f}" + ("" if red["valid"] else " INVALID"),
                      f"{tcp['requests_per_s']:.0f}", f"{unix['requests_per_s']:.0f}",
-                     f"{fig['ratio_rps_redirect_vs_tcp']:.2f}x",
-                     f"{fig['ratio_rps_redirect_vs_unix']:.2f}x",
+                     f"{fig['ratio_rps_redirect_vs_tcp']:.2f}x ({fig['paired_ratio_rps_redirect_vs_tcp']:.2f}x)",
+                     f"{fig['ratio_rps_redirect_vs_unix']:.2f}x ({fig['paired_ratio_rps_redirect_vs_unix']:.2f}x)",
                      f"{red['p50_us']:.1f}/{red['p99_us']:.1f}",
                      f"{tcp['p50_us']:.1f}/{tcp['p99_us']:.1f}",
                      f"{unix['p50_us']:.1f}/{unix['p99_us']:.1f}",
                      f"{fig['ratio_p50_redirect_vs_unix']:.2f}x"])
-    print_table("request/response (size/connections): requests/s, p50/p99 us, medians",
+    print_table("request/response (size/connections): requests/s, p50/p99 us, medians"
+                " (ratio of medians; median of per-round ratios)",
                 ["case", "redirect", "tcp", "unix", "red/tcp", "red/unix",
                  "red p50/p99", "tcp p50/p99", "unix p50/p99", "p50 red/unix"], rows)
     c = res["connect"]
@@ -377,9 +398,12 @@ def report(res: dict) -> None:
         f = c[v]
         rows.append([v, f"{f['connects_per_s']:.0f}" + ("" if f.get("valid", True) else " INVALID"),
                      f"{f['connects_per_s'] / c['none']['connects_per_s']:.2f}x",
-                     f"{f['p50_us']:.1f}", f"{f['p99_us']:.1f}"])
+                     f"{f.get('paired_ratio_vs_none', 1):.2f}x",
+                     f"{f['p50_us']:.1f}", f"{f.get('p50_ratio_vs_none', 1):.2f}x",
+                     f"{f['p99_us']:.1f}"])
     print_table("connect + close: connects/s, medians",
-                ["variant", "connects/s", "vs none", "p50 us", "p99 us"], rows)
+                ["variant", "connects/s", "vs none", "paired vs none", "p50 us",
+                 "none p50/p50", "p99 us"], rows)
     print(f"\nbpf vs iptables: {c['ratio_bpf_vs_iptables']:.2f}x; "
           f"run took {res['seconds']} s; leftovers: {res['leftovers'] or 'none'}")
 

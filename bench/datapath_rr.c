@@ -3,9 +3,9 @@
  * compiles at run time (cc -O2 -pthread). Python would cost 10-20 us per round
  * trip and hide the transport difference; this keeps the bench honest.
  *
- *   serve [-g CGROUP] [-T SECONDS] [-t HOST:PORT]... [-u PATH]... [-k HOST:PORT]...
- *       -t: TCP echo listener, -u: unix stream echo listener (one thread per
- *       connection: read what came, write it back), -k: TCP sink listener
+ *   serve [-g CGROUP] [-T SECONDS] [-w WORKERS] [-t HOST:PORT]... [-u PATH]... [-k HOST:PORT]...
+ *       -t: TCP echo listener, -u: unix stream echo listener (read what came,
+ *       write it back; a thread per connection, or -w N epoll workers), -k: TCP sink listener
  *       (accept and close, for connect benchmarks). Prints "ready" when every
  *       listener is up. Exits by itself after -T seconds (default 600).
  *   rr -a HOST:PORT | -u PATH  -s SIZE -c CONNS -d SECONDS -n MAXREQ [-g CGROUP]
@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -121,12 +122,89 @@ struct listener {
     int sink;
 };
 
-static void *echo_conn(void *arg)
+/* Echo connections: a thread per connection by default (-w 0), or -w N
+ * epoll worker threads (level-triggered; a write that does not go out whole
+ * waits for EPOLLOUT with its remainder). On 2 cores with 8 client threads,
+ * one epoll thread gets a ninth of the CPU under CFS and becomes the
+ * bottleneck; a thread per connection keeps up. */
+#define ECHO_BUF (256 * 1024)
+
+struct echo_conn {
+    int fd;
+    unsigned want; /* registered interest: EPOLLIN or EPOLLOUT */
+    size_t off, len;
+    char buf[ECHO_BUF];
+};
+
+static int n_workers = 0; /* 0: a thread per connection */
+static int worker_ep[MAX_LISTENERS];
+static unsigned next_worker;
+
+static void *echo_worker(void *arg)
+{
+    int ep = (int)(intptr_t)arg;
+    struct epoll_event evs[64];
+    for (;;) {
+        int n = epoll_wait(ep, evs, 64, -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die("epoll_wait");
+        }
+        for (int i = 0; i < n; i++) {
+            struct echo_conn *c = evs[i].data.ptr;
+            int dead = 0;
+            if (c->len) { /* remainder of a write */
+                ssize_t w = write(c->fd, c->buf + c->off, c->len);
+                if (w < 0 && errno != EAGAIN && errno != EINTR)
+                    dead = 1;
+                else if (w > 0) {
+                    c->off += w;
+                    c->len -= w;
+                }
+            } else {
+                ssize_t r = read(c->fd, c->buf, ECHO_BUF);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+                    dead = 1;
+                else if (r > 0) {
+                    ssize_t w = write(c->fd, c->buf, r);
+                    if (w < 0 && errno != EAGAIN && errno != EINTR)
+                        dead = 1;
+                    else {
+                        w = w < 0 ? 0 : w;
+                        c->off = w;
+                        c->len = r - w;
+                    }
+                }
+            }
+            if (dead) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                close(c->fd);
+                free(c);
+                continue;
+            }
+            unsigned want = c->len ? EPOLLOUT : EPOLLIN;
+            if (want != c->want) {
+                struct epoll_event ev = {.events = want, .data.ptr = c};
+                epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                c->want = want;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Thread per connection (the default): blocking read, write back. */
+static void *echo_thread(void *arg)
 {
     int fd = (int)(intptr_t)arg;
-    static __thread char buf[256 * 1024];
+    char *buf = malloc(ECHO_BUF);
+    if (!buf) {
+        close(fd);
+        return NULL;
+    }
     for (;;) {
-        ssize_t r = read(fd, buf, sizeof buf);
+        ssize_t r = read(fd, buf, ECHO_BUF);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
@@ -134,6 +212,7 @@ static void *echo_conn(void *arg)
         if (write_all(fd, buf, r) < 0)
             break;
     }
+    free(buf);
     close(fd);
     return NULL;
 }
@@ -144,9 +223,9 @@ static void *accept_loop(void *arg)
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 512 * 1024);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
     for (;;) {
-        int fd = accept(l->fd, NULL, NULL);
+        int fd = accept4(l->fd, NULL, NULL, (l->sink || !n_workers) ? 0 : SOCK_NONBLOCK);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE)
                 continue;
@@ -158,9 +237,26 @@ static void *accept_loop(void *arg)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on unix: fine */
-        pthread_t t;
-        if (pthread_create(&t, &attr, echo_conn, (void *)(intptr_t)fd) != 0)
+        if (!n_workers) {
+            pthread_t t;
+            if (pthread_create(&t, &attr, echo_thread, (void *)(intptr_t)fd) != 0)
+                close(fd);
+            continue;
+        }
+        struct echo_conn *c = malloc(sizeof *c);
+        if (!c) {
             close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->off = c->len = 0;
+        c->want = EPOLLIN;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+        int ep = worker_ep[__atomic_fetch_add(&next_worker, 1, __ATOMIC_RELAXED) % n_workers];
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            free(c);
+        }
     }
     return NULL;
 }
@@ -206,19 +302,20 @@ static int serve(int argc, char **argv)
     int n = 0, opt, limit = 600;
     const char *cgroup = NULL;
     /* first pass: the cgroup must be joined before any socket exists */
-    while ((opt = getopt(argc, argv, "g:T:t:u:k:")) != -1)
+    while ((opt = getopt(argc, argv, "g:T:t:u:k:w:")) != -1)
         if (opt == 'g')
             cgroup = optarg;
     if (cgroup)
         join_cgroup(cgroup);
     optind = 1;
-    while ((opt = getopt(argc, argv, "g:T:t:u:k:")) != -1) {
+    while ((opt = getopt(argc, argv, "g:T:t:u:k:w:")) != -1) {
         if (n >= MAX_LISTENERS && (opt == 't' || opt == 'u' || opt == 'k')) {
             fprintf(stderr, "datapath_rr: too many listeners\n");
             return 2;
         }
         switch (opt) {
         case 'T': limit = atoi(optarg); break;
+        case 'w': n_workers = atoi(optarg); break;
         case 't': ls[n].fd = listen_inet(optarg); ls[n++].sink = 0; break;
         case 'k': ls[n].fd = listen_inet(optarg); ls[n++].sink = 1; break;
         case 'u': ls[n].fd = listen_unix(optarg); ls[n++].sink = 0; break;
@@ -227,6 +324,17 @@ static int serve(int argc, char **argv)
         }
     }
     signal(SIGPIPE, SIG_IGN);
+    if (n_workers < 0 || n_workers > MAX_LISTENERS) {
+        fprintf(stderr, "datapath_rr: -w 0..%d\n", MAX_LISTENERS);
+        return 2;
+    }
+    for (int i = 0; i < n_workers; i++) {
+        pthread_t t;
+        if ((worker_ep[i] = epoll_create1(0)) < 0)
+            die("epoll_create1");
+        if (pthread_create(&t, NULL, echo_worker, (void *)(intptr_t)worker_ep[i]) != 0)
+            die("pthread_create");
+    }
     for (int i = 0; i < n; i++) {
         pthread_t t;
         if (pthread_create(&t, NULL, accept_loop, &ls[i]) != 0)
