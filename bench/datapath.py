@@ -155,11 +155,11 @@ class Bench:
         self.netns()
         # One echo server for all three transports, in the proxy cgroup so
         # that sockops pairs its accepted sockets on the proxy port.
-        self.server(["-g", self.proxy_cg, "-t", f"127.0.0.1:{PROXY_RR}",
+        self.srv_proxy = self.server(["-g", self.proxy_cg, "-t", f"127.0.0.1:{PROXY_RR}",
                      "-t", f"127.0.0.1:{PLAIN_RR}", "-u", self.unix_path,
                      "-k", f"127.0.0.1:{PROXY_SINK}"])
-        self.server(["-k", f"127.0.0.1:{PLAIN_SINK}"])           # no cgroup of ours
-        self.server(["-k", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS)
+        self.srv_plain = self.server(["-k", f"127.0.0.1:{PLAIN_SINK}"])   # no cgroup of ours
+        self.srv_netns = self.server(["-k", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS)
 
     # -- teardown ------------------------------------------------------------------
 
@@ -217,7 +217,18 @@ class Bench:
 
     # -- measuring -------------------------------------------------------------------
 
-    def client(self, args, netns=None):
+    def client(self, args, netns=None, server=None):
+        """Run a C client; with server, add the server's CPU over the run to
+        the client's: cpu_us_per_op, the figure the other tenants disturb least."""
+        before = _cpu_ticks(server.pid) if server else None
+        res = self._client(args, netns)
+        if server:
+            srv_s = (_cpu_ticks(server.pid) - before) / os.sysconf("SC_CLK_TCK")
+            res["server_cpu_s"] = srv_s
+            res["cpu_us_per_op"] = (res["cpu_s"] + srv_s) / max(res["count"], 1) * 1e6
+        return res
+
+    def _client(self, args, netns=None):
         cmd = [self.exe] + args
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
@@ -234,15 +245,15 @@ class Bench:
                 "-n", str(MAX_REQUESTS), "-g", self.client_cg]
         if transport == "redirect":
             before = self.counter("msg_redirected")
-            res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}"])
+            res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}"], server=self.srv_proxy)
             moved = self.counter("msg_redirected") - before
             res["msg_redirected"] = moved
             # every request and every response is at least one redirected message
             res["valid"] = moved >= 2 * res["count"]
         elif transport == "tcp":
-            res = self.client(base + ["-a", f"127.0.0.1:{PLAIN_RR}"])
+            res = self.client(base + ["-a", f"127.0.0.1:{PLAIN_RR}"], server=self.srv_proxy)
         else:
-            res = self.client(base + ["-u", self.unix_path])
+            res = self.client(base + ["-u", self.unix_path], server=self.srv_proxy)
         return res
 
     def rr(self):
@@ -262,6 +273,7 @@ class Bench:
                     "requests_per_s": round(statistics.median(r["rate"] for r in runs), 1),
                     "p50_us": round(statistics.median(r["p50_us"] for r in runs), 2),
                     "p99_us": round(statistics.median(r["p99_us"] for r in runs), 2),
+                    "cpu_us_per_req": round(statistics.median(r["cpu_us_per_op"] for r in runs), 2),
                     "runs": len(runs),
                     "rates": [round(r["rate"]) for r in runs],
                 }
@@ -275,6 +287,9 @@ class Bench:
             out[key]["ratio_p50_redirect_vs_unix"] = round(red["p50_us"] / unix["p50_us"], 3)
             # peers of one round ran seconds apart: their ratio is less exposed
             # to the other tenants' load than the ratio of medians
+            # requests per CPU-second, the rate an idle machine would allow
+            out[key]["cpu_ratio_redirect_vs_tcp"] = round(tcp["cpu_us_per_req"] / red["cpu_us_per_req"], 3)
+            out[key]["cpu_ratio_redirect_vs_unix"] = round(unix["cpu_us_per_req"] / red["cpu_us_per_req"], 3)
             out[key]["paired_ratio_rps_redirect_vs_tcp"] = _paired(per["redirect"], per["tcp"])
             out[key]["paired_ratio_rps_redirect_vs_unix"] = _paired(per["redirect"], per["unix"])
         return out
@@ -285,19 +300,23 @@ class Bench:
             reason = "local" if variant == "bpf" else "remote_mode"
             self.ctl.set_proxy(mode=reason.split("_")[0])
             before = self.counter(reason)
-            res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}", "-g", self.client_cg])
+            res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}", "-g", self.client_cg],
+                              server=self.srv_proxy if variant == "bpf" else self.srv_plain)
             steered = self.counter(reason) - before
             res["steered"] = steered
             res["valid"] = steered >= res["count"]
             return res
         if variant == "none":
-            return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}"])
+            return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}"], server=self.srv_plain)
         if variant == "enrolled_direct":
-            return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}", "-g", self.client_cg])
+            return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}", "-g", self.client_cg],
+                               server=self.srv_plain)
         if variant == "iptables":
-            return self.client(base + ["-a", f"{VIP}:{VIP_PORT}"], netns=NETNS)
+            return self.client(base + ["-a", f"{VIP}:{VIP_PORT}"], netns=NETNS,
+                               server=self.srv_netns)
         if variant == "netns_direct":
-            return self.client(base + ["-a", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS)
+            return self.client(base + ["-a", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS,
+                               server=self.srv_netns)
         raise ValueError(variant)
 
     def connect(self):
@@ -314,6 +333,7 @@ class Bench:
                 "connects_per_s": round(statistics.median(r["rate"] for r in runs), 1),
                 "p50_us": round(statistics.median(r["p50_us"] for r in runs), 2),
                 "p99_us": round(statistics.median(r["p99_us"] for r in runs), 2),
+                "cpu_us_per_connect": round(statistics.median(r["cpu_us_per_op"] for r in runs), 2),
                 "runs": len(runs),
                 "rates": [round(r["rate"]) for r in runs],
             }
@@ -331,8 +351,17 @@ class Bench:
                 out[v]["paired_ratio_vs_none"] = _paired(raw[v], raw["none"])
                 # per-connect cost from the median latency: the least noisy figure here
                 out[v]["p50_ratio_vs_none"] = round(out["none"]["p50_us"] / out[v]["p50_us"], 3)
+                out[v]["cpu_ratio_vs_none"] = round(
+                    out["none"]["cpu_us_per_connect"] / out[v]["cpu_us_per_connect"], 3)
         out["ratio_enrolled_direct_vs_none"] = round(out["enrolled_direct"]["connects_per_s"] / none, 3)
         return out
+
+
+def _cpu_ticks(pid) -> int:
+    """utime + stime of a process, every thread alive or gone, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def _paired(a_runs, b_runs) -> float:
@@ -387,11 +416,14 @@ def report(res: dict) -> None:
                      f"{red['p50_us']:.1f}/{red['p99_us']:.1f}",
                      f"{tcp['p50_us']:.1f}/{tcp['p99_us']:.1f}",
                      f"{unix['p50_us']:.1f}/{unix['p99_us']:.1f}",
-                     f"{fig['ratio_p50_redirect_vs_unix']:.2f}x"])
+                     f"{fig['ratio_p50_redirect_vs_unix']:.2f}x",
+                     f"{red['cpu_us_per_req']:.1f}/{tcp['cpu_us_per_req']:.1f}/{unix['cpu_us_per_req']:.1f}",
+                     f"{fig['cpu_ratio_redirect_vs_tcp']:.2f}x"])
     print_table("request/response (size/connections): requests/s, p50/p99 us, medians"
                 " (ratio of medians; median of per-round ratios)",
                 ["case", "redirect", "tcp", "unix", "red/tcp", "red/unix",
-                 "red p50/p99", "tcp p50/p99", "unix p50/p99", "p50 red/unix"], rows)
+                 "red p50/p99", "tcp p50/p99", "unix p50/p99", "p50 red/unix",
+                 "cpu us/req red/tcp/unix", "req/cpu-s red/tcp"], rows)
     c = res["connect"]
     rows = []
     for v in CONNECT_VARIANTS:
@@ -400,10 +432,11 @@ def report(res: dict) -> None:
                      f"{f['connects_per_s'] / c['none']['connects_per_s']:.2f}x",
                      f"{f.get('paired_ratio_vs_none', 1):.2f}x",
                      f"{f['p50_us']:.1f}", f"{f.get('p50_ratio_vs_none', 1):.2f}x",
-                     f"{f['p99_us']:.1f}"])
+                     f"{f['p99_us']:.1f}", f"{f['cpu_us_per_connect']:.1f}",
+                     f"{f.get('cpu_ratio_vs_none', 1):.2f}x"])
     print_table("connect + close: connects/s, medians",
                 ["variant", "connects/s", "vs none", "paired vs none", "p50 us",
-                 "none p50/p50", "p99 us"], rows)
+                 "none p50/p50", "p99 us", "cpu us/conn", "conn/cpu-s vs none"], rows)
     print(f"\nbpf vs iptables: {c['ratio_bpf_vs_iptables']:.2f}x; "
           f"run took {res['seconds']} s; leftovers: {res['leftovers'] or 'none'}")
 

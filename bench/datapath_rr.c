@@ -15,7 +15,8 @@
  *       socket(), connect(), close() (SO_LINGER 0: no TIME_WAIT to exhaust
  *       the ephemeral ports) until SECONDS or MAXCONN connections.
  *
- * rr and conn print one JSON line: count, seconds, p50_us, p99_us, mean_us.
+ * rr and conn print one JSON line: count, seconds, rate, p50_us, p99_us,
+ * mean_us, cpu_s (this process's user + system CPU over the timed part).
  * -g CGROUP: write our pid to CGROUP/cgroup.procs before any socket exists,
  * so that the cgroup's BPF programs (connect4, sockops) see our sockets.
  */
@@ -31,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -412,18 +414,27 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+static double cpu_at_start;
+
 static void report(const char *what, long count, double seconds, float *lat, int failed)
 {
-    double sum = 0;
+    double sum = 0, cpu = cpu_seconds() - cpu_at_start;
     qsort(lat, count, sizeof *lat, cmp_float);
     for (long i = 0; i < count; i++)
         sum += lat[i];
     double p50 = count ? lat[count / 2] : 0;
     double p99 = count ? lat[(long)(count * 0.99) < count ? (long)(count * 0.99) : count - 1] : 0;
     printf("{\"mode\": \"%s\", \"count\": %ld, \"seconds\": %.6f, \"rate\": %.1f, "
-           "\"p50_us\": %.2f, \"p99_us\": %.2f, \"mean_us\": %.2f, \"failed\": %d}\n",
+           "\"p50_us\": %.2f, \"p99_us\": %.2f, \"mean_us\": %.2f, \"cpu_s\": %.6f, \"failed\": %d}\n",
            what, count, seconds, seconds > 0 ? count / seconds : 0, p50, p99,
-           count ? sum / count : 0, failed);
+           count ? sum / count : 0, cpu, failed);
 }
 
 static void parse_target(const char *addr, const char *upath, struct target *t)
@@ -488,6 +499,7 @@ static int rr(int argc, char **argv)
     for (int i = 0; i < conns; i++)
         if (pthread_create(&ws[i].th, NULL, rr_worker, &ws[i]) != 0)
             die("pthread_create");
+    cpu_at_start = cpu_seconds();
     t_start = now();
     for (int i = 0; i < conns; i++)
         ws[i].deadline = t_start + seconds;
@@ -544,6 +556,7 @@ static int conn(int argc, char **argv)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(fd);
     }
+    cpu_at_start = cpu_seconds();
     double start = now(), deadline = start + seconds;
     while (count < max) {
         double t0 = now();
