@@ -66,7 +66,7 @@ CONNS = (1, 8)
 RR_TRANSPORTS = ("redirect", "tcp", "unix")
 CONNECT_VARIANTS = ("bpf", "bpf_remote_mode", "none", "iptables", "enrolled_direct", "netns_direct")
 
-FULL = {"rounds": 7, "rr_seconds": 0.4, "conn_rounds": 9, "conn_seconds": 0.5}
+FULL = {"rounds": 11, "rr_seconds": 0.3, "conn_rounds": 11, "conn_seconds": 0.4}
 QUICK = {"rounds": 3, "rr_seconds": 0.2, "conn_rounds": 3, "conn_seconds": 0.3}
 MAX_REQUESTS = 2_000_000     # per client run: every load loop is bounded in count and time
 MAX_CONNECTS = 200_000
