@@ -1,0 +1,471 @@
+"""Datapath benchmarks: sk_msg redirection and connect-time steering, next to their peers.
+
+1. Request/response through an app -> proxy relay (an echo server standing in
+   for the proxy), N-byte request, N-byte response, 1 and 8 connections:
+     redirect  client in the enrolled cgroup connects to the VIP; connect4
+               steers it to the proxy's port, sockops pairs both ends, sk_msg
+               moves the bytes (the msg_redirected counter must move, else the
+               figure is marked invalid);
+     tcp       the same client and server over plain loopback TCP on a port the
+               datapath does not pair (no sk_msg on either end);
+     unix      the same server on a unix stream socket.
+2. Connect cost: connect + close from the enrolled cgroup to a VIP rewritten to
+   a local listener by connect4 (with the whole datapath attached, as deployed:
+   `bpf`, local mode, both ends join the sockhash; `bpf_remote_mode`, the same
+   rewrite with the proxy map in remote mode pointing at 127.0.0.1, so sockops
+   keeps its bookkeeping but pairs nothing), against no program at all (connect straight to the port from a cgroup with
+   no programs), against iptables REDIRECT in a network namespace of our own,
+   plus two controls (enrolled cgroup, non-mesh destination; the netns with its
+   nat rule, direct destination).
+
+Clients and server are C (bench/datapath_rr.c, compiled with cc at run time):
+a Python client costs 10-20 us a round trip and hides what is measured.
+Peers are measured in the same rounds, in rotating order; figures are the
+medians over the rounds.
+
+Needs root, cgroup v2, bcc, iptables, cc. Owns: pin dir NODEMESH_PIN_DIR
+(default /sys/fs/bpf/nm-bench), cgroup <v2>/nm-bench/{client,proxy}, run dir
+/tmp/nm-bench-run, netns nm-bench-ipt; removes all of it at the end.
+
+    python -m bench.datapath [--quick]
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.common import print_table, write_results
+
+HERE = pathlib.Path(__file__).resolve().parent
+C_SOURCE = HERE / "datapath_rr.c"
+
+PIN_DIR = os.environ.get("NODEMESH_PIN_DIR", "/sys/fs/bpf/nm-bench")
+CGROUP_V2 = os.environ.get("NODEMESH_BENCH_CGROUP2", "/sys/fs/cgroup/unified")
+CGROUP_ROOT = os.path.join(CGROUP_V2, "nm-bench")
+RUN_DIR = "/tmp/nm-bench-run"
+NETNS = "nm-bench-ipt"
+GUARD_ROUTE = "198.18.0.0/15"
+
+VIP, VIP_PORT = "198.18.10.1", 80
+PROXY_RR = 15001        # the proxy address in the proxy map during the rr benchmark
+PLAIN_RR = 15002        # same server, a port the datapath does not pair
+PROXY_SINK = 15011      # the proxy address in the proxy map during the connect benchmark
+PLAIN_SINK = 15012      # sink outside the attach root: no program anywhere
+NETNS_SINK = 15013      # sink in the iptables netns
+
+SIZES = (64, 4096, 65536)
+CONNS = (1, 8)
+RR_TRANSPORTS = ("redirect", "tcp", "unix")
+CONNECT_VARIANTS = ("bpf", "bpf_remote_mode", "none", "iptables", "enrolled_direct", "netns_direct")
+
+FULL = {"rounds": 11, "rr_seconds": 0.3, "conn_rounds": 11, "conn_seconds": 0.4}
+QUICK = {"rounds": 3, "rr_seconds": 0.2, "conn_rounds": 3, "conn_seconds": 0.3}
+MAX_REQUESTS = 2_000_000     # per client run: every load loop is bounded in count and time
+MAX_CONNECTS = 200_000
+
+
+def _run(cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=60, **kw)
+
+
+class Bench:
+    """Sets up the datapath, servers, netns and route; tears all of it down."""
+
+    def __init__(self, quick=False):
+        self.p = QUICK if quick else FULL
+        self.tmp = None
+        self.exe = None
+        self.servers = []           # Popen objects we started
+        self.added_route = False
+        self.added_netns = False
+        self.dp = None
+        self.ctl = None
+        self.client_cg = os.path.join(CGROUP_ROOT, "client")
+        self.proxy_cg = os.path.join(CGROUP_ROOT, "proxy")
+        self.unix_path = os.path.join(RUN_DIR, "echo.sock")
+        self.notes = []
+
+    # -- setup -----------------------------------------------------------------
+
+    def compile(self):
+        self.tmp = tempfile.mkdtemp(prefix="nm-bench-")
+        self.exe = os.path.join(self.tmp, "datapath_rr")
+        _run(["cc", "-O2", "-Wall", "-pthread", "-o", self.exe, str(C_SOURCE)])
+
+    def guard_route(self):
+        shown = _run(["ip", "route", "show", "type", "unreachable", GUARD_ROUTE]).stdout
+        if GUARD_ROUTE.split("/")[0] not in shown:
+            _run(["ip", "route", "add", "unreachable", GUARD_ROUTE])
+            self.added_route = True
+
+    def cgroups(self):
+        for d in (CGROUP_ROOT, self.client_cg, self.proxy_cg):
+            os.makedirs(d, exist_ok=True)
+
+    def datapath(self):
+        from agent.bpf.datapath import Control
+        from agent.bpf.loader import Datapath, Settings
+
+        s = Settings(pin_dir=PIN_DIR, cgroup_root=CGROUP_ROOT, run_dir=RUN_DIR)
+        self.dp = Datapath(s)
+        self.dp.up()
+        self.ctl = Control(s)
+        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_RR}", mode="local")
+        self.ctl.add_service(f"{VIP}:{VIP_PORT}", 1, "tcp", remote_port=PLAIN_SINK)
+        self.ctl.enroll(self.client_cg)
+
+    def netns(self):
+        _run(["ip", "netns", "add", NETNS])
+        self.added_netns = True
+        ns = ["ip", "netns", "exec", NETNS]
+        _run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
+        # The VIP needs a route for connect() to get as far as the nat hook;
+        # lo is the namespace's only device, so nothing can leave it.
+        _run(["ip", "-n", NETNS, "route", "add", GUARD_ROUTE, "dev", "lo"])
+        _run(ns + ["iptables", "-t", "nat", "-A", "OUTPUT", "-d", VIP, "-p", "tcp",
+                   "--dport", str(VIP_PORT), "-j", "REDIRECT", "--to-ports", str(NETNS_SINK)])
+
+    def server(self, args, netns=None):
+        cmd = [self.exe, "serve", "-T", "600"] + args
+        if netns:
+            cmd = ["ip", "netns", "exec", netns] + cmd
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.servers.append(p)
+        line = p.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"server {args} did not start: {line!r} {p.stderr.read()}")
+        return p
+
+    def setup(self):
+        if os.geteuid() != 0:
+            raise RuntimeError("the datapath benchmark needs root (BPF, cgroups, netns)")
+        os.makedirs(RUN_DIR, exist_ok=True)
+        self.compile()
+        self.guard_route()
+        self.cgroups()
+        self.datapath()
+        self.netns()
+        # One echo server for all three transports, in the proxy cgroup so
+        # that sockops pairs its accepted sockets on the proxy port.
+        self.srv_proxy = self.server(["-g", self.proxy_cg, "-t", f"127.0.0.1:{PROXY_RR}",
+                     "-t", f"127.0.0.1:{PLAIN_RR}", "-u", self.unix_path,
+                     "-k", f"127.0.0.1:{PROXY_SINK}"])
+        self.srv_plain = self.server(["-k", f"127.0.0.1:{PLAIN_SINK}"])   # no cgroup of ours
+        self.srv_netns = self.server(["-k", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS)
+
+    # -- teardown ------------------------------------------------------------------
+
+    def teardown(self):
+        errors = []
+        for p in self.servers:
+            if p.poll() is None:
+                p.kill()            # by the PID we hold, nothing broader
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                errors.append(f"server {p.pid} did not exit")
+        self.servers = []
+        if self.ctl is not None:
+            with contextlib.suppress(Exception):
+                self.ctl.close()
+        if self.dp is not None or os.path.isdir(PIN_DIR):
+            try:
+                from agent.bpf.loader import Datapath, Settings
+
+                Datapath(Settings(pin_dir=PIN_DIR, cgroup_root=CGROUP_ROOT,
+                                  run_dir=RUN_DIR)).uninstall()
+            except Exception as exc:    # keep cleaning the rest
+                errors.append(f"uninstall: {exc}")
+        for d in (self.client_cg, self.proxy_cg, CGROUP_ROOT):
+            for _ in range(50):
+                try:
+                    os.rmdir(d)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            else:
+                errors.append(f"rmdir {d} failed")
+        if self.added_netns:
+            r = _run(["ip", "netns", "del", NETNS], check=False)
+            if r.returncode:
+                errors.append(f"netns del: {r.stderr.strip()}")
+            self.added_netns = False
+        if self.added_route:
+            r = _run(["ip", "route", "del", "unreachable", GUARD_ROUTE], check=False)
+            if r.returncode:
+                errors.append(f"route del: {r.stderr.strip()}")
+            self.added_route = False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.unix_path)
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.rmdir(RUN_DIR)
+        if errors:
+            print("teardown: " + "; ".join(errors), file=sys.stderr)
+        return errors
+
+    # -- measuring -------------------------------------------------------------------
+
+    def client(self, args, netns=None, server=None):
+        """Run a C client; with server, add the server's CPU over the run to
+        the client's: cpu_us_per_op, the figure the other tenants disturb least."""
+        before = _cpu_ticks(server.pid) if server else None
+        res = self._client(args, netns)
+        if server:
+            srv_s = (_cpu_ticks(server.pid) - before) / os.sysconf("SC_CLK_TCK")
+            res["server_cpu_s"] = srv_s
+            res["cpu_us_per_op"] = (res["cpu_s"] + srv_s) / max(res["count"], 1) * 1e6
+        return res
+
+    def _client(self, args, netns=None):
+        cmd = [self.exe] + args
+        if netns:
+            cmd = ["ip", "netns", "exec", netns] + cmd
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"client {' '.join(args)} failed: {r.stderr.strip()}")
+        return json.loads(r.stdout)
+
+    def counter(self, name):
+        return self.ctl.counters()[name]
+
+    def rr_once(self, transport, size, conns):
+        base = ["rr", "-s", str(size), "-c", str(conns), "-d", str(self.p["rr_seconds"]),
+                "-n", str(MAX_REQUESTS), "-g", self.client_cg]
+        if transport == "redirect":
+            before = self.counter("msg_redirected")
+            res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}"], server=self.srv_proxy)
+            moved = self.counter("msg_redirected") - before
+            res["msg_redirected"] = moved
+            # every request and every response is at least one redirected message
+            res["valid"] = moved >= 2 * res["count"]
+        elif transport == "tcp":
+            res = self.client(base + ["-a", f"127.0.0.1:{PLAIN_RR}"], server=self.srv_proxy)
+        else:
+            res = self.client(base + ["-u", self.unix_path], server=self.srv_proxy)
+        return res
+
+    def rr(self):
+        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_RR}")
+        cases = [(s, c) for s in SIZES for c in CONNS]
+        raw = {f"{s}B/{c}": {t: [] for t in RR_TRANSPORTS} for s, c in cases}
+        for rnd in range(self.p["rounds"]):
+            order = RR_TRANSPORTS[rnd % 3:] + RR_TRANSPORTS[:rnd % 3]
+            for size, conns in cases:
+                for t in order:
+                    raw[f"{size}B/{conns}"][t].append(self.rr_once(t, size, conns))
+        out = {}
+        for key, per in raw.items():
+            out[key] = {}
+            for t, runs in per.items():
+                fig = {
+                    "requests_per_s": round(statistics.median(r["rate"] for r in runs), 1),
+                    "p50_us": round(statistics.median(r["p50_us"] for r in runs), 2),
+                    "p99_us": round(statistics.median(r["p99_us"] for r in runs), 2),
+                    "cpu_us_per_req": round(statistics.median(r["cpu_us_per_op"] for r in runs), 2),
+                    "runs": len(runs),
+                    "rates": [round(r["rate"]) for r in runs],
+                    "best_requests_per_s": round(max(r["rate"] for r in runs), 1),
+                }
+                if t == "redirect":
+                    fig["valid"] = all(r["valid"] for r in runs)
+                    fig["msg_redirected"] = sum(r["msg_redirected"] for r in runs)
+                out[key][t] = fig
+            red, tcp, unix = (out[key][t] for t in RR_TRANSPORTS)
+            out[key]["ratio_rps_redirect_vs_tcp"] = round(red["requests_per_s"] / tcp["requests_per_s"], 3)
+            out[key]["ratio_rps_redirect_vs_unix"] = round(red["requests_per_s"] / unix["requests_per_s"], 3)
+            out[key]["ratio_p50_redirect_vs_unix"] = round(red["p50_us"] / unix["p50_us"], 3)
+            # peers of one round ran seconds apart: their ratio is less exposed
+            # to the other tenants' load than the ratio of medians
+            # requests per CPU-second, the rate an idle machine would allow
+            # the least disturbed round of each (timeit's rule: noise only slows)
+            out[key]["best_ratio_rps_redirect_vs_tcp"] = round(
+                red["best_requests_per_s"] / tcp["best_requests_per_s"], 3)
+            out[key]["cpu_ratio_redirect_vs_tcp"] = round(tcp["cpu_us_per_req"] / red["cpu_us_per_req"], 3)
+            out[key]["cpu_ratio_redirect_vs_unix"] = round(unix["cpu_us_per_req"] / red["cpu_us_per_req"], 3)
+            out[key]["paired_ratio_rps_redirect_vs_tcp"] = _paired(per["redirect"], per["tcp"])
+            out[key]["paired_ratio_rps_redirect_vs_unix"] = _paired(per["redirect"], per["unix"])
+        return out
+
+    def conn_once(self, variant):
+        base = ["conn", "-d", str(self.p["conn_seconds"]), "-n", str(MAX_CONNECTS)]
+        if variant in ("bpf", "bpf_remote_mode"):
+            reason = "local" if variant == "bpf" else "remote_mode"
+            self.ctl.set_proxy(mode=reason.split("_")[0])
+            before = self.counter(reason)
+            res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}", "-g", self.client_cg],
+                              server=self.srv_proxy if variant == "bpf" else self.srv_plain)
+            steered = self.counter(reason) - before
+            res["steered"] = steered
+            res["valid"] = steered >= res["count"]
+            return res
+        if variant == "none":
+            return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}"], server=self.srv_plain)
+        if variant == "enrolled_direct":
+            return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}", "-g", self.client_cg],
+                               server=self.srv_plain)
+        if variant == "iptables":
+            return self.client(base + ["-a", f"{VIP}:{VIP_PORT}"], netns=NETNS,
+                               server=self.srv_netns)
+        if variant == "netns_direct":
+            return self.client(base + ["-a", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS,
+                               server=self.srv_netns)
+        raise ValueError(variant)
+
+    def connect(self):
+        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_SINK}", remote="127.0.0.1")
+        raw = {v: [] for v in CONNECT_VARIANTS}
+        n = len(CONNECT_VARIANTS)
+        for rnd in range(self.p["conn_rounds"]):
+            order = CONNECT_VARIANTS[rnd % n:] + CONNECT_VARIANTS[:rnd % n]
+            for v in order:
+                raw[v].append(self.conn_once(v))
+        out = {}
+        for v, runs in raw.items():
+            out[v] = {
+                "connects_per_s": round(statistics.median(r["rate"] for r in runs), 1),
+                "p50_us": round(statistics.median(r["p50_us"] for r in runs), 2),
+                "p99_us": round(statistics.median(r["p99_us"] for r in runs), 2),
+                "cpu_us_per_connect": round(statistics.median(r["cpu_us_per_op"] for r in runs), 2),
+                "runs": len(runs),
+                "rates": [round(r["rate"]) for r in runs],
+                "best_connects_per_s": round(max(r["rate"] for r in runs), 1),
+            }
+            if v.startswith("bpf"):
+                out[v]["valid"] = all(r["valid"] for r in runs)
+        none = out["none"]["connects_per_s"]
+        out["ratio_bpf_vs_none"] = round(out["bpf"]["connects_per_s"] / none, 3)
+        out["ratio_iptables_vs_none"] = round(out["iptables"]["connects_per_s"] / none, 3)
+        out["ratio_bpf_remote_mode_vs_none"] = round(
+            out["bpf_remote_mode"]["connects_per_s"] / none, 3)
+        out["ratio_bpf_vs_iptables"] = round(
+            out["bpf"]["connects_per_s"] / out["iptables"]["connects_per_s"], 3)
+        for v in CONNECT_VARIANTS:
+            if v != "none":
+                out[v]["paired_ratio_vs_none"] = _paired(raw[v], raw["none"])
+                # per-connect cost from the median latency: the least noisy figure here
+                out[v]["p50_ratio_vs_none"] = round(out["none"]["p50_us"] / out[v]["p50_us"], 3)
+                out[v]["best_ratio_vs_none"] = round(
+                    out[v]["best_connects_per_s"] / out["none"]["best_connects_per_s"], 3)
+                out[v]["cpu_ratio_vs_none"] = round(
+                    out["none"]["cpu_us_per_connect"] / out[v]["cpu_us_per_connect"], 3)
+        out["ratio_enrolled_direct_vs_none"] = round(out["enrolled_direct"]["connects_per_s"] / none, 3)
+        return out
+
+
+def _cpu_ticks(pid) -> int:
+    """utime + stime of a process, every thread alive or gone, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _paired(a_runs, b_runs) -> float:
+    """Median over rounds of a's rate / b's rate in the same round."""
+    return round(statistics.median(a["rate"] / b["rate"] for a, b in zip(a_runs, b_runs)), 3)
+
+
+def leftovers() -> list:
+    """What of ours is still on the machine (should be nothing after a run)."""
+    found = []
+    if os.path.exists(PIN_DIR):
+        found.append(PIN_DIR)
+    if os.path.exists(CGROUP_ROOT):
+        found.append(CGROUP_ROOT)
+    tree = _run(["bpftool", "cgroup", "tree", CGROUP_V2], check=False).stdout
+    if "nm-bench" in tree:
+        found.append("bpftool cgroup tree shows nm-bench")
+    if NETNS in _run(["ip", "netns", "list"], check=False).stdout:
+        found.append(f"netns {NETNS}")
+    return found
+
+
+def run(quick=False) -> dict:
+    b = Bench(quick=quick)
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    try:
+        b.setup()
+        rr = b.rr()
+        conn = b.connect()
+    finally:
+        errors = b.teardown()
+    return {
+        "quick": quick,
+        "params": b.p,
+        "seconds": round(time.monotonic() - started, 1),
+        # other tenants' load: on 2 cores, anything above ~1 disturbs the rates
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "request_response": rr,
+        "connect": conn,
+        "teardown_errors": errors,
+        "leftovers": leftovers(),
+    }
+
+
+def report(res: dict) -> None:
+    rows = []
+    for key, fig in res["request_response"].items():
+        red, tcp, unix = fig["redirect"], fig["tcp"], fig["unix"]
+        rows.append([key,
+                     f"{red['requests_per_s']:.0f}" + ("" if red["valid"] else " INVALID"),
+                     f"{tcp['requests_per_s']:.0f}", f"{unix['requests_per_s']:.0f}",
+                     f"{fig['ratio_rps_redirect_vs_tcp']:.2f}x ({fig['paired_ratio_rps_redirect_vs_tcp']:.2f}x)",
+                     f"{fig['ratio_rps_redirect_vs_unix']:.2f}x ({fig['paired_ratio_rps_redirect_vs_unix']:.2f}x)",
+                     f"{red['p50_us']:.1f}/{red['p99_us']:.1f}",
+                     f"{tcp['p50_us']:.1f}/{tcp['p99_us']:.1f}",
+                     f"{unix['p50_us']:.1f}/{unix['p99_us']:.1f}",
+                     f"{fig['ratio_p50_redirect_vs_unix']:.2f}x",
+                     f"{red['cpu_us_per_req']:.1f}/{tcp['cpu_us_per_req']:.1f}/{unix['cpu_us_per_req']:.1f}",
+                     f"{fig['cpu_ratio_redirect_vs_tcp']:.2f}x",
+                     f"{fig['best_ratio_rps_redirect_vs_tcp']:.2f}x"])
+    print_table("request/response (size/connections): requests/s, p50/p99 us, medians"
+                " (ratio of medians; median of per-round ratios)",
+                ["case", "redirect", "tcp", "unix", "red/tcp", "red/unix",
+                 "red p50/p99", "tcp p50/p99", "unix p50/p99", "p50 red/unix",
+                 "cpu us/req red/tcp/unix", "req/cpu-s red/tcp", "best red/tcp"], rows)
+    c = res["connect"]
+    rows = []
+    for v in CONNECT_VARIANTS:
+        f = c[v]
+        rows.append([v, f"{f['connects_per_s']:.0f}" + ("" if f.get("valid", True) else " INVALID"),
+                     f"{f['connects_per_s'] / c['none']['connects_per_s']:.2f}x",
+                     f"{f.get('paired_ratio_vs_none', 1):.2f}x",
+                     f"{f['p50_us']:.1f}", f"{f.get('p50_ratio_vs_none', 1):.2f}x",
+                     f"{f['p99_us']:.1f}", f"{f['cpu_us_per_connect']:.1f}",
+                     f"{f.get('cpu_ratio_vs_none', 1):.2f}x",
+                     f"{f.get('best_ratio_vs_none', 1):.2f}x"])
+    print_table("connect + close: connects/s, medians",
+                ["variant", "connects/s", "vs none", "paired vs none", "p50 us",
+                 "none p50/p50", "p99 us", "cpu us/conn", "conn/cpu-s vs none",
+                 "best vs none"], rows)
+    print(f"\nbpf vs iptables: {c['ratio_bpf_vs_iptables']:.2f}x; "
+          f"run took {res['seconds']} s; load average {res['loadavg_before'][0]} -> "
+          f"{res['loadavg_after'][0]}; leftovers: {res['leftovers'] or 'none'}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (~1 minute)")
+    ap.add_argument("--no-write", action="store_true", help="do not write bench/results/datapath.json")
+    args = ap.parse_args(argv)
+    res = run(quick=args.quick)
+    report(res)
+    if not args.no_write:
+        print(f"wrote {write_results('datapath', res)}")
+
+
+if __name__ == "__main__":
+    main()
