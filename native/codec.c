@@ -66,8 +66,9 @@ int nm_decode(nm_decoder *d, const uint8_t *buf, size_t len,
 
     nm_out o = { frames, max_frames, 0, meta, max_meta, 0, 0 };
     while (o.nframes < o.max_frames && pos < len) {
-        if (d->need && len - pos < d->need)
-            break;
+        /* d->need is a hint for the caller (how much to buffer before the
+         * next call); the protocol is still called, so an error in bytes
+         * already here is reported now, however the stream was split. */
         uint32_t meta_mark = o.nmeta;
         nm_frame *f = &frames[o.nframes];
         memset(f, 0, sizeof(*f));

@@ -201,6 +201,8 @@ static int early_start_line(nm_decoder *d, const uint8_t *buf, size_t len, size_
 static int early_field_line(nm_decoder *d, const uint8_t *buf, size_t ls, size_t len,
                             int first)
 {
+    if (ls >= len)
+        return 0;   /* nothing of this line yet */
     uint8_t c = buf[ls];
     if (c == '\r')
         return len - ls > 1 ? nm_fail(d, NM_E_PROTOCOL, "bare CR") : 0;

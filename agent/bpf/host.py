@@ -118,7 +118,7 @@ def _debian_split_headers():
 def find_kernel_headers() -> Headers:
     release = platform.release()
     env = os.environ.get("BCC_KERNEL_SOURCE")
-    if env and os.path.isdir(env):
+    if env and os.path.isdir(env):   # bcc uses it as given; doctor checks include/
         return Headers(env, "BCC_KERNEL_SOURCE")
     build = f"/lib/modules/{release}/build"
     if os.path.isdir(build + "/include"):

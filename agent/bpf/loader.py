@@ -34,11 +34,14 @@ _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 class Settings:
     """Where the datapath lives. Defaults are the node's; tests use their own."""
 
-    pin_dir: str = os.environ.get("NODEMESH_PIN_DIR", DEFAULT_PIN_DIR)
+    pin_dir: str = dataclasses.field(
+        default_factory=lambda: os.environ.get("NODEMESH_PIN_DIR", DEFAULT_PIN_DIR))
     """bpffs directory of every pinned map, program and link."""
-    cgroup_root: str = os.environ.get("NODEMESH_CGROUP_ROOT", "")
+    cgroup_root: str = dataclasses.field(
+        default_factory=lambda: os.environ.get("NODEMESH_CGROUP_ROOT", ""))
     """cgroup v2 directory the programs attach to; empty: the v2 mount root."""
-    run_dir: str = os.environ.get("NODEMESH_RUN_DIR", "/run/nodemesh")
+    run_dir: str = dataclasses.field(
+        default_factory=lambda: os.environ.get("NODEMESH_RUN_DIR", "/run/nodemesh"))
     """Runtime files: the datapath's state file, sockets."""
     defines: dict = dataclasses.field(default_factory=dict)
     """Extra -D flags (NM_MAX_CONNS=...), see bpf/lib/config.h."""
@@ -142,6 +145,14 @@ class Datapath:
         if self.is_up() and not reload:
             return {"action": "adopted", **self.state()}
         cgroup_root = self.s.cgroup_root or host.ensure_cgroup2()
+        try:
+            return self._load_and_attach(cgroup_root, reload)
+        except Exception:
+            if not reload:   # leave nothing half attached behind
+                self.uninstall()
+            raise
+
+    def _load_and_attach(self, cgroup_root, reload):
         b, progs = self.compile()
         (self.pins / "progs").mkdir(exist_ok=True)
         (self.pins / "links").mkdir(exist_ok=True)

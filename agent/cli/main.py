@@ -6,7 +6,7 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import datapath, doctor, options, pods, services, stats
+from . import datapath, demo, doctor, options, pods, services, stats
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -54,6 +54,7 @@ def parser() -> options.Parser:
     pods.register(sub, common)
     stats.register(sub, common)
     doctor.register(sub, common)
+    demo.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")

@@ -140,8 +140,8 @@ class Decoder:
         self._d = ffi.new("nm_decoder *")
         rc = lib.nm_decoder_init(self._d, PROTOCOLS[protocol], self._opt)
         if rc != 0:
-            raise ValueError(f"{protocol}: invalid options: "
-                             f"{ffi.string(lib.nm_strerror(rc)).decode()}")
+            why = self._d.error_reason or lib.nm_strerror(rc)
+            raise ValueError(f"{protocol}: invalid options: {ffi.string(why).decode()}")
         meta_cap = self._d.opt.limits.max_headers + 64
         self._frames = ffi.new("nm_frame[]", _FRAME_BATCH)
         self._meta = ffi.new("nm_meta[]", meta_cap)
@@ -150,6 +150,11 @@ class Decoder:
         self._consumed = ffi.new("size_t *")
         self._pipelined = self._d.opt.limits.max_pipelined
         self._keys = KEY_NAMES[protocol]
+        if protocol == "lengthfield":   # custom field names live in the options
+            cfg = self._d.opt.lengthfield
+            self._keys = {**self._keys, **{
+                lib.NM_KEY_LF_FIELD0 + i: ffi.string(cfg.fields[i].name).decode()
+                for i in range(cfg.nfields)}}
         self._tail = b""
         self._base = 0
 

@@ -170,7 +170,9 @@ static void run(const nm_options *o, const uint8_t *data, size_t size, size_t sp
 
 static void same(const run_result *a, const run_result *b)
 {
-    CHECK(a->status == b->status);
+    /* Both fail or neither. Which error may differ: a check that looks
+     * ahead (line too long, bare LF further on) sees further in one run. */
+    CHECK((a->status == 0) == (b->status == 0));
     CHECK(a->nframes == b->nframes);
     CHECK(a->nmeta == b->nmeta);
     for (size_t i = 0; i < a->nframes; i++) {

@@ -314,9 +314,6 @@ def test_bad_magic_found_however_the_bytes_arrive():
             dec.feed(b"\x09\x31\x00\x00"[len(first):])
 
 
-@pytest.mark.xfail(strict=True, reason="agent/codec/decoder.py: Decoder.feed stops after one "
-                   "nm_decode call when the metadata array (max_headers + 64 entries) fills, "
-                   "leaving complete frames buffered; reported to the lead")
 def test_feed_returns_every_complete_frame():
     stream = b"".join(encode(KV, request_id=i, kv=[("a", "b"), ("c", "d")]) for i in range(100))
     dec = decoder_for("lengthfield", **KV)
