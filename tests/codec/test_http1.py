@@ -248,6 +248,13 @@ ERRORS = [
      ProtocolError),
     ("trailer-bad", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nBad Trailer\r\n\r\n", {},
      ProtocolError),
+    ("incomplete-head-huge-cl", b"POST / HTTP/1.1\r\nContent-Length: 1073741824\r\n", {}, FrameTooLarge),
+    ("incomplete-head-bad-version", b"GET / HTTP/5.6", {}, Unsupported),
+    ("incomplete-head-fold", b"GET / HTTP/1.1\r\nA: b\r\n c", {}, ProtocolError),
+    ("folded-cl-even-if-lenient", b"PUT / HTTP/1.1\r\nContent-Length: 1\r\n 2\r\n\r\nx", {"lenient": {"obs_fold"}},
+     SmugglingError),
+    ("line-error-before-cross-line-error",
+     b"PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\nX : y\r\n\r\n", {}, ProtocolError),
     ("trailer-fold", b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nA: 1\r\n 2\r\n\r\n", {},
      ProtocolError),
 ]
