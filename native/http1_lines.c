@@ -296,6 +296,8 @@ int nm_h1_early(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos, size_
     const uint8_t *first_nl = memchr(buf + p, '\n', len - p);
     size_t first = first_nl ? (size_t)(first_nl - buf) + 1 : 0;
     for (;;) {
+        if (ls >= len)
+            return 0;
         const uint8_t *nlp = memchr(buf + ls, '\n', len - ls);
         if (!nlp)
             return ls == p ? early_start_line(d, buf, len, p)
