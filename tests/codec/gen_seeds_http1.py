@@ -13,7 +13,8 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.codec.test_http1 import ERRORS, REQUESTS, RESPONSES  # noqa: E402
+from tests.codec.test_http1 import REQUESTS, RESPONSES  # noqa: E402
+from tests.codec.test_http1_errors import ERRORS  # noqa: E402
 
 OUT = ROOT / "native" / "fuzz" / "corpus" / "http1"
 BAD = {"te-and-cl", "cl-differ", "te-not-final-chunked", "obs-fold", "bare-lf",

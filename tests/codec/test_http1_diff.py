@@ -216,7 +216,7 @@ def test_laxer_than_llhttp(data):
 
 
 def test_every_error_vector_is_refused_by_llhttp_too_or_listed():
-    from tests.codec.test_http1 import ERRORS
+    from tests.codec.test_http1_errors import ERRORS
 
     for name, data, options, _ in ERRORS:
         if options or name.endswith("1gib") or data in STRICTER_THAN_LLHTTP:

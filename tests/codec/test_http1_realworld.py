@@ -3,7 +3,6 @@ capture, and a live loopback server driven by curl (both directions)."""
 
 import json
 import os
-import pathlib
 import re
 import shutil
 import socket
