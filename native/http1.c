@@ -62,13 +62,9 @@ static int h1_next_elem(const uint8_t *buf, size_t *i, size_t end, size_t *es, s
 static int h1_content_length(nm_decoder *d, h1_head *h, const uint8_t *p, size_t n)
 {
     uint64_t v = 0;
-    if (n == 0)
-        return nm_fail(d, NM_E_SMUGGLING, "empty Content-Length");
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return nm_fail(d, NM_E_SMUGGLING, "invalid Content-Length");
-        v = v > (UINT64_MAX - 9) / 10 ? UINT64_MAX : v * 10 + (uint64_t)(p[i] - '0');
-    }
+    int rc = nm_h1_cl_value(d, p, n, &v);     /* checked line by line already */
+    if (rc)
+        return rc;
     if (h->has_cl && h->cl != v)
         return nm_fail(d, NM_E_SMUGGLING, "conflicting Content-Length values");
     h->has_cl = 1;
@@ -147,44 +143,45 @@ static int h1_special(nm_decoder *d, h1_head *h, const uint8_t *buf, size_t ls,
 static int h1_headers(nm_decoder *d, const uint8_t *buf, size_t ls, size_t he,
                       h1_head *h, nm_out *o)
 {
-    uint32_t count = 0, max = NM_LIMIT(d, max_headers);
-    if (buf[ls] == ' ' || buf[ls] == '\t')
-        return nm_fail(d, NM_E_PROTOCOL, "whitespace after the start line");
+    uint64_t seen = 0;
+    int deferred = 0;                 /* first cross-line error, reported after */
+    const char *why = NULL;           /* every line-local check, as nm_h1_early */
+    size_t first = ls;
     for (;;) {
         const uint8_t *nlp = memchr(buf + ls, '\n', he - ls);
-        size_t nl = (size_t)(nlp - buf), le, ne, vs, ve;   /* found: he ends in LF */
-        int rc = nm_h1_line_end(d, buf, ls, nl, &le);
-        if (rc)
-            return rc;
-        if (le == ls)
-            return 0;                     /* the empty line */
-        if ((rc = nm_h1_header_line(d, buf, ls, le, &ne, &vs, &ve)))
-            return rc;
+        size_t nl = (size_t)(nlp - buf), ce, ne, vs, ve;   /* found: he ends in LF */
+        int rc;
+        if (nl == ls || (nl == ls + 1 && buf[ls] == '\r')) {   /* the empty line */
+            if ((rc = nm_h1_line_end(d, buf, ls, nl, &ce)))
+                return rc;
+            break;
+        }
+        if ((rc = nm_h1_field_line(d, buf, ls, nl, ls == first, &seen, &ne, &vs, &ve)))
+            return rc;                /* no obs-fold here: folds are read below */
         size_t next = nl + 1;
-        while (buf[next] == ' ' || buf[next] == '\t') {    /* obs-fold */
-            if (!h1_lenient(d, NM_HTTP_LENIENT_OBS_FOLD))
-                return nm_fail(d, NM_E_PROTOCOL, "obs-fold (folded header line)");
+        while (buf[next] == ' ' || buf[next] == '\t') {    /* obs-fold (lenient) */
+            size_t fe;
             nlp = memchr(buf + next, '\n', he - next);
             nl = (size_t)(nlp - buf);
-            if ((rc = nm_h1_line_end(d, buf, next, nl, &le)))
+            if ((rc = nm_h1_field_line(d, buf, next, nl, 0, &seen, &ne, &vs, &fe)) < 0)
                 return rc;
-            for (size_t k = next; k < le; k++)
-                if (!H1_IS(buf[k], H1_VALUE))
-                    return nm_h1_value_error(d, buf[k]);
-            while (le > next && (buf[le - 1] == ' ' || buf[le - 1] == '\t'))
-                le--;
-            if (le > next)
-                ve = le;
+            while (fe > next && (buf[fe - 1] == ' ' || buf[fe - 1] == '\t'))
+                fe--;
+            if (fe > next)
+                ve = fe;
             next = nl + 1;
         }
-        if (++count > max)
-            return nm_fail(d, NM_E_TOO_MANY_HEADERS, "more headers than max_headers");
         nm_push_meta_kv(o, (uint32_t)ls, (uint32_t)(ne - ls), (uint32_t)vs,
                         (uint32_t)(ve - vs), NM_META_LOWERCASE_KEY);
-        if ((rc = h1_special(d, h, buf, ls, ne, vs, ve)))
-            return rc;
+        if (!deferred && (rc = h1_special(d, h, buf, ls, ne, vs, ve))) {
+            deferred = rc;
+            why = d->error_reason;
+        }
         ls = next;
     }
+    if (deferred)
+        return nm_fail(d, deferred, why);
+    return 0;
 }
 
 /* Absolute-form target: its authority wins over Host (RFC 9112 3.2.2). */
@@ -240,19 +237,19 @@ static int h1_frame(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos,
         he = h1_head_end(buf, len, from);
     }
     if (!he || he - pos > maxh) {
-        if ((he ? he : len) - pos > maxh)
-            return nm_fail(d, NM_E_FRAME_TOO_LARGE, "header section larger than max_header_bytes");
-        return nm_h1_early(d, buf, len, pos, p);   /* fail early, wait for the rest */
+        /* Validate what is there (up to the limit) so bad input fails before
+         * the rest arrives, and the same way however the bytes were split. */
+        int rc = nm_h1_early(d, buf, len - pos > maxh ? pos + maxh : len, pos, p);
+        if (rc || (he ? he : len) - pos <= maxh)
+            return rc;
+        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "header section larger than max_header_bytes");
     }
 
     /* Start line. */
     const uint8_t *nlp = memchr(buf + p, '\n', he - p);
-    size_t nl = (size_t)(nlp - buf), ce, target = 0, target_end = 0;
-    int rc = nm_h1_line_end(d, buf, p, nl, &ce), status = 0, is_connect = 0, minor;
-    if (rc)
-        return rc;
-    minor = req ? nm_h1_request_line(d, buf, p, ce, o, &is_connect, &target, &target_end)
-                : nm_h1_status_line(d, buf, p, ce, o, &status);
+    size_t nl = (size_t)(nlp - buf), target = 0, target_end = 0;
+    int rc, status = 0, is_connect = 0;
+    int minor = nm_h1_start_line(d, buf, p, nl, o, &is_connect, &target, &target_end, &status);
     if (minor < 0)
         return minor;
 
@@ -334,7 +331,7 @@ static int h1_frame(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos,
     /* codec.c drops (and retries) a frame whose metadata overflowed when
      * frames precede it: only commit state for a frame that is kept. */
     if (!(o->meta_overflow && o->nframes > 0)) {
-        st[H1_ST_SCAN] = st[H1_ST_HEAD] = st[H1_ST_RESUME] = 0;
+        st[H1_ST_SCAN] = st[H1_ST_HEAD] = st[H1_ST_RESUME] = st[H1_ST_EARLY] = 0;
         if (!req && status >= 200 && st[H1_ST_QLEN]) {
             st[H1_ST_QUEUE] >>= 2;
             st[H1_ST_QLEN]--;

@@ -24,6 +24,7 @@ extern const uint8_t nm_h1_class[256];
 #define H1_ST_SCAN     3   /* incomplete head: next line to validate      */
 #define H1_ST_RESUME   4   /* chunked: next chunk line, from frame start  */
 #define H1_ST_HEAD     5   /* header section length once known (0: not yet) */
+#define H1_ST_EARLY    6   /* incomplete head: lines seen, last was framing */
 
 #define H1_STOPPED     1   /* after an upgrade / until-close frame        */
 
@@ -68,6 +69,29 @@ int nm_h1_request_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
                        nm_out *o, int *is_connect, size_t *target, size_t *target_end);
 int nm_h1_status_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
                       nm_out *o, int *status);
+
+/* Content-Length digits (empty, non-digits: NM_E_SMUGGLING; above
+ * max_frame_size: NM_E_FRAME_TOO_LARGE, found as soon as it is exceeded). */
+int nm_h1_cl_value(nm_decoder *d, const uint8_t *p, size_t n, uint64_t *v);
+
+/* 1: Content-Length, 2: Transfer-Encoding, 0: another field name. */
+static inline int nm_h1_framing_field(const uint8_t *name, size_t n)
+{
+    return H1_IEQ(name, n, "content-length") ? 1 : H1_IEQ(name, n, "transfer-encoding") ? 2 : 0;
+}
+
+/* Line-local checks of the field line at buf[ls] ending in the LF at
+ * buf[nl], the same for a complete and an incomplete header section (so
+ * errors do not depend on how the bytes were split): 0 for a field line
+ * (*ne, *vs, *ve: name end, value span), H1_FOLD for an obs-fold line
+ * (*ve: its content end), or an error. *seen: count and framing bit. */
+#define H1_FOLD 1
+int nm_h1_field_line(nm_decoder *d, const uint8_t *buf, size_t ls, size_t nl, int first,
+                     uint64_t *seen, size_t *ne, size_t *vs, size_t *ve);
+
+/* The start line at buf[p] ending in the LF at buf[nl]: minor version or error. */
+int nm_h1_start_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t nl, nm_out *o,
+                     int *is_connect, size_t *target, size_t *target_end, int *status);
 
 /* Incomplete header section at buf[p..len) (frame at pos): validate what
  * is there so bad input fails before the rest arrives. 0 or an error. */

@@ -83,6 +83,8 @@ static int64_t trailers(nm_decoder *d, const uint8_t *buf, size_t len,
             return more(d, start, ls, 0);
         }
         size_t nl = (size_t)(nlp - buf), le = nl, ne, vs, ve;
+        if (nl - ts > maxh)       /* as if it had arrived byte by byte */
+            return nm_fail(d, NM_E_FRAME_TOO_LARGE, "trailer section larger than max_header_bytes");
         if (nl > i && buf[nl - 1] == '\r')
             le = nl - 1;
         else if (!h1_lenient(d, NM_HTTP_LENIENT_LF_ONLY))
@@ -160,13 +162,13 @@ int64_t nm_h1_chunked(nm_decoder *d, const uint8_t *buf, size_t len,
         if ((uint64_t)(data_end + 2 - start) > maxf)
             return nm_fail(d, NM_E_FRAME_TOO_LARGE, "message larger than max_frame_size");
         if (data_end + 2 > len) {
-            if (data_end < len && buf[data_end] != '\r' &&
-                !(buf[data_end] == '\n' && h1_lenient(d, NM_HTTP_LENIENT_LF_ONLY)))
-                return nm_fail(d, NM_E_PROTOCOL, "missing CRLF after chunk data");
-            if (data_end < len && buf[data_end] == '\n')
-                i = data_end + 1;
-            else
+            if (data_end >= len)      /* the byte after the data decides: ask for it */
+                return more(d, start, ls, data_end + 1);
+            if (buf[data_end] == '\r')
                 return more(d, start, ls, data_end + 2);
+            if (buf[data_end] != '\n' || !h1_lenient(d, NM_HTTP_LENIENT_LF_ONLY))
+                return nm_fail(d, NM_E_PROTOCOL, "missing CRLF after chunk data");
+            i = data_end + 1;
         } else if (buf[data_end] == '\r' && buf[data_end + 1] == '\n') {
             i = data_end + 2;
         } else if (buf[data_end] == '\n' && h1_lenient(d, NM_HTTP_LENIENT_LF_ONLY)) {

@@ -79,11 +79,18 @@ int nm_h1_header_line(nm_decoder *d, const uint8_t *buf, size_t ls, size_t le,
 /* "HTTP/1.x" at p: the minor version, or a negative status. */
 int nm_h1_version(nm_decoder *d, const uint8_t *p, size_t n)
 {
-    if (n != 8 || memcmp(p, "HTTP/", 5) != 0 || p[6] != '.' ||
-        p[5] < '0' || p[5] > '9' || p[7] < '0' || p[7] > '9')
+    static const char shape[] = "HTTP/d.d";
+    for (size_t k = 0; k < n && k < 8; k++) {
+        int ok = shape[k] == 'd' ? (p[k] >= '0' && p[k] <= '9') : p[k] == (uint8_t)shape[k];
+        if (!ok)
+            return nm_fail(d, NM_E_PROTOCOL, "invalid HTTP version");
+    }
+    if (n < 8)
         return nm_fail(d, NM_E_PROTOCOL, "invalid HTTP version");
     if (p[5] != '1' || (p[7] != '0' && p[7] != '1'))
         return nm_fail(d, NM_E_UNSUPPORTED, "HTTP version other than 1.0 or 1.1");
+    if (n != 8)
+        return nm_fail(d, NM_E_PROTOCOL, "invalid HTTP version");
     return p[7] - '0';
 }
 
@@ -113,11 +120,11 @@ int nm_h1_request_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
 int nm_h1_status_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
                           nm_out *o, int *status)
 {
-    if (ce - p < 12 || buf[p + 8] != ' ')
-        return nm_fail(d, NM_E_PROTOCOL, "invalid status line");
-    int minor = nm_h1_version(d, buf + p, 8);
+    int minor = nm_h1_version(d, buf + p, ce - p < 8 ? ce - p : 8);
     if (minor < 0)
         return minor;
+    if (ce - p < 12 || buf[p + 8] != ' ')
+        return nm_fail(d, NM_E_PROTOCOL, "invalid status line");
     const uint8_t *s = buf + p + 9;
     for (int k = 0; k < 3; k++)
         if (s[k] < '0' || s[k] > '9')
@@ -142,16 +149,13 @@ int nm_h1_status_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t ce,
 static int early_version(nm_decoder *d, const uint8_t *v, size_t n)
 {
     static const char shape[] = "HTTP/d.d";
-    for (size_t k = 0; k < n && k < 8; k++) {
-        int ok = shape[k] == 'd' ? (v[k] >= '0' && v[k] <= '9') : v[k] == (uint8_t)shape[k];
-        if (!ok)
-            return nm_fail(d, NM_E_PROTOCOL, "invalid HTTP version");
-    }
     if (n >= 8) {
         int rc = nm_h1_version(d, v, 8);
-        if (rc < 0)
-            return rc;
+        return rc < 0 ? rc : 0;
     }
+    for (size_t k = 0; k < n; k++)
+        if (shape[k] == 'd' ? (v[k] < '0' || v[k] > '9') : v[k] != (uint8_t)shape[k])
+            return nm_fail(d, NM_E_PROTOCOL, "invalid HTTP version");
     return 0;
 }
 
@@ -227,52 +231,90 @@ static int early_field_line(nm_decoder *d, const uint8_t *buf, size_t ls, size_t
                                             : "invalid character in header name");
 }
 
+int nm_h1_cl_value(nm_decoder *d, const uint8_t *p, size_t n, uint64_t *v)
+{
+    uint64_t max = NM_LIMIT(d, max_frame_size);
+    *v = 0;
+    if (n == 0)
+        return nm_fail(d, NM_E_SMUGGLING, "empty Content-Length");
+    for (size_t k = 0; k < n; k++) {
+        if (p[k] < '0' || p[k] > '9')
+            return nm_fail(d, NM_E_SMUGGLING, "invalid Content-Length");
+        *v = *v * 10 + (uint64_t)(p[k] - '0');
+        if (*v > max)
+            return nm_fail(d, NM_E_FRAME_TOO_LARGE, "Content-Length larger than max_frame_size");
+    }
+    return 0;
+}
+
+int nm_h1_field_line(nm_decoder *d, const uint8_t *buf, size_t ls, size_t nl, int first,
+                     uint64_t *seen, size_t *ne, size_t *vs, size_t *ve)
+{
+    size_t ce = nl > ls && buf[nl - 1] == '\r' ? nl - 1 : nl;
+    uint64_t cl;
+    int rc;
+    if (buf[ls] == ' ' || buf[ls] == '\t') {
+        if ((rc = early_field_line(d, buf, ls, ce, first)))
+            return rc;
+        for (size_t k = ls; k < ce; k++)
+            if (!H1_IS(buf[k], H1_VALUE))
+                return nm_h1_value_error(d, buf[k]);
+        if ((rc = nm_h1_line_end(d, buf, ls, nl, &ce)))
+            return rc;
+        if (*seen & 1)
+            return nm_fail(d, NM_E_SMUGGLING, "folded Content-Length or Transfer-Encoding");
+        *ve = ce;
+        return H1_FOLD;
+    }
+    if ((rc = nm_h1_header_line(d, buf, ls, ce, ne, vs, ve)))
+        return rc;
+    *seen = ((*seen >> 1) + 1) << 1;              /* header count, bit 0: framing */
+    if ((*seen >> 1) > NM_LIMIT(d, max_headers))
+        return nm_fail(d, NM_E_TOO_MANY_HEADERS, "more headers than max_headers");
+    int framing = nm_h1_framing_field(buf + ls, *ne - ls);
+    if (framing == 1 && (rc = nm_h1_cl_value(d, buf + *vs, *ve - *vs, &cl)))
+        return rc;
+    *seen |= framing ? 1 : 0;
+    return nm_h1_line_end(d, buf, ls, nl, &ce);
+}
+
+int nm_h1_start_line(nm_decoder *d, const uint8_t *buf, size_t p, size_t nl, nm_out *o,
+                     int *is_connect, size_t *target, size_t *target_end, int *status)
+{
+    size_t ce = nl > p && buf[nl - 1] == '\r' ? nl - 1 : nl;
+    int minor = d->opt.direction == NM_DIR_REQUEST
+                    ? nm_h1_request_line(d, buf, p, ce, o, is_connect, target, target_end)
+                    : nm_h1_status_line(d, buf, p, ce, o, status);
+    if (minor < 0)
+        return minor;
+    int rc = nm_h1_line_end(d, buf, p, nl, &ce);
+    return rc ? rc : minor;
+}
+
 int nm_h1_early(nm_decoder *d, const uint8_t *buf, size_t len, size_t pos, size_t p)
 {
-    uint64_t *scan = &d->state[H1_ST_SCAN];
+    uint64_t *scan = &d->state[H1_ST_SCAN], *seen = &d->state[H1_ST_EARLY];
     size_t ls = *scan ? pos + *scan : p;
     const uint8_t *first_nl = memchr(buf + p, '\n', len - p);
     size_t first = first_nl ? (size_t)(first_nl - buf) + 1 : 0;
     for (;;) {
+        if (ls >= len)
+            return 0;
         const uint8_t *nlp = memchr(buf + ls, '\n', len - ls);
         if (!nlp)
             return ls == p ? early_start_line(d, buf, len, p)
                            : early_field_line(d, buf, ls, len, ls == first);
-        size_t nl = (size_t)(nlp - buf), ce, ne, vs, ve;
-        int rc = nm_h1_line_end(d, buf, ls, nl, &ce);
-        if (rc)
-            return rc;
+        size_t nl = (size_t)(nlp - buf), ne, vs, ve, t, te;
+        int rc, x;
         if (ls == p) {
             nm_meta none;
             nm_out o = { NULL, 0, 0, &none, 0, 0, 0 };
-            int x;
-            size_t t, te;
-            rc = d->opt.direction == NM_DIR_REQUEST
-                     ? nm_h1_request_line(d, buf, p, ce, &o, &x, &t, &te)
-                     : nm_h1_status_line(d, buf, p, ce, &o, &x);
-            if (rc < 0)
-                return rc;
-        } else if (buf[ls] == ' ' || buf[ls] == '\t') {
-            if ((rc = early_field_line(d, buf, ls, ce, ls == first)))
-                return rc;
-            for (size_t k = ls; k < ce; k++)
-                if (!H1_IS(buf[k], H1_VALUE))
-                    return nm_h1_value_error(d, buf[k]);
-        } else if ((rc = nm_h1_header_line(d, buf, ls, ce, &ne, &vs, &ve))) {
-            return rc;
-        } else if (H1_IEQ(buf + ls, ne - ls, "content-length")) {
-            uint64_t v = 0;
-            for (size_t k = vs; k < ve; k++) {
-                if (buf[k] < '0' || buf[k] > '9')
-                    return nm_fail(d, NM_E_SMUGGLING, "invalid Content-Length");
-                v = v * 10 + (uint64_t)(buf[k] - '0');
-                if (v > NM_LIMIT(d, max_frame_size))
-                    return nm_fail(d, NM_E_FRAME_TOO_LARGE,
-                                   "Content-Length larger than max_frame_size");
-            }
-            if (vs == ve)
-                return nm_fail(d, NM_E_SMUGGLING, "empty Content-Length");
+            rc = nm_h1_start_line(d, buf, p, nl, &o, &x, &t, &te, &x);
+        } else {
+            rc = nm_h1_field_line(d, buf, ls, nl, ls == first, seen, &ne, &vs, &ve);
         }
+        if (rc < 0)
+            return rc;
         ls = nl + 1;
         *scan = ls - pos;
     }

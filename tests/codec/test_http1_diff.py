@@ -30,7 +30,10 @@ def requests(draw):
     host = draw(st.one_of(st.none(), st.text("abcdefghij.-:0123456789", min_size=1, max_size=20)))
     body = draw(bodies)
     framing = draw(st.sampled_from(["none", "length", "chunked"])) if body else "none"
-    lines = [f"{method} {path} HTTP/1.1"]
+    version = draw(st.sampled_from(["1.1", "1.0"])) if framing != "chunked" else "1.1"
+    lines = [f"{method} {path} HTTP/{version}"]
+    if version == "1.0":      # llhttp refuses data after a message that closes
+        lines.append("Connection: keep-alive")
     if host is not None:
         lines.append(f"Host: {host}")
     lines += [f"{n}:{draw(st.sampled_from(['', ' ', chr(9)]))}{v}" for n, v in hdrs]
@@ -53,8 +56,9 @@ def requests(draw):
         tail += b"\r\n"
     else:
         body = b""
-    data = ("\r\n".join(lines) + "\r\n\r\n").encode() + tail
-    want = {"method": method, "path": path, "headers": [(n.lower(), v.strip(" \t")) for n, v in hdrs],
+    lead = draw(st.sampled_from([b"", b"", b"\r\n"]))     # RFC 9112 2.2: ignored empty line
+    data = lead + ("\r\n".join(lines) + "\r\n\r\n").encode() + tail
+    want = {"keepalive": True,"method": method, "path": path, "headers": [(n.lower(), v.strip(" \t")) for n, v in hdrs],
             "body": body, "length": len(data), "host": host}
     return data, want
 
@@ -118,6 +122,7 @@ def test_pipelined_requests_match_httptools(msgs, step):
     for frame, their, (_, want) in zip(ours, theirs, msgs):
         assert their.get("complete")
         assert frame.length == want["length"]
+        assert bool(frame.flags & 1) == want["keepalive"]
         md = frame.metadata
         assert md[":method"] == their["method"] == want["method"]
         assert md[":path"] == their["url"].decode() == want["path"]
@@ -147,13 +152,14 @@ def responses(draw):
     else:
         lines.append(f"Content-Length: {len(body)}")
         tail = body
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + tail, status, body
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" if draw(st.booleans()) else b""
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + tail, status, body, interim
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(responses(), min_size=1, max_size=4))
 def test_pipelined_responses_match_httptools(msgs):
-    data = b"".join(m for m, _, _ in msgs)
+    data = b"".join(i + m for m, _, _, i in msgs)
     seen = []
 
     class P:
@@ -169,8 +175,12 @@ def test_pipelined_responses_match_httptools(msgs):
     p = httptools.HttpResponseParser(P())
     p.feed_data(data)
     ours = decoder_for("http1", direction="response").feed(data)
-    assert [(f.status, body_of(f), f.length) for f in ours] == \
-        [(s["status"], s["body"], len(m)) for s, (m, _, _) in zip(seen, msgs)]
+    want = []
+    for m, status, body, interim in msgs:
+        want += ([(100, b"", len(interim), "event")] if interim else []) + \
+            [(status, body, len(m), "response")]
+    assert [(f.status, body_of(f), f.length, f.kind) for f in ours] == want
+    assert [(s["status"], s["body"]) for s in seen] == [w[:2] for w in want]
 
 
 def llhttp_accepts(data):
@@ -216,7 +226,7 @@ def test_laxer_than_llhttp(data):
 
 
 def test_every_error_vector_is_refused_by_llhttp_too_or_listed():
-    from tests.codec.test_http1 import ERRORS
+    from tests.codec.test_http1_errors import ERRORS
 
     for name, data, options, _ in ERRORS:
         if options or name.endswith("1gib") or data in STRICTER_THAN_LLHTTP:

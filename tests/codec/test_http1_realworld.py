@@ -2,7 +2,7 @@
 capture, and a live loopback server driven by curl (both directions)."""
 
 import json
-import pathlib
+import os
 import re
 import shutil
 import socket
@@ -204,6 +204,10 @@ s.serve_forever()
 """
 
 
+# children run without a sanitizer preload the test run may carry
+CHILD_ENV = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
+
+
 class Recorder:
     """A loopback TCP relay that records both directions of each connection."""
 
@@ -249,7 +253,7 @@ class Recorder:
 
 @pytest.fixture
 def http_server():
-    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, env=CHILD_ENV)
     try:
         port = int(proc.stdout.readline())
         yield port
@@ -276,7 +280,7 @@ def test_live_server_curl_pipelined(http_server, tmp_path):
                     "--next", "-s", "-o", "/dev/null", "--data-binary", f"@{body}", f"{base}/post",
                     "--next", "-s", "-o", "/dev/null", "-H", "Transfer-Encoding: chunked",
                     "--data-binary", "chunky", f"{base}/chunked"],
-                   check=True, timeout=15)
+                   check=True, timeout=15, env=CHILD_ENV)
     t.join(timeout=16)
     assert rec.c2s, "no connection recorded"
     c2s, s2c = rec.c2s[0], rec.s2c[0]
