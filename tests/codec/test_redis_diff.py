@@ -135,13 +135,16 @@ def normalize(obj):
     return obj
 
 
+NOT_ENOUGH = object()   # gets() returns False for "#f" too
+
+
 def hiredis_all(data):
-    reader = hiredis.Reader()
+    reader = hiredis.Reader(notEnoughData=NOT_ENOUGH)
     reader.feed(data)
     out = []
     while True:
         obj = reader.gets()
-        if obj is False:
+        if obj is NOT_ENOUGH:
             break
         out.append(normalize(obj))
     return out, reader.has_data()
