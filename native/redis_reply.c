@@ -93,6 +93,11 @@ int nm_redis_reply_frame(nm_decoder *d, const uint8_t *buf, size_t len,
         max_depth = RESP_DEPTH_CAP;
     if (max_frame > INT32_MAX)
         max_frame = INT32_MAX;
+    /* Read no further than the largest frame allowed: an error then depends
+     * only on the bytes a byte-by-byte feeder would have seen first, so every
+     * split of the input fails the same way. */
+    if (len - pos > max_frame)
+        len = pos + (size_t)max_frame;
 
     for (;;) {
         if (p >= len)

@@ -123,8 +123,7 @@ static int multibulk(nm_decoder *d, const uint8_t *buf, size_t len,
     if (cr == RESP_LINE_INCOMPLETE) {
         if (len - pos > RESP_MAX_NUMBER_LINE)
             return nm_fail(d, NM_E_PROTOCOL, "length line too long");
-        d->need = (uint32_t)(len - pos + 1);
-        return 0;
+        goto incomplete;
     }
     if (cr == RESP_LINE_BAD)
         return nm_fail(d, NM_E_PROTOCOL, "line ends in a bare LF");
@@ -251,18 +250,23 @@ static int inline_command(nm_decoder *d, const uint8_t *buf, size_t len,
                           size_t pos, key_finder *k)
 {
     const uint64_t limit = NM_LIMIT(d, max_header_bytes);
+    const uint64_t max_frame = NM_LIMIT(d, max_frame_size);
     const uint8_t *nl = memchr(buf + pos, '\n', len - pos);
-    if (!nl) {
-        if (len - pos > limit)
+    if (!nl) {      /* the line without CRLF may have limit bytes */
+        if (len - pos - (buf[len - 1] == '\r') > limit)
             return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
+        if (len - pos >= max_frame)
+            return nm_fail(d, NM_E_FRAME_TOO_LARGE, "request larger than max_frame_size");
         d->need = (uint32_t)(len - pos + 1);
         return 0;
     }
     size_t i = (size_t)(nl - buf);
+    /* the length first, counted as a prefix without the LF would count it,
+     * so that every split of the input fails the same way */
+    if (i > pos && i - pos - (buf[i - 1] == '\r') > limit)
+        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
     if (i == pos || buf[i - 1] != '\r')
         return nm_fail(d, NM_E_PROTOCOL, "line ends in a bare LF");
-    if (i - 1 - pos > limit)
-        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
     if (memchr(buf + pos, '\r', i - 1 - pos) || memchr(buf + pos, 0, i - 1 - pos))
         return nm_fail(d, NM_E_PROTOCOL, "CR or NUL inside an inline request");
     int rc = split_inline(d, buf, pos, i - 1, k);
@@ -273,7 +277,11 @@ int nm_redis_request_parse(nm_decoder *d, const uint8_t *buf, size_t len,
                            size_t pos, nm_redis_request *r)
 {
     key_finder k = { r, buf, KEY_NONE, 0 };
+    uint64_t max_frame = NM_LIMIT(d, max_frame_size) > INT32_MAX
+        ? INT32_MAX : NM_LIMIT(d, max_frame_size);
     memset(r, 0, sizeof(*r));
+    if (len - pos > max_frame)   /* see nm_redis_reply_frame */
+        len = pos + (size_t)max_frame;
     if (buf[pos] == '*')
         return multibulk(d, buf, len, pos, &k);
     return inline_command(d, buf, len, pos, &k);
