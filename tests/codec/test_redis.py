@@ -319,3 +319,12 @@ def test_heartbeat():
     _, frame = one(resp_cmd("GET", "k"))
     with pytest.raises(CodecError):
         dec.heartbeat_reply(frame)
+
+
+def test_batch_larger_than_the_metadata_array_is_delivered_at_once():
+    """Each GET carries two metadata entries; 500 of them overflow one
+    nm_decode() call's metadata array: all must still come out of one feed()."""
+    data = resp_cmd("GET", "k") * 500
+    frames = decoder_for("redis").feed(data)
+    assert len(frames) == 500 and frames[-1].metadata == {"command": "get", "key": "k"}
+    assert frames[-1].offset == len(data) - frames[-1].length
