@@ -56,10 +56,12 @@ KEY_NAMES["http1"][lib.NM_KEY_METHOD] = ":method"
 # consumer reads (offset, length, kind); the rest is read on first use from
 # a copy of the batch's C arrays.
 _FRAME = struct.Struct("=QIIQiIIIIIII")
-_HEAD = struct.Struct("=QII40x")   # offset, length, kind
+_HEAD = struct.Struct("=QII16xII16x")   # offset, length, kind, meta_start, meta_count
 _REST = struct.Struct("=16xQi7I")  # request_id, status, flags, meta_start .. variant
 _META = struct.Struct("=6I")
 _META_WORDS = 6
+_LOWER_KEY = lib.NM_META_LOWERCASE_KEY
+_LOWER_VALUE = lib.NM_META_LOWERCASE_VALUE
 assert _FRAME.size == _HEAD.size == _REST.size == ffi.sizeof("nm_frame"), "nm_frame layout changed"
 assert _META.size == ffi.sizeof("nm_meta"), "nm_meta layout changed"
 
@@ -82,30 +84,36 @@ class _Batch:
     """What the frames of one nm_decode() call share: the input they point
     into, their stream offset, and copies of the nm_frame / nm_meta arrays."""
 
-    __slots__ = ("view", "base", "frames", "meta", "keys")
+    __slots__ = ("view", "base", "frames", "meta", "keys", "_words")
 
     def __init__(self, view, base, frames, meta, keys):
         self.view, self.base, self.frames, self.meta, self.keys = view, base, frames, meta, keys
+        self._words = None
+
+    def words(self) -> list:
+        """The nm_meta array as a list of uint32 words (built on first use)."""
+        if self._words is None:
+            self._words = memoryview(self.meta).cast("I").tolist() if self.meta else []
+        return self._words
 
 
 class Frame:
     """One complete frame. ``metadata`` is decoded from spans on first use."""
 
-    __slots__ = ("kind", "offset", "length", "_batch", "_index", "_rest", "_metadata")
+    __slots__ = ("kind", "offset", "length", "_head", "_batch", "_index", "_rest", "_metadata")
 
     def __init__(self, head, batch, index):
-        pos, self.length, kind = head
+        pos, self.length, kind, _ms, _mc = self._head = head
         self.kind = KINDS.get(kind, "unknown")
         self.offset = batch.base + pos
         self._batch = batch
         self._index = index
+        self._rest = self._metadata = None
 
     def _fields(self):
-        try:
-            return self._rest
-        except AttributeError:
+        if self._rest is None:
             self._rest = _REST.unpack_from(self._batch.frames, self._index * _REST.size)
-            return self._rest
+        return self._rest
 
     request_id = property(lambda self: self._fields()[0])
     status = property(lambda self: self._fields()[1])
@@ -124,9 +132,9 @@ class Frame:
         return self.offset - self._batch.base
 
     @property
-    def _spans(self) -> tuple:
-        ms, mc = self._fields()[3:5]
-        return struct.unpack_from(f"={mc * _META_WORDS}I", self._batch.meta, ms * _META.size)
+    def _spans(self) -> list:
+        _, _, _, ms, mc = self._head
+        return self._batch.words()[ms * _META_WORDS:(ms + mc) * _META_WORDS]
 
     @property
     def data(self) -> bytes:
@@ -136,28 +144,26 @@ class Frame:
 
     @property
     def metadata(self) -> dict:
-        try:
-            return self._metadata
-        except AttributeError:
+        if self._metadata is None:
             self._metadata = self._decode_metadata()
-            return self._metadata
+        return self._metadata
 
     def _decode_metadata(self) -> dict:
-        ms, mc = self._fields()[3:5]
+        _, _, _, ms, mc = self._head
         if not mc:
             return {}
         batch, out = self._batch, {}
-        buf, keys = batch.view, batch.keys
-        for key_id, flags, koff, klen, voff, vlen in _META.iter_unpack(
-                batch.meta[ms * _META.size:(ms + mc) * _META.size]):
+        buf, keys, words = batch.view, batch.keys, batch.words()
+        for i in range(ms * _META_WORDS, (ms + mc) * _META_WORDS, _META_WORDS):
+            key_id, flags, koff, klen, voff, vlen = words[i:i + _META_WORDS]
             if key_id:
                 key = keys.get(key_id, str(key_id))
             else:
                 key = str(buf[koff:koff + klen], "latin-1")
-                if flags & lib.NM_META_LOWERCASE_KEY:
+                if flags & _LOWER_KEY:
                     key = key.lower()
             value = str(buf[voff:voff + vlen], "utf-8", "replace")
-            if flags & lib.NM_META_LOWERCASE_VALUE:
+            if flags & _LOWER_VALUE:
                 value = value.lower()
             if key in out:   # repeated headers join as Envoy does
                 out[key] = out[key] + "," + value
