@@ -103,6 +103,8 @@ int nm_redis_reply_frame(nm_decoder *d, const uint8_t *buf, size_t len,
         if (p >= len)
             goto incomplete;
         const uint8_t t = buf[p];
+        if (!memchr("+-:$*_#,(!=%~>|.", t, 16))   /* fail on the first byte */
+            return nm_fail(d, NM_E_PROTOCOL, "unknown reply type");
         long cr = resp_line_end(buf, p + 1, len);
         if (cr == RESP_LINE_INCOMPLETE) {
             if (numeric_line(t) && len - p > RESP_MAX_NUMBER_LINE)

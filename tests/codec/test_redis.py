@@ -137,7 +137,7 @@ def test_variant_is_top_level_type():
 # -- malformed input ------------------------------------------------------------
 
 BAD_REPLIES = [
-    (b"?x\r\n", ProtocolError), (b"+OK\n", ProtocolError), (b"+O\rK\r\n", ProtocolError),
+    (b"?x\r\n", ProtocolError), (b"?", ProtocolError), (b"\x00", ProtocolError), (b"+OK\n", ProtocolError), (b"+O\rK\r\n", ProtocolError),
     (b":01\r\n", ProtocolError), (b":-0\r\n", ProtocolError), (b":+1\r\n", ProtocolError),
     (b":\r\n", ProtocolError), (b":1a\r\n", ProtocolError),
     (b":9223372036854775808\r\n", ProtocolError), (b":-9223372036854775809\r\n", ProtocolError),
