@@ -1,10 +1,11 @@
 """Redis codec throughput from Python against hiredis.Reader, in the same run.
 
-Each case is a pipelined batch of 100 messages fed at once. nodemesh: one
-Decoder.feed() returning Frame objects (kind, offset, length; for requests
-also the command and key metadata, which is what a proxy routes on). hiredis:
-feed() then gets() until no reply is left, which builds the Python values.
-Target: nodemesh >= 1.0x hiredis in frames/s.
+Each case is a pipelined batch of 100 messages fed at once, and both sides
+extract what a proxy acts on. Replies: nodemesh reads each Frame's kind and
+length; hiredis feed() + gets() until no reply is left, checking each for a
+ReplyError. Requests: nodemesh reads the command and key metadata; hiredis
+lower-cases the command and takes argument 1 (the same metadata for these
+commands). Target: nodemesh >= 1.0x hiredis in frames/s.
 """
 
 import os
@@ -49,22 +50,30 @@ def nodemesh_fn(direction, data, touch):
     if touch:
         def run():
             for f in dec.feed(data):
-                f.metadata["key"]
+                md = f.metadata
+                md["command"], md["key"]
     else:
         def run():
             for f in dec.feed(data):
-                f.kind
+                f.kind == "error", f.length
     return run
 
 
-def hiredis_fn(data):
+def hiredis_fn(data, touch):
     reader = hiredis.Reader()
-
-    def run():
-        reader.feed(data)
-        gets = reader.gets
-        while gets() is not False:
-            pass
+    error = hiredis.ReplyError
+    if touch:
+        def run():
+            reader.feed(data)
+            gets = reader.gets
+            while (r := gets()) is not False:
+                r[0].lower(), r[1]
+    else:
+        def run():
+            reader.feed(data)
+            gets = reader.gets
+            while (r := gets()) is not False:
+                isinstance(r, error)
     return run
 
 
@@ -74,7 +83,7 @@ def run(quick=False) -> list:
     for name, direction, msg, touch in CASES:
         data = msg * BATCH
         ours = median_rate(nodemesh_fn(direction, data, touch), BATCH, repeat, min_time)
-        peer = median_rate(hiredis_fn(data), BATCH, repeat, min_time)
+        peer = median_rate(hiredis_fn(data, touch), BATCH, repeat, min_time)
         mb = len(msg) / 1e6
         rows.append({"benchmark": f"{name} x{BATCH} pipelined", "nodemesh_per_s": round(ours),
                      "peer": "hiredis.Reader", "peer_per_s": round(peer),
