@@ -93,11 +93,18 @@ int nm_redis_reply_frame(nm_decoder *d, const uint8_t *buf, size_t len,
         max_depth = RESP_DEPTH_CAP;
     if (max_frame > INT32_MAX)
         max_frame = INT32_MAX;
+    /* Read no further than the largest frame allowed: an error then depends
+     * only on the bytes a byte-by-byte feeder would have seen first, so every
+     * split of the input fails the same way. */
+    if (len - pos > max_frame)
+        len = pos + (size_t)max_frame;
 
     for (;;) {
         if (p >= len)
             goto incomplete;
         const uint8_t t = buf[p];
+        if (!memchr("+-:$*_#,(!=%~>|.", t, 16))   /* fail on the first byte */
+            return nm_fail(d, NM_E_PROTOCOL, "unknown reply type");
         long cr = resp_line_end(buf, p + 1, len);
         if (cr == RESP_LINE_INCOMPLETE) {
             if (numeric_line(t) && len - p > RESP_MAX_NUMBER_LINE)

@@ -9,44 +9,47 @@ enum { KEY_AT, KEY_NONE, KEY_NUMKEYS, KEY_STREAMS };
 
 typedef struct {
     const char *name;
+    uint8_t len;
     uint8_t mode;
     uint8_t arg;    /* KEY_AT: the key; NUMKEYS: numkeys; STREAMS: search start */
 } key_rule;
 
+#define R(name, mode, arg) { name, sizeof(name) - 1, mode, arg }
+
 /* Commands whose first key is not argument 1. Everything else: argument 1. */
 static const key_rule RULES[] = {
-    {"ping", KEY_NONE, 0}, {"echo", KEY_NONE, 0}, {"info", KEY_NONE, 0},
-    {"auth", KEY_NONE, 0}, {"hello", KEY_NONE, 0}, {"select", KEY_NONE, 0},
-    {"client", KEY_NONE, 0}, {"config", KEY_NONE, 0}, {"script", KEY_NONE, 0},
-    {"multi", KEY_NONE, 0}, {"exec", KEY_NONE, 0}, {"discard", KEY_NONE, 0},
-    {"unwatch", KEY_NONE, 0}, {"quit", KEY_NONE, 0}, {"reset", KEY_NONE, 0},
-    {"dbsize", KEY_NONE, 0}, {"flushdb", KEY_NONE, 0}, {"flushall", KEY_NONE, 0},
-    {"time", KEY_NONE, 0}, {"lastsave", KEY_NONE, 0}, {"save", KEY_NONE, 0},
-    {"bgsave", KEY_NONE, 0}, {"bgrewriteaof", KEY_NONE, 0},
-    {"shutdown", KEY_NONE, 0}, {"slaveof", KEY_NONE, 0},
-    {"replicaof", KEY_NONE, 0}, {"role", KEY_NONE, 0}, {"monitor", KEY_NONE, 0},
-    {"sync", KEY_NONE, 0}, {"psync", KEY_NONE, 0}, {"command", KEY_NONE, 0},
-    {"debug", KEY_NONE, 0}, {"slowlog", KEY_NONE, 0}, {"latency", KEY_NONE, 0},
-    {"cluster", KEY_NONE, 0}, {"readonly", KEY_NONE, 0},
-    {"readwrite", KEY_NONE, 0}, {"asking", KEY_NONE, 0}, {"wait", KEY_NONE, 0},
-    {"waitaof", KEY_NONE, 0}, {"swapdb", KEY_NONE, 0}, {"module", KEY_NONE, 0},
-    {"acl", KEY_NONE, 0}, {"function", KEY_NONE, 0},
-    {"randomkey", KEY_NONE, 0}, {"lolwut", KEY_NONE, 0},
-    {"failover", KEY_NONE, 0}, {"publish", KEY_NONE, 0},
-    {"subscribe", KEY_NONE, 0}, {"psubscribe", KEY_NONE, 0},
-    {"unsubscribe", KEY_NONE, 0}, {"punsubscribe", KEY_NONE, 0},
-    {"pubsub", KEY_NONE, 0}, {"keys", KEY_NONE, 0}, {"scan", KEY_NONE, 0},
-    {"object", KEY_AT, 2}, {"memory", KEY_AT, 2}, {"xinfo", KEY_AT, 2},
-    {"xgroup", KEY_AT, 2}, {"bitop", KEY_AT, 2}, {"migrate", KEY_AT, 3},
-    {"eval", KEY_NUMKEYS, 2}, {"evalsha", KEY_NUMKEYS, 2},
-    {"eval_ro", KEY_NUMKEYS, 2}, {"evalsha_ro", KEY_NUMKEYS, 2},
-    {"fcall", KEY_NUMKEYS, 2}, {"fcall_ro", KEY_NUMKEYS, 2},
-    {"zunion", KEY_NUMKEYS, 1}, {"zinter", KEY_NUMKEYS, 1},
-    {"zdiff", KEY_NUMKEYS, 1}, {"sintercard", KEY_NUMKEYS, 1},
-    {"zintercard", KEY_NUMKEYS, 1}, {"lmpop", KEY_NUMKEYS, 1},
-    {"zmpop", KEY_NUMKEYS, 1}, {"blmpop", KEY_NUMKEYS, 2},
-    {"bzmpop", KEY_NUMKEYS, 2},
-    {"xread", KEY_STREAMS, 1}, {"xreadgroup", KEY_STREAMS, 4},
+    R("ping", KEY_NONE, 0), R("echo", KEY_NONE, 0), R("info", KEY_NONE, 0),
+    R("auth", KEY_NONE, 0), R("hello", KEY_NONE, 0), R("select", KEY_NONE, 0),
+    R("client", KEY_NONE, 0), R("config", KEY_NONE, 0), R("script", KEY_NONE, 0),
+    R("multi", KEY_NONE, 0), R("exec", KEY_NONE, 0), R("discard", KEY_NONE, 0),
+    R("unwatch", KEY_NONE, 0), R("quit", KEY_NONE, 0), R("reset", KEY_NONE, 0),
+    R("dbsize", KEY_NONE, 0), R("flushdb", KEY_NONE, 0), R("flushall", KEY_NONE, 0),
+    R("time", KEY_NONE, 0), R("lastsave", KEY_NONE, 0), R("save", KEY_NONE, 0),
+    R("bgsave", KEY_NONE, 0), R("bgrewriteaof", KEY_NONE, 0),
+    R("shutdown", KEY_NONE, 0), R("slaveof", KEY_NONE, 0),
+    R("replicaof", KEY_NONE, 0), R("role", KEY_NONE, 0), R("monitor", KEY_NONE, 0),
+    R("sync", KEY_NONE, 0), R("psync", KEY_NONE, 0), R("command", KEY_NONE, 0),
+    R("debug", KEY_NONE, 0), R("slowlog", KEY_NONE, 0), R("latency", KEY_NONE, 0),
+    R("cluster", KEY_NONE, 0), R("readonly", KEY_NONE, 0),
+    R("readwrite", KEY_NONE, 0), R("asking", KEY_NONE, 0), R("wait", KEY_NONE, 0),
+    R("waitaof", KEY_NONE, 0), R("swapdb", KEY_NONE, 0), R("module", KEY_NONE, 0),
+    R("acl", KEY_NONE, 0), R("function", KEY_NONE, 0),
+    R("randomkey", KEY_NONE, 0), R("lolwut", KEY_NONE, 0),
+    R("failover", KEY_NONE, 0), R("publish", KEY_NONE, 0),
+    R("subscribe", KEY_NONE, 0), R("psubscribe", KEY_NONE, 0),
+    R("unsubscribe", KEY_NONE, 0), R("punsubscribe", KEY_NONE, 0),
+    R("pubsub", KEY_NONE, 0), R("keys", KEY_NONE, 0), R("scan", KEY_NONE, 0),
+    R("object", KEY_AT, 2), R("memory", KEY_AT, 2), R("xinfo", KEY_AT, 2),
+    R("xgroup", KEY_AT, 2), R("bitop", KEY_AT, 2), R("migrate", KEY_AT, 3),
+    R("eval", KEY_NUMKEYS, 2), R("evalsha", KEY_NUMKEYS, 2),
+    R("eval_ro", KEY_NUMKEYS, 2), R("evalsha_ro", KEY_NUMKEYS, 2),
+    R("fcall", KEY_NUMKEYS, 2), R("fcall_ro", KEY_NUMKEYS, 2),
+    R("zunion", KEY_NUMKEYS, 1), R("zinter", KEY_NUMKEYS, 1),
+    R("zdiff", KEY_NUMKEYS, 1), R("sintercard", KEY_NUMKEYS, 1),
+    R("zintercard", KEY_NUMKEYS, 1), R("lmpop", KEY_NUMKEYS, 1),
+    R("zmpop", KEY_NUMKEYS, 1), R("blmpop", KEY_NUMKEYS, 2),
+    R("bzmpop", KEY_NUMKEYS, 2),
+    R("xread", KEY_STREAMS, 1), R("xreadgroup", KEY_STREAMS, 4),
 };
 
 #define NAME_MAX_LEN 16
@@ -78,9 +81,11 @@ static void on_arg(key_finder *k, uint32_t i, size_t off, size_t n)
         r->cmd.len = (uint32_t)n;
         k->mode = KEY_AT;
         k->target = 1;
-        if (n <= NAME_MAX_LEN)
+        const uint8_t first = (uint8_t)(k->buf[off] | 0x20);
+        if (n && n <= NAME_MAX_LEN)
             for (size_t j = 0; j < sizeof(RULES) / sizeof(RULES[0]); j++)
-                if (ieq(k->buf + off, n, RULES[j].name)) {
+                if (RULES[j].len == n && (uint8_t)RULES[j].name[0] == first &&
+                    ieq(k->buf + off, n, RULES[j].name)) {
                     k->mode = RULES[j].mode;
                     k->target = RULES[j].arg;
                     break;
@@ -123,8 +128,7 @@ static int multibulk(nm_decoder *d, const uint8_t *buf, size_t len,
     if (cr == RESP_LINE_INCOMPLETE) {
         if (len - pos > RESP_MAX_NUMBER_LINE)
             return nm_fail(d, NM_E_PROTOCOL, "length line too long");
-        d->need = (uint32_t)(len - pos + 1);
-        return 0;
+        goto incomplete;
     }
     if (cr == RESP_LINE_BAD)
         return nm_fail(d, NM_E_PROTOCOL, "line ends in a bare LF");
@@ -251,18 +255,23 @@ static int inline_command(nm_decoder *d, const uint8_t *buf, size_t len,
                           size_t pos, key_finder *k)
 {
     const uint64_t limit = NM_LIMIT(d, max_header_bytes);
+    const uint64_t max_frame = NM_LIMIT(d, max_frame_size);
     const uint8_t *nl = memchr(buf + pos, '\n', len - pos);
-    if (!nl) {
-        if (len - pos > limit)
+    if (!nl) {      /* the line without CRLF may have limit bytes */
+        if (len - pos - (buf[len - 1] == '\r') > limit)
             return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
+        if (len - pos >= max_frame)
+            return nm_fail(d, NM_E_FRAME_TOO_LARGE, "request larger than max_frame_size");
         d->need = (uint32_t)(len - pos + 1);
         return 0;
     }
     size_t i = (size_t)(nl - buf);
+    /* the length first, counted as a prefix without the LF would count it,
+     * so that every split of the input fails the same way */
+    if (i > pos && i - pos - (buf[i - 1] == '\r') > limit)
+        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
     if (i == pos || buf[i - 1] != '\r')
         return nm_fail(d, NM_E_PROTOCOL, "line ends in a bare LF");
-    if (i - 1 - pos > limit)
-        return nm_fail(d, NM_E_FRAME_TOO_LARGE, "inline request longer than max_header_bytes");
     if (memchr(buf + pos, '\r', i - 1 - pos) || memchr(buf + pos, 0, i - 1 - pos))
         return nm_fail(d, NM_E_PROTOCOL, "CR or NUL inside an inline request");
     int rc = split_inline(d, buf, pos, i - 1, k);
@@ -273,7 +282,11 @@ int nm_redis_request_parse(nm_decoder *d, const uint8_t *buf, size_t len,
                            size_t pos, nm_redis_request *r)
 {
     key_finder k = { r, buf, KEY_NONE, 0 };
+    uint64_t max_frame = NM_LIMIT(d, max_frame_size) > INT32_MAX
+        ? INT32_MAX : NM_LIMIT(d, max_frame_size);
     memset(r, 0, sizeof(*r));
+    if (len - pos > max_frame)   /* see nm_redis_reply_frame */
+        len = pos + (size_t)max_frame;
     if (buf[pos] == '*')
         return multibulk(d, buf, len, pos, &k);
     return inline_command(d, buf, len, pos, &k);

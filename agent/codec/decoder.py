@@ -1,6 +1,7 @@
 """Decoder and Frame: a thin, copy-avoiding wrapper over native/codec.h."""
 
 import struct
+from itertools import count, repeat
 
 from ._native import ffi, lib
 from .errors import CodecError, error_for
@@ -51,11 +52,19 @@ _KEYS = {
 KEY_NAMES = {proto: dict(_KEYS) for proto in PROTOCOLS}
 KEY_NAMES["http1"][lib.NM_KEY_METHOD] = ":method"
 
-# nm_frame and nm_meta as seen from Python: unpacked in one call per batch.
+# nm_frame and nm_meta as seen from Python. feed() unpacks only what every
+# consumer reads (offset, length, kind); the rest is read on first use from
+# a copy of the batch's C arrays.
 _FRAME = struct.Struct("=QIIQiIIIIIII")
+_HEAD = struct.Struct("=QII16xII16x")   # offset, length, kind, meta_start, meta_count
+_REST = struct.Struct("=16xQi7I")  # request_id, status, flags, meta_start .. variant
+_META = struct.Struct("=6I")
 _META_WORDS = 6
-assert _FRAME.size == ffi.sizeof("nm_frame"), "nm_frame layout changed"
-assert _META_WORDS * 4 == ffi.sizeof("nm_meta"), "nm_meta layout changed"
+_LOWER_KEY = lib.NM_META_LOWERCASE_KEY
+_INTEGER = lib.NM_META_INTEGER_BE | lib.NM_META_INTEGER_LE
+_LOWER_VALUE = lib.NM_META_LOWERCASE_VALUE
+assert _FRAME.size == _HEAD.size == _REST.size == ffi.sizeof("nm_frame"), "nm_frame layout changed"
+assert _META.size == ffi.sizeof("nm_meta"), "nm_meta layout changed"
 
 _FRAME_BATCH = 256
 
@@ -72,28 +81,67 @@ def limits() -> dict:
     }
 
 
+class _Batch:
+    """What the frames of one nm_decode() call share: the input they point
+    into, their stream offset, and copies of the nm_frame / nm_meta arrays."""
+
+    __slots__ = ("view", "base", "frames", "meta", "keys", "_words")
+
+    def __init__(self, view, base, frames, meta, keys):
+        self.view, self.base, self.frames, self.meta, self.keys = view, base, frames, meta, keys
+        self._words = None
+
+    def words(self) -> list:
+        """The nm_meta array as a list of uint32 words (built on first use)."""
+        if self._words is None:
+            self._words = memoryview(self.meta).cast("I").tolist() if self.meta else []
+        return self._words
+
+
 class Frame:
     """One complete frame. ``metadata`` is decoded from spans on first use."""
 
-    __slots__ = ("kind", "request_id", "status", "offset", "length", "flags",
-                 "variant", "body_offset", "id_offset", "id_length",
-                 "_buf", "_pos", "_spans", "_keys", "_metadata")
+    __slots__ = ("kind", "offset", "length", "_head", "_batch", "_index", "_rest", "_metadata")
 
-    def __init__(self, row, buf, base, spans, keys):
-        (pos, self.length, kind, self.request_id, self.status, self.flags,
-         _ms, _mc, self.body_offset, self.id_offset, self.id_length, self.variant) = row
+    def __init__(self, head, batch, index):
+        pos, self.length, kind, _ms, _mc = self._head = head
         self.kind = KINDS.get(kind, "unknown")
-        self.offset = base + pos
-        self._buf = buf
-        self._pos = pos
-        self._spans = spans
-        self._keys = keys
-        self._metadata = None
+        self.offset = batch.base + pos
+        self._batch = batch
+        self._index = index
+        self._rest = self._metadata = None
+
+    def _fields(self):
+        if self._rest is None:
+            self._rest = _REST.unpack_from(self._batch.frames, self._index * _REST.size)
+        return self._rest
+
+    request_id = property(lambda self: self._fields()[0])
+    status = property(lambda self: self._fields()[1])
+    flags = property(lambda self: self._fields()[2])
+    body_offset = property(lambda self: self._fields()[5])
+    id_offset = property(lambda self: self._fields()[6])
+    id_length = property(lambda self: self._fields()[7])
+    variant = property(lambda self: self._fields()[8])
+
+    @property
+    def _buf(self):
+        return self._batch.view
+
+    @property
+    def _pos(self):
+        return self.offset - self._batch.base
+
+    @property
+    def _spans(self) -> list:
+        _, _, _, ms, mc = self._head
+        return self._batch.words()[ms * _META_WORDS:(ms + mc) * _META_WORDS]
 
     @property
     def data(self) -> bytes:
         """The frame's bytes."""
-        return bytes(self._buf[self._pos:self._pos + self.length])
+        pos = self._pos
+        return bytes(self._batch.view[pos:pos + self.length])
 
     @property
     def metadata(self) -> dict:
@@ -102,21 +150,25 @@ class Frame:
         return self._metadata
 
     def _decode_metadata(self) -> dict:
-        buf, spans, out = self._buf, self._spans, {}
-        for i in range(0, len(spans), _META_WORDS):
-            key_id, flags, koff, klen, voff, vlen = spans[i:i + _META_WORDS]
+        _, _, _, ms, mc = self._head
+        if not mc:
+            return {}
+        batch, out = self._batch, {}
+        buf, keys, words = batch.view, batch.keys, batch.words()
+        for i in range(ms * _META_WORDS, (ms + mc) * _META_WORDS, _META_WORDS):
+            key_id, flags, koff, klen, voff, vlen = words[i:i + _META_WORDS]
             if key_id:
-                key = self._keys.get(key_id, str(key_id))
+                key = keys.get(key_id, str(key_id))
             else:
-                key = bytes(buf[koff:koff + klen]).decode("latin-1")
-                if flags & lib.NM_META_LOWERCASE_KEY:
+                key = str(buf[koff:koff + klen], "latin-1")
+                if flags & _LOWER_KEY:
                     key = key.lower()
-            if flags & (lib.NM_META_INTEGER_BE | lib.NM_META_INTEGER_LE):
+            if flags & _INTEGER:
                 order = "little" if flags & lib.NM_META_INTEGER_LE else "big"
                 value = str(int.from_bytes(buf[voff:voff + vlen], order))
             else:
-                value = bytes(buf[voff:voff + vlen]).decode("utf-8", "replace")
-            if flags & lib.NM_META_LOWERCASE_VALUE:
+                value = str(buf[voff:voff + vlen], "utf-8", "replace")
+            if flags & _LOWER_VALUE:
                 value = value.lower()
             if key in out:   # repeated headers join as Envoy does
                 out[key] = out[key] + "," + value
@@ -167,20 +219,21 @@ class Decoder:
         """Add bytes; return the frames they completed. Raises CodecError."""
         buf = self._tail + bytes(data) if self._tail else bytes(data)
         frames, pos = [], 0
+        view = ffi.from_buffer(buf)
         while True:
-            view = ffi.from_buffer(buf)
             room = min(_FRAME_BATCH, self._pipelined - len(frames))
             n = lib.nm_decode(self._d, view + pos, len(buf) - pos, self._frames,
                               room, self._meta, self._meta_cap, self._consumed)
             if n < 0:
-                if frames:      # hand over what came before; the error is sticky
+                if frames:      # sticky: raised by the next feed()
                     break
                 self._raise(n, pos)
             if n:
                 self._collect(frames, buf, pos, n)
             pos += self._consumed[0]
-            # the C call also stops when the frame or metadata arrays fill up:
-            # go on while it makes progress, up to max_pipelined frames a feed
+            # n == 0: the rest is an incomplete frame. A short batch can also
+            # mean the metadata array filled up: go on while there is progress,
+            # up to max_pipelined frames a feed.
             if n == 0 or pos >= len(buf) or self._d.error or len(frames) >= self._pipelined:
                 break
         self._tail = buf[pos:]
@@ -188,16 +241,13 @@ class Decoder:
         return frames
 
     def _collect(self, frames, buf, pos, n):
-        rows = _FRAME.iter_unpack(ffi.buffer(self._frames, n * _FRAME.size))
+        raw = ffi.buffer(self._frames, n * _FRAME.size)[:]
         last = self._frames[n - 1]
-        nwords = (last.meta_start + last.meta_count) * _META_WORDS
-        words = ffi.unpack(self._meta_words, nwords) if nwords else []
+        nmeta = last.meta_start + last.meta_count
+        meta = ffi.buffer(self._meta, nmeta * _META.size)[:] if nmeta else b""
         view = memoryview(buf)[pos:] if pos else buf
-        base, keys = self._base + pos, self._keys
-        for row in rows:
-            ms, mc = row[6], row[7]
-            spans = words[ms * _META_WORDS:(ms + mc) * _META_WORDS]
-            frames.append(Frame(row, view, base, spans, keys))
+        batch = _Batch(view, self._base + pos, raw, meta, self._keys)
+        frames.extend(map(Frame, _HEAD.iter_unpack(raw), repeat(batch), count()))
 
     def _raise(self, status, pos):
         reason = ffi.string(self._d.error_reason).decode() if self._d.error_reason else \

@@ -135,16 +135,16 @@ def normalize(obj):
     return obj
 
 
-_MORE = object()   # hiredis returns False for "no reply yet" and for RESP3 #f
+NOT_ENOUGH = object()   # gets() returns False for "#f" too
 
 
 def hiredis_all(data):
-    reader = hiredis.Reader(notEnoughData=_MORE)
+    reader = hiredis.Reader(notEnoughData=NOT_ENOUGH)
     reader.feed(data)
     out = []
     while True:
         obj = reader.gets()
-        if obj is _MORE:
+        if obj is NOT_ENOUGH:
             break
         out.append(normalize(obj))
     return out, reader.has_data()

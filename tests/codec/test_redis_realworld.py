@@ -184,5 +184,7 @@ def test_envoy_redis_proxy_seeds(name, frames):
     data = b"".join(envoy_corpus_data(path("wire", "envoy_fuzz_corpus", name)))
     dec = decoder_for("redis", direction="response")
     got = dec.feed(data)
-    assert len(got) == frames and dec.buffered == 1     # the trailing "0" waits for more
+    assert len(got) == frames and dec.buffered == 1
+    with pytest.raises(ProtocolError):     # the trailing "0" is no reply type
+        dec.feed(b"")
     check_vector("redis", data[:-1], direction="response")

@@ -16,6 +16,7 @@ from agent.codec import ProtocolError, decoder_for
 
 SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 PACK = redis.Connection()
+NOT_ENOUGH = object()   # hiredis returns False for "#f" too
 
 
 def cmd(*args) -> bytes:
@@ -92,10 +93,10 @@ def assert_hiredis_agrees(data, frames):
     """Each of our frames is exactly one hiredis reply (attributes aside)."""
     assert sum(f.length for f in frames) == len(data)
     for f in frames:
-        reader = hiredis.Reader()
+        reader = hiredis.Reader(notEnoughData=NOT_ENOUGH)
         reader.feed(bytes(data[f.offset:f.offset + f.length]))
         reply = reader.gets()
-        assert reply is not False and reader.gets() is False and not reader.has_data()
+        assert reply is not NOT_ENOUGH and reader.gets() is NOT_ENOUGH and not reader.has_data()
         assert (f.kind == "error") == isinstance(reply, hiredis.ReplyError)
 
 
