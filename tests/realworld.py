@@ -68,6 +68,9 @@ def _ip_packets(pcap_path):
         for _ts, raw in reader:
             if link == dpkt.pcap.DLT_LINUX_SLL:
                 pkt = dpkt.sll.SLL(raw).data
+            elif link in (dpkt.pcap.DLT_NULL, dpkt.pcap.DLT_LOOP):   # BSD loopback (Zeek's)
+                raw = raw[4:]
+                pkt = dpkt.ip.IP(raw) if raw[0] >> 4 == 4 else dpkt.ip6.IP6(raw)
             elif link in (dpkt.pcap.DLT_RAW, 101):
                 pkt = dpkt.ip.IP(raw) if raw[0] >> 4 == 4 else dpkt.ip6.IP6(raw)
             else:
@@ -77,8 +80,8 @@ def _ip_packets(pcap_path):
 
 
 def tcp_streams(pcap_path, port=None):
-    """The TCP streams of a capture, in order of first packet. The client is
-    the side that sent the SYN, or else the side not using `port`."""
+    """The TCP streams of a capture that carry data, in order of first packet.
+    The client is the side that sent the SYN, or else the side not using `port`."""
     import dpkt
 
     streams = {}
@@ -100,7 +103,7 @@ def tcp_streams(pcap_path, port=None):
                 streams[key] = Stream(a, b)
         s = streams[key]
         s.add(a == s.client, tcp.seq, bytes(tcp.data))
-    return list(streams.values())
+    return [s for s in streams.values() if s.c2s or s.s2c]
 
 
 def envoy_corpus_data(corpus_file) -> list:

@@ -30,13 +30,13 @@ def parse_hostport(text: str, default_port=None):
         if host_part.count(".") != 3:
             raise OSError
     except OSError:
-        raise DatapathError(f"{text!r}: expected an IPv4 address like 198.18.0.10:80") from None
+        raise DatapathError(f"{host_part!r} is not an IPv4 address (like 198.18.0.10)") from None
     try:
         port = int(port)
         if not 0 < port < 65536:
             raise ValueError
     except (TypeError, ValueError):
-        raise DatapathError(f"{text!r}: expected a port between 1 and 65535") from None
+        raise DatapathError(f"{text!r}: port not in 1-65535") from None
     return host_part, port
 
 

@@ -8,7 +8,6 @@ command runs.
 import argparse
 import os
 import re
-import socket
 
 from agent.bpf.loader import Settings
 from agent.bpf.maps import DEFAULT_PIN_DIR
@@ -65,14 +64,18 @@ def settings(args, **overrides) -> Settings:
 
 # -- argument types: a bad value is a usage error (exit 2) ----------------------
 
-def ipv4(text: str) -> str:
+def _address(text: str, default_port=None):
+    """The datapath's own address check, as a usage error."""
+    from agent.bpf.datapath import DatapathError, parse_hostport
+
     try:
-        socket.inet_aton(text)
-        if text.count(".") != 3:
-            raise OSError
-    except OSError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
-    return text
+        return parse_hostport(text, default_port)
+    except DatapathError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def ipv4(text: str) -> str:
+    return _address(text, 1)[0]
 
 
 def port(text: str) -> int:
@@ -87,11 +90,9 @@ def port(text: str) -> int:
 
 def hostport(text: str) -> str:
     """'198.18.0.10:80', checked; returned as given for the datapath API."""
-    host, sep, p = text.rpartition(":")
-    if not sep:
+    if ":" not in text:
         raise argparse.ArgumentTypeError(f"{text!r}: expected IPv4:PORT like 198.18.0.10:80")
-    ipv4(host)
-    return f"{host}:{port(p)}"
+    return "%s:%d" % _address(text)
 
 
 def percent(text: str) -> float:

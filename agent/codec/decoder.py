@@ -24,6 +24,8 @@ KINDS = {
     lib.NM_KIND_ERROR: "error",
 }
 
+_KIND_CODES = {v: k for k, v in KINDS.items()}
+
 REPLY_REASONS = {
     "no_route": lib.NM_REPLY_NO_ROUTE,
     "no_upstream": lib.NM_REPLY_NO_UPSTREAM,
@@ -258,63 +260,51 @@ class Decoder:
     # -- replies and rewrites (off the hot path) -----------------------------
 
     def _c_frame(self, frame: Frame):
+        """The frame and its metadata as C structs, with the frame at its
+        place in its batch buffer (frame._buf), so spans need no rebasing."""
         f = ffi.new("nm_frame *")
-        f.offset = 0
-        f.length = frame.length
-        f.request_id = frame.request_id
-        f.status = frame.status
-        f.flags = frame.flags
-        f.variant = frame.variant
-        f.body_offset = frame.body_offset
-        f.id_offset = frame.id_offset
-        f.id_length = frame.id_length
-        f.kind = next(k for k, v in KINDS.items() if v == frame.kind)
-        nmeta = len(frame._spans) // _META_WORDS
-        meta = ffi.new("nm_meta[]", max(nmeta, 1))
-        words = ffi.cast("uint32_t *", meta)
-        for i, w in enumerate(frame._spans):
-            # spans are relative to the frame's buffer; rebase onto the frame
-            if i % _META_WORDS in (2, 4) and (w or frame._spans[i + 1]):
-                w -= frame._pos
-            words[i] = w
-        f.meta_start, f.meta_count = 0, nmeta
+        f.offset, f.length, f.kind = frame._pos, frame.length, _KIND_CODES[frame.kind]
+        f.request_id, f.status, f.flags = frame.request_id, frame.status, frame.flags
+        f.variant, f.body_offset = frame.variant, frame.body_offset
+        f.id_offset, f.id_length = frame.id_offset, frame.id_length
+        spans = frame._spans
+        meta = ffi.new("nm_meta[]", max(len(spans) // _META_WORDS, 1))
+        ffi.cast("uint32_t *", meta)[0:len(spans)] = spans
+        f.meta_start, f.meta_count = 0, len(spans) // _META_WORDS
         return f, meta
+
+    def _check(self, rc: int) -> int:
+        if rc < 0:
+            raise error_for(rc, f"{self.protocol}: {ffi.string(lib.nm_strerror(rc)).decode()}")
+        return rc
 
     def rewrite_request_id(self, buf: bytearray, frame: Frame, new_id: int, at: int = 0) -> None:
         """Rewrite frame's request id in ``buf``, which holds the frame at ``at``."""
         f, _ = self._c_frame(frame)
         f.offset = at
-        rc = lib.nm_rewrite_request_id(self._d, ffi.from_buffer(buf), len(buf), f, new_id)
-        if rc < 0:
-            raise error_for(rc, f"{self.protocol}: {ffi.string(lib.nm_strerror(rc)).decode()}")
+        self._check(lib.nm_rewrite_request_id(self._d, ffi.from_buffer(buf), len(buf), f, new_id))
 
     def error_reply(self, frame: Frame, reason: str, message: str = "") -> bytes:
         """The protocol's own error reply to ``frame`` (reason: REPLY_REASONS)."""
         f, meta = self._c_frame(frame)
-        data = frame.data
-        msg = message.encode()
-        cap = 512 + len(msg) + len(data)
+        src, msg = frame._buf, message.encode()
+        cap = 512 + len(msg) + frame.length
         out = ffi.new("uint8_t[]", cap)
-        n = lib.nm_build_error(self._d, data, len(data), f, meta, REPLY_REASONS[reason],
-                               msg, len(msg), out, cap)
-        if n < 0:
-            raise error_for(n, f"{self.protocol}: {ffi.string(lib.nm_strerror(n)).decode()}")
+        n = self._check(lib.nm_build_error(self._d, ffi.from_buffer(src), len(src), f, meta,
+                                           REPLY_REASONS[reason], msg, len(msg), out, cap))
         return ffi.buffer(out, n)[:]
 
     def heartbeat_reply(self, frame: Frame) -> bytes:
         f, _ = self._c_frame(frame)
-        data = frame.data
-        out = ffi.new("uint8_t[]", 256 + len(data))
-        n = lib.nm_build_heartbeat_reply(self._d, data, len(data), f, out, 256 + len(data))
-        if n < 0:
-            raise error_for(n, f"{self.protocol}: {ffi.string(lib.nm_strerror(n)).decode()}")
+        src, cap = frame._buf, 256 + frame.length
+        out = ffi.new("uint8_t[]", cap)
+        n = self._check(lib.nm_build_heartbeat_reply(self._d, ffi.from_buffer(src), len(src), f,
+                                                     out, cap))
         return ffi.buffer(out, n)[:]
 
     def heartbeat(self, request_id: int = 0) -> bytes:
         out = ffi.new("uint8_t[]", 256)
-        n = lib.nm_build_heartbeat(self._d, request_id, out, 256)
-        if n < 0:
-            raise error_for(n, f"{self.protocol}: {ffi.string(lib.nm_strerror(n)).decode()}")
+        n = self._check(lib.nm_build_heartbeat(self._d, request_id, out, 256))
         return ffi.buffer(out, n)[:]
 
 

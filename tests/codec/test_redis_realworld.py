@@ -4,38 +4,12 @@ Envoy's redis_proxy fuzz seeds. Skipped when the folder is absent."""
 
 import collections
 import re
-import socket
 
 import pytest
 
 from agent.codec import ProtocolError, decoder_for
 from tests.codec.harness import check_vector
-from tests.realworld import Stream, envoy_corpus_data, path, tcp_streams
-
-
-def null_link_streams(pcap_path, port=6379):
-    """tcp_streams() for DLT_NULL (BSD loopback) captures, which Zeek's use."""
-    import dpkt
-
-    streams = {}
-    with open(pcap_path, "rb") as fh:
-        reader = dpkt.pcap.Reader(fh)
-        if reader.datalink() != dpkt.pcap.DLT_NULL:
-            return tcp_streams(pcap_path, port)
-        for _ts, raw in reader:
-            ip = dpkt.ip.IP(raw[4:]) if raw[4] >> 4 == 4 else dpkt.ip6.IP6(raw[4:])
-            tcp = ip.data
-            if not isinstance(tcp, dpkt.tcp.TCP):
-                continue
-            fam = socket.AF_INET if isinstance(ip, dpkt.ip.IP) else socket.AF_INET6
-            a = (socket.inet_ntop(fam, ip.src), tcp.sport)
-            b = (socket.inet_ntop(fam, ip.dst), tcp.dport)
-            key = frozenset((a, b))
-            if key not in streams:
-                streams[key] = Stream(a, b) if b[1] == port else Stream(b, a)
-            s = streams[key]
-            s.add(a == s.client, tcp.seq, bytes(tcp.data))
-    return [s for s in streams.values() if s.c2s or s.s2c]
+from tests.realworld import envoy_corpus_data, path, tcp_streams
 
 
 def decode(data, direction):
@@ -112,7 +86,7 @@ def zeek_log(name):
 def test_zeek_captures(pcap, log, stop):
     rows = zeek_log(log)
     reqs, rsps, req_err = [], [], None
-    for s in null_link_streams(path("wire", "zeek_redis", f"{pcap}.pcap")):
+    for s in tcp_streams(path("wire", "zeek_redis", f"{pcap}.pcap"), 6379):
         frames, left, err = decode(s.c2s, "request")
         reqs += frames
         req_err = req_err or err
@@ -136,7 +110,7 @@ def test_zeek_captures(pcap, log, stop):
 
 def test_zeek_pubsub_resp3_pushes():
     pushes = []
-    for s in null_link_streams(path("wire", "zeek_redis", "pubsub-resp3.pcap")):
+    for s in tcp_streams(path("wire", "zeek_redis", "pubsub-resp3.pcap"), 6379):
         frames, left, err = decode(s.s2c, "response")
         assert left == 0 and err is None
         pushes += [f.metadata["command"] for f in frames if f.kind == "event"]
@@ -148,14 +122,14 @@ def test_zeek_pubsub_resp3_pushes():
 
 def test_zeek_auth_and_set():
     for pcap, cmd in (("auth", "auth"), ("set", "set")):
-        for s in null_link_streams(path("wire", "zeek_redis", f"{pcap}.pcap")):
+        for s in tcp_streams(path("wire", "zeek_redis", f"{pcap}.pcap"), 6379):
             reqs, left, err = decode(s.c2s, "request")
             rsps, rleft, rerr = decode(s.s2c, "response")
             assert {f.metadata["command"] for f in reqs} == {cmd}
             assert len(reqs) == len(rsps) == 3 and not (left or rleft or err or rerr)
     text = path("wire", "zeek_redis", "baseline_set_output").read_text()
     keys = re.findall(r"Key: (\S+) Value", text)
-    s = null_link_streams(path("wire", "zeek_redis", "set.pcap"))[0]
+    s = tcp_streams(path("wire", "zeek_redis", "set.pcap"), 6379)[0]
     assert [f.metadata["key"] for f in decode(s.c2s, "request")[0]] == keys
 
 
