@@ -123,9 +123,13 @@ class Route:
     request_mutations: Tuple[Mutation, ...] = ()
     response_mutations: Tuple[Mutation, ...] = ()
     hash_keys: Tuple[str, ...] = ()           # metadata keys for ring hash / Maglev
+    any_of: Tuple[MetadataMatch, ...] = ()    # if set, one must match too (HTTP vhost domains)
+    idle_timeout: Optional[float] = None
 
     def matches(self, metadata: Mapping[str, str]) -> bool:
-        return all(m.match.matches(metadata.get(m.key)) for m in self.match)
+        if not all(m.match.matches(metadata.get(m.key)) for m in self.match):
+            return False
+        return not self.any_of or any(m.match.matches(metadata.get(m.key)) for m in self.any_of)
 
 
 @dataclass(frozen=True)
