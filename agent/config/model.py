@@ -227,9 +227,6 @@ class FilterChain:
     stat_prefix: str = ""
     idle_timeout: float = 3600.0              # downstream connection idle timeout
     request_timeout: Optional[float] = None   # default per-request timeout
-    # The static cluster whose own (non-aggregated) RDS stream serves route_config_name
-    # (Envoy's rds.config_source.api_config_source, as Aeraki uses); None = over ADS.
-    rds_cluster: Optional[str] = None
 
 
 @dataclass(frozen=True)
