@@ -28,7 +28,7 @@ from google.protobuf import any_pb2
 
 from agent.config import model
 
-from .config_api import ConfigError, ConfigStore, decode, resource_name
+from .config_api import ConfigError, ConfigStore, resource_name
 from .incoming import Incoming, Unwrapped
 from .references import References
 from .types import (ADS, APPLY_ORDER, CHILD_TYPES, CLUSTER, ENDPOINT, LISTENER, META_ROUTE,
@@ -182,17 +182,19 @@ class Applier:
             gone += [n for n, r in recs.items() if r.source == source and n not in
                      incoming.items and n not in incoming.invalid]
         actual_removed = self._removable(type_url, gone, source, errors)
-        result_errors, accepted, snapshot_before = self._update_store(
-            type_url, upserts, actual_removed, version)
-        errors += result_errors
-        for name in accepted:
+        store_errors, accepted, unchanged, actual_removed, snapshot_before = \
+            self._update_store(type_url, upserts, actual_removed, version,
+                               static=source == STATIC)
+        errors += store_errors
+        for name in accepted + unchanged:      # unchanged: equal message, other bytes
             self._record(type_url, name, upserts[name], source, wall, now)
         for name in actual_removed:
             self._forget(type_url, name)
         if accepted or actual_removed:
             self.versions[type_url] = version
         published = self._after_change(type_url, accepted, actual_removed, snapshot_before,
-                                       version, {n: upserts[n].message for n in accepted})
+                                       version, {n: upserts[n].message for n in accepted
+                                                 if upserts[n].message is not None})
         return Outcome(errors, bool(accepted or actual_removed), published)
 
     def _bodyless(self, type_url, rec, inc, now, delta, gone):
@@ -217,33 +219,33 @@ class Applier:
                 out.append(name)
         return out
 
-    def _update_store(self, type_url, upserts, removed, version):
-        """Decode what needs it, update the store per payload type."""
-        errors, by_type = [], {}
-        for name, inc in list(upserts.items()):
-            if inc.message is None:
-                try:
-                    inc.message = decode(inc.payload.type_url, inc.payload)
-                except Exception as exc:   # noqa: BLE001 - a bad resource, not a bad stream
-                    errors.append(exc if isinstance(exc, ConfigError) else
-                                  ConfigError(type_url, name, "@type", f"cannot decode: {exc}"))
-                    del upserts[name]
-                    continue
-            by_type.setdefault(inc.payload.type_url if type_url in ROUTE_TYPES else type_url,
-                               {})[name] = inc.message
-        before = self.serving_snapshot() if type_url in (LISTENER, CLUSTER) else None
-        accepted = []
+    def _update_store(self, type_url, upserts, removed, version, static=False):
+        """Update the store per payload type (routes come in two shapes).
+
+        Returns (errors, accepted, unchanged, removed, serving snapshot before)."""
+        by_type: Dict[str, dict] = {}
+        for name, inc in upserts.items():
+            key = inc.payload.type_url if type_url in ROUTE_TYPES else type_url
+            by_type.setdefault(key, {})[name] = inc.message if inc.message is not None \
+                else inc.payload
         removed_by_type: Dict[str, list] = {}
         for name in removed:
             rec = self.records[type_url][name]
             key = rec.payload.type_url if type_url in ROUTE_TYPES else type_url
             removed_by_type.setdefault(key, []).append(name)
+        before = self.serving_snapshot() if type_url in (LISTENER, CLUSTER) else None
+        errors, accepted, unchanged, gone = [], [], [], []
         for store_type in dict.fromkeys(list(by_type) + list(removed_by_type)):
             res = self.store.update(store_type, by_type.get(store_type, {}), version,
-                                    removed=tuple(removed_by_type.get(store_type, ())))
+                                    removed=tuple(removed_by_type.get(store_type, ())),
+                                    static=static)
             errors += res.errors
             accepted += res.accepted
-        return errors, accepted, before
+            unchanged += res.unchanged
+            gone += res.removed
+            for name in res.kept:      # the store still needs it: removal deferred
+                self.deferred.add((type_url, name))
+        return errors, accepted, unchanged, gone, before
 
     def _record(self, type_url, name, inc, source, wall, now):
         recs, index = self.records[type_url], self._by_payload[type_url]
@@ -377,8 +379,8 @@ class Applier:
             stale = [n for n in orphans if n in recs and recs[n].source != STATIC]
             if not stale:
                 continue
-            _, _, _ = self._update_store(child, {}, stale, version)
-            for name in stale:
+            gone = self._update_store(child, {}, stale, version)[3]
+            for name in gone:
                 self._forget(child, name)
                 self._unserve(changes, child, name, version)
 
