@@ -6,7 +6,7 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import datapath, demo, doctor, options, pods, services, stats
+from . import agent_cmd, datapath, demo, doctor, options, pods, services, stats, xds
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -55,6 +55,8 @@ def parser() -> options.Parser:
     stats.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
+    agent_cmd.register(sub, common)
+    xds.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")

@@ -77,14 +77,18 @@ Sink = Callable[["Applier", List[ServedChange]], None]
 class Applier:
     def __init__(self, store: Optional[ConfigStore] = None, *, sinks: Iterable[Sink] = (),
                  warming_timeout: float = DEFAULT_WARMING_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic, rds_sources: bool = True):
+                 clock: Callable[[], float] = time.monotonic, rds_sources: bool = True,
+                 rds_name_sources: Optional[Dict[str, str]] = None):
+        """rds_sources: open RDS streams to the sources listeners name (off behind the
+        relay); rds_name_sources: route name -> static cluster serving it (the
+        bootstrap's api_config_source RDS), for listeners that do not say."""
         self.store = store if store is not None else ConfigStore()
         self.sinks: List[Sink] = list(sinks)
         self.warming_timeout = warming_timeout
         self.clock = clock
         self.records: Dict[str, Dict[str, Record]] = {t: {} for t in APPLY_ORDER}
         self._by_payload: Dict[str, Dict[bytes, str]] = {t: {} for t in APPLY_ORDER}
-        self.refs = References(own_sources=rds_sources)
+        self.refs = References(own_sources=rds_sources, name_sources=rds_name_sources)
         self.warming: Dict[Tuple[str, str], float] = {}          # (type, name) -> deadline
         self._overrides: Dict[Tuple[str, str], object] = {}      # served model object or None
         self.deferred: set = set()                                # (type, name) removals held
@@ -130,6 +134,9 @@ class Applier:
                               clusters=clusters, versions=snap.versions)
         self._serving_cache = (snap, view)
         return view
+
+    def warming_names(self, type_url: Optional[str] = None) -> set:
+        return {n for (t, n) in self.warming if type_url is None or t == type_url}
 
     def is_serving(self, type_url: str, name: str) -> bool:
         return (type_url, name) not in self.warming and name in self.records[type_url]

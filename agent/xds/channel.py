@@ -82,6 +82,7 @@ class Target:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     keepalive: float = KEEPALIVE_SECONDS
     options: Sequence[tuple] = field(default_factory=tuple)
+    metadata: Tuple[Tuple[str, str], ...] = ()   # the bootstrap's grpc_service initial_metadata
 
     def __post_init__(self):
         if not self.address:
@@ -101,17 +102,19 @@ class Target:
         files = (self.tls.fingerprint() if self.tls else ())
         return files + ((self.token_path,) if self.token_path else ())
 
-    def metadata(self) -> tuple:
-        """Per-stream call metadata: the bearer token, re-read for each stream."""
+    def call_metadata(self) -> tuple:
+        """Per-stream call metadata: the configured pairs and the bearer token (re-read
+        for each stream, so a rotated token is picked up at the next reconnect)."""
+        pairs = tuple((k.lower(), v) for k, v in self.metadata)
         if not self.token_path:
-            return ()
+            return pairs
         try:
             with open(self.token_path) as fh:
                 token = fh.read().strip()
         except OSError as exc:
             raise ChannelError(f"xds: cannot read the token {self.token_path}: "
                                f"{exc.strerror}") from None
-        return (("authorization", f"Bearer {token}"),)
+        return pairs + (("authorization", f"Bearer {token}"),)
 
     def channel_options(self) -> list:
         opts = [("grpc.max_receive_message_length", self.max_message_bytes),

@@ -80,6 +80,16 @@ class XdsClient:
         if self._refs_changed in self.applier.ref_listeners:
             self.applier.ref_listeners.remove(self._refs_changed)
 
+    def resume_versions(self, versions: Dict[str, str]):
+        """Start from these type versions (restored last good configuration): the next
+        stream's first SotW requests carry them, as if this client had received them."""
+        stream = self.streams.get(ADS)
+        if stream is None:
+            return
+        for type_url, st in stream.protocol.states.items():
+            if not st.version and versions.get(type_url):
+                st.version = versions[type_url]
+
     def status(self) -> dict:
         return {"synced": self.synced.is_set(),
                 "streams": [s.status() for s in self.streams.values()],

@@ -34,13 +34,15 @@ METADATA_ENV = {
 def identity_fields(env: Mapping[str, str] = os.environ) -> dict:
     """The values the id template may use, from the environment."""
     pod = env.get("POD_NAME") or socket.gethostname()
+    ip = env.get("POD_IP") or "127.0.0.1"
+    node = env.get("NODE_NAME") or socket.gethostname()
     return {
         "type": env.get("NODEMESH_PROXY_TYPE", "sidecar"),
-        "ip": env.get("POD_IP") or "127.0.0.1",
-        "pod": pod,
+        "ip": ip, "pod_ip": ip,
+        "pod": pod, "pod_name": pod,
         "namespace": env.get("POD_NAMESPACE") or "default",
         "domain": env.get("CLUSTER_DOMAIN") or "cluster.local",
-        "node": env.get("NODE_NAME") or socket.gethostname(),
+        "node": node, "node_name": node,
     }
 
 

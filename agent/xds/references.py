@@ -9,19 +9,31 @@ deleted (nothing still referenced).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Dict, FrozenSet, Optional, Tuple
+from typing import Dict, FrozenSet, Mapping, Optional, Tuple
 
 from .types import ADS, CLUSTER, ENDPOINT, LISTENER, ROUTE_TYPES
 
 Ref = Tuple[str, str]   # (source, name): source = ADS or the static cluster of an RDS stream
 
 
-def listener_refs(listener, own_sources: bool = True) -> FrozenSet[Ref]:
-    """The RDS names a compiled model.Listener needs, with the stream serving each
-    (all ADS when `own_sources` is off: behind the relay everything is on one stream)."""
-    return frozenset(((getattr(fc, "rds_cluster", None) if own_sources else None) or ADS,
-                      fc.route_config_name)
-                     for fc in listener.filter_chains if fc.route_config_name)
+def listener_refs(listener, own_sources: bool = True,
+                  name_sources: Optional[Mapping[str, str]] = None) -> FrozenSet[Ref]:
+    """The RDS names a compiled model.Listener needs, with the stream serving each.
+
+    The source is the chain's `rds_cluster` (the static cluster of a gRPC
+    api_config_source) if the compiler provides it, else what the bootstrap
+    says serves that route name, else ADS; all ADS when `own_sources` is off
+    (behind the relay everything comes on one stream)."""
+    out = set()
+    for fc in listener.filter_chains:
+        name = fc.route_config_name
+        if not name:
+            continue
+        source = None
+        if own_sources:
+            source = getattr(fc, "rds_cluster", None) or (name_sources or {}).get(name)
+        out.add((source or ADS, name))
+    return frozenset(out)
 
 
 def cluster_refs(cluster) -> FrozenSet[Ref]:
@@ -39,8 +51,10 @@ class References:
     re-registering a key replaces its refs.
     """
 
-    def __init__(self, own_sources: bool = True):
+    def __init__(self, own_sources: bool = True,
+                 name_sources: Optional[Mapping[str, str]] = None):
         self.own_sources = own_sources
+        self.name_sources = dict(name_sources or {})
         self._held: Dict[tuple, Tuple[str, FrozenSet[Ref]]] = {}
         self._counts: Dict[str, Counter] = {"route": Counter(), ENDPOINT: Counter()}
         self._by_name: Dict[str, Counter] = {"route": Counter(), ENDPOINT: Counter()}
@@ -53,7 +67,7 @@ class References:
         if obj is None:
             new = frozenset()
         elif parent_type == LISTENER:
-            new = listener_refs(obj, self.own_sources)
+            new = listener_refs(obj, self.own_sources, self.name_sources)
         else:
             new = cluster_refs(obj)
         kind = CHILD_OF[parent_type]

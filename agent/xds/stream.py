@@ -157,7 +157,7 @@ class XdsStream:
         self._received_since_connect = False
         try:
             channel = make_channel(self.target)
-            metadata = self.target.metadata()
+            metadata = self.target.call_metadata()
         except ChannelError as exc:
             self._failed(str(exc))
             return False
