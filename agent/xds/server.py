@@ -95,11 +95,14 @@ class _Session:
 
 
 async def _first(*aws):
+    """Wait for the first of coroutines/futures; cancel what this created, always."""
     tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in aws]
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for t, a in zip(tasks, aws):
-        if t is not a:
-            t.cancel()
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t, a in zip(tasks, aws):
+            if t is not a:
+                t.cancel()
 
 
 class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
