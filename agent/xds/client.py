@@ -41,11 +41,13 @@ RdsResolver = Callable[[str], Optional[Target]]
 class XdsClient:
     def __init__(self, applier: Applier, node, ads: Optional[AdsConfig], *,
                  rds_resolver: Optional[RdsResolver] = None, rds_type_url: str = ROUTE,
-                 backoff_base: float = 0.5, backoff_cap: float = 30.0):
+                 backoff_base: float = 0.5, backoff_cap: float = 30.0,
+                 tls_poll: float = 5.0):
         self.applier, self.node, self.ads = applier, node, ads
         self.rds_resolver = rds_resolver
         self.rds_type_url = rds_type_url
         self._backoff = (backoff_base, backoff_cap)
+        self.tls_poll = tls_poll
         self.streams: Dict[str, XdsStream] = {}
         self.synced = asyncio.Event()           # every wildcard type answered once
         self.failed = asyncio.Event()           # a stream failed before it was synced
@@ -100,7 +102,7 @@ class XdsClient:
     def _add_stream(self, name, target, protocol, rpc):
         stream = XdsStream(name, target, protocol, rpc=rpc,
                            backoff=Backoff(*self._backoff), on_message=self._on_message,
-                           on_failure=self._on_failure)
+                           on_failure=self._on_failure, tls_poll=self.tls_poll)
         self.streams[name] = stream
         stream.start()
 

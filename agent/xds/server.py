@@ -39,7 +39,8 @@ class _Session:
     def __init__(self, server: "XdsServer", context, delta: bool, fixed_type: Optional[str]):
         self.server, self.context, self.delta, self.fixed_type = server, context, delta, fixed_type
         self.types: Dict[str, object] = {}
-        self.info = StreamInfo(peer=context.peer() or "", delta=delta)
+        self.info = StreamInfo(peer=context.peer() or "", delta=delta,
+                               identity=_identity(context))
         self.wake = server.served.watch()
         self.nonce = 0
 
@@ -92,6 +93,15 @@ class _Session:
                 state = self.types[type_url] = (DeltaState if self.delta else SotwState)(type_url)
             state.on_request(req, self)
             self.wake.set()
+
+
+def _identity(context) -> str:
+    try:
+        auth = context.auth_context() or {}
+    except Exception:   # noqa: BLE001 - no auth context on insecure ports
+        return ""
+    names = auth.get("x509_common_name") or []
+    return names[0].decode() if names else ""
 
 
 async def _first(*aws):

@@ -16,12 +16,14 @@ class StreamInfo:
     peer: str
     delta: bool
     node_id: str = ""
+    identity: str = ""              # the client certificate's common name (mTLS)
     requests: int = 0
     responses: int = 0
     started: float = field(default_factory=time.time)
 
     def status(self, types) -> dict:
-        return {"node": self.node_id, "peer": self.peer, "delta": self.delta,
+        return {"node": self.node_id, "peer": self.peer, "identity": self.identity,
+                "delta": self.delta,
                 "requests": self.requests, "responses": self.responses,
                 "since": self.started, "types": {t: s.status() for t, s in types.items()}}
 

@@ -113,9 +113,9 @@ class FakeControlPlane:
                 if not s.closed.is_set() and type_url in s.subs:
                     self._push(s, type_url)
 
-    def _push(self, s: FakeStream, type_url: str, initial_versions=None):
+    def _push(self, s: FakeStream, type_url: str, initial=False):
         if s.delta:
-            self._push_delta(s, type_url)
+            self._push_delta(s, type_url, initial)
         else:
             self._push_sotw(s, type_url)
 
@@ -130,7 +130,9 @@ class FakeControlPlane:
             type_url=type_url, version_info=self.versions.get(type_url, ""), nonce=nonce,
             resources=[pack(table[n]) for n in names]))
 
-    def _push_delta(self, s, type_url):
+    def _push_delta(self, s, type_url, initial=False):
+        """Changed resources; on the first request of a type, a response even if empty
+        (as istiod does, so a client knows the type is known and empty)."""
         table = self.resources.get(type_url, {})
         sent = s.sent.setdefault(type_url, {})
         wanted = table if s.wildcard.get(type_url) else s.subs[type_url]
@@ -143,7 +145,7 @@ class FakeControlPlane:
             sent[r.name] = version
         for n in removed:
             del sent[n]
-        if not upserts and not removed:
+        if not upserts and not removed and not initial:
             return
         nonce = self.nonce()
         s.last_nonce[type_url] = nonce
@@ -166,7 +168,7 @@ class FakeControlPlane:
                 s.wildcard[t] = not sub or "*" in sub
                 s.subs[t] = sub - {"*"}
                 s.sent[t] = dict(req.initial_resource_versions)
-                self._push(s, t)
+                self._push(s, t, initial=True)
             elif sub or req.resource_names_unsubscribe:
                 s.subs[t] |= sub
                 for n in sub:
