@@ -19,7 +19,7 @@ from .jsonpb import any_type_url, unpack_any
 from .model import CODECS, MetadataMatch, RateLimitRule, Route, RouteTable, StringMatch, \
     WeightedCluster
 from .policies import http_fault, http_local_ratelimit, mirror_policies, token_bucket
-from .routes import compile_route_configuration, meta_match, meta_routes
+from .routes import compile_route_configuration, meta_match, meta_routes, set_fields
 from .values import opt_seconds, struct_dict
 
 _P = "envoy.extensions.filters."
@@ -269,14 +269,10 @@ def _tcp(tp, ctx: Context) -> dict:
 
 
 def _redis(rp, chain_name: str, ctx: Context) -> dict:
-    for refused in ("downstream_auth_password", "downstream_auth_passwords",
-                    "downstream_auth_username", "external_auth_provider", "faults",
-                    "custom_commands"):
-        field = rp.DESCRIPTOR.fields_by_name[refused]
-        is_set = rp.HasField(refused) if field.message_type and not _repeated(field) \
-            else bool(len(getattr(rp, refused)))
-        if is_set:
-            raise FieldError(f"typed_config.{refused}", "not supported")
+    for refused in set_fields(rp, ("downstream_auth_password", "downstream_auth_passwords",
+                                   "downstream_auth_username", "external_auth_provider",
+                                   "faults", "custom_commands")):
+        raise FieldError(f"typed_config.{refused}", "not supported")
     if rp.settings.enable_redirection or rp.settings.enable_hashtagging:
         ctx.note("typed_config.settings", "Redis Cluster redirection/hashtagging not supported")
     routes = _redis_routes(rp.prefix_routes, ctx)
@@ -319,8 +315,3 @@ def _redis_route(route, name: str, match, field: str, ctx: Context) -> Route:
     return Route(name=name, match=match, clusters=(WeightedCluster(route.cluster, 1),),
                  mirrors=mirror_policies(route.request_mirror_policy,
                                          f"{field}.request_mirror_policy", ctx))
-
-
-def _repeated(field) -> bool:
-    flag = getattr(field, "is_repeated", None)
-    return flag if flag is not None else field.label == field.LABEL_REPEATED
