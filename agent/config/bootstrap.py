@@ -143,11 +143,12 @@ def _load_text(text: str, path: str) -> dict:
 
 
 def _static(message, servers) -> Dict[str, List[Message]]:
-    """Listeners, clusters and each STATIC or EDS cluster's load_assignment as an
-    endpoints resource (DNS clusters hold names, resolved with the cluster) (named for the cluster's EDS service when it has one, so an EDS
-    cluster in a static file takes its endpoints from it). The clusters that
-    reach the control plane are left out: the xDS client uses them (through
-    Bootstrap.ads / rds_sources), the proxy never routes to them."""
+    """Listeners, clusters, and each STATIC or EDS cluster's load_assignment as
+    an endpoints resource, named for the cluster's EDS service when it has one
+    (so an EDS cluster in a static file takes its endpoints from it; DNS
+    clusters hold names and resolve them themselves). The clusters that reach
+    the control plane are left out: the xDS client uses them (Bootstrap.ads,
+    rds_sources), the proxy never routes to them."""
     sr = message.static_resources
     endpoints, clusters = [], []
     for cluster in sr.clusters:
