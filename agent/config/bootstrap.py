@@ -131,7 +131,7 @@ def _load_text(text: str, path: str) -> dict:
         data = json.loads(text)
     except ValueError:
         try:
-            data = yaml.safe_load(text)
+            data = jsonpb.load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigErrors([ConfigError(resources.BOOTSTRAP, path, "",
                                             f"not valid YAML or JSON: {exc}")]) from None

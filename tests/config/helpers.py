@@ -3,8 +3,8 @@
 import textwrap
 
 import pytest
-import yaml
 
+from agent.config import jsonpb
 from agent.config import resources as R
 from agent.config.compile import compile_resource
 from agent.config.errors import ConfigError
@@ -18,7 +18,7 @@ REDIS = "type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.Red
 
 
 def data(text: str) -> dict:
-    return yaml.safe_load(textwrap.dedent(text))
+    return jsonpb.load_yaml(textwrap.dedent(text))
 
 
 def message(type_url: str, text: str):
