@@ -1,6 +1,7 @@
 """`status` and `conns` against a real test node: datapath, pods, a held connection."""
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -114,3 +115,21 @@ def test_probe_follows_ready(nm, env, tmp_path):
     finally:
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_top_counts_new_connects(nm, env):
+    import threading
+
+    from tests.kernel.node import run_in
+
+    node = env["node"]
+    code = (f"import socket\nfor _ in range(20):\n"
+            f"    s = socket.create_connection(({VIP!r}, 6379), timeout=5); s.recv(64); s.close()\n")
+    t = threading.Thread(target=lambda: [run_in(node.cg("pod-a"), code) for _ in range(3)])
+    t.start()
+    r = nm("top", "--interval", "1.5", "--iterations", "1", "-o", "json")
+    t.join()
+    assert r.code == 0, r
+    sample = json.loads(r.out.splitlines()[0])
+    assert sample["kernel_per_s"].get("local", 0) > 0, sample
+    assert "proxy /stats" in sample["unavailable"]
