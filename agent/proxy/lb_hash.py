@@ -8,8 +8,10 @@ nodemesh proxy (local and remote) for the same host set:
   without it falls back to 64 bits of BLAKE2b. `HASH_FUNCTION` names the one
   in use; all proxies of a mesh must agree, so it is shown in /clusters.
 - ring: each host gets entries in proportion to its weight, at least
-  `min_size` in total and at most `max_size`, keyed "address:port_i";
-  a key maps to the first entry at or after its hash, wrapping around.
+  `min_size` in total and at most `max_size`, keyed "address:port_i" as
+  Envoy's; a key maps to the first entry at or after its hash, wrapping
+  around. Entry counts are powers of two (see ring_counts), which is where
+  we differ from Envoy: hosts that stay keep their keys.
 - maglev: Envoy's weighted Maglev permutation fill of a prime-size table,
   offset from hash(key, seed 0), skip from hash(key, seed 1).
 """
@@ -67,24 +69,22 @@ class RingTable:
     __slots__ = ("hashes", "owners", "size", "distinct")
 
     def __init__(self, hosts: Sequence, min_size: int = 1024, max_size: int = 8388608,
-                 cache: Optional[Dict[bytes, List[int]]] = None):
+                 cache: Optional[Dict[bytes, List[int]]] = None,
+                 sizing: Optional[Sequence] = None):
+        """`sizing`: the hosts the entry counts are computed from (default
+        `hosts`); balancers pass the whole cluster so that a host going
+        unhealthy does not resize everyone else's share of the ring."""
         if not hosts:
             raise ValueError("ring_hash: no hosts to build a ring from")
         if min_size < 1 or max_size < min_size:
             raise ValueError(f"ring_hash: need 1 <= min ring size ({min_size}) <= "
                              f"max ring size ({max_size})")
-        total = sum(h.weight for h in hosts)
-        min_norm = min(h.weight for h in hosts) / total
-        scale = min(math.ceil(min_norm * min_size) / min_norm, max_size)
-        entries, current, target = [], 0, 0.0
+        base, min_weight = ring_base(sizing or hosts, min_size, max_size)
+        entries = []
         for host in hosts:
-            target += scale * host.weight / total
-            count = 0
-            want = int(math.ceil(target - current)) if target > current else 0
-            for value in _host_hashes(host, want, cache):
+            count = max(1, int(base * host.weight / min_weight))
+            for value in _host_hashes(host, count, cache):
                 entries.append((value, host))
-                count += 1
-            current += count
         entries.sort(key=lambda e: e[0])
         self.hashes = [e[0] for e in entries]
         self.owners = [e[1] for e in entries]
@@ -107,6 +107,20 @@ class RingTable:
             if len(seen) >= self.distinct:
                 break
         return None
+
+
+def ring_base(hosts: Sequence, min_size: int, max_size: int):
+    """(entries for a host of the lightest weight, that weight): a host gets
+    base * weight / lightest entries, so the ring holds at least min_size
+    (at most max_size). Envoy sizes the ring to exactly min_size, so every
+    host's count changes with the host count and ~8% of keys move between
+    hosts that stayed; a power of two changes only when the count crosses one."""
+    min_weight = min(h.weight for h in hosts)
+    units = sum(h.weight for h in hosts) / min_weight      # ring size in lightest-host units
+    base = 1 << max(0, math.ceil(math.log2(min_size / units)))
+    if base * units > max_size:
+        base = max_size / units                             # capped: plain proportional
+    return base, min_weight
 
 
 def _host_hashes(host, count: int, cache) -> List[int]:
