@@ -11,8 +11,9 @@ At most max_ejection_percent of the cluster's hosts are ejected at a time,
 but one host may always be ejected when the percent is above zero (as
 Envoy). tick(), which the proxy calls on a timer (next_deadline() says
 when), returns hosts whose time is up to service and, once per interval,
-decrements the ejection count of every host that is not ejected, so a host
-that recovered earns back short ejections.
+decrements the ejection multiplier (host.ejections) of every host that has
+been back in service for a whole interval, so a host that recovered earns
+back short ejections.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class OutlierDetector:
         self.hosts = hosts
         self._clock = clock or time.monotonic
         self._ejected: Dict[int, Host] = {}
+        self._returned: Dict[int, float] = {}     # id(host) -> when its last ejection ended
         self.counters = {"ejections_total": 0, "ejections_consecutive": 0,
                          "ejections_garbage": 0, "ejections_overflow": 0}
         self.errors = dict.fromkeys(KINDS, 0)
@@ -74,9 +76,11 @@ class OutlierDetector:
             self.counters["ejections_overflow"] += 1
             return False
         s = self.settings
-        host.ejections += 1
         cap = max(s.max_ejection_time, s.base_ejection_time)
+        if s.base_ejection_time * host.ejections < cap:
+            host.ejections += 1        # the multiplier stops growing at the cap, as Envoy's
         host.ejected_until = now + min(s.base_ejection_time * host.ejections, cap)
+        self._returned.pop(id(host), None)
         host.consecutive_errors = 0
         self._ejected[id(host)] = host
         self.counters["ejections_total"] += 1
@@ -95,6 +99,10 @@ class OutlierDetector:
         for key, host in list(self._ejected.items()):
             if host not in self.hosts:
                 del self._ejected[key]
+        if len(self._returned) > len(self.hosts):
+            live = {id(h) for h in self.hosts.hosts}
+            for key in [k for k in self._returned if k not in live]:
+                del self._returned[key]
 
     # -- timer
 
@@ -105,6 +113,7 @@ class OutlierDetector:
         back = [h for h in self._ejected.values() if h.ejected_until <= now]
         for host in back:
             del self._ejected[id(host)]
+            self._returned[id(host)] = now
             host.ejected_until = 0.0
         self._forget_removed()
         if now >= self._next_decay:
@@ -112,12 +121,21 @@ class OutlierDetector:
         return back
 
     def _decay(self, now: float) -> None:
+        """Envoy: a host back in service for a whole interval loses one step
+        of its ejection multiplier per interval."""
         interval = self.settings.interval
         steps = int((now - self._next_decay) // interval) + 1
         self._next_decay += steps * interval
         for host in self.hosts.hosts:
-            if host.ejections and id(host) not in self._ejected:
-                host.ejections = max(0, host.ejections - steps)
+            returned = self._returned.get(id(host))
+            if not host.ejections or returned is None:
+                continue
+            earned = min(steps, int((now - returned) // interval))
+            if earned > 0:
+                host.ejections = max(0, host.ejections - earned)
+                self._returned[id(host)] = returned + earned * interval
+                if not host.ejections:
+                    del self._returned[id(host)]
 
     def next_deadline(self) -> float:
         """Clock time of the next thing tick() has to do (inf if nothing)."""
