@@ -265,9 +265,10 @@ class Balancer:
         preference, as Envoy's previous_hosts retry predicate: a host outside
         it is returned when one exists, else one inside it.
         """
-        now = self._clock()
-        if self._version != self.hosts._version or now >= self._expiry:
-            self._rebuild(now)
+        if self._version != self.hosts._version:
+            self._rebuild(self._clock())
+        elif self._expiry != INF and self._clock() >= self._expiry:
+            self._rebuild(self._clock())
         pickers = self._pickers
         if not pickers:
             return None
