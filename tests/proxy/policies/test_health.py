@@ -283,8 +283,8 @@ def test_invalid_settings_name_cluster_and_field(field, value):
 @pytest.mark.parametrize("proto,transport", [("binary", "framed"), ("binary", "unframed"),
                                              ("compact", "framed"), ("compact", "unframed")])
 def test_thrift_call_is_what_the_codec_reads(proto, transport):
-    frames = decoder_for("thrift", thrift_protocol=proto,
-                         thrift_transport=transport).feed(thrift_call("ping", 300, proto, transport))
+    decoder = decoder_for("thrift", thrift_protocol=proto, thrift_transport=transport)
+    frames = decoder.feed(thrift_call("ping", 300, proto, transport))
     assert len(frames) == 1
     f = frames[0]
     assert (f.kind, f.request_id, f.metadata["method"]) == ("request", 300, "ping")
