@@ -33,7 +33,7 @@ from typing import Collection, Dict, List, Optional
 from agent.config.model import LB_POLICIES, Cluster
 
 from .hosts import Host, HostSet
-from .lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, random_hash, ring_base
+from .lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, random_hash
 
 INF = float("inf")
 _PICKER_CACHE = 4      # host lists whose tables are kept (flapping hosts rebuild nothing)
@@ -374,8 +374,7 @@ class Balancer:
     def _picker(self, candidates: List[Host]):
         key = tuple((id(h), h.weight) for h in candidates)
         if self.policy == "ring_hash":      # entry counts depend on the whole cluster
-            key += (ring_base(self.hosts.hosts, self.cluster.ring_hash_min_size,
-                              self.cluster.ring_hash_max_size),)
+            key += (tuple((id(h), h.weight) for h in self.hosts.hosts),)
         picker = self._cache.pop(key, None)
         if picker is None:
             picker = self._new_picker(candidates)
