@@ -6,7 +6,7 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import datapath, demo, doctor, options, pods, services, stats
+from . import conns, datapath, demo, doctor, options, pods, services, stats, status, top
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -53,6 +53,9 @@ def parser() -> options.Parser:
     services.register(sub, common)
     pods.register(sub, common)
     stats.register(sub, common)
+    status.register(sub, common)
+    conns.register(sub, common)
+    top.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",

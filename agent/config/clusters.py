@@ -165,7 +165,7 @@ def _health_check(c, ctx: Context) -> Optional[HealthCheck]:
         if not hc.HasField(name):
             raise FieldError(f"{field}.{name}", "required")
     kind = hc.WhichOneof("health_checker")
-    path = None
+    path = "/"
     if kind == "http_health_check":
         path = hc.http_health_check.path or "/"
     elif kind == "grpc_health_check":
