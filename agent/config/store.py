@@ -339,7 +339,8 @@ class ConfigStore:
         if entry is None:
             return _evolve(cluster, endpoints=(), endpoints_version="")
         return _evolve(cluster, endpoints=entry.compiled.endpoints,
-                       endpoints_version=entry.compiled.version)
+                       endpoints_version=entry.compiled.version,
+                       overprovisioning_factor=entry.compiled.overprovisioning_factor)
 
 
 _UNCHANGED = object()

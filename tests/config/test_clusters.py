@@ -96,6 +96,34 @@ outlier_detection:
     assert any("HIGH priority" in n for n in notes)
 
 
+def test_balancer_tuning_fields():
+    c = compiled(C, static("""lb_policy: LEAST_REQUEST
+least_request_lb_config: {choice_count: 3}
+common_lb_config:
+  healthy_panic_threshold: {value: 30}
+  locality_weighted_lb_config: {}
+"""))
+    assert (c.least_request_choices, c.panic_threshold, c.locality_weighted) == (3, 30.0, True)
+    ring = compiled(C, static("lb_policy: RING_HASH\nring_hash_lb_config: "
+                              "{minimum_ring_size: 64, maximum_ring_size: 4096}\n"))
+    assert (ring.ring_hash_min_size, ring.ring_hash_max_size) == (64, 4096)
+    typed = compiled(C, static("""load_balancing_policy:
+  policies:
+  - typed_extension_config:
+      name: envoy.load_balancing_policies.ring_hash
+      typed_config: {'@type': type.googleapis.com/envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash,
+                     minimum_ring_size: 128}
+"""))
+    assert (typed.lb_policy, typed.ring_hash_min_size) == ("ring_hash", 128)
+    refused(C, static("least_request_lb_config: {choice_count: 1}\n"),
+            "least_request_lb_config.choice_count", "must be >= 2")
+    refused(C, static("ring_hash_lb_config: {minimum_ring_size: 10, maximum_ring_size: 5}\n"),
+            "ring_hash_lb_config.minimum_ring_size", "must be in")
+    d = compiled(C, static())
+    assert (d.least_request_choices, d.panic_threshold, d.ring_hash_max_size,
+            d.locality_weighted, d.overprovisioning_factor) == (2, 50.0, 8388608, False, 1.4)
+
+
 def test_outlier_defaults_and_bad_values():
     od = compiled(C, static("outlier_detection: {}\n")).outlier
     assert (od.consecutive_errors, od.interval, od.base_ejection_time) == (5, 10.0, 30.0)
@@ -111,14 +139,34 @@ def test_health_checks():
 - {timeout: 1s, interval: 3s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {}}
 """), notes=(notes := []))
     hc = custom.health_check
-    assert (hc.interval, hc.timeout, hc.unhealthy_threshold, hc.healthy_threshold, hc.http_path) \
-        == (3.0, 1.0, 4, 2, None)
+    assert (hc.interval, hc.timeout, hc.unhealthy_threshold, hc.healthy_threshold, hc.http_path,
+            hc.thrift_method) == (3.0, 1.0, 4, 2, "/", "")
     assert any("only the first" in n for n in notes)
     http = compiled(C, static("""health_checks:
 - {timeout: 2s, interval: 5s, unhealthy_threshold: 2, healthy_threshold: 1,
-   http_health_check: {path: /ready}}
+   http_health_check: {path: /ready, host: probe.local}}
 """)).health_check
-    assert http.http_path == "/ready"
+    assert (http.http_path, http.http_host) == ("/ready", "probe.local")
+    thrift = compiled(C, static("""health_checks:
+- timeout: 1s
+  interval: 5s
+  unhealthy_threshold: 2
+  healthy_threshold: 1
+  custom_health_check:
+    name: nodemesh.heartbeat
+    typed_config: {'@type': type.googleapis.com/google.protobuf.Struct,
+                   value: {thrift_method: ping}}
+""")).health_check
+    assert thrift.thrift_method == "ping"
+    refused(C, static("""health_checks:
+- timeout: 1s
+  interval: 5s
+  unhealthy_threshold: 2
+  healthy_threshold: 1
+  custom_health_check:
+    name: nodemesh.heartbeat
+    typed_config: {'@type': type.googleapis.com/google.protobuf.Struct, value: {method: ping}}
+"""), "health_checks[0].custom_health_check.typed_config", "unknown key method")
     refused(C, static("health_checks: [{interval: 5s, unhealthy_threshold: 1, "
                       "healthy_threshold: 1, tcp_health_check: {}}]\n"),
             "health_checks[0]", "timeout and interval are required")
@@ -153,6 +201,7 @@ def test_endpoints_locality_priority_weight_health():
               health_status: UNHEALTHY
           - priority: 1
             locality: {region: us-west1}
+            load_balancing_weight: 7
             lb_endpoints:
             - endpoint: {address: {socket_address: {address: 10.0.1.1, port_value: 81}}}
               health_status: DRAINING
@@ -162,8 +211,8 @@ def test_endpoints_locality_priority_weight_health():
     assert c.endpoints == (
         Endpoint("10.0.0.1", 80, 5, True, 0, "us-east1/us-east1-b/rack1"),
         Endpoint("::1", 80, 1, False, 0, "us-east1/us-east1-b/rack1"),
-        Endpoint("10.0.1.1", 81, 1, False, 1, "us-west1"),
-        Endpoint("10.0.1.2", 81, 1, True, 1, "us-west1"),
+        Endpoint("10.0.1.1", 81, 1, False, 1, "us-west1", 7),
+        Endpoint("10.0.1.2", 81, 1, True, 1, "us-west1", 7),
     )
 
 
@@ -256,10 +305,16 @@ def test_cluster_load_assignment():
           - endpoint: {address: {socket_address: {address: 10.1.0.2, port_value: 9080}}}
             health_status: TIMEOUT
         policy: {overprovisioning_factor: 140}
+
     """, version="eds-3")
-    assert (s.name, s.version) == ("outbound|9080||reviews", "eds-3")
+    assert (s.name, s.version, s.overprovisioning_factor) == ("outbound|9080||reviews", "eds-3",
+                                                              1.4 * 1.0)
     assert s.endpoints == (Endpoint("10.1.0.1", 9080, 2), Endpoint("10.1.0.2", 9080, 1, False))
     refused(E, "endpoints: []", "cluster_name", "must not be empty")
+    assert compiled(E, "cluster_name: x\npolicy: {overprovisioning_factor: 200}"
+                    ).overprovisioning_factor == 2.0
+    refused(E, "cluster_name: x\npolicy: {overprovisioning_factor: 50}",
+            "policy.overprovisioning_factor", "must be >= 100")
 
 
 def test_endpoint_count_limit():

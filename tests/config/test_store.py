@@ -141,6 +141,8 @@ def test_undecodable_resource_is_an_error_not_an_exception():
 def test_eds_endpoints_merge_into_their_clusters_in_either_order():
     store = ConfigStore()
     store.update(R.ENDPOINT, {"svc": cla("svc", 1, 2)}, "e1")
+    store.update(R.ENDPOINT, {"other": message(R.ENDPOINT, "cluster_name: other\n"
+                                                "policy: {overprovisioning_factor: 300}")}, "e0")
     store.update(R.CLUSTER, {"c1": cluster("c1", eds="svc"), "c2": cluster("c2", eds="svc"),
                              "c3": cluster("c3", eds="other")}, "c1")
     snap = store.snapshot()
@@ -154,8 +156,10 @@ def test_eds_endpoints_merge_into_their_clusters_in_either_order():
     assert snap.clusters["c3"] is before.clusters["c3"]          # untouched cluster reused
     assert [e.port for e in before.clusters["c1"].endpoints] == [1, 2]   # old snapshot intact
     store.update(R.CLUSTER, {"c1": cluster("c1", eds="other")}, "c2")
+    assert store.snapshot().clusters["c1"].overprovisioning_factor == 3.0
     store.update(R.ENDPOINT, {"other": cla("other", 7)}, "e3")
     assert [e.port for e in store.snapshot().clusters["c1"].endpoints] == [7]
+    assert store.snapshot().clusters["c1"].overprovisioning_factor == 1.4
     assert [e.port for e in store.snapshot().clusters["c2"].endpoints] == [3]
 
 
