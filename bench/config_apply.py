@@ -39,11 +39,12 @@ def _classes():
     from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
     from envoy.config.listener.v3.listener_pb2 import Listener
     from envoy.config.route.v3.route_pb2 import RouteConfiguration
-    from envoy.extensions.filters.network.http_connection_manager.v3 import \
-        http_connection_manager_pb2 as hcm
+    from envoy.extensions.filters.http.router.v3 import router_pb2 as router
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm,
+    )
     from envoy.extensions.filters.network.redis_proxy.v3 import redis_proxy_pb2 as redis
     from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2 as tcp
-    from envoy.extensions.filters.http.router.v3 import router_pb2 as router
     return Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, hcm, redis, tcp, router
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from .context import Context
+from .endpoints import load_assignment_endpoints, overprovisioning
 from .errors import FieldError
 from .jsonpb import any_type_url, unpack_any
-from .endpoints import load_assignment_endpoints, overprovisioning
 from .model import CircuitBreakers, Cluster, HealthCheck, OutlierDetection
 from .values import check_keys, opt_seconds, positive_seconds, struct_dict, wrapped
 

@@ -16,8 +16,15 @@ from typing import Optional
 from .context import Context
 from .errors import FieldError
 from .jsonpb import any_type_url, unpack_any
-from .model import CODECS, MetadataMatch, RateLimitRule, Route, RouteTable, StringMatch, \
-    WeightedCluster
+from .model import (
+    CODECS,
+    MetadataMatch,
+    RateLimitRule,
+    Route,
+    RouteTable,
+    StringMatch,
+    WeightedCluster,
+)
 from .policies import http_fault, http_local_ratelimit, mirror_policies, token_bucket
 from .routes import compile_route_configuration, meta_match, meta_routes, set_fields
 from .values import opt_seconds, struct_dict

@@ -22,8 +22,14 @@ from . import matchers
 from .context import Context
 from .errors import FieldError
 from .model import MetadataMatch, Route, RouteTable, WeightedCluster
-from .policies import (header_mutations, key_value_mutations, mirror_policies, nodemesh_route,
-                       per_filter_configs, retry_policy)
+from .policies import (
+    header_mutations,
+    key_value_mutations,
+    mirror_policies,
+    nodemesh_route,
+    per_filter_configs,
+    retry_policy,
+)
 from .values import NODEMESH, filter_metadata, opt_seconds, wrapped
 
 # Set fields that would change what matches or where a request goes: refused.

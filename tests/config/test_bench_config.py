@@ -1,7 +1,7 @@
 """bench/config_apply.py's generated mesh goes through the store without errors."""
 
-from bench.config_apply import apply_all, mesh, one_change
 from agent.config.store import ConfigStore
+from bench.config_apply import apply_all, mesh, one_change
 
 
 def test_bench_mesh_applies_and_one_change_is_one_resource():

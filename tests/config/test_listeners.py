@@ -5,8 +5,7 @@ import pytest
 from agent.config import resources as R
 from agent.config.model import Snapshot
 
-from .helpers import (REDIS, TCP, compiled, hcm_filter, listener_yaml, meta_filter,
-                      refused)
+from .helpers import REDIS, TCP, compiled, hcm_filter, listener_yaml, meta_filter, refused
 
 L = R.LISTENER
 META_RL = ("type.googleapis.com/aeraki.meta_protocol_proxy.filters.local_ratelimit.v1alpha."
