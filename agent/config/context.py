@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from dataclasses import dataclass, field
 from typing import Callable, List, Mapping, Optional, Sequence
@@ -47,10 +48,32 @@ class Context:
     resolver: Resolver = resolve_host
     remote_ports: Mapping[str, int] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    _scopes: List[str] = field(default_factory=list)
 
     def note(self, field_path: str, text: str) -> None:
-        """Something skipped or approximated that is not worth a NACK."""
-        self.notes.append(f"{field_path}: {text}" if field_path else text)
+        """Something skipped or approximated that is not worth a NACK; the
+        path is relative to the enclosing scope()s."""
+        path = join_path(*self._scopes, field_path)
+        self.notes.append(f"{path}: {text}" if path else text)
+
+    @contextlib.contextmanager
+    def scope(self, part: str):
+        """Notes made inside are about fields under `part` (e.g. "filter_chains[0]")."""
+        self._scopes.append(part)
+        try:
+            yield
+        finally:
+            self._scopes.pop()
 
     def remote_port_for(self, name: str, address: str, port: int) -> Optional[int]:
         return self.remote_ports.get(name) or self.remote_ports.get(f"{address}:{port}")
+
+
+def join_path(*parts: str) -> str:
+    """"a" + "b[0]" -> "a.b[0]"; "a" + "[0]" -> "a[0]"."""
+    out = ""
+    for part in parts:
+        if not part:
+            continue
+        out = part if not out else out + part if part.startswith("[") else f"{out}.{part}"
+    return out
