@@ -261,12 +261,16 @@ class ConfigStore:
                                                           "this name is already accepted")
 
     def _removals(self, type_url, items, staged, result, removed, replace_all) -> List[str]:
-        accepted = self._entries[type_url]
+        accepted, errors = self._entries[type_url], self._errors[type_url]
         names = set(removed)
         if replace_all:
             sent = set(items) if isinstance(items, Mapping) else \
                 set(staged) | set(result.unchanged) | {e.resource for e in result.errors}
             names |= {n for n in accepted.keys() - sent if not accepted[n].static}
+            for name in errors.keys() - sent - accepted.keys():   # refused, then withdrawn
+                del errors[name]
+        for name in set(removed) - accepted.keys():
+            errors.pop(name, None)
         names &= accepted.keys()
         names -= staged.keys()
         needed = self._needed(type_url) if names else frozenset()

@@ -119,6 +119,17 @@ def test_replace_keeps_a_resource_whose_update_was_invalid():
     assert r.removed == [] and "a" in store.snapshot().clusters
 
 
+def test_withdrawn_never_accepted_resources_leave_no_error_behind():
+    store = ConfigStore()
+    store.update(R.CLUSTER, {"bad": cluster("bad", lb="CLUSTER_PROVIDED")}, "v1")
+    assert "bad" in store.status()["cluster"]
+    store.update(R.CLUSTER, {}, "v2", removed=["bad"])
+    assert "bad" not in store.status()["cluster"]
+    store.update(R.CLUSTER, {"bad": cluster("bad", lb="CLUSTER_PROVIDED")}, "v3", replace=True)
+    store.update(R.CLUSTER, {"ok": cluster("ok")}, "v4", replace=True)
+    assert set(store.status()["cluster"]) == {"ok"}
+
+
 def test_duplicates_in_one_update_are_errors_for_that_name():
     store = ConfigStore()
     r = store.update(R.CLUSTER, [cluster("a"), cluster("b"), cluster("a", port=9)], "v1")
