@@ -477,3 +477,24 @@ def test_use_original_dst_catch_all_compiles():
 def test_listener_name_required():
     refused(L, "address: {socket_address: {address: 1.2.3.4, port_value: 1}}\n" + TCP_CHAIN,
             "name", "must not be empty")
+
+
+def test_istio_per_vip_outbound_listener():
+    lst = compiled(L, f"""
+        name: 198.18.4.4_6379
+        address: {{socket_address: {{address: 198.18.4.4, port_value: 6379}}}}
+        bind_to_port: false
+        traffic_direction: OUTBOUND
+        listener_filters:
+        - name: envoy.filters.listener.tls_inspector
+          typed_config: {{'@type': type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}
+        filter_chains:
+        - filters:
+          - name: envoy.filters.network.tcp_proxy
+            typed_config: {{'@type': {TCP}, stat_prefix: outbound|6379||redis,
+                           cluster: outbound|6379||redis.default.svc.cluster.local}}
+    """)
+    assert (lst.address, lst.port, lst.protocol) == ("198.18.4.4", 6379, "tcp")
+    snap = Snapshot(listeners={lst.name: lst})
+    assert snap.listener_for("198.18.4.4", 6379) is lst
+    assert snap.listener_for("198.18.4.5", 6379) is None

@@ -149,3 +149,12 @@ def test_config_error_text_names_type_resource_and_field():
     assert str(ConfigError(R.META_ROUTE, "r", "", "bad")) == 'meta_route "r": bad'
     many = ConfigErrors([err, ConfigError(R.LISTENER, "l", "name", "x")])
     assert str(many).startswith("2 configuration errors") and 'listener "l"' in str(many)
+
+
+def test_yaml_is_read_with_yaml_1_2_booleans():
+    from agent.config.jsonpb import load_yaml
+
+    assert load_yaml("a: off\nb: yes\nc: on\nd: true\ne: False\n") == \
+        {"a": "off", "b": "yes", "c": "on", "d": True, "e": False}
+    rc = R.decode(R.META_ROUTE, "name: off\nroutes: [{name: no, route: {cluster: on}}]")
+    assert (rc.name, rc.routes[0].name, rc.routes[0].route.cluster) == ("off", "no", "on")
