@@ -231,6 +231,9 @@ class ConfigStore:
         if old is not None and raw is not None and old.raw == raw:
             return _UNCHANGED
         try:
+            if old is not None and old.static and not static:
+                raise ConfigError(type_url, name, "name", "a static resource of the bootstrap "
+                                                          "cannot be replaced dynamically")
             if message is None:
                 message = resources.decode(type_url, value)
             if message is value:          # the caller's object: keep our own copy

@@ -112,6 +112,14 @@ def test_replace_removes_absent_and_delta_removes_named():
     assert set(store.snapshot().clusters) == {"s", "c", "d"}
 
 
+def test_static_resources_cannot_be_replaced_dynamically():
+    store = ConfigStore()
+    store.update(R.CLUSTER, [cluster("s")], "boot", static=True)
+    r = store.update(R.CLUSTER, {"s": cluster("s", port=9)}, "v1")
+    assert r.errors and "static resource" in r.errors[0].reason
+    assert store.snapshot().clusters["s"].endpoints[0].port == 21001
+
+
 def test_replace_keeps_a_resource_whose_update_was_invalid():
     store = ConfigStore()
     store.update(R.CLUSTER, {"a": cluster("a")}, "v1", replace=True)
