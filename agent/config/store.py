@@ -102,6 +102,7 @@ class ConfigStore:
         self._tables: Mapping = MappingProxyType({})
         self._clusters: Mapping = MappingProxyType({})
         self._eds_users: Dict[str, Set[str]] = {}
+        self._by_address: Dict[Tuple[str, int], object] = {}   # (address, port) -> Listener
         self._snapshot = Snapshot(listeners=self._listeners, route_tables=self._tables,
                                   clusters=self._clusters, versions=MappingProxyType({}))
 
@@ -181,6 +182,8 @@ class ConfigStore:
         with self._lock, _gc_paused():
             staged, result = self._stage(type_url, resources_, version, now, static)
             gone = self._removals(type_url, resources_, staged, result, removed, replace)
+            if type_url == resources.LISTENER and staged:
+                self._check_addresses(staged, gone, result, version, now)
             self._commit(type_url, staged, gone, result)
             self._attempts[type_url] = (version, now)
             if not result.errors:
@@ -189,6 +192,9 @@ class ConfigStore:
                 self._snapshot = Snapshot(listeners=self._listeners, route_tables=self._tables,
                                           clusters=self._clusters,
                                           versions=MappingProxyType(dict(self._versions)))
+                # the proxy's listener_for() index, kept here instead of rebuilt
+                # on the first connection after every update
+                object.__setattr__(self._snapshot, "_addr_index", self._by_address)
             result.snapshot = self._snapshot
         if self._freeze_after is not None and len(result.accepted) >= self._freeze_after:
             gc.collect()
@@ -304,7 +310,7 @@ class ConfigStore:
         accepted.update(staged)
         compiled = {n: e.compiled for n, e in staged.items()}
         if type_url == resources.LISTENER:
-            self._listeners = _patched(self._listeners, compiled, gone)
+            self._apply_listeners(compiled, gone)
         elif type_url in _TABLE_TYPES:
             self._tables = _patched(self._tables, compiled, gone)
         elif type_url == resources.CLUSTER:
@@ -312,6 +318,46 @@ class ConfigStore:
         else:
             self._apply_endpoints(compiled, gone)
         result.changed = True
+
+    def _apply_listeners(self, compiled, gone):
+        index = self._by_address.copy()
+        for name in [*gone, *compiled]:
+            old = self._listeners.get(name)
+            if old is not None and index.get((old.address, old.port)) is old:
+                del index[(old.address, old.port)]
+        for listener in compiled.values():
+            index[(listener.address, listener.port)] = listener
+        self._by_address = index
+        self._listeners = _patched(self._listeners, compiled, gone)
+
+    def _check_addresses(self, staged, gone, result, version, now):
+        """Two listeners on one address:port is an error for the newcomer (Envoy
+        refuses to bind it); a listener moving away frees its address. Refusing
+        one can keep its old address taken, so repeat until nothing changes."""
+        while True:
+            clash = self._address_clash(staged, gone)
+            if clash is None:
+                return
+            name, other = clash
+            lst = staged.pop(name).compiled
+            result.accepted.remove(name)
+            err = ConfigError(resources.LISTENER, name, "address",
+                              f"{lst.address}:{lst.port} is already listener {other!r}'s")
+            result.errors.append(err)
+            self._errors[resources.LISTENER][name] = (err, version, now)
+
+    def _address_clash(self, staged, gone):
+        leaving = set(gone) | set(staged)
+        claimed = {}
+        for name, entry in staged.items():
+            key = (entry.compiled.address, entry.compiled.port)
+            holder = self._by_address.get(key)
+            owner = holder.name if holder is not None and holder.name not in leaving else None
+            other = claimed.get(key) or (owner if owner != name else None)
+            if other is not None:
+                return name, other
+            claimed[key] = name
+        return None
 
     def _apply_clusters(self, compiled: Dict[str, Cluster], gone: List[str]):
         for name in gone:

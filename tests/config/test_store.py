@@ -255,6 +255,33 @@ def test_remote_ports_and_listener_lookup_through_the_store():
     assert snap.listener_on_remote_port(21500).name == "pg"
 
 
+def test_two_listeners_cannot_share_an_address():
+    store = ConfigStore()
+    store.update(R.LISTENER, {"a": tcp_listener("a", "198.18.0.1", 80)}, "v1")
+    r = store.update(R.LISTENER, {"b": tcp_listener("b", "198.18.0.1", 80),
+                                  "c": tcp_listener("c", "198.18.0.2", 80),
+                                  "d": tcp_listener("d", "198.18.0.2", 80)}, "v2")
+    assert r.accepted == ["c"]
+    assert sorted((e.resource, e.field) for e in r.errors) == [("b", "address"),
+                                                               ("d", "address")]
+    assert "already listener 'a'" in str(r.errors[0])
+    # a listener moving away frees its address in the same update
+    r = store.update(R.LISTENER, {"a": tcp_listener("a", "198.18.0.9", 80),
+                                  "b": tcp_listener("b", "198.18.0.1", 80),
+                                  "c": tcp_listener("c", "198.18.0.2", 80)}, "v3", replace=True)
+    assert sorted(r.accepted) == ["a", "b"] and not r.errors
+    snap = store.snapshot()
+    assert snap.listener_for("198.18.0.1", 80).name == "b"
+    assert snap.listener_for("198.18.0.9", 80).name == "a"
+    # "c" may not move onto "b"; refused, "c" keeps 198.18.0.2, which "e" may not take
+    r = store.update(R.LISTENER, {"c": tcp_listener("c", "198.18.0.1", 80),
+                                  "e": tcp_listener("e", "198.18.0.2", 80)}, "v4")
+    assert r.accepted == [] and {e.resource for e in r.errors} == {"c", "e"}
+    store.update(R.LISTENER, {}, "v4", removed=["b"])
+    assert store.snapshot().listener_for("198.18.0.1", 80) is None
+    assert store.snapshot().listener_for("198.18.0.2", 80).name == "c"
+
+
 def test_status_and_dump_shape():
     store = ConfigStore(clock=lambda: 1_700_000_000.0)
     store.update(R.CLUSTER, [cluster("boot")], "static-1", static=True)
