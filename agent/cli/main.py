@@ -6,7 +6,8 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import agent_cmd, datapath, demo, doctor, options, pods, services, stats, xds
+from . import (agent_cmd, conns, datapath, demo, doctor, options, pods, services, stats, status,
+               top, xds)
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -53,6 +54,9 @@ def parser() -> options.Parser:
     services.register(sub, common)
     pods.register(sub, common)
     stats.register(sub, common)
+    status.register(sub, common)
+    conns.register(sub, common)
+    top.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
     agent_cmd.register(sub, common)

@@ -18,14 +18,16 @@ from typing import List, Mapping, Optional, Union
 from google.protobuf.message import Message
 
 from . import resources
-from .clusters import compile_cluster, compile_load_assignment
+from .clusters import compile_cluster
 from .context import Context, Limits, Resolver, resolve_host
+from .endpoints import compile_load_assignment
 from .errors import ConfigError, FieldError
 from .listeners import compile_listener
 from .model import Cluster, EndpointSet, Listener, RouteTable
 from .routes import compile_meta_route_configuration, compile_route_configuration
 
 log = logging.getLogger(__name__)
+_DEFAULT_LIMITS = Limits()
 
 Compiled = Union[Listener, RouteTable, Cluster, EndpointSet]
 
@@ -57,7 +59,7 @@ def compile_resource(type_url: str, message: Message, version: str, *,
     if not isinstance(message, expected):
         raise ConfigError(type_url, name, "", f"expected {expected.DESCRIPTOR.full_name}, "
                                               f"got {message.DESCRIPTOR.full_name}")
-    ctx = Context(type_url, name, version, limits=limits or Limits(),
+    ctx = Context(type_url, name, version, limits=limits or _DEFAULT_LIMITS,
                   resolver=resolver or resolve_host, remote_ports=remote_ports or {})
     try:
         compiled = compiler(message, ctx)

@@ -22,7 +22,7 @@ from typing import Any as AnyType
 from typing import Optional
 
 from google.protobuf import any_pb2, descriptor, descriptor_pool, json_format, message_factory
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from .protos import nodemesh_pb2
 
@@ -59,9 +59,18 @@ def find_descriptor(type_url: str) -> Optional[descriptor.Descriptor]:
     return None
 
 
+_classes: dict = {}
+
+
 def message_class(type_url: str):
-    desc = find_descriptor(type_url)
-    return message_factory.GetMessageClass(desc) if desc is not None else None
+    """The generated class for a type URL (cached: this is on every Any unpack)."""
+    cls = _classes.get(type_url)
+    if cls is None:
+        desc = find_descriptor(type_url)
+        if desc is None:
+            return None
+        cls = _classes[type_url] = message_factory.GetMessageClass(desc)
+    return cls
 
 
 def _import_package_of(full_name: str) -> bool:
@@ -109,15 +118,46 @@ def unpack_any(value: any_pb2.Any) -> Optional[Message]:
     cls = message_class(value.type_url)
     if cls is None:
         return None
-    out = cls()
-    if not value.Unpack(out):
+    try:
+        return cls.FromString(value.value)
+    except DecodeError:
         return None
-    return out
 
 
 def unresolved(type_url: str, body: dict) -> dict:
     """The JSON of an UnresolvedAny placeholder for an unknown Any."""
     return {"@type": UNRESOLVED, "type_url": type_url, "value": body}
+
+
+# --- YAML --------------------------------------------------------------------------
+
+
+def load_yaml(text: str):
+    """YAML as Envoy reads it (yaml-cpp, YAML 1.2 core schema): only true/false
+    are booleans, so `name: off` or `value: yes` stay strings."""
+    import yaml
+
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
+def _yaml12_loader():
+    import re as _re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                 for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.yaml_implicit_resolvers = resolvers
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                 _re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return Loader
+
+
+_Yaml12Loader = _yaml12_loader()
 
 
 # --- JSON -> message ----------------------------------------------------------------

@@ -178,6 +178,7 @@ class Endpoint:
     healthy: bool = True            # EDS health_status HEALTHY/UNKNOWN -> True
     priority: int = 0
     locality: str = ""              # "region/zone/sub_zone"
+    locality_weight: int = 0        # its LocalityLbEndpoints.load_balancing_weight (0 = unset)
 
 
 @dataclass(frozen=True)
@@ -209,7 +210,9 @@ class HealthCheck:
     timeout: float = 1.0
     unhealthy_threshold: int = 2
     healthy_threshold: int = 1
-    http_path: Optional[str] = None     # HTTP/1.1 checks: GET this path (Envoy http_health_check.path)
+    http_path: str = "/"                      # HTTP/1.1: GET this path, 2xx/3xx is healthy
+    http_host: str = ""                       # HTTP/1.1 Host header ("" = the cluster name)
+    thrift_method: str = ""                   # Thrift: call this no-argument method ("" = connect only)
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,11 @@ class Cluster:
     ring_hash_min_size: int = 1024
     maglev_table_size: int = 65537
     endpoints_version: str = ""               # EDS version the endpoints came from
+    panic_threshold: float = 50.0             # % healthy below which a priority balances over all
+    overprovisioning_factor: float = 1.4      # EDS policy.overprovisioning_factor (140 = 1.4)
+    least_request_choices: int = 2            # least_request_lb_config.choice_count
+    ring_hash_max_size: int = 8388608         # ring_hash_lb_config.maximum_ring_size
+    locality_weighted: bool = False           # common_lb_config.locality_weighted_lb_config set
     original_dst: bool = False                # ORIGINAL_DST: connect to the connection's original
                                               # destination (Istio's PassthroughCluster), no endpoints
 
@@ -239,6 +247,7 @@ class EndpointSet:
     name: str                                 # cluster_name (= a cluster's eds_service_name)
     endpoints: Tuple[Endpoint, ...]
     version: str
+    overprovisioning_factor: float = 1.4      # policy.overprovisioning_factor, to the cluster
 
 
 # --- listeners ------------------------------------------------------------------

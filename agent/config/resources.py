@@ -95,13 +95,10 @@ def decode(type_url: str, value: Value) -> Message:
 def _from_any(type_url, cls, value: any_pb2.Any) -> Message:
     if value.type_url != type_url:
         raise ConfigError(type_url, "?", "type_url", f"resource is a {value.type_url}")
-    out = cls()
     try:
-        if not value.Unpack(out):
-            raise DecodeError("type mismatch")
+        return cls.FromString(value.value)
     except DecodeError as exc:
         raise ConfigError(type_url, "?", "", f"undecodable resource: {exc}") from None
-    return out
 
 
 def _from_bytes(type_url, cls, data: bytes) -> Message:
@@ -119,7 +116,7 @@ def _parse_text(type_url, text: str) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = jsonpb.load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(type_url, "?", "", f"neither JSON nor YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -22,10 +22,17 @@ from . import matchers
 from .context import Context
 from .errors import FieldError
 from .model import MetadataMatch, Route, RouteTable, WeightedCluster
-from .policies import (header_mutations, key_value_mutations, mirror_policies, nodemesh_route,
-                       per_filter_configs, retry_policy)
+from .policies import (
+    header_mutations,
+    key_value_mutations,
+    mirror_policies,
+    nodemesh_route,
+    per_filter_configs,
+    retry_policy,
+)
 from .values import NODEMESH, filter_metadata, opt_seconds, wrapped
 
+# Set fields that would change what matches or where a request goes: refused.
 _MATCH_UNSUPPORTED = ("query_parameters", "runtime_fraction", "grpc", "tls_context",
                       "dynamic_metadata", "filter_state")
 _ACTION_UNSUPPORTED = ("cluster_header", "cluster_specifier_plugin",
@@ -94,13 +101,15 @@ def _compile_vhost(vh, index: int, table_headers, ctx: Context) -> List[Route]:
     field = f"virtual_hosts[{index}]"
     name = vh.name or f"vhost-{index}"
     try:
-        defaults = _vhost_defaults(vh, table_headers, ctx)
+        with ctx.scope(field):
+            defaults = _vhost_defaults(vh, table_headers, ctx)
     except FieldError as exc:
         raise exc.within(field) from None
     routes = []
     for j, route in enumerate(vh.routes):
         try:
-            compiled = _compile_route(route, f"{name}/{j}", defaults, ctx)
+            with ctx.scope(f"{field}.routes[{j}]"):
+                compiled = _compile_route(route, f"{name}/{j}", defaults, ctx)
         except FieldError as exc:
             raise exc.within(f"{field}.routes[{j}]") from None
         if compiled is not None:
@@ -136,7 +145,7 @@ def _compile_route(route, name: str, defaults: dict, ctx: Context):
     match = _route_match(route.match, ctx)
     action = route.WhichOneof("action")
     if action == "direct_response":
-        ctx.note(f"route {name!r}", "direct_response answered as a no-route error reply")
+        ctx.note("direct_response", "answered as a no-route error reply")
         return Route(name=name, match=match, clusters=())
     if action != "route":
         raise FieldError(action or "action", "unsupported action (only route and "
@@ -158,9 +167,8 @@ def _compile_route(route, name: str, defaults: dict, ctx: Context):
 
 
 def _route_match(m, ctx: Context) -> Tuple[MetadataMatch, ...]:
-    for unsupported in _MATCH_UNSUPPORTED:
-        if _is_set(m, unsupported):
-            raise FieldError(f"match.{unsupported}", "not supported")
+    for unsupported in set_fields(m, _MATCH_UNSUPPORTED):
+        raise FieldError(f"match.{unsupported}", "not supported")
     limit = ctx.limits.max_regex_length
     out = list(matchers.path_matcher(m, "match", max_regex=limit))
     out += [matchers.header_matcher(h, f"match.headers[{i}]", max_regex=limit)
@@ -171,12 +179,10 @@ def _route_match(m, ctx: Context) -> Tuple[MetadataMatch, ...]:
 
 
 def _route_action(ra, ctx: Context, policies: dict) -> dict:
-    for unsupported in _ACTION_UNSUPPORTED:
-        if _is_set(ra, unsupported):
-            raise FieldError(f"route.{unsupported}", "not supported")
-    for ignored in _ACTION_IGNORED:
-        if _is_set(ra, ignored):
-            ctx.note(f"route.{ignored}", "ignored")
+    for unsupported in set_fields(ra, _ACTION_UNSUPPORTED):
+        raise FieldError(f"route.{unsupported}", "not supported")
+    for ignored in set_fields(ra, _ACTION_IGNORED):
+        ctx.note(f"route.{ignored}", "ignored")
     fields = {
         "clusters": _clusters(ra, "route", ctx),
         # 0 is Envoy's "disabled": the proxy's default applies then.
@@ -236,17 +242,10 @@ def _hash_keys(policies, field: str, ctx: Context) -> Tuple[str, ...]:
     return tuple(keys)
 
 
-def _is_set(message, name: str) -> bool:
-    field = message.DESCRIPTOR.fields_by_name[name]
-    if field.type == field.TYPE_MESSAGE and not _repeated(field):
-        return message.HasField(name)
-    value = getattr(message, name)
-    return bool(len(value)) if _repeated(field) else bool(value)
-
-
-def _repeated(field) -> bool:
-    flag = getattr(field, "is_repeated", None)
-    return flag if flag is not None else field.label == field.LABEL_REPEATED
+def set_fields(message, names) -> list:
+    """Which of `names` are set in `message` (one ListFields call, in `names` order)."""
+    present = {f.name for f, _ in message.ListFields()}
+    return [n for n in names if n in present]
 
 
 # --- Aeraki MetaProtocol RouteConfiguration -------------------------------------------
@@ -265,7 +264,8 @@ def meta_routes(routes, field: str, ctx: Context) -> Tuple[Route, ...]:
     out = []
     for i, route in enumerate(routes):
         try:
-            out.append(_meta_route(route, f"route-{i}", ctx))
+            with ctx.scope(f"{field}routes[{i}]"):
+                out.append(_meta_route(route, f"route-{i}", ctx))
         except FieldError as exc:
             raise exc.within(f"{field}routes[{i}]") from None
     return tuple(out)
