@@ -238,12 +238,15 @@ class AgentProc:
         from agent.admin import AdminClient
 
         self.client = AdminClient(self.admin, timeout=10)
-        for _ in range(600):
-            if self.client.alive():
+        for _ in range(6000):                      # the datapath compiles: minutes under load
+            if self.client.alive() and self.client.request("GET", "/ready",
+                                                           ok=(200, 503))[0] == 200:
                 break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the agent exited with {self.proc.returncode}")
             time.sleep(0.05)
         else:
-            raise RuntimeError("the agent did not start")
+            raise RuntimeError("the agent did not become ready")
 
     def rss_mb(self) -> float:
         import psutil

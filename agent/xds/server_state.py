@@ -139,6 +139,7 @@ class DeltaState(_TypeState):
         served = session.server.served
         table = served.table(self.type_url)
         changed = None if self.pending else table.changed_since(self.gen_seen)
+        first = self.pending and not self.nonce
         self.pending = False
         self.gen_seen = served.gen
         if changed is None:                            # first time or journal too short
@@ -163,8 +164,9 @@ class DeltaState(_TypeState):
         for i in range(0, max(len(upserts), 1), chunk):
             part = upserts[i:i + chunk]
             rem = removed if i == 0 else []
-            if not part and not rem:
-                break
+            if not part and not rem and not first:
+                break                  # nothing new (the first answer goes out even empty:
+                                       # the client learns the type is known and empty)
             self.nonce = session.next_nonce()
             out.append(discovery_pb2.DeltaDiscoveryResponse(
                 system_version_info=table.version, type_url=self.type_url, resources=part,
