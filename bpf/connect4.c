@@ -65,6 +65,8 @@ int connect4(struct bpf_sock_addr *ctx)
         orig.port = (__u16)ctx->user_port;
         orig.service_id = svc->id;
         orig.target = s.target;
+        if (s.target == NM_TARGET_LOCAL && (svc->flags & NM_SVC_PAIR))
+            orig.flags = NM_ORIG_PAIR;
         /* Without the record getpeername and the proxy would be blind:
          * better not to redirect at all. */
         if (orig_dst.insert(&cookie, &orig) != 0) {

@@ -110,14 +110,19 @@ class Control:
         return layout.new("struct nm_service_key", vip=layout.ip_to_be32(ip),
                           port=layout.port_to_be16(port))
 
-    def add_service(self, vip_port, service_id, protocol="tcp", remote_port=0, disabled=False):
+    def add_service(self, vip_port, service_id, protocol="tcp", remote_port=0, disabled=False,
+                    pair=True):
+        """pair: same-node bytes of its connections skip TCP/IP (sk_msg). It costs
+        ~3 us of psock setup and teardown a connection and saves ~5 us of CPU a
+        small request: off for services whose clients connect, ask once, close."""
         if protocol not in PROTOCOL_IDS:
             raise DatapathError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOL_IDS)}")
         if not 0 <= int(remote_port) < 65536:
             raise DatapathError(f"remote port {remote_port} out of range")
         value = layout.new("struct nm_service", id=int(service_id),
                            remote_port=int(remote_port), protocol=PROTOCOL_IDS[protocol],
-                           flags=layout.C.NM_SVC_DISABLED if disabled else 0)
+                           flags=(layout.C.NM_SVC_DISABLED if disabled else 0)
+                           | (layout.C.NM_SVC_PAIR if pair else 0))
         self.map("services").set(self._service_key(vip_port), value)
 
     def del_service(self, vip_port) -> bool:
@@ -131,6 +136,7 @@ class Control:
                 "id": val.id, "protocol": PROTOCOL_NAMES.get(val.protocol, str(val.protocol)),
                 "remote_port": val.remote_port,
                 "disabled": bool(val.flags & layout.C.NM_SVC_DISABLED),
+                "pair": bool(val.flags & layout.C.NM_SVC_PAIR),
             })
         return sorted(out, key=lambda s: s["id"])
 

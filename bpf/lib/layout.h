@@ -96,7 +96,7 @@ struct nm_orig_dst {
     __u32 service_id;
     __u16 port;         /* network order */
     __u8 target;        /* nm_target */
-    __u8 pad;
+    __u8 flags;         /* NM_ORIG_* */
     __u32 pad2;
 };
 
@@ -130,6 +130,13 @@ struct nm_trace_event {
 };
 
 #define NM_SVC_DISABLED   1   /* present but not redirected (draining a VIP) */
+#define NM_SVC_PAIR       2   /* pair app and local proxy sockets for sk_msg: the
+                               * psock setup and teardown (~3 us a connection)
+                               * pays back after a few requests; leave it off
+                               * for connect-and-close clients */
+#define NM_ORIG_PAIR      1   /* steered locally for a NM_SVC_PAIR service; in an
+                               * accept record: the app's end joined sock_pairs,
+                               * so the proxy's end joins too */
 #define NM_PROXY_TRACE    1   /* emit every decision to trace_events */
 #define NM_SPILL_UNSET    65535
 #define NM_SPILL_SCALE    10000

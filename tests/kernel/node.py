@@ -210,4 +210,47 @@ def dial(node, cgroup, addr, send=b"", count=1):
     return json.loads(run_in(node.cg(cgroup), code).strip().splitlines()[-1])
 
 
-__all__ = ["Node", "Listener", "dial", "run_in", "free_port", "time"]
+HOLD = """
+import json, socket, sys
+s = socket.create_connection(ADDR, timeout=5)
+greeting = b""
+while not greeting.endswith(b"\\n"):
+    greeting += s.recv(256)
+server, seen_peer = greeting.decode().split()
+print(json.dumps({"server": server, "seen_peer": seen_peer}), flush=True)
+sys.stdin.readline()
+s.close()
+"""
+
+
+class Held:
+    """A connection from a process in a cgroup, open until close()."""
+
+    def __init__(self, node, cgroup, addr):
+        src = join_cgroup_code(node.cg(cgroup)) + f"ADDR = {tuple(addr)!r}\n" + HOLD
+        self.proc = subprocess.Popen([PY, "-c", src], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        import json
+
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            raise AssertionError(f"client failed ({self.proc.returncode})")
+        self.seen = json.loads(line)
+        ip, port = self.seen["seen_peer"].rsplit(":", 1)
+        self.client = (ip, int(port))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+            self.proc.wait(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+__all__ = ["Node", "Listener", "Held", "dial", "run_in", "free_port", "time"]

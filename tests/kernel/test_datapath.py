@@ -8,7 +8,7 @@ import pytest
 
 from agent.bpf.loader import Datapath
 
-from .node import Node, dial, free_port, run_in
+from .node import Held, Node, dial, free_port, run_in
 
 pytestmark = pytest.mark.kernel
 
@@ -50,12 +50,11 @@ def test_loader_was_killed_and_datapath_works_without_it(node, counters):
 
 
 def test_redirect_records_original_destination_and_pod(node, counters):
-    [seen] = dial(node, "pod-a", VIP)
-    client_ip, client_port = seen["seen_peer"].split(":")
-    # the listener saw the client; the record for that address names the VIP and pod
-    rec = node.ctl.accept_record(client_ip, int(client_port))
-    assert rec == {"original_dst": "198.18.10.1:80", "service_id": 1,
-                   "cgroup_id": os.stat(node.cg("pod-a")).st_ino, "target": "local"}
+    with Held(node, "pod-a", VIP) as conn:
+        # the listener saw the client; the record for that address names the VIP and pod
+        rec = node.ctl.accept_record(*conn.client, delete=False)
+        assert rec == {"original_dst": "198.18.10.1:80", "service_id": 1,
+                       "cgroup_id": os.stat(node.cg("pod-a")).st_ino, "target": "local"}
     assert counters()["record_added"] == 1
 
 
@@ -72,6 +71,29 @@ def test_sk_msg_pairs_and_redirects(node, counters):
     assert d["sockhash_added"] == 2          # the app's socket and the proxy's
     assert d["msg_redirected"] >= 2
     assert d["msg_redirected_bytes"] >= 200_000
+
+
+def test_service_without_pairing_skips_the_sockhash(node, counters):
+    node.ctl.add_service("198.18.10.3:80", 3, "http1", remote_port=node.remote_port, pair=False)
+    try:
+        [seen] = dial(node, "pod-a", ("198.18.10.3", 80), send=b"y" * 10_000)
+        with Held(node, "pod-a", ("198.18.10.3", 80)) as conn:
+            assert node.ctl.accept_record(*conn.client)["service_id"] == 3
+    finally:
+        node.ctl.del_service("198.18.10.3:80")
+    assert seen["echo_ok"] and seen["server"] == "%s:%d" % node.local
+    assert seen["peername"] == "198.18.10.3:80"
+    d = counters()
+    assert d["local"] == 2 and d["record_added"] == 2 and d["closed"] == 2
+    assert "sockhash_added" not in d and "msg_redirected" not in d
+
+
+def test_direct_connection_to_the_proxy_is_not_paired(node, counters):
+    # an enrolled pod dialling the proxy's own address: nothing to steer, and
+    # the proxy's accepted end has no paired client: no psock on either end
+    [seen] = dial(node, "pod-a", node.local, send=b"z" * 1000)
+    assert seen["echo_ok"] and seen["peername"] == "%s:%d" % node.local
+    assert counters() == {"not_service": 1}
 
 
 @pytest.mark.slow
