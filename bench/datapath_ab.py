@@ -152,14 +152,30 @@ class AB:
                "seconds": self.seconds, "pair": self.sides[0].pair}
         for w in order:
             out[w] = {"connects_per_s": round(statistics.median(r["rate"] for r in raw[w]), 1),
-                      "p50_us": round(statistics.median(r["p50_us"] for r in raw[w]), 2)}
-            if w != "none":
+                      "p50_us": round(statistics.median(r["p50_us"] for r in raw[w]), 2),
+                      "client_cpu_us": round(statistics.median(_cpu_us(r) for r in raw[w]), 2)}
+        for w in SIDES:
                 out[w]["valid"] = steered[w] >= sum(r["count"] for r in raw[w])
                 out[w]["paired_ratio_vs_none"] = dp._paired(raw[w], raw["none"])
                 out[w]["p50_ratio_vs_none"] = round(out["none"]["p50_us"] / out[w]["p50_us"], 3)
+                out[w]["cpu_ratio_vs_none"] = _paired_cpu(raw[w], raw["none"])
         out["paired_ratio_b_vs_a"] = dp._paired(raw["b"], raw["a"])
+        out["cpu_ratio_b_vs_a"] = _paired_cpu(raw["b"], raw["a"])
         out["p50_ratio_b_vs_a"] = round(out["a"]["p50_us"] / out["b"]["p50_us"], 3)
         return out
+
+
+def _cpu_us(r) -> float:
+    """The client's CPU per connect: on loopback the whole handshake and both
+    ends' teardown run in its syscalls, so this is the cost the tenants'
+    scheduling noise touches least."""
+    return r["cpu_s"] / max(r["count"], 1) * 1e6
+
+
+def _paired_cpu(x_runs, base_runs) -> float:
+    """Median over rounds of base's CPU per connect / x's (like a rate ratio:
+    above 1, x is cheaper)."""
+    return round(statistics.median(_cpu_us(b) / _cpu_us(x) for x, b in zip(x_runs, base_runs)), 3)
 
 
 def report(res: dict) -> None:
@@ -169,13 +185,15 @@ def report(res: dict) -> None:
         rows.append([w, res["refs"].get(w, "-"),
                      f"{f['connects_per_s']:.0f}" + ("" if f.get("valid", True) else " INVALID"),
                      f"{f.get('paired_ratio_vs_none', 1):.3f}x", f"{f['p50_us']:.1f}",
-                     f"{f.get('p50_ratio_vs_none', 1):.3f}x"])
+                     f"{f.get('p50_ratio_vs_none', 1):.3f}x", f"{f['client_cpu_us']:.2f}",
+                     f"{f.get('cpu_ratio_vs_none', 1):.3f}x"])
     print_table(f"connect + close, {res['rounds']} rounds of {res['seconds']} s"
                 f"{' (paired services)' if res['pair'] else ''}",
-                ["side", "ref", "connects/s", "paired vs none", "p50 us", "none p50/p50"], rows)
+                ["side", "ref", "connects/s", "paired vs none", "p50 us", "none p50/p50",
+                 "client cpu us", "none cpu/cpu"], rows)
     print(textwrap.dedent(f"""
-        b vs a: {res['paired_ratio_b_vs_a']:.3f}x (median of per-round ratios), \
-{res['p50_ratio_b_vs_a']:.3f}x (p50)"""))
+        b vs a: {res['paired_ratio_b_vs_a']:.3f}x (median of per-round rate ratios), \
+{res['p50_ratio_b_vs_a']:.3f}x (p50), {res['cpu_ratio_b_vs_a']:.3f}x (client CPU)"""))
 
 
 def main(argv=None):

@@ -84,11 +84,17 @@ static __always_inline void watch_if_steered(struct bpf_sock_ops *skops)
                                              BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
+/* A steered socket closes: its records go (the accept record may already
+ * be gone: the proxy deletes it on accept). */
 static __always_inline void closed(struct bpf_sock_ops *skops)
 {
     __u64 cookie = bpf_get_socket_cookie(skops);
     if (orig_dst.delete(&cookie) == 0)
         count(NM_R_CLOSED);
+    struct nm_addr_key client = {};
+    client.ip = skops->local_ip4;
+    client.port = bpf_htons((__u16)skops->local_port);
+    accept_records.delete(&client);
 }
 
 int sockops(struct bpf_sock_ops *skops)

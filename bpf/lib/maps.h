@@ -61,9 +61,11 @@ BPF_TABLE_PINNED("hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
                  NM_PIN_DIR "/orig_dst");
 
 /* accept_records: client (address, port) -> original destination + cgroup.
- * Writer: sockops on established. Reader and deleter: the proxy on accept.
- * LRU: a record the proxy never reads ages out instead of filling it. */
-BPF_TABLE_PINNED("lru_hash", struct nm_addr_key, struct nm_orig_dst,
+ * Writer: sockops on established. Deleters: the proxy on accept (it reads
+ * it), sockops when the client's socket closes: a record lives no longer
+ * than its connection, so a later connection from the same address never
+ * finds a stale one, and the map holds at most one per orig_dst entry. */
+BPF_TABLE_PINNED("hash", struct nm_addr_key, struct nm_orig_dst,
                  accept_records, NM_MAX_CONNS, NM_PIN_DIR "/accept_records");
 
 /* sock_pairs: both ends of same-node app <-> local proxy connections.

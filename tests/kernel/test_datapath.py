@@ -55,6 +55,8 @@ def test_redirect_records_original_destination_and_pod(node, counters):
         rec = node.ctl.accept_record(*conn.client, delete=False)
         assert rec == {"original_dst": "198.18.10.1:80", "service_id": 1,
                        "cgroup_id": os.stat(node.cg("pod-a")).st_ino, "target": "local"}
+    # the record lives no longer than the client's socket
+    assert node.ctl.accept_record(*conn.client) is None
     assert counters()["record_added"] == 1
 
 
