@@ -1,12 +1,12 @@
 """The kernel datapath on the real kernel: steering, records, sk_msg, failover."""
 
-import hashlib
 import os
 import signal
 
 import pytest
 
 from agent.bpf.loader import Datapath
+from agent.bpf.sources import PROGRAMS
 
 from .node import Held, Node, dial, free_port, run_in
 
@@ -18,22 +18,25 @@ VIP = ("198.18.10.1", 80)
 @pytest.fixture(scope="module")
 def node():
     n = Node("nm-kt").start(loader="subprocess")
-    n.local = ("127.0.0.1", free_port("127.0.0.1"))
-    n.remote_port = free_port("127.0.0.2")
-    n.remote = ("127.0.0.2", n.remote_port)
-    n.local_listener = n.listen(*n.local)
-    n.remote_listener = n.listen(*n.remote)
-    n.ctl.set_proxy(local="%s:%d" % n.local, remote="127.0.0.2", mode="local", spill=0)
-    n.ctl.add_service("%s:%d" % VIP, 1, "http1", remote_port=n.remote_port)
-    n.ctl.enroll(n.cg("pod-a"))
-    n.ctl.enroll(n.cg("pod-b"))
-    yield n
-    n.stop()
+    try:
+        n.local = ("127.0.0.1", free_port("127.0.0.1"))
+        n.remote_port = free_port("127.0.0.2")
+        n.remote = ("127.0.0.2", n.remote_port)
+        n.local_listener = n.listen(*n.local)
+        n.remote_listener = n.listen(*n.remote)
+        n.ctl.set_proxy(local="%s:%d" % n.local, remote="127.0.0.2", mode="local", spill=0)
+        n.ctl.add_service("%s:%d" % VIP, 1, "http1", remote_port=n.remote_port)
+        n.ctl.enroll(n.cg("pod-a"))
+        n.ctl.enroll(n.cg("pod-b"))
+        yield n
+    finally:
+        n.stop()
 
 
 @pytest.fixture
 def counters(node):
     """Counter deltas over one test."""
+    node.settle()
     before = node.ctl.counters()
 
     def delta():
@@ -307,13 +310,15 @@ def test_full_orig_dst_map_fails_open_and_counts():
 
 def test_uninstall_leaves_nothing():
     n = Node("nm-uninst").start(loader="inprocess")
-    ids = n.our_prog_ids()
-    assert len(ids) == 4
-    removed = Datapath(n.settings).uninstall()
-    assert "link/connect4" in removed and "map/services" in removed
-    assert not os.path.exists(n.settings.pin_dir)
-    assert n.attached_under_cgroup() == []
-    import subprocess
-    listed = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
-    assert not any(f"{i}:" in listed.split() for i in ids)
-    n.stop()
+    try:
+        ids = n.our_prog_ids()
+        assert len(ids) == len(PROGRAMS)
+        removed = Datapath(n.settings).uninstall()
+        assert {"link/connect4", "link/connect6", "map/services", "map/sock_pairs6"} <= set(removed)
+        assert not os.path.exists(n.settings.pin_dir)
+        assert n.attached_under_cgroup() == []
+        import subprocess
+        listed = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
+        assert not any(f"{i}:" in listed.split() for i in ids)
+    finally:
+        n.stop()
