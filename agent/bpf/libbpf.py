@@ -36,6 +36,7 @@ typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
 struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn sample_cb,
                                      void *ctx, const void *opts);
 int ring_buffer__poll(struct ring_buffer *rb, int timeout_ms);
+int ring_buffer__consume(struct ring_buffer *rb);
 void ring_buffer__free(struct ring_buffer *rb);
 
 /* enough of struct bpf_map_info / bpf_prog_info / bpf_link_info */

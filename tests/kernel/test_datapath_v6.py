@@ -170,3 +170,20 @@ def test_v6_non_enrolled_and_non_service_are_untouched(node, counters):
     assert other["error"] in ("ENETUNREACH", "EHOSTUNREACH")
     assert stranger["error"] in ("ENETUNREACH", "EHOSTUNREACH")
     assert counters() == {"not_enrolled": 1, "not_service": 1}
+
+
+def test_v6_and_mapped_decisions_are_traced(node):
+    from agent.bpf.trace import TraceReader
+
+    with TraceReader(node.settings) as reader:
+        ns_dial(node, "pod-a", VIP6)
+        ns_dial(node, "pod-a", MAPPED)
+        got = []
+        for ev in reader.events(timeout=10, stop=lambda: len(got) >= 2):
+            got.append(ev)
+    v6, mapped = got
+    assert (v6.original_dst, v6.target_dst) == ("[fd00:6e6d:ffff::1]:80",
+                                                f"[{LOCAL6}]:{LOCAL_PORT}")
+    assert (mapped.original_dst, mapped.target_dst) == ("[::ffff:198.18.10.1]:80",
+                                                        f"[::ffff:127.0.0.1]:{LOCAL_PORT}")
+    assert [e.service_id for e in got] == [6, 4] and {e.reason for e in got} == {"local"}
