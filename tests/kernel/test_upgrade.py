@@ -48,7 +48,7 @@ def test_maps_of_the_first_layout_are_upgraded_with_their_entries():
         # proxy: 20-byte value (no IPv6 addresses), local mode, generation 1
         old_proxy = struct.pack("<IIHHBBHI", layout.ip_to_be32(local[0]), 0,
                                 layout.port_to_be16(local[1]), 0, 0, 0, 0, 1)
-        old_service = struct.pack("<IHBB", 7, 0, 0, 2)            # id 7, NM_SVC_PAIR
+        old_service = struct.pack("<IHBB", 7, 0, 0, 0)            # id 7: pairs, as then
         vip_key = struct.pack("<IHH", layout.ip_to_be32(VIP[0]), layout.port_to_be16(VIP[1]), 0)
         pin_old_map(pins, "proxy", maps.ARRAY, 4, 20, 1, [(struct.pack("<I", 0), old_proxy)])
         pin_old_map(pins, "services", maps.HASH, 8, 8, 65536, [(vip_key, old_service)])
