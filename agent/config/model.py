@@ -189,6 +189,9 @@ class HealthCheck:
     timeout: float = 1.0
     unhealthy_threshold: int = 2
     healthy_threshold: int = 1
+    http_path: str = "/"                      # HTTP/1.1: GET this path, 2xx/3xx is healthy
+    http_host: str = ""                       # HTTP/1.1 Host header ("" = the cluster name)
+    thrift_method: str = ""                   # Thrift: call this no-argument method ("" = connect only)
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,10 @@ class Cluster:
     ring_hash_min_size: int = 1024
     maglev_table_size: int = 65537
     endpoints_version: str = ""               # EDS version the endpoints came from
+    panic_threshold: float = 50.0             # % healthy below which a priority balances over all
+    overprovisioning_factor: float = 1.4      # EDS policy.overprovisioning_factor (140 = 1.4)
+    least_request_choices: int = 2            # least_request_lb_config.choice_count
+    ring_hash_max_size: int = 8388608         # ring_hash_lb_config.maximum_ring_size
 
 
 # --- listeners ------------------------------------------------------------------

@@ -1,0 +1,367 @@
+"""Load balancers: pick one upstream host of a cluster per request.
+
+`make_balancer(cluster, hosts)` returns a Balancer for cluster.lb_policy.
+Priorities, health and panic follow Envoy (docs/proxy-policies.md):
+
+- each priority level's health is min(100, overprovisioning * 100 *
+  available / total) percent (factor 1.4 by default); load goes to the
+  highest priority first and spills to the next as health drops below 100;
+  when the levels' health sums to less than 100 the load is normalised;
+- a level whose available share is below the panic threshold (50%) while
+  the whole cluster is not fully healthy is in panic: it balances over all
+  of its hosts, available or not; when every level is in panic, load is
+  split by host count. A threshold of 0 disables panic: with no available
+  host, pick() returns None.
+
+Balancers rebuild their tables lazily, on the first pick after the HostSet's
+version moved or an ejection ran out. pick() is O(1) for round_robin (equal
+weights), random and least_request, O(log n) otherwise.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import time
+from bisect import bisect_right
+from itertools import cycle
+from typing import Collection, Dict, List, Optional
+
+from agent.config.model import LB_POLICIES, Cluster
+
+from .hosts import Host, HostSet
+from .lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, random_hash, ring_base
+
+INF = float("inf")
+_PICKER_CACHE = 4      # host lists whose tables are kept (flapping hosts rebuild nothing)
+_RANDOM_TRIES = 4      # random re-draws before a linear scan when avoiding hosts
+
+
+# --- per host-list pickers ------------------------------------------------------
+
+
+_GOLDEN = 0.6180339887498949
+
+
+class _RoundRobin:
+    """Equal weights: rotate from a random start. Unequal: earliest deadline
+    first (Envoy's EDF scheduler): host i is due at (k + phase_i) / weight_i.
+    Phases spread by the golden ratio (from a random origin) keep hosts of
+    equal weight from coming due together, so picks interleave as smoothly
+    as nginx's smooth weighted round robin, at O(log n) instead of O(n)."""
+
+    def __init__(self, hosts: List[Host], rng, **_):
+        self.hosts = hosts
+        self._equal = len({h.weight for h in hosts}) == 1
+        if self._equal:
+            start = rng.randrange(len(hosts))
+            self._next = cycle(hosts[start:] + hosts[:start]).__next__
+        else:
+            origin = rng.random()
+            self._heap = [(((origin + i * _GOLDEN) % 1.0) / h.weight, i)
+                          for i, h in enumerate(hosts)]
+            heapq.heapify(self._heap)
+
+    def _edf(self) -> Host:
+        deadline, i = self._heap[0]
+        host = self.hosts[i]
+        heapq.heapreplace(self._heap, (deadline + 1.0 / host.weight, i))
+        return host
+
+    def pick(self, h: Optional[int]) -> Host:
+        return self._next() if self._equal else self._edf()
+
+    def pick_other(self, h, exclude) -> Optional[Host]:
+        for _ in range(len(self.hosts)):
+            host = self.pick(h)
+            if host not in exclude:
+                return host
+        return None
+
+
+class _Random:
+    """Uniform over equal weights, else weighted by a cumulative table."""
+
+    def __init__(self, hosts: List[Host], rng, **_):
+        self.hosts = hosts
+        self._rand = rng.random
+        self._n = len(hosts)
+        weights = [h.weight for h in hosts]
+        self._equal = len(set(weights)) == 1
+        self._cum, total = [], 0
+        for w in weights:
+            total += w
+            self._cum.append(total)
+        self._total = total
+
+    def pick(self, h: Optional[int]) -> Host:
+        if self._equal:
+            return self.hosts[int(self._rand() * self._n)]
+        return self.hosts[bisect_right(self._cum, self._rand() * self._total)]
+
+    def pick_other(self, h, exclude) -> Optional[Host]:
+        return _avoid_by_draws(self, h, exclude, self._rand)
+
+
+class _LeastRequest:
+    """Envoy's least_request. Equal weights: the least loaded of
+    `choices` random hosts (power of two choices). Unequal weights: EDF where
+    a host's weight is divided by (active_requests + 1) when it is scheduled,
+    so loaded hosts come round less often."""
+
+    def __init__(self, hosts: List[Host], rng, choices: int = 2, **_):
+        if choices < 2:
+            raise ValueError(f"least_request: choice_count must be >= 2, got {choices}")
+        self.hosts = hosts
+        self._rand = rng.random
+        self._n = len(hosts)
+        self._choices = choices
+        self._equal = len({h.weight for h in hosts}) == 1
+        if not self._equal:
+            self._heap = [(1.0 / h.weight, i) for i, h in enumerate(hosts)]
+            heapq.heapify(self._heap)
+
+    def pick(self, h: Optional[int]) -> Host:
+        hosts, rand, n = self.hosts, self._rand, self._n
+        if self._equal:
+            best = hosts[int(rand() * n)]
+            for _ in range(self._choices - 1):
+                other = hosts[int(rand() * n)]
+                if other.active_requests < best.active_requests:
+                    best = other
+            return best
+        deadline, i = self._heap[0]
+        host = hosts[i]
+        heapq.heapreplace(self._heap, (deadline + (host.active_requests + 1) / host.weight, i))
+        return host
+
+    def pick_other(self, h, exclude) -> Optional[Host]:
+        return _avoid_by_draws(self, h, exclude, self._rand)
+
+
+def _avoid_by_draws(picker, h, exclude, rand) -> Optional[Host]:
+    """A few fresh picks, then a scan from a random start (retries only)."""
+    for _ in range(_RANDOM_TRIES):
+        host = picker.pick(h)
+        if host not in exclude:
+            return host
+    hosts = picker.hosts
+    start = int(rand() * len(hosts))
+    for i in range(len(hosts)):
+        host = hosts[(start + i) % len(hosts)]
+        if host not in exclude:
+            return host
+    return None
+
+
+class _HashPicker:
+    """ring_hash / maglev: the key's hash selects; no key = a random point."""
+
+    def __init__(self, table, rng):
+        self.table = table
+        self._rng = rng
+        self._lookup = table.lookup
+
+    def pick(self, h: Optional[int]) -> Host:
+        return self._lookup(random_hash(self._rng) if h is None else h)
+
+    def pick_other(self, h, exclude) -> Optional[Host]:
+        return self.table.lookup_other(random_hash(self._rng) if h is None else h, exclude)
+
+
+# --- priority levels ------------------------------------------------------------
+
+
+class _Level:
+    __slots__ = ("priority", "hosts", "available", "health", "panic", "load")
+
+    def __init__(self, priority: int, hosts: List[Host], now: float):
+        self.priority = priority
+        self.hosts = hosts
+        self.available = [h for h in hosts if h.available(now)]
+        self.health = 0
+        self.panic = False
+        self.load = 0
+
+    @property
+    def candidates(self) -> List[Host]:
+        return self.hosts if self.panic else self.available
+
+
+def _levels(hosts: List[Host], now: float) -> List[_Level]:
+    by_priority: Dict[int, List[Host]] = {}
+    for host in hosts:
+        by_priority.setdefault(host.priority, []).append(host)
+    return [_Level(p, by_priority[p], now) for p in sorted(by_priority)]
+
+
+def assign_load(levels: List[_Level], overprovisioning: float, panic_threshold: float) -> None:
+    """Envoy's per-priority health, load and panic (integer percentages)."""
+    factor = int(round(overprovisioning * 100))
+    for level in levels:
+        level.health = min(100, factor * len(level.available) // len(level.hosts))
+    total = min(100, sum(level.health for level in levels))
+    for level in levels:
+        share = 100 * len(level.available) / len(level.hosts)
+        level.panic = panic_threshold > 0 and total < 100 and share < panic_threshold
+        level.load = 0
+    if total:
+        remaining, first = 100, None
+        for level in levels:
+            level.load = min(remaining, level.health * 100 // total)
+            remaining -= level.load
+            if first is None and level.health:
+                first = level
+        first.load += remaining
+    if levels and panic_threshold > 0 and all(level.panic for level in levels):
+        _load_by_host_count(levels)
+
+
+def _load_by_host_count(levels: List[_Level]) -> None:
+    count = sum(len(level.hosts) for level in levels)
+    remaining = 100
+    for level in levels:
+        level.load = 100 * len(level.hosts) // count
+        remaining -= level.load
+    levels[0].load += remaining
+
+
+# --- the balancer -----------------------------------------------------------------
+
+
+class Balancer:
+    """Picks hosts of one HostSet under one policy; see the module docstring."""
+
+    def __init__(self, cluster: Cluster, hosts: HostSet, rng=None, clock=None):
+        if cluster.lb_policy not in LB_POLICIES:
+            raise ValueError(f"cluster {cluster.name!r}: lb_policy {cluster.lb_policy!r} "
+                             f"is not one of {', '.join(LB_POLICIES)}")
+        if not 0 <= cluster.panic_threshold <= 100:
+            raise ValueError(f"cluster {cluster.name!r}: panic_threshold "
+                             f"{cluster.panic_threshold} outside 0..100")
+        if cluster.overprovisioning_factor <= 0:
+            raise ValueError(f"cluster {cluster.name!r}: overprovisioning_factor must be > 0")
+        self.cluster = cluster
+        self.policy = cluster.lb_policy
+        self.hosts = hosts
+        self._rng = rng if rng is not None else random.Random()
+        self._rand = self._rng.random
+        self._clock = clock or time.monotonic
+        self._version = -1
+        self._expiry = INF
+        self._pickers: list = []
+        self._cum: List[int] = []
+        self._levels: List[_Level] = []
+        self._cache: Dict[tuple, object] = {}
+        self._ring_hashes: Dict[bytes, List[int]] = {}
+
+    # -- hot path
+
+    def pick(self, hash_key: Optional[bytes] = None,
+             exclude: Collection[Host] = ()) -> Optional[Host]:
+        """A host for one request, or None when the cluster has none to give.
+
+        `hash_key` drives ring_hash/maglev (others ignore it). `exclude` is a
+        preference, as Envoy's previous_hosts retry predicate: a host outside
+        it is returned when one exists, else one inside it.
+        """
+        now = self._clock()
+        if self._version != self.hosts._version or now >= self._expiry:
+            self._rebuild(now)
+        pickers = self._pickers
+        if not pickers:
+            return None
+        h = None if hash_key is None else hash64(hash_key)
+        if len(pickers) == 1:
+            picker = pickers[0]
+        else:
+            draw = h % 100 if h is not None else self._rand() * 100
+            picker = pickers[bisect_right(self._cum, draw)]
+        host = picker.pick(h)
+        if exclude and host in exclude:
+            return self._avoid(picker, h, exclude) or host
+        return host
+
+    def _avoid(self, first, h, exclude) -> Optional[Host]:
+        for picker in [first] + [p for p in self._pickers if p is not first]:
+            host = picker.pick_other(h, exclude)
+            if host is not None:
+                return host
+        return None
+
+    # -- rebuilds
+
+    def _rebuild(self, now: float) -> None:
+        self._version = self.hosts._version
+        hosts = self.hosts.hosts
+        self._expiry = min((h.ejected_until for h in hosts if h.ejected_until > now),
+                           default=INF)
+        levels = _levels(hosts, now)
+        assign_load(levels, self.cluster.overprovisioning_factor, self.cluster.panic_threshold)
+        self._levels = levels
+        self._pickers, self._cum, total = [], [], 0
+        for level in levels:
+            if level.load and level.candidates:
+                total += level.load
+                self._pickers.append(self._picker(level.candidates))
+                self._cum.append(total)
+        if self._cum:
+            self._cum[-1] = 100     # rounding never leaves a gap at the top
+        self._forget_hashes(hosts)
+
+    def _picker(self, candidates: List[Host]):
+        key = tuple((id(h), h.weight) for h in candidates)
+        if self.policy == "ring_hash":      # entry counts depend on the whole cluster
+            key += (ring_base(self.hosts.hosts, self.cluster.ring_hash_min_size,
+                              self.cluster.ring_hash_max_size),)
+        picker = self._cache.pop(key, None)
+        if picker is None:
+            picker = self._new_picker(candidates)
+        self._cache[key] = picker
+        while len(self._cache) > _PICKER_CACHE:
+            self._cache.pop(next(iter(self._cache)))
+        return picker
+
+    def _new_picker(self, candidates: List[Host]):
+        c = self.cluster
+        if self.policy == "round_robin":
+            return _RoundRobin(candidates, self._rng)
+        if self.policy == "random":
+            return _Random(candidates, self._rng)
+        if self.policy == "least_request":
+            return _LeastRequest(candidates, self._rng, choices=c.least_request_choices)
+        if self.policy == "ring_hash":
+            table = RingTable(candidates, c.ring_hash_min_size, c.ring_hash_max_size,
+                              self._ring_hashes, sizing=self.hosts.hosts)
+        else:
+            table = MaglevTable(candidates, c.maglev_table_size)
+        return _HashPicker(table, self._rng)
+
+    def _forget_hashes(self, hosts: List[Host]) -> None:
+        if len(self._ring_hashes) > 2 * len(hosts) + 16:
+            keep = {f"{h.address}:{h.port}".encode() for h in hosts}
+            for key in [k for k in self._ring_hashes if k not in keep]:
+                del self._ring_hashes[key]
+
+    # -- introspection (/clusters)
+
+    def state(self) -> dict:
+        """Per-priority health, load and panic, as of the last rebuild."""
+        now = self._clock()
+        if self._version != self.hosts._version or now >= self._expiry:
+            self._rebuild(now)
+        return {
+            "policy": self.policy,
+            "hash_function": HASH_FUNCTION,
+            "priorities": [{"priority": lv.priority, "hosts": len(lv.hosts),
+                            "available": len(lv.available), "health": lv.health,
+                            "load": lv.load, "panic": lv.panic} for lv in self._levels],
+        }
+
+
+def make_balancer(cluster: Cluster, hosts: HostSet, rng=None, clock=None) -> Balancer:
+    """The balancer for cluster.lb_policy over `hosts` (rng and clock injectable)."""
+    return Balancer(cluster, hosts, rng=rng, clock=clock)
+
+
+__all__ = ["Balancer", "HASH_FUNCTION", "assign_load", "make_balancer"]
