@@ -160,6 +160,7 @@ class Endpoint:
     healthy: bool = True            # EDS health_status HEALTHY/UNKNOWN -> True
     priority: int = 0
     locality: str = ""              # "region/zone/sub_zone"
+    locality_weight: int = 0        # its LocalityLbEndpoints.load_balancing_weight (0 = unset)
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,7 @@ class Cluster:
     overprovisioning_factor: float = 1.4      # EDS policy.overprovisioning_factor (140 = 1.4)
     least_request_choices: int = 2            # least_request_lb_config.choice_count
     ring_hash_max_size: int = 8388608         # ring_hash_lb_config.maximum_ring_size
+    locality_weighted: bool = False           # common_lb_config.locality_weighted_lb_config set
 
 
 # --- listeners ------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Fault injection: decide per request whether to delay and/or abort it.
 
 Percentages are Envoy FractionalPercent semantics: a draw in [0, 1_000_000)
-hits when it is below percent * 10_000, so 0 never fires and 100 always
-does; delay and abort draw independently (a request can get both: it is
-delayed, then aborted, as Envoy's fault filter does).
+(from rng.random(), the fastest draw) hits when it is below
+percent * 10_000, so 0 never fires and 100 always does; delay and abort
+draw independently (a request can get both: it is delayed, then aborted,
+as Envoy's fault filter does).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def _hits(percent: float, rng) -> bool:
         return False
     if percent >= 100:
         return True
-    return rng.randrange(_MILLION) < int(percent * 10_000)
+    return int(rng.random() * _MILLION) < int(percent * 10_000)
 
 
 def decide(policy: Optional[FaultPolicy], rng=None) -> Fault:

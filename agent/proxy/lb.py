@@ -7,6 +7,9 @@ Priorities, health and panic follow Envoy (docs/proxy-policies.md):
   available / total) percent (factor 1.4 by default); load goes to the
   highest priority first and spills to the next as health drops below 100;
   when the levels' health sums to less than 100 the load is normalised;
+- with cluster.locality_weighted, a level picks a locality first, by its
+  weight scaled down as its hosts become unavailable (Envoy's
+  locality_weighted_lb_config; not for ring_hash/maglev, nor in panic);
 - a level whose available share is below the panic threshold (50%) while
   the whole cluster is not fully healthy is in panic: it balances over all
   of its hosts, available or not; when every level is in panic, load is
@@ -30,11 +33,12 @@ from typing import Collection, Dict, List, Optional
 from agent.config.model import LB_POLICIES, Cluster
 
 from .hosts import Host, HostSet
-from .lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, random_hash, ring_base
+from .lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, random_hash
 
 INF = float("inf")
 _PICKER_CACHE = 4      # host lists whose tables are kept (flapping hosts rebuild nothing)
 _RANDOM_TRIES = 4      # random re-draws before a linear scan when avoiding hosts
+_HASH_POLICIES = ("ring_hash", "maglev")
 
 
 # --- per host-list pickers ------------------------------------------------------
@@ -169,6 +173,52 @@ class _HashPicker:
         return self.table.lookup_other(random_hash(self._rng) if h is None else h, exclude)
 
 
+class _Localities:
+    """Envoy's locality-weighted balancing inside one priority level: pick a
+    locality by EDF over its effective weight, locality_weight x min(1,
+    overprovisioning x available / hosts of the locality), then a host in it
+    with the policy's own picker. Localities without weight get nothing."""
+
+    def __init__(self, groups: List[tuple], make):
+        self.hosts = [h for _, hosts in groups for h in hosts]
+        self._subs = [make(hosts) for _, hosts in groups]
+        self._weights = [w for w, _ in groups]
+        self._heap = [(1.0 / w, i) for i, w in enumerate(self._weights)]
+        heapq.heapify(self._heap)
+
+    def pick(self, h: Optional[int]) -> Host:
+        deadline, i = self._heap[0]
+        heapq.heapreplace(self._heap, (deadline + 1.0 / self._weights[i], i))
+        return self._subs[i].pick(h)
+
+    def pick_other(self, h, exclude) -> Optional[Host]:
+        first = self._heap[0][1]
+        order = [first] + [i for i in range(len(self._subs)) if i != first]
+        for i in order:
+            host = self._subs[i].pick_other(h, exclude)
+            if host is not None:
+                return host
+        return None
+
+
+def locality_groups(level, overprovisioning: float) -> List[tuple]:
+    """(effective weight, available hosts) per locality of a level, weight > 0 only."""
+    total: Dict[str, int] = {}
+    weight: Dict[str, int] = {}
+    for host in level.hosts:
+        total[host.locality] = total.get(host.locality, 0) + 1
+        weight[host.locality] = max(weight.get(host.locality, 0), host.endpoint.locality_weight)
+    available: Dict[str, List[Host]] = {}
+    for host in level.available:
+        available.setdefault(host.locality, []).append(host)
+    groups = []
+    for loc, hosts in available.items():
+        effective = weight[loc] * min(1.0, overprovisioning * len(hosts) / total[loc])
+        if effective > 0:
+            groups.append((effective, hosts))
+    return groups
+
+
 # --- priority levels ------------------------------------------------------------
 
 
@@ -265,9 +315,10 @@ class Balancer:
         preference, as Envoy's previous_hosts retry predicate: a host outside
         it is returned when one exists, else one inside it.
         """
-        now = self._clock()
-        if self._version != self.hosts._version or now >= self._expiry:
-            self._rebuild(now)
+        if self._version != self.hosts._version:
+            self._rebuild(self._clock())
+        elif self._expiry != INF and self._clock() >= self._expiry:
+            self._rebuild(self._clock())
         pickers = self._pickers
         if not pickers:
             return None
@@ -303,17 +354,27 @@ class Balancer:
         for level in levels:
             if level.load and level.candidates:
                 total += level.load
-                self._pickers.append(self._picker(level.candidates))
+                self._pickers.append(self._level_picker(level))
                 self._cum.append(total)
         if self._cum:
             self._cum[-1] = 100     # rounding never leaves a gap at the top
         self._forget_hashes(hosts)
 
+    def _level_picker(self, level: _Level):
+        """Locality-weighted when configured (not for hash policies, nor in
+        panic, as Envoy); the whole level otherwise or when no locality of it
+        has weight."""
+        c = self.cluster
+        if c.locality_weighted and not level.panic and self.policy not in _HASH_POLICIES:
+            groups = locality_groups(level, c.overprovisioning_factor)
+            if groups:
+                return _Localities(groups, self._picker)
+        return self._picker(level.candidates)
+
     def _picker(self, candidates: List[Host]):
         key = tuple((id(h), h.weight) for h in candidates)
         if self.policy == "ring_hash":      # entry counts depend on the whole cluster
-            key += (ring_base(self.hosts.hosts, self.cluster.ring_hash_min_size,
-                              self.cluster.ring_hash_max_size),)
+            key += (tuple((id(h), h.weight) for h in self.hosts.hosts),)
         picker = self._cache.pop(key, None)
         if picker is None:
             picker = self._new_picker(candidates)

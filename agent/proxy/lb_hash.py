@@ -8,10 +8,10 @@ nodemesh proxy (local and remote) for the same host set:
   without it falls back to 64 bits of BLAKE2b. `HASH_FUNCTION` names the one
   in use; all proxies of a mesh must agree, so it is shown in /clusters.
 - ring: each host gets entries in proportion to its weight, at least
-  `min_size` in total and at most `max_size`, keyed "address:port_i" as
-  Envoy's; a key maps to the first entry at or after its hash, wrapping
-  around. Entry counts are powers of two (see ring_counts), which is where
-  we differ from Envoy: hosts that stay keep their keys.
+  `min_size` in total and at most `max_size`, keyed "address:port_i"; a key
+  maps to the first entry at or after its hash, wrapping around. With the
+  same endpoints a key lands on the same host as in an Envoy sidecar, which
+  keeps cache affinity while a mesh moves from sidecars to nodemesh.
 - maglev: Envoy's weighted Maglev permutation fill of a prime-size table,
   offset from hash(key, seed 0), skip from hash(key, seed 1).
 """
@@ -72,18 +72,21 @@ class RingTable:
                  cache: Optional[Dict[bytes, List[int]]] = None,
                  sizing: Optional[Sequence] = None):
         """`sizing`: the hosts the entry counts are computed from (default
-        `hosts`); balancers pass the whole cluster so that a host going
-        unhealthy does not resize everyone else's share of the ring."""
+        `hosts`). Balancers pass the whole cluster, so the ring of a fully
+        healthy cluster is Envoy's, and a host going unhealthy takes only its
+        own entries out (Envoy re-sizes the healthy ring, which moves ~1/n of
+        the other hosts' keys too)."""
         if not hosts:
             raise ValueError("ring_hash: no hosts to build a ring from")
         if min_size < 1 or max_size < min_size:
             raise ValueError(f"ring_hash: need 1 <= min ring size ({min_size}) <= "
                              f"max ring size ({max_size})")
-        base, min_weight = ring_base(sizing or hosts, min_size, max_size)
+        counts = ring_counts(sizing or hosts, min_size, max_size)
+        if any(id(h) not in counts for h in hosts):
+            counts = ring_counts(hosts, min_size, max_size)
         entries = []
         for host in hosts:
-            count = max(1, int(base * host.weight / min_weight))
-            for value in _host_hashes(host, count, cache):
+            for value in _host_hashes(host, counts[id(host)], cache):
                 entries.append((value, host))
         entries.sort(key=lambda e: e[0])
         self.hashes = [e[0] for e in entries]
@@ -109,18 +112,20 @@ class RingTable:
         return None
 
 
-def ring_base(hosts: Sequence, min_size: int, max_size: int):
-    """(entries for a host of the lightest weight, that weight): a host gets
-    base * weight / lightest entries, so the ring holds at least min_size
-    (at most max_size). Envoy sizes the ring to exactly min_size, so every
-    host's count changes with the host count and ~8% of keys move between
-    hosts that stayed; a power of two changes only when the count crosses one."""
-    min_weight = min(h.weight for h in hosts)
-    units = sum(h.weight for h in hosts) / min_weight      # ring size in lightest-host units
-    base = 1 << max(0, math.ceil(math.log2(min_size / units)))
-    if base * units > max_size:
-        base = max_size / units                             # capped: plain proportional
-    return base, min_weight
+def ring_counts(hosts: Sequence, min_size: int, max_size: int) -> Dict[int, int]:
+    """Envoy's ring sizing: id(host) -> entries. The lightest host gets
+    ceil(min_size x its normalised weight) entries, the others in proportion
+    (running sums carry the fractions), the whole capped at max_size."""
+    total = sum(h.weight for h in hosts)
+    min_norm = min(h.weight for h in hosts) / total
+    scale = min(math.ceil(min_norm * min_size) / min_norm, max_size)
+    counts, current, target = {}, 0, 0.0
+    for host in hosts:
+        target += scale * (host.weight / total)     # Envoy's order of operations
+        count = max(0, math.ceil(target - current))
+        counts[id(host)] = count
+        current += count
+    return counts
 
 
 def _host_hashes(host, count: int, cache) -> List[int]:

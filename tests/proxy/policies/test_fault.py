@@ -42,11 +42,11 @@ def test_resolution_is_parts_per_million():
         def __init__(self, value):
             self.value = value
 
-        def randrange(self, n):
-            assert n == 1_000_000
-            return self.value
+        def random(self):
+            return self.value / 1_000_000
     policy = FaultPolicy(abort_status=1, abort_percent=0.0001)     # 1 in a million
     assert decide(policy, Draw(0)).abort_status == 1
+    assert decide(policy, Draw(0.999)).abort_status == 1
     assert decide(policy, Draw(1)) is NO_FAULT
 
 

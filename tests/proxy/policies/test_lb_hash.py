@@ -8,7 +8,8 @@ import pytest
 
 from agent.proxy.hosts import HostSet
 from agent.proxy.lb import make_balancer
-from agent.proxy.lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, is_prime
+from agent.proxy.lb_hash import (HASH_FUNCTION, MaglevTable, RingTable, hash64, is_prime,
+                                 ring_counts)
 
 from .conftest import cluster, endpoints
 
@@ -31,30 +32,38 @@ def test_same_mapping_in_every_instance(policy):
     assert mapping(policy, endpoints(10), seed=1) == mapping(policy, endpoints(10), seed=99)
 
 
-@pytest.mark.parametrize("policy,bound", [("ring_hash", 0.0), ("maglev", 0.03)])
-def test_minimal_disruption_when_a_host_leaves(policy, bound):
-    before = mapping(policy, endpoints(10))
-    gone = endpoints(10)[3]
-    after = mapping(policy, endpoints(10)[:3] + endpoints(10)[4:])
+# (policy, hosts, bound on keys moved between hosts that stayed). Envoy's ring
+# re-sizes with the host count: at 10 hosts each keeps 103 of 1024 entries,
+# at 9 it gets 114, and the new entries take ~9% of keys from other hosts;
+# at 100 hosts the count stays 11. Maglev moves ~1% more than the departed
+# host's share (the paper's trade for even load). Modulo hashing moves ~90%.
+DISRUPTION = [("ring_hash", 10, 0.10), ("ring_hash", 100, 0.005), ("maglev", 10, 0.01),
+              ("maglev", 100, 0.01)]
+
+
+@pytest.mark.parametrize("policy,n,bound", DISRUPTION)
+def test_minimal_disruption_when_a_host_leaves(policy, n, bound):
+    eps = endpoints(n)
+    before = mapping(policy, eps)
+    gone = eps[3]
+    after = mapping(policy, eps[:3] + eps[4:])
     moved = [k for k in KEYS if before[k] != after[k]]
     on_gone = [k for k in KEYS if before[k] == (gone.address, gone.port)]
     assert set(on_gone) <= set(moved)          # those had to move
     collateral = (len(moved) - len(on_gone)) / len(KEYS)
-    # Ring hash moves only the departed host's keys; Maglev a few percent more
-    # (the paper's trade for even load); a naive modulo would move ~90%.
     assert collateral <= bound, (policy, collateral)
-    assert len(moved) / len(KEYS) == pytest.approx(0.1, abs=0.03 + bound)
+    assert len(on_gone) / len(KEYS) == pytest.approx(1 / n, rel=0.35)
 
 
-@pytest.mark.parametrize("policy,bound", [("ring_hash", 0.0), ("maglev", 0.03)])
-def test_minimal_disruption_when_a_host_joins(policy, bound):
-    before = mapping(policy, endpoints(10))
-    after = mapping(policy, endpoints(11))
-    new = endpoints(11)[10]
+@pytest.mark.parametrize("policy,n,bound", DISRUPTION)
+def test_minimal_disruption_when_a_host_joins(policy, n, bound):
+    before = mapping(policy, endpoints(n))
+    after = mapping(policy, endpoints(n + 1))
+    new = endpoints(n + 1)[n]
     moved = [k for k in KEYS if before[k] != after[k]]
     to_new = [k for k in moved if after[k] == (new.address, new.port)]
     assert (len(moved) - len(to_new)) / len(KEYS) <= bound
-    assert len(to_new) / len(KEYS) == pytest.approx(1 / 11, abs=0.03)
+    assert len(to_new) / len(KEYS) == pytest.approx(1 / (n + 1), rel=0.35)
 
 
 @pytest.mark.parametrize("policy", ["ring_hash", "maglev"])
@@ -68,7 +77,9 @@ def test_unhealthy_host_moves_only_its_keys_and_they_come_back(policy):
     during = {k: b.pick(hash_key=k) for k in KEYS[:5000]}
     assert sick not in during.values()
     stayed = sum(1 for k in before if before[k] is not sick and during[k] is before[k])
-    assert stayed / sum(1 for k in before if before[k] is not sick) >= 0.97
+    # the ring keeps every other host's entries (sized over the whole cluster)
+    floor = 1.0 if policy == "ring_hash" else 0.97
+    assert stayed / sum(1 for k in before if before[k] is not sick) >= floor
     sick.health_ok = True
     assert {k: b.pick(hash_key=k) for k in KEYS[:5000]} == before
 
@@ -93,6 +104,15 @@ def test_ring_size_and_weights():
     big = RingTable(HostSet(cluster(endpoints(3, weight=[1, 1, 1000]))).hosts,
                     min_size=1024, max_size=4096)
     assert big.size <= 4096 + 3
+
+
+def test_ring_counts_are_envoys():
+    # equal weights: ceil(1024 / n) each; 1:2:5 -> the lightest gets ceil(1024/8) = 128
+    hosts = HostSet(cluster(endpoints(10))).hosts
+    assert set(ring_counts(hosts, 1024, 8388608).values()) == {103}
+    hosts = HostSet(cluster(endpoints(3, weight=[1, 2, 5]))).hosts
+    assert list(ring_counts(hosts, 1024, 8388608).values()) == [128, 256, 640]
+    assert sum(ring_counts(hosts, 1024, 100).values()) == 100
 
 
 def test_ring_respects_configured_min_size():

@@ -39,7 +39,8 @@ def test_take_n(clock):
     assert b.take(7) and not b.take(4) and b.take(3)
 
 
-@pytest.mark.parametrize("args,field", [((0, 1, 1.0), "max_tokens"), ((1, 0, 1.0), "tokens_per_fill"),
+@pytest.mark.parametrize("args,field", [((0, 1, 1.0), "max_tokens"),
+                                        ((1, 0, 1.0), "tokens_per_fill"),
                                         ((1, 1, 0.0), "fill_interval")])
 def test_invalid_bucket_names_field(args, field):
     with pytest.raises(ValueError, match=field):
