@@ -21,6 +21,12 @@ DURATION_BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 1
                        60000, 300000, 600000, 1800000, 3600000)
 _BOUNDS_S = tuple(b / 1000.0 for b in DURATION_BUCKETS_MS)
 SLOT_LABELS = ("service", "route", "cluster", "source_pod")
+# Gauges every worker reports about the same thing (its copy of the cluster): the
+# node's value is the largest, not the sum.
+SAME_IN_EVERY_WORKER = frozenset({"nodemesh_membership_total", "nodemesh_membership_healthy",
+                                  "nodemesh_outlier_ejections_active",
+                                  "nodemesh_circuit_breakers_rq_open",
+                                  "nodemesh_circuit_breakers_cx_open"})
 OTHER_POD = "other"
 
 HELP = {
@@ -111,7 +117,10 @@ def merge(exports: List[dict]) -> dict:
             counters[key] = counters.get(key, 0) + value
         for name, labels, value in ex.get("gauges", ()):
             key = (name, tuple(map(tuple, labels)))
-            gauges[key] = gauges.get(key, 0) + value
+            if name in SAME_IN_EVERY_WORKER:
+                gauges[key] = max(gauges.get(key, value), value)
+            else:
+                gauges[key] = gauges.get(key, 0) + value
         for labels, codes, buckets, sum_ms in ex.get("slots", ()):
             key = tuple(labels)
             cur = slots.setdefault(key, [{}, [0] * len(buckets), 0.0])

@@ -23,18 +23,24 @@ from agent.codec import CodecError
 
 from . import fault as fault_policy
 from . import mutations
-from .protocols import (FLAG_DOWNSTREAM_CLOSED, FLAG_DRAIN_CUT, FLAG_FAULT, FLAG_NO_HEALTHY,
-                        FLAG_NO_ROUTE, FLAG_NONE, FLAG_OVERLOADED, FLAG_RATE_LIMITED,
-                        FLAG_TIMEOUT, FRAME_KEEPALIVE, REASON_FOR_FLAG, DUBBO_READONLY_EVENT)
+from .protocols import (DUBBO_READONLY_EVENT, FLAG_CONNECT_FAIL, FLAG_DOWNSTREAM_CLOSED,
+                        FLAG_DRAIN_CUT, FLAG_FAULT, FLAG_NO_HEALTHY, FLAG_NO_ROUTE, FLAG_NONE, FLAG_OVERFLOW,
+                        FLAG_OVERLOADED, FLAG_RATE_LIMITED, FLAG_RESET, FLAG_TIMEOUT,
+                        FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, REASON_FOR_FLAG)
 from .replies import fault_reply, malformed_reply
 from .request import Request
 
 _monotonic = time.monotonic
 _PAUSE_LIMITS, _PAUSE_WRITE = 1, 2
 
+# Local reply texts, as Envoy words them where it has one.
 MESSAGES = {FLAG_NO_ROUTE: "no route", FLAG_NO_HEALTHY: "no healthy upstream",
             FLAG_RATE_LIMITED: "local rate limited", FLAG_TIMEOUT: "upstream request timeout",
-            FLAG_OVERLOADED: "overloaded: per-pod fairness", FLAG_DRAIN_CUT: "proxy draining"}
+            FLAG_OVERLOADED: "overloaded: per-pod fairness", FLAG_DRAIN_CUT: "proxy draining",
+            FLAG_CONNECT_FAIL: "upstream connect error: connection failure",
+            FLAG_RESET: "upstream reset before response",
+            FLAG_OVERFLOW: "upstream overflow: circuit breaker open",
+            FLAG_UPSTREAM_PROTOCOL: "upstream protocol error"}
 
 
 class Session(asyncio.Protocol):

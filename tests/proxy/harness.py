@@ -223,3 +223,17 @@ def run_threads(n: int, fn, *args) -> list:
     """fn(i, *args) in n threads; returns results (exceptions re-raised)."""
     with concurrent.futures.ThreadPoolExecutor(n) as ex:
         return [f.result() for f in [ex.submit(fn, i, *args) for i in range(n)]]
+
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+def backend(kind: str, name: str, *opts, port: Optional[int] = None) -> Process:
+    """A server from tests/proxy/backends.py in its own process."""
+    import os
+    import sys
+
+    port = port or free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return Process([sys.executable, "-m", "tests.proxy.backends", kind, str(port), name, *opts],
+                   port=port, ready_line="ready", cwd=ROOT, env=env)
