@@ -9,6 +9,7 @@ common shape of a service with one destination.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from bisect import bisect_right
@@ -95,7 +96,8 @@ class ChainRuntime:
         self.request_timeout = chain.request_timeout or default_timeout
         self.idle_timeout = chain.idle_timeout
         self.tcp_cluster = chain.tcp_cluster
-        self.identity = (chain.codec, tuple(sorted(self.options.items(), key=str)))
+        # what a pooled upstream connection depends on: codec and options
+        self.identity = (chain.codec, json.dumps(self.options, sort_keys=True, default=str))
 
     def select(self, frame) -> Optional[RouteRuntime]:
         if self.default is not None:

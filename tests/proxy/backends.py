@@ -4,7 +4,8 @@
 
 - http: http.server (HTTP/1.1 keep-alive). GET /status/N answers N, /sleep/MS waits,
   /count returns how many requests it served; every answer names the backend
-  (X-Backend header, JSON body with the request's headers).
+  (X-Backend header, JSON body with the request's headers). OPTIONS: status=N answers
+  every other request with N (a failing host).
 - dubbo: a Dubbo 2 provider (consumers write bodies with python-hessian's encoder;
   hessian_values() reads them). One thread per request, so replies can overtake each
   other; methods: sleep(ms), fail (SERVER_ERROR), garbage (bytes that are not
@@ -43,18 +44,21 @@ def _ready() -> None:
 
 # -- HTTP/1.1 ------------------------------------------------------------------------------
 
-def http(host, port, name, *_):
+def http(host, port, name, *opts):
+    fixed = int(opts[0].split("=", 1)[1]) if opts and opts[0].startswith("status=") else None
+
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         wbufsize = -1
 
         def _answer(self, body_wanted=True):
-            _count("requests")
             path = self.path
+            if path != "/count":
+                _count("requests")
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
-            status = 200
+            status = fixed or 200
             if path.startswith("/status/"):
                 status = int(path.split("/")[2])
             elif path.startswith("/sleep/"):
@@ -301,6 +305,41 @@ def thrift(host, port, name, protocol="binary", transport="framed"):
     server.serve()
 
 
+# -- a private length-field protocol (see LF_OPTIONS) ----------------------------------------
+
+LF_HEADER = struct.Struct(">HBBII8s")      # magic, kind, status, length (whole frame), id, method
+LF_OPTIONS = {"magic": 0x4E4D, "magic_size": 2, "length_offset": 4, "length_size": 4,
+              "length_includes_header": 1, "header_length": 20, "id_offset": 8, "id_size": 4,
+              "kind_offset": 2, "kind_response_mask": 1, "kind_oneway_mask": 2,
+              "kind_heartbeat_mask": 4,
+              "fields": [{"name": "status", "offset": 3, "length": 1, "integer": True},
+                         {"name": "method", "offset": 12, "length": 8}]}
+
+
+def lf_frame(kind: int, rid: int, method: str, body: bytes, status: int = 0) -> bytes:
+    return LF_HEADER.pack(0x4E4D, kind, status, 20 + len(body), rid,
+                          method.encode().ljust(8, b"\0")) + body
+
+
+def lengthfield(host, port, name, *_):
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            while True:
+                head = _read(self.request, 20)
+                if head is None:
+                    return
+                _, kind, _, length, rid, method = LF_HEADER.unpack(head)
+                body = _read(self.request, length - 20) or b""
+                method = method.rstrip(b"\0").decode()
+                _count(method)
+                if kind & 2:
+                    continue
+                self.request.sendall(lf_frame(kind | 1, rid, method,
+                                              f"{name} {method} ".encode() + body))
+
+    _threaded_tcp(host, port, Handler)
+
+
 # -- garbage ------------------------------------------------------------------------------------------
 
 def garbage(host, port, name, *_):
@@ -319,7 +358,8 @@ def garbage(host, port, name, *_):
     _threaded_tcp(host, port, Handler)
 
 
-SERVERS = {"http": http, "dubbo": dubbo, "thrift": thrift, "garbage": garbage}
+SERVERS = {"http": http, "dubbo": dubbo, "thrift": thrift, "lengthfield": lengthfield,
+           "garbage": garbage}
 
 if __name__ == "__main__":
     kind, port, name = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -132,3 +132,25 @@ def backend_cmd(kind: str, port: int, name: str, *opts) -> list:
 
 __all__ = ["DubboConsumer", "ThriftClient", "ThriftError", "HEARTBEAT", "backend_cmd",
            "struct"]
+
+
+class Http:
+    """A keep-alive HTTP/1.1 client (http.client), optionally from a given source address."""
+
+    def __init__(self, port: int, source: str = "127.0.0.1", host: str = "web.local",
+                 timeout: float = 10.0):
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                               source_address=(source, 0))
+        self.host = host
+
+    def get(self, path: str = "/", method: str = "GET", headers=None):
+        """(status, headers dict lower-cased, body bytes)."""
+        self.conn.request(method, path, headers={"Host": self.host, **(headers or {})})
+        resp = self.conn.getresponse()
+        body = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
+
+    def close(self):
+        self.conn.close()
