@@ -34,8 +34,11 @@ class _Upstream(asyncio.Protocol):
 
     def eof_received(self):
         s = self.session
+        s.eof_up = True
         if s.transport is not None and s.transport.can_write_eof() and not s.transport.is_closing():
             s.transport.write_eof()
+        if s.eof_down:                     # both sides finished: nothing more can flow
+            s.close()
         return True
 
     def pause_writing(self):
@@ -64,6 +67,7 @@ class TcpSession(asyncio.Protocol):
         self.cluster = None
         self.host = None
         self.closed = False
+        self.eof_up = self.eof_down = False       # half-closes seen from each side
         self.start = time.monotonic()
         self.slot = None
 
@@ -128,10 +132,13 @@ class TcpSession(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self):
+        self.eof_down = True
         if self.upstream is not None and self.upstream.transport.can_write_eof():
             self.upstream.transport.write_eof()
         else:
             self._eof_pending = True
+        if self.eof_up:
+            self.close()
         return True
 
     def pause_writing(self):

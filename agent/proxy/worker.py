@@ -277,6 +277,8 @@ class Worker:
         for s in list(self.sessions):
             if s.chain is not None and s.idle_for(now) > s.chain.idle_timeout:
                 s.drain()
+            elif s.draining:
+                s.check_drain(now)
         for t in list(self.tcp_sessions):
             t.check_idle(now)
         for rt in list(self.clusters.values()):
@@ -306,6 +308,8 @@ class Worker:
         self._drain_progress(time.monotonic())
 
     def _drain_progress(self, now):
+        for s in list(self.sessions):
+            s.check_drain(now)
         if self.sessions or self.tcp_sessions:
             if now < self.drain_deadline:
                 return

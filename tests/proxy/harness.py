@@ -113,9 +113,16 @@ class ProxyThread:
             raise TimeoutError("proxy worker did not start")
         if self._error:
             raise self._error
-        for port in self.worker.listeners.servers:
-            wait_port(port)
+        self.wait_listening()
         return self
+
+    def wait_listening(self, timeout: float = 10.0):
+        """Until every listening socket of the worker is served (without connecting to it)."""
+        deadline = time.monotonic() + timeout
+        while not self.call(lambda: all(t.done() for t in self.worker.listeners.servers.values())):
+            if time.monotonic() > deadline:
+                raise TimeoutError("listeners did not open")
+            time.sleep(0.01)
 
     def _run(self):
         import uvloop
@@ -154,7 +161,7 @@ class ProxyThread:
     def apply(self, snap: Snapshot) -> list:
         self.snapshot = snap
         problems = self.call(self.worker.apply_snapshot, snap)
-        time.sleep(0.05)                      # new listening sockets open on the loop
+        self.wait_listening()
         return problems
 
     def export(self) -> dict:
