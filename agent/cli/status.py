@@ -16,6 +16,7 @@ EPILOG = """examples:
   nodemesh status -o json
   nodemesh status --probe ready --of proxy     # kubelet readinessProbe (exec)
   nodemesh status --probe live --of agent      # kubelet livenessProbe (exec)
+  nodemesh status --probe ready --socket /run/nodemesh/proxy-remote.sock
 
 exit codes: 0 ok; with --probe: 0 ready/live, 1 not
 """
@@ -28,29 +29,33 @@ def register(sub, common):
                     help="check one component's /ready or /healthz; exit code only")
     st.add_argument("--of", choices=tuple(admin_link.COMPONENTS), default="agent",
                     help="component for --probe (default agent)")
+    st.add_argument("--socket", metavar="PATH",
+                    help="admin socket for --probe (default: the --of component's)")
     st.set_defaults(func=cmd_status)
 
 
 def cmd_status(args) -> int:
     s = options.settings(args)
     if args.probe:
-        return probe(s.run_dir, args.of, args.probe)
+        return probe(s.run_dir, args.of, args.probe, args.socket)
     data = gather(s)
     output.emit(data, args.output, lambda wide: render(data))
     return 0
 
 
-def probe(run_dir: str, component: str, kind: str) -> int:
+def probe(run_dir: str, component: str, kind: str, socket_path=None) -> int:
     endpoint = "/ready" if kind == "ready" else "/healthz"
-    status, _ = _status(run_dir, component, endpoint)
+    status, _ = _status(run_dir, component, endpoint, socket_path)
     return 0 if status == 200 else 1
 
 
-def _status(run_dir, component, endpoint):
-    from agent.admin import AdminError
+def _status(run_dir, component, endpoint, socket_path=None):
+    from agent.admin import AdminClient, AdminError
 
+    client = (AdminClient(socket_path) if socket_path
+              else admin_link.client(run_dir, component))
     try:
-        return admin_link.client(run_dir, component).request("GET", endpoint, ok=(200, 503))
+        return client.request("GET", endpoint, ok=(200, 503))
     except AdminError as e:
         return None, str(e)
 

@@ -203,12 +203,15 @@ class HealthChecker:
         self._conns: Dict[int, _Conn] = {}
         self._streak: Dict[int, int] = {}     # >0 successes, <0 failures in a row
         self._stopping: Optional[asyncio.Event] = None
+        self._stop_requested = False
         self.rounds = 0
         self.last_error: Dict[int, str] = {}
 
     async def run(self) -> None:
         """Probe every interval until stop(); connections are closed on exit."""
         self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
         try:
             while not self._stopping.is_set():
                 started = self._clock()
@@ -220,6 +223,8 @@ class HealthChecker:
             self.close()
 
     def stop(self) -> None:
+        """End run() after the probes in flight (also if run() has not started)."""
+        self._stop_requested = True
         if self._stopping is not None:
             self._stopping.set()
 

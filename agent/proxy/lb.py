@@ -23,200 +23,20 @@ weights), random and least_request, O(log n) otherwise.
 
 from __future__ import annotations
 
-import heapq
 import random
 import time
 from bisect import bisect_right
-from itertools import cycle
 from typing import Collection, Dict, List, Optional
 
 from agent.config.model import LB_POLICIES, Cluster
 
 from .hosts import Host, HostSet
-from .lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, random_hash
+from .lb_hash import HASH_FUNCTION, MaglevTable, RingTable, hash64, is_prime
+from .lb_pickers import HashPick, LeastRequest, Localities, RandomPick, RoundRobin
 
 INF = float("inf")
 _PICKER_CACHE = 4      # host lists whose tables are kept (flapping hosts rebuild nothing)
-_RANDOM_TRIES = 4      # random re-draws before a linear scan when avoiding hosts
 _HASH_POLICIES = ("ring_hash", "maglev")
-
-
-# --- per host-list pickers ------------------------------------------------------
-
-
-_GOLDEN = 0.6180339887498949
-
-
-class _RoundRobin:
-    """Equal weights: rotate from a random start. Unequal: earliest deadline
-    first (Envoy's EDF scheduler): host i is due at (k + phase_i) / weight_i.
-    Phases spread by the golden ratio (from a random origin) keep hosts of
-    equal weight from coming due together, so picks interleave as smoothly
-    as nginx's smooth weighted round robin, at O(log n) instead of O(n)."""
-
-    def __init__(self, hosts: List[Host], rng, **_):
-        self.hosts = hosts
-        self._equal = len({h.weight for h in hosts}) == 1
-        if self._equal:
-            start = rng.randrange(len(hosts))
-            self._next = cycle(hosts[start:] + hosts[:start]).__next__
-        else:
-            origin = rng.random()
-            self._heap = [(((origin + i * _GOLDEN) % 1.0) / h.weight, i)
-                          for i, h in enumerate(hosts)]
-            heapq.heapify(self._heap)
-
-    def _edf(self) -> Host:
-        deadline, i = self._heap[0]
-        host = self.hosts[i]
-        heapq.heapreplace(self._heap, (deadline + 1.0 / host.weight, i))
-        return host
-
-    def pick(self, h: Optional[int]) -> Host:
-        return self._next() if self._equal else self._edf()
-
-    def pick_other(self, h, exclude) -> Optional[Host]:
-        for _ in range(len(self.hosts)):
-            host = self.pick(h)
-            if host not in exclude:
-                return host
-        return None
-
-
-class _Random:
-    """Uniform over equal weights, else weighted by a cumulative table."""
-
-    def __init__(self, hosts: List[Host], rng, **_):
-        self.hosts = hosts
-        self._rand = rng.random
-        self._n = len(hosts)
-        weights = [h.weight for h in hosts]
-        self._equal = len(set(weights)) == 1
-        self._cum, total = [], 0
-        for w in weights:
-            total += w
-            self._cum.append(total)
-        self._total = total
-
-    def pick(self, h: Optional[int]) -> Host:
-        if self._equal:
-            return self.hosts[int(self._rand() * self._n)]
-        return self.hosts[bisect_right(self._cum, self._rand() * self._total)]
-
-    def pick_other(self, h, exclude) -> Optional[Host]:
-        return _avoid_by_draws(self, h, exclude, self._rand)
-
-
-class _LeastRequest:
-    """Envoy's least_request. Equal weights: the least loaded of
-    `choices` random hosts (power of two choices). Unequal weights: EDF where
-    a host's weight is divided by (active_requests + 1) when it is scheduled,
-    so loaded hosts come round less often."""
-
-    def __init__(self, hosts: List[Host], rng, choices: int = 2, **_):
-        if choices < 2:
-            raise ValueError(f"least_request: choice_count must be >= 2, got {choices}")
-        self.hosts = hosts
-        self._rand = rng.random
-        self._n = len(hosts)
-        self._choices = choices
-        self._equal = len({h.weight for h in hosts}) == 1
-        if not self._equal:
-            self._heap = [(1.0 / h.weight, i) for i, h in enumerate(hosts)]
-            heapq.heapify(self._heap)
-
-    def pick(self, h: Optional[int]) -> Host:
-        hosts, rand, n = self.hosts, self._rand, self._n
-        if self._equal:
-            best = hosts[int(rand() * n)]
-            for _ in range(self._choices - 1):
-                other = hosts[int(rand() * n)]
-                if other.active_requests < best.active_requests:
-                    best = other
-            return best
-        deadline, i = self._heap[0]
-        host = hosts[i]
-        heapq.heapreplace(self._heap, (deadline + (host.active_requests + 1) / host.weight, i))
-        return host
-
-    def pick_other(self, h, exclude) -> Optional[Host]:
-        return _avoid_by_draws(self, h, exclude, self._rand)
-
-
-def _avoid_by_draws(picker, h, exclude, rand) -> Optional[Host]:
-    """A few fresh picks, then a scan from a random start (retries only)."""
-    for _ in range(_RANDOM_TRIES):
-        host = picker.pick(h)
-        if host not in exclude:
-            return host
-    hosts = picker.hosts
-    start = int(rand() * len(hosts))
-    for i in range(len(hosts)):
-        host = hosts[(start + i) % len(hosts)]
-        if host not in exclude:
-            return host
-    return None
-
-
-class _HashPicker:
-    """ring_hash / maglev: the key's hash selects; no key = a random point."""
-
-    def __init__(self, table, rng):
-        self.table = table
-        self._rng = rng
-        self._lookup = table.lookup
-
-    def pick(self, h: Optional[int]) -> Host:
-        return self._lookup(random_hash(self._rng) if h is None else h)
-
-    def pick_other(self, h, exclude) -> Optional[Host]:
-        return self.table.lookup_other(random_hash(self._rng) if h is None else h, exclude)
-
-
-class _Localities:
-    """Envoy's locality-weighted balancing inside one priority level: pick a
-    locality by EDF over its effective weight, locality_weight x min(1,
-    overprovisioning x available / hosts of the locality), then a host in it
-    with the policy's own picker. Localities without weight get nothing."""
-
-    def __init__(self, groups: List[tuple], make):
-        self.hosts = [h for _, hosts in groups for h in hosts]
-        self._subs = [make(hosts) for _, hosts in groups]
-        self._weights = [w for w, _ in groups]
-        self._heap = [(1.0 / w, i) for i, w in enumerate(self._weights)]
-        heapq.heapify(self._heap)
-
-    def pick(self, h: Optional[int]) -> Host:
-        deadline, i = self._heap[0]
-        heapq.heapreplace(self._heap, (deadline + 1.0 / self._weights[i], i))
-        return self._subs[i].pick(h)
-
-    def pick_other(self, h, exclude) -> Optional[Host]:
-        first = self._heap[0][1]
-        order = [first] + [i for i in range(len(self._subs)) if i != first]
-        for i in order:
-            host = self._subs[i].pick_other(h, exclude)
-            if host is not None:
-                return host
-        return None
-
-
-def locality_groups(level, overprovisioning: float) -> List[tuple]:
-    """(effective weight, available hosts) per locality of a level, weight > 0 only."""
-    total: Dict[str, int] = {}
-    weight: Dict[str, int] = {}
-    for host in level.hosts:
-        total[host.locality] = total.get(host.locality, 0) + 1
-        weight[host.locality] = max(weight.get(host.locality, 0), host.endpoint.locality_weight)
-    available: Dict[str, List[Host]] = {}
-    for host in level.available:
-        available.setdefault(host.locality, []).append(host)
-    groups = []
-    for loc, hosts in available.items():
-        effective = weight[loc] * min(1.0, overprovisioning * len(hosts) / total[loc])
-        if effective > 0:
-            groups.append((effective, hosts))
-    return groups
 
 
 # --- priority levels ------------------------------------------------------------
@@ -276,6 +96,24 @@ def _load_by_host_count(levels: List[_Level]) -> None:
     levels[0].load += remaining
 
 
+def locality_groups(level, overprovisioning: float) -> List[tuple]:
+    """(effective weight, available hosts) per locality of a level, weight > 0 only."""
+    total: Dict[str, int] = {}
+    weight: Dict[str, int] = {}
+    for host in level.hosts:
+        total[host.locality] = total.get(host.locality, 0) + 1
+        weight[host.locality] = max(weight.get(host.locality, 0), host.endpoint.locality_weight)
+    available: Dict[str, List[Host]] = {}
+    for host in level.available:
+        available.setdefault(host.locality, []).append(host)
+    groups = []
+    for loc, hosts in available.items():
+        effective = weight[loc] * min(1.0, overprovisioning * len(hosts) / total[loc])
+        if effective > 0:
+            groups.append((effective, hosts))
+    return groups
+
+
 # --- the balancer -----------------------------------------------------------------
 
 
@@ -283,14 +121,7 @@ class Balancer:
     """Picks hosts of one HostSet under one policy; see the module docstring."""
 
     def __init__(self, cluster: Cluster, hosts: HostSet, rng=None, clock=None):
-        if cluster.lb_policy not in LB_POLICIES:
-            raise ValueError(f"cluster {cluster.name!r}: lb_policy {cluster.lb_policy!r} "
-                             f"is not one of {', '.join(LB_POLICIES)}")
-        if not 0 <= cluster.panic_threshold <= 100:
-            raise ValueError(f"cluster {cluster.name!r}: panic_threshold "
-                             f"{cluster.panic_threshold} outside 0..100")
-        if cluster.overprovisioning_factor <= 0:
-            raise ValueError(f"cluster {cluster.name!r}: overprovisioning_factor must be > 0")
+        validate(cluster)
         self.cluster = cluster
         self.policy = cluster.lb_policy
         self.hosts = hosts
@@ -368,7 +199,7 @@ class Balancer:
         if c.locality_weighted and not level.panic and self.policy not in _HASH_POLICIES:
             groups = locality_groups(level, c.overprovisioning_factor)
             if groups:
-                return _Localities(groups, self._picker)
+                return Localities(groups, self._picker)
         return self._picker(level.candidates)
 
     def _picker(self, candidates: List[Host]):
@@ -386,17 +217,17 @@ class Balancer:
     def _new_picker(self, candidates: List[Host]):
         c = self.cluster
         if self.policy == "round_robin":
-            return _RoundRobin(candidates, self._rng)
+            return RoundRobin(candidates, self._rng)
         if self.policy == "random":
-            return _Random(candidates, self._rng)
+            return RandomPick(candidates, self._rng)
         if self.policy == "least_request":
-            return _LeastRequest(candidates, self._rng, choices=c.least_request_choices)
+            return LeastRequest(candidates, self._rng, choices=c.least_request_choices)
         if self.policy == "ring_hash":
             table = RingTable(candidates, c.ring_hash_min_size, c.ring_hash_max_size,
                               self._ring_hashes, sizing=self.hosts.hosts)
         else:
             table = MaglevTable(candidates, c.maglev_table_size)
-        return _HashPicker(table, self._rng)
+        return HashPick(table, self._rng)
 
     def _forget_hashes(self, hosts: List[Host]) -> None:
         if len(self._ring_hashes) > 2 * len(hosts) + 16:
@@ -420,9 +251,31 @@ class Balancer:
         }
 
 
+def validate(cluster: Cluster) -> None:
+    """Raise ValueError naming the cluster and field of a setting the
+    balancer cannot use (the config compiler may call this too)."""
+    c, where = cluster, f"cluster {cluster.name!r}"
+    if c.lb_policy not in LB_POLICIES:
+        raise ValueError(f"{where}: lb_policy {c.lb_policy!r} is not one of "
+                         f"{', '.join(LB_POLICIES)}")
+    if not 0 <= c.panic_threshold <= 100:
+        raise ValueError(f"{where}: panic_threshold {c.panic_threshold} outside 0..100")
+    if not c.overprovisioning_factor > 0:
+        raise ValueError(f"{where}: overprovisioning_factor must be > 0, "
+                         f"got {c.overprovisioning_factor}")
+    if c.lb_policy == "least_request" and c.least_request_choices < 2:
+        raise ValueError(f"{where}: least_request_choices (choice_count) must be >= 2, "
+                         f"got {c.least_request_choices}")
+    if c.lb_policy == "ring_hash" and not 1 <= c.ring_hash_min_size <= c.ring_hash_max_size:
+        raise ValueError(f"{where}: need 1 <= ring_hash_min_size ({c.ring_hash_min_size}) "
+                         f"<= ring_hash_max_size ({c.ring_hash_max_size})")
+    if c.lb_policy == "maglev" and not is_prime(c.maglev_table_size):
+        raise ValueError(f"{where}: maglev_table_size {c.maglev_table_size} is not prime")
+
+
 def make_balancer(cluster: Cluster, hosts: HostSet, rng=None, clock=None) -> Balancer:
     """The balancer for cluster.lb_policy over `hosts` (rng and clock injectable)."""
     return Balancer(cluster, hosts, rng=rng, clock=clock)
 
 
-__all__ = ["Balancer", "HASH_FUNCTION", "assign_load", "make_balancer"]
+__all__ = ["Balancer", "HASH_FUNCTION", "assign_load", "make_balancer", "validate"]

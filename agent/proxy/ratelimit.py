@@ -57,10 +57,17 @@ class TokenBucket:
 class RateLimiter:
     """allow(source_pod) for one route's RateLimitPolicy."""
 
-    def __init__(self, policy: RateLimitPolicy, clock=None, max_pods: int = DEFAULT_MAX_PODS):
+    def __init__(self, policy: RateLimitPolicy, clock=None, max_pods: int = DEFAULT_MAX_PODS,
+                 workers: int = 1):
+        """`workers`: how many worker processes share the limit; each gets
+        1/workers of the tokens (rounded up), so the node as a whole admits
+        the configured rate as Envoy's process-wide bucket does."""
         if max_pods < 1:
             raise ValueError(f"rate limit: max_pods must be >= 1, got {max_pods}")
+        if workers < 1:
+            raise ValueError(f"rate limit: workers must be >= 1, got {workers}")
         self.policy = policy
+        self.workers = workers
         self.max_pods = max_pods
         self._clock = clock or time.monotonic
         self._shared = None if policy.per_source_pod else self._bucket()
@@ -70,8 +77,9 @@ class RateLimiter:
         self.evicted = 0
 
     def _bucket(self) -> TokenBucket:
-        p = self.policy
-        return TokenBucket(p.max_tokens, p.tokens_per_fill, p.fill_interval, self._clock)
+        p, n = self.policy, self.workers
+        return TokenBucket(-(-p.max_tokens // n), -(-p.tokens_per_fill // n), p.fill_interval,
+                           self._clock)
 
     def allow(self, source_pod: "int | str | None" = None) -> bool:
         """True if the request may pass; counts it either way."""

@@ -288,3 +288,10 @@ def test_thrift_call_is_what_the_codec_reads(proto, transport):
     assert len(frames) == 1
     f = frames[0]
     assert (f.kind, f.request_id, f.metadata["method"]) == ("request", 300, "ping")
+
+
+def test_stop_before_run_returns_at_once():
+    hc, host, _ = checker(1, "redis")
+    hc.stop()
+    run(asyncio.wait_for(hc.run(), 5))
+    assert hc.rounds == 0

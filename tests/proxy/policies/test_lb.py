@@ -102,8 +102,8 @@ def test_least_request_weighted_divides_by_active_requests():
 
 
 def test_least_request_choice_count_validated():
-    with pytest.raises(ValueError, match="choice_count"):
-        balancer(endpoints(3), "least_request", least_request_choices=1)[0].pick()
+    with pytest.raises(ValueError, match="cluster 'svc': least_request_choices"):
+        balancer(endpoints(3), "least_request", least_request_choices=1)
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -148,7 +148,14 @@ def test_maglev_weighted_fill():
 
 def test_maglev_size_must_be_prime_and_named():
     c = cluster(endpoints(3), "maglev", maglev_table_size=65536)
-    b = make_balancer(c, HostSet(c))
+    with pytest.raises(ValueError, match="cluster 'svc': maglev_table_size 65536 is not prime"):
+        make_balancer(c, HostSet(c))
     with pytest.raises(ValueError, match="table size 65536 is not prime"):
-        b.pick(hash_key=b"x")
+        MaglevTable(HostSet(c).hosts, 65536)
     assert is_prime(65537) and is_prime(2) and not is_prime(1) and not is_prime(65535)
+
+
+def test_ring_sizes_validated_with_cluster_name():
+    c = cluster(endpoints(3), "ring_hash", ring_hash_min_size=10, ring_hash_max_size=5)
+    with pytest.raises(ValueError, match="cluster 'svc': need 1 <= ring_hash_min_size"):
+        make_balancer(c, HostSet(c))

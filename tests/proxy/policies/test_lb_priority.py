@@ -4,6 +4,8 @@ import random
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.proxy.hosts import HostSet
 from agent.proxy.lb import _levels, assign_load, make_balancer
@@ -108,3 +110,30 @@ def test_invalid_panic_threshold_names_field():
     c = cluster(endpoints(1), panic_threshold=150)
     with pytest.raises(ValueError, match="panic_threshold"):
         make_balancer(c, HostSet(c))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 40)), min_size=1, max_size=5),
+       st.sampled_from([0, 50, 100]), st.sampled_from([1.0, 1.4, 2.0]))
+def test_load_invariants(levels_spec, threshold, factor):
+    """Loads are 0..100 and add up to 100 unless nothing can take traffic;
+    a fully available first level takes everything; panic only below threshold."""
+    eps = ()
+    for p, (total, up) in enumerate(levels_spec):
+        eps += endpoints(total, priority=p, net=f"10.{p + 1}")
+    c = cluster(eps, "random", panic_threshold=threshold, overprovisioning_factor=factor)
+    hs = HostSet(c)
+    for p, (total, up) in enumerate(levels_spec):
+        for h in [h for h in hs.hosts if h.priority == p][min(up, total):]:
+            h.health_ok = False
+    levels = _levels(hs.hosts, 0.0)
+    assign_load(levels, factor, threshold)
+    loads_ = [lv.load for lv in levels]
+    assert all(0 <= x <= 100 for x in loads_)
+    anything = any(lv.available for lv in levels) or threshold > 0
+    assert sum(loads_) == (100 if anything else 0)
+    if len(levels[0].available) == len(levels[0].hosts):
+        assert loads_[0] == 100
+    for lv in levels:
+        if lv.panic:
+            assert 100 * len(lv.available) / len(lv.hosts) < threshold

@@ -70,3 +70,12 @@ def test_pod_buckets_are_bounded_lru(clock):
     assert rl.stats()["pod_buckets"] == 3 and rl.stats()["evicted"] == 1
     assert rl.allow("b")               # b starts over with a full bucket (evicts c)
     assert not rl.allow("a") and not rl.allow("d")
+
+
+def test_workers_split_the_tokens(clock):
+    rl = RateLimiter(RateLimitPolicy(10, 5, 1.0), clock=clock, workers=4)
+    assert sum(rl.allow() for _ in range(10)) == 3          # ceil(10 / 4)
+    clock.advance(1)
+    assert sum(rl.allow() for _ in range(10)) == 2          # ceil(5 / 4)
+    with pytest.raises(ValueError, match="workers"):
+        RateLimiter(RateLimitPolicy(1, 1, 1.0), workers=0)
