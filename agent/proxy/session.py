@@ -50,7 +50,7 @@ class Session(asyncio.Protocol):
     __slots__ = ("worker", "binding", "transport", "chain", "traits", "mux", "http", "decoder",
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
-                 "stream_source", "busy")
+                 "stream_source", "busy", "orig_dst")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -73,6 +73,7 @@ class Session(asyncio.Protocol):
         self.stream_source = None
         self.busy = False
         self.pod = ""
+        self.orig_dst = None         # (address, port) the client dialled (local role)
 
     # -- connection lifecycle ------------------------------------------------------------
 
@@ -84,13 +85,13 @@ class Session(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        chain, pod = resolved
+        chain, pod, self.orig_dst = resolved
         self.pod = pod
         if chain.codec is None:               # L4 filter chain: hand the socket to the splice
             from .tcp_proxy import TcpSession
 
             self.closed = True
-            tcp = TcpSession(w, chain, pod)
+            tcp = TcpSession(w, chain, pod, self.orig_dst)
             transport.set_protocol(tcp)
             tcp.connection_made(transport)
             return
@@ -195,6 +196,11 @@ class Session(asyncio.Protocol):
             return
         cluster_name = route.pick_cluster()
         req.slot = self._slot(chain, route.name, cluster_name or "-")
+        if chain.rate_rules:                    # listener-wide limits come first
+            limiter = chain.rate_limiter(frame)
+            if limiter is not None and not limiter.allow(self.pod):
+                self.fail(req, FLAG_RATE_LIMITED)
+                return
         if route.limiter is not None and not route.limiter.allow(self.pod):
             self.fail(req, FLAG_RATE_LIMITED)
             return
