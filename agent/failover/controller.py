@@ -213,8 +213,9 @@ class FailoverController:
         stats = await signals.proxy_stats(s.admin_path, s.probe_timeout)
         listen = self.control.proxy()["local_proxy"] or s.proxy_listen
         try:
-            queue = signals.accept_queue(*parse_hostport(listen))
-        except OSError:
+            # pyroute2's sync API runs its own event loop: not on ours
+            queue = await asyncio.to_thread(signals.accept_queue, *parse_hostport(listen))
+        except (OSError, DatapathError):
             queue = None
         pids = signals.cgroup_pids(s.proxy_cgroup) if s.proxy_cgroup else \
             (stats.pids if stats else [])

@@ -252,7 +252,7 @@ async def tcp_reachable(ip: str, port: int, timeout: float) -> Tuple[bool, str]:
     except asyncio.TimeoutError:
         return False, f"{ip}:{port}: no answer in {timeout:g}s"
     except OSError as e:
-        return False, f"{ip}:{port}: {e.strerror or e}"
+        return False, f"{ip}:{port}: {os.strerror(e.errno) if e.errno else e}"
     writer.close()
     return True, f"{ip}:{port}: connected in {(time.monotonic() - started) * 1000:.1f} ms"
 
