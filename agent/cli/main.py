@@ -6,7 +6,7 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import datapath, demo, doctor, options, pods, services, stats
+from . import datapath, demo, doctor, failover, options, pods, services, stats
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -15,6 +15,7 @@ EPILOG = """examples:
   nodemesh datapath set --local-proxy 127.0.0.1:15001 --mode local
   nodemesh service add 198.18.0.10:6379 --protocol redis
   nodemesh enroll --cgroup /sys/fs/cgroup/demo && nodemesh stats
+  nodemesh failover status && nodemesh drain --deadline 30
   nodemesh uninstall
 
 exit codes: 0 ok, 1 failed, 2 usage, 3 datapath not up, 4 not root,
@@ -55,6 +56,7 @@ def parser() -> options.Parser:
     stats.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
+    failover.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")

@@ -31,7 +31,7 @@ def status(c) -> dict:
                   "flaps": ctx.flaps if ctx else 0},
         "remote": {**(c.last["remote"] or {}), "up": ctx.remote_up if ctx else None},
         "overload": c.last["pressure"],
-        "draining": c.drain.status() if c.drain else None,
+        "drain": c.drain.status() if c.drain else None,     # the last one, done or not
         "counters": {
             "events": dict(c.counts["events"]),
             "transitions": {f"{a}->{b}": n for (a, b), n in c.counts["transitions"].items()},

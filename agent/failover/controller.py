@@ -163,8 +163,9 @@ class FailoverController:
         probe = await self._tick_probe()
         if probe is not None and probe.ok:
             await self._tick_load()
-        if self.drain is not None and self.drain.started is not None:
-            done = self.drain.finished(probe.status if probe else None)
+        watch = self.drain
+        if watch is not None and watch.started is not None and not watch.done_reason:
+            done = watch.finished(probe.status if probe else None)
             if done:
                 self.handle(Event.DRAINED, done)
         self._apply()
@@ -285,9 +286,6 @@ class FailoverController:
         p = plan(self.ctx)
         pods = self.pod_rates.split(p.spill) if p.mode == "local" and p.spill else None
         self.actuator.apply(p, pods)
-        if self.drain is not None and self.drain.done_reason and \
-                self.ctx.state is not State.DRAINING:
-            self.drain = None
 
     def _record(self, before: Optional[Context], event: str, action: Optional[str], reason: str):
         p = plan(self.ctx)

@@ -4,7 +4,7 @@ Client (run inside a pod's netns and cgroup):
     python -m tests.failover.load client --kind redis|echo --addr VIP:PORT
         --duration S --max-requests N [--rate R] [--session K]
 Each session opens a new client (so the kernel decides again), sends K
-requests, closes. Prints a JSON progress line every --report seconds and a
+requests, closes; --concurrency threads run sessions side by side. Prints a JSON progress line every --report seconds and a
 final summary: ok, connect_failed (refused/unreachable: a steering failure),
 lost_in_flight (the connection broke mid-request), latencies by path.
 
@@ -17,8 +17,10 @@ client knows whether the local proxy, the remote pool or the pod itself
 import argparse
 import asyncio
 import json
+import select
 import socket
 import sys
+import threading
 import time
 
 
@@ -33,7 +35,9 @@ def percentiles(values):
 
 class Tally:
     def __init__(self, paths):
-        self.ok = self.connect_failed = self.lost_in_flight = 0
+        self.ok = self.connect_failed = self.lost_in_flight = self.reused_closed = 0
+        self.sent = 0
+        self.lock = threading.Lock()
         self.errors = {}
         self.paths = paths              # peer ip prefix -> path name
         self.lat = {}                   # path -> [ms]
@@ -42,22 +46,35 @@ class Tally:
     def served(self, peer, ms):
         path = next((name for prefix, name in self.paths.items() if peer.startswith(prefix)),
                     peer)
-        self.ok += 1
-        self.by_path[path] = self.by_path.get(path, 0) + 1
-        self.lat.setdefault(path, []).append(ms)
+        with self.lock:
+            self.ok += 1
+            self.by_path[path] = self.by_path.get(path, 0) + 1
+            self.lat.setdefault(path, []).append(ms)
 
     def failed(self, kind, exc):
-        setattr(self, kind, getattr(self, kind) + 1)
         key = f"{kind}: {type(exc).__name__}: {str(exc)[:80]}"
-        self.errors[key] = self.errors.get(key, 0) + 1
+        with self.lock:
+            setattr(self, kind, getattr(self, kind) + 1)
+            self.errors[key] = self.errors.get(key, 0) + 1
 
     def summary(self, final=False):
         out = {"ok": self.ok, "connect_failed": self.connect_failed,
-               "lost_in_flight": self.lost_in_flight, "by_path": self.by_path}
+               "lost_in_flight": self.lost_in_flight, "closed_between_requests":
+               self.reused_closed, "by_path": self.by_path}
         if final:
             out["errors"] = self.errors
             out["latency_ms"] = {p: percentiles(v) for p, v in self.lat.items()}
         return out
+
+
+def closed_by_peer(s) -> bool:
+    """What a pooled client checks before reusing a connection (redis-py does)."""
+    if not select.select([s], [], [], 0)[0]:
+        return False
+    try:
+        return s.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def echo_session(addr, k, seq, tally):
@@ -65,10 +82,14 @@ def echo_session(addr, k, seq, tally):
         s = socket.create_connection(addr, timeout=3)
     except OSError as e:
         tally.failed("connect_failed", e)
-        return k
+        return 1
     try:
         f = s.makefile("rb")
         for i in range(k):
+            if i and closed_by_peer(s):          # closed at a request boundary: end early
+                with tally.lock:
+                    tally.reused_closed += 1
+                return i
             t0 = time.perf_counter()
             s.sendall(b"req %d\n" % (seq + i))
             line = f.readline()
@@ -111,27 +132,44 @@ def redis_session(addr, k, seq, tally):
     return k
 
 
+def worker(args, addr, tally, session, start, end, share, offset):
+    """One closed-loop client thread; --rate is split evenly between the threads."""
+    sent, seq = 0, offset
+    gap = args.concurrency / args.rate if args.rate else 0.0
+    while time.monotonic() < end and sent < share:
+        k = min(args.session, share - sent)
+        done = session(addr, k, seq, tally)
+        sent, seq = sent + done, seq + done
+        if gap:
+            # pace by requests, not sessions: a session of k requests earns k gaps
+            behind = start + sent * gap - time.monotonic()
+            if behind > 0:
+                time.sleep(behind)
+    with tally.lock:
+        tally.sent += sent
+
+
 def client(args):
     host, _, port = args.addr.rpartition(":")
     addr = (host, int(port))
     tally = Tally(json.loads(args.paths))
     session = redis_session if args.kind == "redis" else echo_session
     start = time.monotonic()
-    end, next_report, sent = start + args.duration, start + args.report, 0
-    gap = 1.0 / args.rate if args.rate else 0.0
-    while time.monotonic() < end and sent < args.max_requests:
-        k = min(args.session, args.max_requests - sent)
-        sent += session(addr, k, sent, tally)
-        if gap:
-            # pace by requests, not sessions: a session of k requests earns k gaps
-            behind = start + sent * gap - time.monotonic()
-            if behind > 0:
-                time.sleep(behind)
-        if time.monotonic() >= next_report:
-            print(json.dumps({"t": round(time.monotonic() - start, 2), **tally.summary()}),
-                  flush=True)
-            next_report += args.report
-    print(json.dumps({"final": True, "sent": sent, **tally.summary(final=True)}), flush=True)
+    end = start + args.duration
+    share = args.max_requests // args.concurrency
+    threads = [threading.Thread(target=worker, daemon=True,
+                                args=(args, addr, tally, session, start, end, share,
+                                      i * 1_000_000))
+               for i in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        threads[-1].join(args.report)
+        with tally.lock:
+            line = tally.summary()
+        print(json.dumps({"t": round(time.monotonic() - start, 2), **line}), flush=True)
+    print(json.dumps({"final": True, "sent": tally.sent, **tally.summary(final=True)}),
+          flush=True)
 
 
 async def echo_server(args):
@@ -162,6 +200,7 @@ if __name__ == "__main__":
     c.add_argument("--max-requests", type=int, default=20000)
     c.add_argument("--rate", type=float, default=0.0, help="requests/s, 0: as fast as possible")
     c.add_argument("--session", type=int, default=5, help="requests per connection")
+    c.add_argument("--concurrency", type=int, default=1, help="client threads")
     c.add_argument("--report", type=float, default=0.25)
     c.add_argument("--paths", default="{}", help='JSON {"peer ip prefix": "path name"}')
     e = sub.add_parser("echo")

@@ -8,9 +8,13 @@ to make each request burn CPU in the event loop (the overload scenario).
 
 Request boundaries are guessed for line-based request/response protocols
 (Redis RESP, the tests' echo protocol): a connection is idle when the last
-bytes went to the client and ended with a newline. Drain closes idle client
-connections, accepts what is already queued before closing the listener,
-and exits when nothing is in flight or at the deadline.
+bytes went to the client and ended with a newline. Drain accepts what is
+already queued, closes the listener, closes connections idle for
+--drain-idle-ms (a client about to reuse a connection the moment it is
+closed would lose that request: protocols without a close signal are only
+safe to close once the client has gone quiet), keeps serving the others
+until their clients close them, and exits when none is left or at the
+deadline (the connections cut then are counted).
 
     python -m tests.failover.standin_proxy --role local --listen IP:PORT \
         --backends '{"1": ["198.18.66.2", 26379]}' --admin PATH [--cgroup DIR]
@@ -100,7 +104,7 @@ class Relay:
         except OSError:
             writer.close()
             return
-        state = {"busy": False, "cgroup": cgroup}
+        state = {"busy": False, "cgroup": cgroup, "since": time.monotonic()}
         self.conns[writer] = state
         try:
             await asyncio.gather(self.upstream(reader, up_w, state),
@@ -135,9 +139,7 @@ class Relay:
                 writer.write(data)
                 await writer.drain()
                 if data.endswith(b"\n"):
-                    state["busy"] = False
-                    if self.draining:           # a request boundary: close gracefully
-                        break
+                    state["busy"], state["since"] = False, time.monotonic()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -149,9 +151,11 @@ class Relay:
         self.draining = True
         self.stop_accepting()
         end = time.monotonic() + deadline
+        idle = self.args.drain_idle_ms / 1000.0
         while time.monotonic() < end:
+            now = time.monotonic()
             for w, st in list(self.conns.items()):
-                if not st["busy"]:
+                if not st["busy"] and now - st["since"] >= idle:
                     w.close()
                     self.conns.pop(w, None)
             if not self.conns:
@@ -251,6 +255,7 @@ if __name__ == "__main__":
     p.add_argument("--ready-delay", type=float, default=0.0,
                    help="seconds /ready answers 503 after start (config loading)")
     p.add_argument("--cpu-ms", type=float, default=0.0)
+    p.add_argument("--drain-idle-ms", type=float, default=200.0)
     a = p.parse_args()
     if a.cgroup:
         with open(os.path.join(a.cgroup, "cgroup.procs"), "w") as fh:

@@ -243,7 +243,8 @@ def test_planned_drain(node, remote, tmp_path):
     assert node.ctl.proxy()["mode"] == "local"
     reasons = [(t["to"], t["reason"]) for t in c.transitions]
     assert ("remote", "the drained proxy exited") in reasons
-    assert c.drain is None
+    assert c.drain.done_reason == "the drained proxy exited"
+    assert c.status()["drain"]["done"] == "the drained proxy exited"
 
 
 def test_drain_gives_up_at_deadline_plus_grace(node, remote, tmp_path):
