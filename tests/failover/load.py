@@ -24,6 +24,9 @@ import threading
 import time
 
 
+TRACE_MAX = 2000
+
+
 def percentiles(values):
     if not values:
         return None
@@ -42,6 +45,9 @@ class Tally:
         self.paths = paths              # peer ip prefix -> path name
         self.lat = {}                   # path -> [ms]
         self.by_path = {}
+        self.changes = []               # [wall time, path] when the path changes (bounded)
+        self.failures_at = []           # wall times of failed requests (bounded)
+        self._last_path = None
 
     def served(self, peer, ms):
         path = next((name for prefix, name in self.paths.items() if peer.startswith(prefix)),
@@ -50,12 +56,17 @@ class Tally:
             self.ok += 1
             self.by_path[path] = self.by_path.get(path, 0) + 1
             self.lat.setdefault(path, []).append(ms)
+            if path != self._last_path and len(self.changes) < TRACE_MAX:
+                self.changes.append([round(time.time(), 4), path])
+            self._last_path = path
 
     def failed(self, kind, exc):
         key = f"{kind}: {type(exc).__name__}: {str(exc)[:80]}"
         with self.lock:
             setattr(self, kind, getattr(self, kind) + 1)
             self.errors[key] = self.errors.get(key, 0) + 1
+            if len(self.failures_at) < TRACE_MAX:
+                self.failures_at.append(round(time.time(), 4))
 
     def summary(self, final=False):
         out = {"ok": self.ok, "connect_failed": self.connect_failed,
@@ -64,6 +75,7 @@ class Tally:
         if final:
             out["errors"] = self.errors
             out["latency_ms"] = {p: percentiles(v) for p, v in self.lat.items()}
+            out["path_changes"], out["failures_at"] = self.changes, self.failures_at
         return out
 
 
