@@ -51,6 +51,7 @@ class FailoverController:
                        "entered": collections.Counter()}
         self._configure(settings or FailoverSettings())
         self._timeouts = 0
+        self._next_full = 0.0
         self._remote_target = (None, 0.0)
         self._stopping = False
         self._stop = self._wake = self._loop = None
@@ -127,11 +128,14 @@ class FailoverController:
         try:
             while not self._stop.is_set() and not self._stopping:
                 started = self.clock()
+                full = started >= self._next_full
+                if full:
+                    self._next_full = started + self.settings.probe_interval
                 try:
-                    await self.tick()
+                    await (self.tick() if full else self.tick_remote_only())
                 except DatapathError as e:
                     self._error(str(e))
-                delay = max(0.0, self.settings.probe_interval - (self.clock() - started))
+                delay = max(0.0, self._interval() - (self.clock() - started))
                 await _wait_any(self._stop, self._wake, delay)
                 self._wake.clear()
         finally:
@@ -152,6 +156,20 @@ class FailoverController:
         if override:
             self.handle(OPERATOR_EVENTS[override], "operator override kept across restart")
         self._record(None, "adopted", None, f"datapath mode {cur['mode']}, spill {spill:g}%")
+
+    def _interval(self) -> float:
+        """Seconds to the next tick: short while new connections depend on the pool."""
+        p = plan(self.ctx) if self.ctx else None
+        if p is not None and (p.mode == "remote" or p.spill > 0):
+            return min(self.settings.probe_interval, self.settings.remote_probe_interval_active)
+        return self.settings.probe_interval
+
+    async def tick_remote_only(self):
+        """Between full ticks: only the remote pool, which traffic depends on now."""
+        if self.control is None or self.ctx is None:
+            return
+        await self._tick_remote()
+        self._apply()
 
     async def tick(self):
         if self.control is None:

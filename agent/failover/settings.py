@@ -79,6 +79,11 @@ class FailoverSettings:
     request rate visible at the local proxy, so the estimate stays honest."""
     remote_timeout: float = 0.5
     """Seconds for a TCP connect to the remote pool (same network, one RTT)."""
+    remote_probe_interval_active: float = 0.1
+    """Seconds between remote probes while new connections depend on the pool
+    (mode remote, or spilling). The kernel cannot see a remote listener: each
+    tick a dead pool goes unnoticed is a tick of failed connects, so it is
+    looked at five times as often as a pool on standby (a TCP connect each)."""
     remote_down_probes: int = 2
     """Failed remote probes in a row before the pool counts as down."""
     remote_up_probes: int = 2
@@ -107,7 +112,8 @@ class FailoverSettings:
     """Where the operator's override is kept across agent restarts."""
 
     def __post_init__(self):
-        _check_positive(self, ("probe_interval", "probe_timeout", "remote_timeout"))
+        _check_positive(self, ("probe_interval", "probe_timeout", "remote_timeout",
+                               "remote_probe_interval_active"))
         _check_at_least(self, 1, ("unhealthy_probes", "healthy_probes", "flap_window",
                                   "remote_down_probes", "remote_up_probes",
                                   "transitions_kept"))

@@ -13,8 +13,10 @@ from agent.admin import AdminClient, AdminError
 from agent.bpf.host import cgroup_id
 
 LOAD = dict(duration=4.0, max_requests=4000, rate=250, session=5)
-FAST = {"probe_interval": 0.1}
+FAST = {"probe_interval": 0.1, "remote_timeout": 0.3, "drain_deadline": 10, "drain_grace": 2}
 """The tests' controller settings: ticks five times faster than the default."""
+DEFAULT = {}
+"""The controller's own defaults (FailoverSettings): what a node runs."""
 
 
 def agent_status(topo) -> dict:
@@ -121,14 +123,14 @@ def kill_local(topo, load=LOAD, settings=FAST, down_s=0.8):
         "paths": clients["echo"]["by_path"]})
 
 
-def drain_upgrade(topo, nodemesh, load=LOAD, settings=FAST, deadline=5):
+def drain_upgrade(topo, load=LOAD, settings=FAST, deadline=5, lead_s=1.0):
     topo.start_local_proxy(name="proxy-v1")
     topo.start_controller(**settings)
     load = {**load, "duration": load["duration"] + 1}
     procs = _clients(topo, load)
-    time.sleep(1.0)
+    time.sleep(lead_s)
     asked = time.time()
-    cli = nodemesh(topo, "drain", "--deadline", str(deadline))   # returns once v1 exited
+    cli = topo.nodemesh("drain", "--deadline", str(deadline))   # returns once v1 exited
     exit_code = topo.procs["proxy-v1"].wait(deadline + 5)
     drained = time.time()
     topo.start_local_proxy(name="proxy-v2", ready_delay=0.3)
@@ -167,7 +169,7 @@ def kill_agent(topo, load=LOAD, settings=FAST, down_s=1.0):
         "transitions": st["transitions"], "paths": clients["echo"]["by_path"]})
 
 
-def remote_down(topo, load=LOAD, settings=FAST):
+def remote_down(topo, load=LOAD, settings=FAST, local_down_s=0.5):
     topo.start_local_proxy()
     topo.start_controller(**settings)
     wait_for(lambda: agent_status(topo)["remote"].get("up"))
@@ -177,7 +179,7 @@ def remote_down(topo, load=LOAD, settings=FAST):
     time.sleep(1.0)
     topo.kill("local-proxy")
     wait_for(lambda: agent_status(topo)["mode"] == "remote")
-    time.sleep(0.5)
+    time.sleep(local_down_s)
     stopped = time.time()
     topo.kill("remote-proxy")
     st = wait_for(lambda: (s := agent_status(topo))["mode"] == "bypass" and s, what="fail open",

@@ -8,7 +8,11 @@ import pytest
 from agent.cli import failover as cli_failover
 from agent.cli.main import main as nodemesh_main
 
-from .conftest import agent_status, finish, nodemesh, wait_for
+from .scenarios import FAST, agent_status, finish, wait_for
+
+
+def nodemesh(topo, *argv, check=True):
+    return topo.nodemesh(*argv, check=check)
 
 
 def test_drain_rejects_a_bad_deadline(capsys):
@@ -35,7 +39,7 @@ def test_status_text_fits_80_columns():
 @pytest.mark.kernel
 def test_with_an_agent(node):
     node.start_local_proxy()
-    node.start_controller()
+    node.start_controller(**FAST)
     wait_for(lambda: agent_status(node)["state"] == "local")
     data = json.loads(nodemesh(node, "failover", "status", "-o", "json").stdout)
     jsonschema.validate(data, cli_failover.SCHEMA)

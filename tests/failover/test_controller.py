@@ -324,3 +324,19 @@ def test_spill_values_round_trip_the_map_encoding(node, remote, tmp_path):
     assert not a.apply(Plan("local", 30.0), {cid: 33.33})     # nothing to write twice
     a.apply(Plan("remote", 0.0))
     assert node.ctl.map("enrolled").get(cid).spill == layout.C.NM_SPILL_UNSET
+
+
+def test_the_pool_is_probed_often_while_traffic_depends_on_it(node, remote, tmp_path):
+    async def body(fake):
+        c = FailoverController(settings(tmp_path, probe_interval=0.5,
+                                        remote_probe_interval_active=0.1), node.ctl)
+        await c.tick()
+        standby = c._interval()
+        fake.ready = 503
+        await c.tick()
+        depends = c._interval()
+        remote.close()
+        await c.tick_remote_only()
+        await c.tick_remote_only()                    # two quick probes: down
+        return standby, depends, node.ctl.proxy()["mode"]
+    assert go(with_proxy(tmp_path, body)) == (0.5, 0.1, "bypass")

@@ -12,7 +12,6 @@ import json
 import pytest
 
 from . import scenarios
-from .conftest import nodemesh
 
 pytestmark = pytest.mark.kernel
 
@@ -41,7 +40,7 @@ def test_kill_local_proxy_loses_no_new_connection(node):
 
 
 def test_drain_and_upgrade_lose_no_request(node):
-    r = scenarios.drain_upgrade(node, nodemesh)
+    r = scenarios.drain_upgrade(node)
     show(r)
     no_failures(r)
     assert "drained: the drained proxy exited" in r["cli"], r["cli"]

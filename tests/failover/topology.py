@@ -175,9 +175,7 @@ class Topology:
 
     def start_controller(self, name="agent", **settings):
         """The failover controller standalone (as the agent would run it), in the node netns."""
-        base = {"probe_interval": 0.1, "probe_timeout": 0.5, "healthy_probes": 3,
-                "remote_timeout": 0.3, "drain_deadline": 10, "drain_grace": 2,
-                "proxy_admin": self.admin_path("proxy-local"), "run_dir": self.run_dir}
+        base = {"proxy_admin": self.admin_path("proxy-local"), "run_dir": self.run_dir}
         base.update(settings)
         sets = []
         for k, v in base.items():
@@ -206,6 +204,17 @@ class Topology:
         for k, v in kw.items():
             argv += [f"--{k.replace('_', '-')}", str(v)]
         return self.spawn(name, pod, pod, argv, ready=None)
+
+    def nodemesh(self, *argv, check=True):
+        """The CLI, run in the node's netns as the DaemonSet would run it."""
+        res = subprocess.run(["nsenter", f"--net=/run/netns/{self.ns['node']}", "--", PY, "-m",
+                              "agent.cli.main", *argv, "--pin-dir", self.node.settings.pin_dir,
+                              "--run-dir", self.run_dir], capture_output=True, text=True,
+                             timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if check and res.returncode != 0:
+            raise AssertionError(f"nodemesh {' '.join(argv)}: {res.returncode}\n{res.stdout}\n"
+                                 f"{res.stderr}")
+        return res
 
     # -- teardown --------------------------------------------------------------------------
 
