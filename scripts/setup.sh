@@ -36,6 +36,28 @@ fi
 if [ ! -d tests/codec/hessianjs/node_modules ]; then
   npm ci --prefix tests/codec/hessianjs --silent --no-audit --no-fund >/dev/null
 fi
+# kubectl builds deploy/daemonset (tests/k8s). Keep the machine's if it has one;
+# else Debian's kubernetes-client. Debian 12's kubectl (1.20) is also unpacked
+# beside the venv, not installed (its /usr/bin/kubectl clashes with a newer
+# kubectl package), so the tests check that both build the same objects.
+if ! command -v kubectl >/dev/null 2>&1; then
+  apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+fi
+if [ ! -x .venv-tools/kubernetes-client/usr/bin/kubectl ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq kubernetes-client >/dev/null 2>&1) || true
+  if ls "$tmp"/kubernetes-client_*.deb >/dev/null 2>&1; then
+    mkdir -p .venv-tools/kubernetes-client
+    dpkg -x "$tmp"/kubernetes-client_*.deb .venv-tools/kubernetes-client
+  fi
+  rm -rf "$tmp"
+fi
+# checkov, the offline security lint of the manifests, in its own venv: it pins
+# older packaging/python-dateutil than the project's dependencies accept.
+if [ ! -x .venv-lint/bin/checkov ]; then
+  "${PY:-/usr/bin/python3}" -m venv .venv-lint
+  .venv-lint/bin/pip install -q "checkov==3.3.30"
+fi
 # The services the tests start themselves must not also run as system daemons.
 for svc in redis-server nutcracker haproxy; do
   systemctl disable --now "$svc" >/dev/null 2>&1 || true

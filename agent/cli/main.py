@@ -6,7 +6,8 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import datapath, demo, doctor, failover, options, pods, services, stats
+from . import (conns, datapath, demo, doctor, failover, options, pods, services, stats, status,
+               top)
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -54,6 +55,9 @@ def parser() -> options.Parser:
     services.register(sub, common)
     pods.register(sub, common)
     stats.register(sub, common)
+    status.register(sub, common)
+    conns.register(sub, common)
+    top.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
     failover.register(sub, common)

@@ -80,3 +80,19 @@ DOCTOR = {
     "required": ["ok", "checks"],
     "additionalProperties": False,
 }
+
+CONN = _obj({
+    "cookie": {"type": "integer"}, "source": _STR_OR_NULL, "original_dst": {"type": "string"},
+    "peer": _STR_OR_NULL, "target": {"type": "string"}, "service_id": {"type": "integer"},
+    "state": {"type": "string"}, "pid": _INT_OR_NULL, "process": _STR_OR_NULL,
+    "cgroup_id": {"type": "integer"}, "cgroup": _STR_OR_NULL, "pod": _STR_OR_NULL,
+})
+CONNS = _obj({"connections": {"type": "array", "items": CONN}})
+
+_COMPONENT = _obj({"socket": {"type": "string"}, "running": {"type": "boolean"},
+                   "ready": {"type": "boolean"}})
+NODE_STATUS = _obj({
+    "datapath": _obj({"up": {"type": ["boolean", "null"]}}),
+    "agent": _COMPONENT, "proxy": _COMPONENT, "remote": _COMPONENT,
+    "unavailable": {"type": "object", "additionalProperties": {"type": "string"}},
+})

@@ -9,6 +9,7 @@ version it came from, so `explain` and /config_dump can name it.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
@@ -105,6 +106,19 @@ class RateLimitPolicy:
 
 
 @dataclass(frozen=True)
+class RateLimitRule:
+    """A listener-wide bucket (Aeraki's local_ratelimit condition, HTTP
+    local_ratelimit): the first rule whose `match` holds applies; empty
+    `match` matches every request."""
+
+    match: Tuple[MetadataMatch, ...]
+    policy: RateLimitPolicy
+
+    def matches(self, metadata: Mapping[str, str]) -> bool:
+        return all(m.match.matches(metadata.get(m.key)) for m in self.match)
+
+
+@dataclass(frozen=True)
 class MirrorPolicy:
     cluster: str
     percent: float = 100.0
@@ -112,6 +126,10 @@ class MirrorPolicy:
 
 @dataclass(frozen=True)
 class Route:
+    """One route; `clusters` empty marks a stop: matching it means "no route"
+    (an HTTP virtual host matched the authority but none of its routes did,
+    and Envoy does not fall through to the next virtual host)."""
+
     name: str
     match: Tuple[MetadataMatch, ...]          # all must match; empty matches everything
     clusters: Tuple[WeightedCluster, ...]     # one entry = plain cluster action
@@ -143,7 +161,7 @@ class RouteTable:
     def select(self, metadata: Mapping[str, str]) -> Optional[Route]:
         for route in self.routes:
             if route.matches(metadata):
-                return route
+                return route if route.clusters else None
         return None
 
 
@@ -160,6 +178,7 @@ class Endpoint:
     healthy: bool = True            # EDS health_status HEALTHY/UNKNOWN -> True
     priority: int = 0
     locality: str = ""              # "region/zone/sub_zone"
+    locality_weight: int = 0        # its LocalityLbEndpoints.load_balancing_weight (0 = unset)
 
 
 @dataclass(frozen=True)
@@ -170,6 +189,8 @@ class CircuitBreakers:
     max_pending_requests: int = 1024
     max_requests: int = 1024
     max_retries: int = 3
+    retry_budget_percent: Optional[float] = None   # thresholds.retry_budget; None = max_retries only
+    retry_budget_min_concurrency: int = 3
 
 
 @dataclass(frozen=True)
@@ -189,6 +210,9 @@ class HealthCheck:
     timeout: float = 1.0
     unhealthy_threshold: int = 2
     healthy_threshold: int = 1
+    http_path: str = "/"                      # HTTP/1.1: GET this path, 2xx/3xx is healthy
+    http_host: str = ""                       # HTTP/1.1 Host header ("" = the cluster name)
+    thrift_method: str = ""                   # Thrift: call this no-argument method ("" = connect only)
 
 
 @dataclass(frozen=True)
@@ -207,6 +231,22 @@ class Cluster:
     ring_hash_min_size: int = 1024
     maglev_table_size: int = 65537
     endpoints_version: str = ""               # EDS version the endpoints came from
+    panic_threshold: float = 50.0             # % healthy below which a priority balances over all
+    overprovisioning_factor: float = 1.4      # EDS policy.overprovisioning_factor (140 = 1.4)
+    least_request_choices: int = 2            # least_request_lb_config.choice_count
+    ring_hash_max_size: int = 8388608         # ring_hash_lb_config.maximum_ring_size
+    locality_weighted: bool = False           # common_lb_config.locality_weighted_lb_config set
+    original_dst: bool = False                # ORIGINAL_DST: connect to the connection's original
+                                              # destination (Istio's PassthroughCluster), no endpoints
+
+
+@dataclass(frozen=True)
+class EndpointSet:
+    """An EDS ClusterLoadAssignment, merged into the cluster(s) naming it."""
+
+    name: str                                 # cluster_name (= a cluster's eds_service_name)
+    endpoints: Tuple[Endpoint, ...]
+    version: str
 
 
 # --- listeners ------------------------------------------------------------------
@@ -227,6 +267,8 @@ class FilterChain:
     stat_prefix: str = ""
     idle_timeout: float = 3600.0              # downstream connection idle timeout
     request_timeout: Optional[float] = None   # default per-request timeout
+    destination_prefixes: Tuple[str, ...] = ()  # filter_chain_match.prefix_ranges (CIDR); () = any
+    rate_limits: Tuple[RateLimitRule, ...] = ()  # listener-wide local rate limit, first match wins
 
 
 @dataclass(frozen=True)
@@ -249,6 +291,35 @@ class Listener:
     def protocol(self) -> str:
         """The BPF services map's protocol name for this listener."""
         return self.filter_chains[0].codec or "tcp" if self.filter_chains else "tcp"
+
+    def chain_for(self, address: str) -> Optional[FilterChain]:
+        """The chain for a connection to `address`: Envoy's rule, the longest
+        destination prefix containing it, else the first chain without one."""
+        index = self.__dict__.get("_chain_index")
+        if index is None:
+            index = _chain_index(self.filter_chains)
+            object.__setattr__(self, "_chain_index", index)
+        prefixed, fallback = index
+        if prefixed:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                ip = None
+            if ip is not None:
+                for network, chain in prefixed:
+                    if ip.version == network.version and ip in network:
+                        return chain
+        return fallback
+
+
+def _chain_index(chains):
+    prefixed = []
+    for chain in chains:
+        for prefix in chain.destination_prefixes:
+            prefixed.append((ipaddress.ip_network(prefix, strict=False), chain))
+    prefixed.sort(key=lambda item: -item[0].prefixlen)
+    fallback = next((c for c in chains if not c.destination_prefixes), None)
+    return tuple(prefixed), fallback
 
 
 # --- the snapshot -----------------------------------------------------------------

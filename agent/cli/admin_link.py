@@ -1,0 +1,28 @@
+"""The admin sockets a node may have, and reading them without failing the command.
+
+Diagnostics must work with the agent or the proxy down: every read returns
+the data or records why that part is unavailable, and the command shows both.
+"""
+
+import os
+
+from agent.admin import AdminClient, AdminError
+
+COMPONENTS = {"agent": "admin.sock", "proxy": "proxy-local.sock", "remote": "proxy-remote.sock"}
+
+
+def socket_path(run_dir: str, component: str) -> str:
+    return os.path.join(run_dir, COMPONENTS[component])
+
+
+def client(run_dir: str, component: str, timeout=2.0) -> AdminClient:
+    return AdminClient(socket_path(run_dir, component), timeout=timeout)
+
+
+def read(run_dir: str, component: str, endpoint: str, unavailable: dict):
+    """GET endpoint from a component; None (and the reason in `unavailable`) if it cannot."""
+    try:
+        return client(run_dir, component).get(endpoint)
+    except AdminError as e:
+        unavailable[f"{component} {endpoint}"] = str(e)
+        return None

@@ -1,0 +1,1 @@
+"""Aeraki MetaProtocol messages, written from Aeraki's published field numbers."""
