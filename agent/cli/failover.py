@@ -24,10 +24,13 @@ EPILOG = """examples:
 DRAIN_EPILOG = """examples:
   nodemesh drain                  # as the DaemonSet's preStop hook runs it
   nodemesh drain --deadline 10 --no-wait
+  nodemesh drain --socket /run/nodemesh/proxy-remote.sock    # a remote proxy
 
 With an agent: it drains and this waits until the old proxy has exited. With
 no agent: this does the steps itself and leaves mode local behind (the kernel
-sends new connections to the remote pool until a new proxy listens).
+sends new connections to the remote pool until a new proxy listens). With
+--socket: only that proxy is drained (no datapath change; a remote proxy's
+clients are sent elsewhere by their own nodes).
 """
 POLL_S = 0.1
 SCHEMA = {"type": "object", "required": ["agent", "state", "mode", "spill_percent"],
@@ -54,9 +57,8 @@ def register(sub, common):
     d.add_argument("--deadline", type=_seconds, metavar="S",
                    help="seconds the proxy gets to finish requests in flight (default 30)")
     d.add_argument("--no-wait", action="store_true", help="return once the drain has started")
-    d.add_argument("--proxy-admin", metavar="PATH",
-                   help="without an agent: the proxy's admin socket "
-                        "(default $run_dir/proxy-local.sock)")
+    d.add_argument("--socket", metavar="PATH",
+                   help="drain the proxy at this admin socket only, and wait for it to exit")
     d.set_defaults(func=cmd_drain)
 
 
@@ -185,7 +187,9 @@ def cmd_drain(args) -> int:
     say = (lambda text: print(text, flush=True)) if args.output in ("table", "wide") else \
         (lambda text: None)
     started = time.monotonic()
-    if client is not None:
+    if args.socket:
+        data = asyncio.run(_drain_socket(args, say))
+    elif client is not None:
         data = _drain_via_agent(client, args, say)
     else:
         say(f"nodemesh: no agent at {agent_link.admin_socket(options.settings(args).run_dir)}: "
@@ -227,8 +231,7 @@ async def _drain_alone(args, say) -> dict:
     from agent.failover.settings import FailoverSettings
     from agent.failover.signals import probe_ready, tcp_reachable
 
-    s = FailoverSettings(run_dir=options.settings(args).run_dir,
-                         proxy_admin=args.proxy_admin or "")
+    s = FailoverSettings(run_dir=options.settings(args).run_dir)
     deadline = args.deadline or s.drain_deadline
     c = access.control(args)
     try:
@@ -255,6 +258,23 @@ async def _drain_alone(args, say) -> dict:
         return {**data, "drained": watch.done_reason, "mode": "local"}
     finally:
         c.close()
+
+
+async def _drain_socket(args, say) -> dict:
+    from agent.failover.drain import DrainWatch
+    from agent.failover.settings import FailoverSettings
+    from agent.failover.signals import probe_ready
+
+    s = FailoverSettings()
+    watch = DrainWatch(args.socket, None, args.deadline or s.drain_deadline, s.drain_grace)
+    say(f"proxy: {await watch.begin()}")
+    data = {"via": "socket", "socket": args.socket, "request": watch.requested}
+    if args.no_wait:
+        return {**data, "drained": None}
+    while not watch.finished((await probe_ready(args.socket, s.probe_timeout)).status):
+        await asyncio.sleep(POLL_S)
+    say(f"drained: {watch.done_reason}")
+    return {**data, "drained": watch.done_reason}
 
 
 if __name__ == "__main__":      # pragma: no cover - `nodemesh` is the entry point

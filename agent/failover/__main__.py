@@ -32,7 +32,7 @@ def parse(argv=None):
     p.add_argument("--run-dir", default=os.environ.get("NODEMESH_RUN_DIR", "/run/nodemesh"))
     p.add_argument("--admin", help="admin socket to serve (default $run_dir/admin.sock)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a nodemesh.failover setting, value in YAML (overload.cpu=0.8)")
+                   help="a nodemesh.failover setting, value in YAML (overload.cpu_percent=80)")
     return p.parse_args(argv)
 
 

@@ -26,7 +26,7 @@ from agent.bpf.datapath import DatapathError, parse_hostport
 from . import overload, signals
 from .actuator import Actuator
 from .drain import DrainWatch
-from .settings import FailoverSettings
+from .settings import FailoverSettings, from_node_settings
 from .spill import PodRates
 from .table import Context, Event, Policy, State, plan, step
 
@@ -75,9 +75,8 @@ class FailoverController:
 
         if self.control is None:
             self.control = getattr(agent, "control", None)
-        section = _failover_section(getattr(agent, "settings", None))
-        self._configure(self.settings if self._explicit or section is None
-                        else FailoverSettings.from_mapping(section))
+        self._configure(self.settings if self._explicit
+                        else _settings_of(getattr(agent, "settings", None)))
         if getattr(agent, "admin", None) is not None:
             register(agent.admin, self)
         self._collector = Collector(self)
@@ -238,8 +237,8 @@ class FailoverController:
             queue = None
         pids = signals.cgroup_pids(s.proxy_cgroup) if s.proxy_cgroup else \
             (stats.pids if stats else [])
-        cpu, rss = self.usage.sample(pids)
-        p = overload.pressure(s.overload, stats.lag_ms if stats else None, queue, cpu, rss)
+        p = overload.pressure(s.overload, stats.lag_ms if stats else None, queue,
+                              self.usage.sample(pids))
         self.last["pressure"] = {"ratio": round(p.ratio, 3), "level": p.level,
                                  "source": p.source, "readings": p.readings}
         if stats is not None:
@@ -351,14 +350,16 @@ class FailoverController:
         return status(self)
 
 
-def _failover_section(settings):
-    """The bootstrap's nodemesh.failover mapping, whatever shape the agent keeps it in."""
-    if settings is None:
-        return None
-    if isinstance(settings, dict):
-        return settings.get("failover", settings.get("nodemesh", {}).get("failover"))
-    value = getattr(settings, "failover", None)
-    return value if isinstance(value, dict) else None
+def _settings_of(node) -> FailoverSettings:
+    """The agent's settings: its parsed bootstrap (NodeSettings), a raw
+    `nodemesh` mapping, or nothing (defaults)."""
+    if node is None:
+        return FailoverSettings()
+    if hasattr(node, "failover") and hasattr(node, "proxy_admin"):
+        return from_node_settings(node)
+    if isinstance(node, dict):
+        return FailoverSettings.from_mapping(node.get("failover"))
+    return FailoverSettings()
 
 
 async def _wait_any(a: asyncio.Event, b: asyncio.Event, timeout: float):

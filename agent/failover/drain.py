@@ -52,7 +52,7 @@ def _alive(ident: Tuple[int, float]) -> bool:
 
 
 class DrainWatch:
-    def __init__(self, admin_path: str, listen: Tuple[str, int], deadline: float,
+    def __init__(self, admin_path: str, listen: Optional[Tuple[str, int]], deadline: float,
                  grace: float, timeout: float = 2.0, clock=time.monotonic):
         self.admin_path, self.listen = admin_path, listen
         self.deadline, self.grace, self.timeout = deadline, grace, timeout
@@ -72,7 +72,7 @@ class DrainWatch:
                 pids = parse_stats(body).pids
         except AdminUnavailable:
             pass
-        self.procs = _identity(pids or listener_pids(*self.listen))
+        self.procs = _identity(pids or (listener_pids(*self.listen) if self.listen else []))
         try:
             status, body = await admin_request(
                 self.admin_path, "POST", f"/drain?deadline={self.deadline:g}", self.timeout)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 from .settings import Overload
-from .signals import AcceptQueue
+from .signals import AcceptQueue, Usage
 from .table import Event
 
 
@@ -18,7 +18,7 @@ from .table import Event
 class Pressure:
     ratio: float                      # worst signal / its threshold
     level: int                        # 0 under 1.0, else 1 .. max_level
-    source: str                       # which signal: lag | accept_queue | cpu | memory | none
+    source: str                       # lag_ms | accept_queue | cpu_percent | memory_percent | none
     readings: Dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
@@ -29,18 +29,21 @@ class Pressure:
 
 
 def pressure(t: Overload, lag_ms: Optional[float] = None,
-             queue: Optional[AcceptQueue] = None, cpu: Optional[float] = None,
-             rss: Optional[int] = None) -> Pressure:
+             queue: Optional[AcceptQueue] = None, usage: Optional[Usage] = None) -> Pressure:
     readings, ratios = {}, {}
     if lag_ms is not None:
         readings["lag_ms"], ratios["lag_ms"] = lag_ms, lag_ms / t.loop_lag_ms
     if queue is not None:
         readings["accept_queue"] = queue.pending
         ratios["accept_queue"] = queue.pending / t.accept_queue
+    cpu = usage.cpu_fraction if usage else None
     if cpu is not None:
-        readings["cpu"], ratios["cpu"] = round(cpu, 3), cpu / t.cpu
-    if rss is not None and t.memory_bytes:
-        readings["memory"], ratios["memory"] = rss, rss / t.memory_bytes
+        readings["cpu_percent"] = round(cpu * 100, 1)
+        ratios["cpu_percent"] = cpu * 100 / t.cpu_percent
+    mem = usage.memory_fraction if usage else None
+    if mem is not None:
+        readings["memory_percent"] = round(mem * 100, 1)
+        ratios["memory_percent"] = mem * 100 / t.memory_percent
     if not ratios:
         return Pressure(0.0, 0, "none", readings)
     source = max(ratios, key=ratios.get)

@@ -20,23 +20,24 @@ class SettingsError(ValueError):
 class Overload:
     """Thresholds at which the local proxy counts as overloaded (pressure 1.0).
 
-    Pressure is the largest ratio of a signal to its threshold; spill starts
-    at 1.0 and grows one level per whole multiple (2.0 is level 2).
+    Names and defaults are the bootstrap's (agent/config/settings.py
+    OverloadThresholds). Pressure is the largest ratio of a signal to its
+    threshold; spill starts at 1.0 and grows a level per whole multiple.
     """
 
-    loop_lag_ms: float = 50.0
-    """Median event-loop lag of the busiest worker. A uvloop worker serving
-    well stays under a few ms; 50 ms means requests queue behind each other."""
-    accept_queue: int = 128
-    """Connections waiting in the listener's accept queue (sock_diag rqueue).
-    Linux's default somaxconn is 4096: 128 waiting is a proxy that no longer
-    keeps up, long before the kernel drops SYNs."""
-    cpu: float = 0.9
-    """CPU share of the busiest proxy process (one event loop each). 90% of a
-    core leaves no head-room for bursts; the lag signal usually fires first."""
-    memory_bytes: int = 0
-    """RSS of all proxy processes together; 0 turns the signal off (the
-    proxy's container limit, which differs per node, is the natural value)."""
+    loop_lag_ms: float = 100.0
+    """Median event-loop lag of the busiest worker: it adds that much to every
+    request the worker handles, an order above the proxy's own cost."""
+    accept_queue: int = 512
+    """Connections waiting in the listener's accept queue (sock_diag rqueue):
+    half the backlog the proxy listens with; past it SYNs are about to drop."""
+    cpu_percent: float = 90.0
+    """CPU of the busiest proxy process, in percent of the one core its event
+    loop can use (or of the proxy cgroup's cpu.max quota, whichever is
+    tighter): past 90% latency climbs steeply."""
+    memory_percent: float = 90.0
+    """RSS of the proxy's processes in percent of their cgroup's memory.max
+    (of the machine's memory without a limit): near the OOM killer."""
     recover_ratio: float = 0.7
     """Pressure under which the spill shrinks again. Between this and 1.0 the
     spill holds: the gap is the hysteresis that keeps it from oscillating."""
@@ -46,10 +47,11 @@ class Overload:
 
 @dataclass(frozen=True)
 class FailoverSettings:
-    probe_interval: float = 0.5
-    """Seconds between ticks (probes of the local proxy and the remote pool).
-    A crashed proxy needs no probe (the kernel sees its listener gone at
-    connect time); the probe catches a hung or not-ready one within ~1 s."""
+    probe_interval: float = 1.0
+    """Seconds between ticks (probes of the local proxy and the remote pool),
+    the bootstrap's default. A crashed proxy needs no probe (the kernel sees
+    its listener gone at connect time); probes catch a hung or not-ready one
+    and decide when to go back, a few seconds at negligible cost."""
     probe_timeout: float = 0.5
     """Seconds a GET /ready may take. A proxy that cannot answer its admin
     socket in half a second is not serving requests well either."""
@@ -58,13 +60,13 @@ class FailoverSettings:
     draining) or a refused socket (dead) leaves at once: they are not noise."""
     healthy_probes: int = 3
     """N: consecutive healthy probes before traffic returns to local. Three
-    probes (1.5 s) show a proxy that stays up, not one that answered once."""
+    show a proxy that stays up, not one that answered once."""
     flap_window: int = 20
     """Healthy probes after a return to local within which a new failure
     counts as a flap. Each flap doubles N; staying up this long forgives."""
-    flap_backoff_max: int = 5
-    """Doublings of N at most (3 -> 96 probes, 48 s): a flapping proxy stays
-    remote, but a fixed one still comes back within a minute."""
+    flap_backoff_max: int = 4
+    """Doublings of N at most (3 -> 48 probes, under a minute at 1 s): a
+    flapping proxy stays remote, a fixed one still comes back."""
     overload: Overload = field(default_factory=Overload)
     spill_step: float = 10.0
     """Percent of new connections added to the spill per tick and level."""
@@ -130,11 +132,11 @@ class FailoverSettings:
         o = self.overload
         if not 0 < o.recover_ratio < 1:
             raise SettingsError("nodemesh.failover.overload.recover_ratio: must be in (0, 1)")
-        for name in ("loop_lag_ms", "accept_queue", "cpu"):
+        for name in ("loop_lag_ms", "accept_queue", "cpu_percent", "memory_percent"):
             if getattr(o, name) <= 0:
                 raise SettingsError(f"nodemesh.failover.overload.{name}: must be > 0")
-        if o.memory_bytes < 0 or o.max_level < 1:
-            raise SettingsError("nodemesh.failover.overload: memory_bytes >= 0, max_level >= 1")
+        if o.max_level < 1:
+            raise SettingsError("nodemesh.failover.overload.max_level: must be >= 1")
 
     @property
     def admin_path(self) -> str:
@@ -156,6 +158,21 @@ class FailoverSettings:
             kwargs["overload"] = Overload(**_typed(Overload, over, "nodemesh.failover.overload"))
         kwargs.update(overrides)
         return cls(**kwargs)
+
+
+def from_node_settings(node, **overrides) -> FailoverSettings:
+    """From the agent's parsed bootstrap (agent.config.settings.NodeSettings):
+    its `nodemesh.failover` fields, and where the proxy's admin socket and
+    listener are."""
+    f = node.failover
+    o = f.overload
+    overload = Overload(loop_lag_ms=o.loop_lag_ms, accept_queue=o.accept_queue,
+                        cpu_percent=o.cpu_percent, memory_percent=o.memory_percent)
+    kwargs = dict(probe_interval=f.probe_interval, healthy_probes=f.healthy_probes,
+                  overload=overload, proxy_admin=node.proxy_admin, proxy_listen=node.local_proxy,
+                  run_dir=os.path.dirname(node.admin) or "/run/nodemesh")
+    kwargs.update(overrides)
+    return FailoverSettings(**kwargs)
 
 
 def _typed(cls, data: Mapping[str, Any], where: str) -> dict:

@@ -214,8 +214,61 @@ def cgroup_pids(cgroup_dir: str) -> List[int]:
     return pids
 
 
+@dataclass(frozen=True)
+class Usage:
+    busiest_core: Optional[float] = None     # busiest process, fraction of one core
+    total_cores: Optional[float] = None      # all of them together
+    rss: Optional[int] = None                # bytes, all of them together
+    cpu_limit_cores: Optional[float] = None  # cgroup cpu.max quota; None: no quota
+    memory_limit: Optional[int] = None       # cgroup memory.max, else the machine's memory
+
+    @property
+    def cpu_fraction(self) -> Optional[float]:
+        """Of what the proxy may use: one core per event loop, or its quota."""
+        if self.busiest_core is None:
+            return None
+        if self.cpu_limit_cores:
+            return max(self.busiest_core, self.total_cores / self.cpu_limit_cores)
+        return self.busiest_core
+
+    @property
+    def memory_fraction(self) -> Optional[float]:
+        if self.rss is None or not self.memory_limit:
+            return None
+        return self.rss / self.memory_limit
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def cgroup_limits(pid: int) -> Tuple[Optional[float], Optional[int]]:
+    """(cpu cores, memory bytes) the tightest along the pid's cgroup v2 path."""
+    from agent.bpf.host import cgroup2_mount
+
+    mount, text = cgroup2_mount(), _read(f"/proc/{pid}/cgroup")
+    rel = next((line[3:] for line in (text or "").splitlines() if line.startswith("0::")), None)
+    if mount is None or rel is None:
+        return None, None
+    cpu, mem, path = None, None, os.path.join(mount, rel.lstrip("/"))
+    while path.startswith(mount) and len(path) > len(mount):
+        quota = (_read(os.path.join(path, "cpu.max")) or "max").split()
+        if quota[0] != "max" and len(quota) == 2:
+            cores = int(quota[0]) / int(quota[1])
+            cpu = cores if cpu is None else min(cpu, cores)
+        limit = _read(os.path.join(path, "memory.max")) or "max"
+        if limit != "max":
+            mem = int(limit) if mem is None else min(mem, int(limit))
+        path = os.path.dirname(path)
+    return cpu, mem
+
+
 class ProcessUsage:
-    """CPU (busiest process, fraction of a core) and RSS (sum) of a set of pids.
+    """CPU and memory of a set of pids, and the limits they run under.
 
     psutil's cpu_percent needs the same Process object between calls: kept by
     pid and start time, so a reused pid is never mistaken for the old one.
@@ -224,7 +277,7 @@ class ProcessUsage:
     def __init__(self):
         self._procs: Dict[Tuple[int, float], psutil.Process] = {}
 
-    def sample(self, pids: Iterable[int]) -> Tuple[Optional[float], Optional[int]]:
+    def sample(self, pids: Iterable[int]) -> Usage:
         keep, cpu, rss = {}, [], 0
         for pid in set(pids):
             try:
@@ -240,7 +293,11 @@ class ProcessUsage:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
         self._procs = keep
-        return (max(cpu) if cpu else None), (rss if keep else None)
+        if not keep:
+            return Usage()
+        cpu_limit, mem_limit = cgroup_limits(next(iter(keep))[0])
+        return Usage(max(cpu) if cpu else None, sum(cpu) if cpu else None, rss, cpu_limit,
+                     mem_limit or psutil.virtual_memory().total)
 
 
 # -- the remote pool ---------------------------------------------------------------

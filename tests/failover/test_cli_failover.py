@@ -81,3 +81,23 @@ def test_without_an_agent(node):
     assert node.node.ctl.proxy()["mode"] == "local"
     assert load["connect_failed"] == 0 and load["lost_in_flight"] == 0, load["errors"]
     assert set(load["by_path"]) == {"local", "remote"}
+
+
+@pytest.mark.kernel
+def test_drain_one_proxy_by_its_socket(node):
+    """The remote pool's preStop: no datapath change, just that proxy."""
+    node.kill("remote-proxy")
+    node.start_remote_proxy(name="remote-v1")
+    client = node.client("echo-b", "pod-b", "echo", duration=2, rate=200, session=5)
+    node.node.ctl.set_proxy(mode="remote")
+    import time
+    time.sleep(0.5)
+    res = nodemesh(node, "drain", "--socket", node.admin_path("proxy-remote"), "--deadline", "3",
+                   "-o", "json")
+    summary = json.loads(res.stdout)
+    assert summary["via"] == "socket" and summary["drained"] == "the drained proxy exited"
+    assert node.procs["remote-v1"].wait(5) == 0
+    assert node.node.ctl.proxy()["mode"] == "remote"          # untouched
+    load = finish(client)
+    assert load["lost_in_flight"] == 0, load["errors"]
+    node.kill("remote-v1")

@@ -4,23 +4,29 @@ import pytest
 
 from agent.failover.overload import event_for, pressure
 from agent.failover.settings import FailoverSettings, Overload, SettingsError
-from agent.failover.signals import AcceptQueue
+from agent.failover.signals import AcceptQueue, Usage
 from agent.failover.spill import PodRates, split
 from agent.failover.table import Event
 
-T = Overload(loop_lag_ms=50, accept_queue=100, cpu=0.8, memory_bytes=1000, recover_ratio=0.7,
-             max_level=3)
+T = Overload(loop_lag_ms=50, accept_queue=100, cpu_percent=80, memory_percent=50,
+             recover_ratio=0.7, max_level=3)
 
 
 def test_pressure_is_the_worst_signal():
-    p = pressure(T, lag_ms=20, queue=AcceptQueue(250, 1024, 2), cpu=0.4, rss=500)
+    calm = Usage(busiest_core=0.4, total_cores=0.5, rss=100, memory_limit=1000)
+    p = pressure(T, lag_ms=20, queue=AcceptQueue(250, 1024, 2), usage=calm)
     assert (p.source, p.level) == ("accept_queue", 2)
     assert p.ratio == 2.5
     assert "accept_queue 250 at 2.50x" in p.describe()
-    assert pressure(T, cpu=0.8).level == 1
+    assert pressure(T, usage=Usage(0.8, 0.8, 1, None, 1000)).level == 1
     assert pressure(T, lag_ms=1000).level == 3          # capped
-    assert pressure(T, rss=2500).source == "memory"
-    assert pressure(Overload(), rss=10**12).source == "none"   # memory off by default
+    assert pressure(T, usage=Usage(0.1, 0.1, 600, None, 1000)).source == "memory_percent"
+
+
+def test_cpu_counts_against_one_core_or_the_cgroup_quota():
+    assert Usage(0.5, 0.9, 1, None, 1).cpu_fraction == 0.5          # no quota: the busiest loop
+    assert Usage(0.5, 0.9, 1, 1.0, 1).cpu_fraction == 0.9           # quota of one core, two procs
+    assert Usage().cpu_fraction is None and Usage(rss=5).memory_fraction is None
 
 
 def test_no_signal_is_no_pressure_not_a_guess():
@@ -68,8 +74,8 @@ def test_pod_rates_see_through_their_own_spill():
 
 
 def test_settings_from_mapping_names_the_bad_field():
-    s = FailoverSettings.from_mapping({"probe_interval": 1, "overload": {"cpu": 0.5}})
-    assert s.probe_interval == 1.0 and s.overload.cpu == 0.5
+    s = FailoverSettings.from_mapping({"probe_interval": 1, "overload": {"cpu_percent": 50}})
+    assert s.probe_interval == 1.0 and s.overload.cpu_percent == 50.0
     with pytest.raises(SettingsError, match=r"nodemesh.failover.probe_intervall: unknown"):
         FailoverSettings.from_mapping({"probe_intervall": 1})
     with pytest.raises(SettingsError, match=r"nodemesh.failover.healthy_probes: expected int"):
@@ -81,3 +87,17 @@ def test_settings_from_mapping_names_the_bad_field():
     with pytest.raises(SettingsError, match=r"overload: expected a mapping"):
         FailoverSettings.from_mapping({"overload": 3})
     assert FailoverSettings(run_dir="/r").admin_path == "/r/proxy-local.sock"
+
+
+def test_settings_from_the_agents_parsed_bootstrap():
+    from agent.config.settings import parse_settings
+    from agent.failover.settings import from_node_settings
+
+    node, errors = parse_settings({"local_proxy": "127.0.0.1:15001", "admin": "/x/admin.sock",
+                                   "failover": {"probe_interval": "2s", "healthy_probes": 5,
+                                                "overload": {"cpu_percent": 75}}})
+    assert not errors
+    s = from_node_settings(node)
+    assert (s.probe_interval, s.healthy_probes, s.overload.cpu_percent) == (2.0, 5, 75.0)
+    assert s.proxy_listen == "127.0.0.1:15001" and s.run_dir == "/x"
+    assert s.admin_path == node.proxy_admin
