@@ -34,8 +34,9 @@ def test_kill_local_proxy_loses_no_new_connection(node):
     r = scenarios.kill_local(node)
     show(r)
     no_failures(r, lost_allowed=2)        # only requests on the killed connections
-    assert set(r["paths"]) == {"local", "remote"}
-    assert r["kernel"]["remote_no_listener"] > 0        # the kernel, before any agent
+    assert set(r["paths"]) == {"local", "remote"}, r["kernel"]
+    # the kernel diverts before the agent does (unless a probe beat every new connection)
+    assert r["kernel"].get("remote_no_listener", 0) + r["kernel"].get("remote_mode", 0) > 0
     assert all(c["ok"] > 300 for c in r["clients"].values())
 
 
