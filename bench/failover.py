@@ -44,7 +44,7 @@ def plans(profile):
             "overload": lambda t: sc.overload(t, settings=s),
         }
     s = sc.DEFAULT
-    load = {**sc.LOAD, "duration": 6.0, "max_requests": 6000}
+    load = {**sc.LOAD, "duration": 8.0, "max_requests": 8000}
     return {
         "kill_local": lambda t: sc.kill_local(t, load=load, settings=s, down_s=2.0),
         "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s, lead_s=1.5),
@@ -52,6 +52,7 @@ def plans(profile):
         "remote_down": lambda t: sc.remote_down(t, load=load, settings=s, local_down_s=1.0),
         "flap": lambda t: sc.flap(t, settings=s, cycles=5, up_s=2.0, down_s=0.8),
         "overload": lambda t: sc.overload(t, settings=s, hot_s=8.0, duration=12.0),
+        # (thresholds at the stand-in proxy's scale: scenarios.OVERLOAD)
     }
 
 

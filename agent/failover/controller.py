@@ -65,6 +65,7 @@ class FailoverController:
         self.transitions = collections.deque(maxlen=settings.transitions_kept)
         self.pod_rates = PodRates(settings.pod_spill_max)
         self.usage = signals.ProcessUsage()
+        self.smoother = overload.Smoother(settings.overload.smoothing_s)
         self.remote = signals.Debounce(settings.remote_up_probes, settings.remote_down_probes)
 
     # -- agent component ------------------------------------------------------------
@@ -237,8 +238,9 @@ class FailoverController:
             queue = None
         pids = signals.cgroup_pids(s.proxy_cgroup) if s.proxy_cgroup else \
             (stats.pids if stats else [])
-        p = overload.pressure(s.overload, stats.lag_ms if stats else None, queue,
-                              self.usage.sample(pids))
+        values = overload.readings(stats.lag_ms if stats else None, queue,
+                                   self.usage.sample(pids))
+        p = overload.pressure_of(s.overload, self.smoother.feed(values, self.clock()))
         self.last["pressure"] = {"ratio": round(p.ratio, 3), "level": p.level,
                                  "source": p.source, "readings": p.readings}
         if stats is not None:

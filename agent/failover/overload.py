@@ -6,6 +6,7 @@ multiple. A signal that could not be read is left out, never guessed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -25,31 +26,65 @@ class Pressure:
         if self.source == "none":
             return "no load signal"
         value = self.readings[self.source]
-        return f"{self.source} {value:g} at {self.ratio:.2f}x its threshold (level {self.level})"
+        return f"{self.source} {value:g}: {self.ratio:.2f}x its threshold (level {self.level})"
+
+
+def readings(lag_ms: Optional[float] = None, queue: Optional[AcceptQueue] = None,
+             usage: Optional[Usage] = None) -> Dict[str, float]:
+    """The load signals that could be read, by name (threshold names of Overload)."""
+    out = {}
+    if lag_ms is not None:
+        out["lag_ms"] = lag_ms
+    if queue is not None:
+        out["accept_queue"] = float(queue.pending)
+    if usage is not None and usage.cpu_fraction is not None:
+        out["cpu_percent"] = usage.cpu_fraction * 100
+    if usage is not None and usage.memory_fraction is not None:
+        out["memory_percent"] = usage.memory_fraction * 100
+    return out
+
+
+THRESHOLD = {"lag_ms": "loop_lag_ms", "accept_queue": "accept_queue",
+             "cpu_percent": "cpu_percent", "memory_percent": "memory_percent"}
+
+
+def pressure_of(t: Overload, values: Dict[str, float]) -> Pressure:
+    ratios = {name: v / getattr(t, THRESHOLD[name]) for name, v in values.items()}
+    shown = {name: round(v, 1) for name, v in values.items()}
+    if not ratios:
+        return Pressure(0.0, 0, "none", shown)
+    source = max(ratios, key=ratios.get)
+    ratio = ratios[source]
+    level = 0 if ratio < 1 else min(t.max_level, int(ratio))
+    return Pressure(ratio, level, source, shown)
 
 
 def pressure(t: Overload, lag_ms: Optional[float] = None,
              queue: Optional[AcceptQueue] = None, usage: Optional[Usage] = None) -> Pressure:
-    readings, ratios = {}, {}
-    if lag_ms is not None:
-        readings["lag_ms"], ratios["lag_ms"] = lag_ms, lag_ms / t.loop_lag_ms
-    if queue is not None:
-        readings["accept_queue"] = queue.pending
-        ratios["accept_queue"] = queue.pending / t.accept_queue
-    cpu = usage.cpu_fraction if usage else None
-    if cpu is not None:
-        readings["cpu_percent"] = round(cpu * 100, 1)
-        ratios["cpu_percent"] = cpu * 100 / t.cpu_percent
-    mem = usage.memory_fraction if usage else None
-    if mem is not None:
-        readings["memory_percent"] = round(mem * 100, 1)
-        ratios["memory_percent"] = mem * 100 / t.memory_percent
-    if not ratios:
-        return Pressure(0.0, 0, "none", readings)
-    source = max(ratios, key=ratios.get)
-    ratio = ratios[source]
-    level = 0 if ratio < 1 else min(t.max_level, int(ratio))
-    return Pressure(ratio, level, source, readings)
+    return pressure_of(t, readings(lag_ms, queue, usage))
+
+
+class Smoother:
+    """An exponential moving average per reading, with a time constant of `tau` s.
+
+    CPU over a 0.1 s tick is mostly scheduling noise; a spill that follows
+    noise only ever ratchets up (the way down needs the recover ratio).
+    """
+
+    def __init__(self, tau: float):
+        self.tau = tau
+        self.values: Dict[str, float] = {}
+        self.at: Optional[float] = None
+
+    def feed(self, values: Dict[str, float], now: float) -> Dict[str, float]:
+        if self.at is None or self.tau <= 0:
+            alpha = 1.0
+        else:
+            alpha = 1.0 - math.exp(-max(0.0, now - self.at) / self.tau)
+        self.at = now
+        self.values = {k: v if k not in self.values else
+                       self.values[k] + alpha * (v - self.values[k]) for k, v in values.items()}
+        return dict(self.values)
 
 
 def event_for(p: Pressure, t: Overload) -> Optional[Event]:

@@ -43,6 +43,9 @@ class Overload:
     spill holds: the gap is the hysteresis that keeps it from oscillating."""
     max_level: int = 3
     """Overload levels beyond which pressure adds no more spill per tick."""
+    smoothing_s: float = 1.0
+    """Seconds over which readings are averaged (exponentially) before they
+    are compared: a second of CPU or lag is load, a tenth is mostly noise."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class FailoverSettings:
         for name in ("loop_lag_ms", "accept_queue", "cpu_percent", "memory_percent"):
             if getattr(o, name) <= 0:
                 raise SettingsError(f"nodemesh.failover.overload.{name}: must be > 0")
+        if o.smoothing_s < 0:
+            raise SettingsError("nodemesh.failover.overload.smoothing_s: must be >= 0")
         if o.max_level < 1:
             raise SettingsError("nodemesh.failover.overload.max_level: must be >= 1")
 

@@ -78,7 +78,8 @@ def settings(tmp_path, **kw):
     base = dict(probe_interval=0.05, probe_timeout=0.3, healthy_probes=3, remote_timeout=0.3,
                 remote_down_probes=2, remote_up_probes=2, drain_settle=0.01, drain_grace=0.5,
                 proxy_admin=str(tmp_path / "proxy-local.sock"), run_dir=str(tmp_path),
-                overload=Overload(loop_lag_ms=50, accept_queue=1000, cpu_percent=5000))
+                overload=Overload(loop_lag_ms=50, accept_queue=1000, cpu_percent=5000,
+                                  smoothing_s=0))
     base.update(kw)
     return FailoverSettings(**base)
 

@@ -17,7 +17,7 @@ def test_pressure_is_the_worst_signal():
     p = pressure(T, lag_ms=20, queue=AcceptQueue(250, 1024, 2), usage=calm)
     assert (p.source, p.level) == ("accept_queue", 2)
     assert p.ratio == 2.5
-    assert "accept_queue 250 at 2.50x" in p.describe()
+    assert "accept_queue 250: 2.50x its threshold" in p.describe()
     assert pressure(T, usage=Usage(0.8, 0.8, 1, None, 1000)).level == 1
     assert pressure(T, lag_ms=1000).level == 3          # capped
     assert pressure(T, usage=Usage(0.1, 0.1, 600, None, 1000)).source == "memory_percent"
@@ -27,6 +27,19 @@ def test_cpu_counts_against_one_core_or_the_cgroup_quota():
     assert Usage(0.5, 0.9, 1, None, 1).cpu_fraction == 0.5          # no quota: the busiest loop
     assert Usage(0.5, 0.9, 1, 1.0, 1).cpu_fraction == 0.9           # quota of one core, two procs
     assert Usage().cpu_fraction is None and Usage(rss=5).memory_fraction is None
+
+
+def test_readings_are_smoothed_over_time_not_ticks():
+    from agent.failover.overload import Smoother
+
+    sm = Smoother(tau=1.0)
+    assert sm.feed({"cpu_percent": 100.0}, now=0.0) == {"cpu_percent": 100.0}
+    after_tick = sm.feed({"cpu_percent": 0.0}, now=0.1)["cpu_percent"]
+    assert 85 < after_tick < 95                      # one 0.1 s dip barely moves it
+    later = sm.feed({"cpu_percent": 0.0}, now=3.1)["cpu_percent"]
+    assert later < 5                                 # three seconds of it do
+    assert sm.feed({}, now=3.2) == {}                # a signal gone is gone
+    assert Smoother(tau=0).feed({"x": 1.0}, 0) == {"x": 1.0}
 
 
 def test_no_signal_is_no_pressure_not_a_guess():
