@@ -50,7 +50,7 @@ def plans(profile):
         "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s, lead_s=1.5),
         "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s, down_s=2.0),
         "remote_down": lambda t: sc.remote_down(t, load=load, settings=s, local_down_s=1.0),
-        "flap": lambda t: sc.flap(t, settings=s, cycles=5, up_s=2.0, down_s=0.8),
+        "flap": lambda t: sc.flap(t, settings=s, cycles=5, up_s=4.5, down_s=1.5),
         "overload": lambda t: sc.overload(t, settings=s, hot_s=8.0, duration=12.0),
         # (thresholds at the stand-in proxy's scale: scenarios.OVERLOAD)
     }

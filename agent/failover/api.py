@@ -15,7 +15,7 @@ from .table import plan, render
 
 
 def status(c) -> dict:
-    ctx = c.ctx
+    ctx, h = c.ctx, c.history
     p = plan(ctx) if ctx else None
     out = {
         "state": ctx.state.value if ctx else None,
@@ -33,13 +33,13 @@ def status(c) -> dict:
         "overload": c.last["pressure"],
         "drain": c.drain.status() if c.drain else None,     # the last one, done or not
         "counters": {
-            "events": dict(c.counts["events"]),
-            "transitions": {f"{a}->{b}": n for (a, b), n in c.counts["transitions"].items()},
-            "entered": dict(c.counts["entered"]),
+            "events": dict(h.counts["events"]),
+            "transitions": {f"{a}->{b}": n for (a, b), n in h.counts["transitions"].items()},
+            "entered": dict(h.counts["entered"]),
             "map_writes": c.actuator.writes if c.actuator else 0,
         },
-        "error": c.last["error"],
-        "transitions": list(c.transitions),
+        "error": h.error,
+        "transitions": list(h.transitions),
     }
     if c.control is not None and ctx is not None:
         try:
@@ -94,15 +94,15 @@ class Collector:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        c = self.c
+        c, counts = self.c, self.c.history.counts
         t = CounterMetricFamily("nodemesh_failover_transitions", "State changes of the "
                                 "failover controller", labels=["from", "to"])
-        for (a, b), n in c.counts["transitions"].items():
+        for (a, b), n in counts["transitions"].items():
             t.add_metric([a or "", b], n)
         yield t
         e = CounterMetricFamily("nodemesh_failover_events", "Events fed to the table",
                                 labels=["event"])
-        for name, n in c.counts["events"].items():
+        for name, n in counts["events"].items():
             e.add_metric([name], n)
         yield e
         s = GaugeMetricFamily("nodemesh_failover_state", "1 for the current state",

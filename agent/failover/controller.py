@@ -13,10 +13,8 @@ agent.control, agent.admin and agent.settings; `stop()`. Without an agent:
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
-import os
 import threading
 import time
 from typing import Optional
@@ -26,6 +24,7 @@ from agent.bpf.datapath import DatapathError, parse_hostport
 from . import overload, signals
 from .actuator import Actuator
 from .drain import DrainWatch
+from .history import History, load_override, save_override
 from .settings import FailoverSettings, from_node_settings
 from .spill import PodRates
 from .table import Context, Event, Policy, State, plan, step
@@ -46,9 +45,7 @@ class FailoverController:
         self.clock, self.wallclock = clock, wallclock
         self.ctx: Optional[Context] = None
         self.drain: Optional[DrainWatch] = None
-        self.last = {"probe": None, "remote": None, "pressure": None, "error": None}
-        self.counts = {"events": collections.Counter(), "transitions": collections.Counter(),
-                       "entered": collections.Counter()}
+        self.last = {"probe": None, "remote": None, "pressure": None}
         self._configure(settings or FailoverSettings())
         self._timeouts = 0
         self._next_full = 0.0
@@ -62,7 +59,7 @@ class FailoverController:
         self.settings = settings
         self.policy = Policy.from_settings(settings)
         self.actuator = Actuator(self.control) if self.control is not None else None
-        self.transitions = collections.deque(maxlen=settings.transitions_kept)
+        self.history = History(settings.transitions_kept, self.wallclock)
         self.pod_rates = PodRates(settings.pod_spill_max)
         self.usage = signals.ProcessUsage()
         self.smoother = overload.Smoother(settings.overload.smoothing_s)
@@ -90,7 +87,7 @@ class FailoverController:
         try:
             loop = asyncio.get_running_loop()
             self._task = loop.create_task(self.run(), name="failover")
-            return self._task
+            return None         # not the task: the agent awaits what start() returns
         except RuntimeError:
             self._thread = threading.Thread(target=lambda: asyncio.run(self.run()),
                                             name="failover", daemon=True)
@@ -134,7 +131,10 @@ class FailoverController:
                 try:
                     await (self.tick() if full else self.tick_remote_only())
                 except DatapathError as e:
-                    self._error(str(e))
+                    self.history.fail(str(e))
+                except Exception as e:    # noqa: BLE001 - a bug must not stop failover
+                    log.exception("failover tick failed")
+                    self.history.fail(f"tick failed: {type(e).__name__}: {e}")
                 delay = max(0.0, self._interval() - (self.clock() - started))
                 await _wait_any(self._stop, self._wake, delay)
                 self._wake.clear()
@@ -152,10 +152,11 @@ class FailoverController:
         self.ctx = Context.initial(self.policy, state, spill)
         if state is State.REMOTE:                # it must earn its way back
             self.ctx = Context(state=state, required=self.policy.healthy_probes)
-        override = self._load_override()
+        override = load_override(self.settings.override_file)
         if override:
             self.handle(OPERATOR_EVENTS[override], "operator override kept across restart")
-        self._record(None, "adopted", None, f"datapath mode {cur['mode']}, spill {spill:g}%")
+        self.history.record(None, self.ctx, "adopted", None,
+                            f"datapath mode {cur['mode']}, spill {spill:g}%")
 
     def _interval(self) -> float:
         """Seconds to the next tick: short while new connections depend on the pool."""
@@ -173,7 +174,7 @@ class FailoverController:
 
     async def tick(self):
         if self.control is None:
-            self._error("no datapath: the controller cannot act")
+            self.history.fail("no datapath: the controller cannot act")
             return
         if self.ctx is None:
             self.adopt()
@@ -256,17 +257,21 @@ class FailoverController:
         """Feed one event through the table; apply and record what changed."""
         if self.ctx is None:
             self.adopt()
-        self.counts["events"][event.value] += 1
+        self.history.event(event.value)
         before, old_plan = self.ctx, plan(self.ctx)
         row, self.ctx = step(self.ctx, event, self.policy, level)
         if row.action.value == "start_drain":
             self._begin_drain()
         new_plan = plan(self.ctx)
         if before.state is not self.ctx.state or new_plan != old_plan:
-            self._record(before, row.event.value, row.action.value, reason)
+            self.history.record(before, self.ctx, row.event.value, row.action.value, reason)
             self._apply()
         if before.state is not self.ctx.state:
-            self._save_override()
+            try:
+                save_override(self.settings.override_file, self.ctx.state)
+            except OSError as e:
+                self.history.fail(f"operator override not kept in "
+                                  f"{self.settings.override_file}: {e.strerror}")
 
     def command(self, mode: str, reason: str = "operator") -> dict:
         if mode not in OPERATOR_EVENTS:
@@ -305,46 +310,6 @@ class FailoverController:
         p = plan(self.ctx)
         pods = self.pod_rates.split(p.spill) if p.mode == "local" and p.spill else None
         self.actuator.apply(p, pods)
-
-    def _record(self, before: Optional[Context], event: str, action: Optional[str], reason: str):
-        p = plan(self.ctx)
-        rec = {"at": round(self.wallclock(), 3),
-               "from": before.state.value if before else None, "to": self.ctx.state.value,
-               "event": event, "action": action, "reason": reason,
-               "mode": p.mode, "spill_percent": p.spill}
-        self.transitions.append(rec)
-        if before is not None:
-            self.counts["transitions"][(rec["from"], rec["to"])] += 1
-            if before.state is not self.ctx.state:
-                self.counts["entered"][rec["to"]] += 1
-        log.info(json.dumps({"failover": "transition", **rec}))
-
-    def _error(self, message: str):
-        if self.last["error"] != message:
-            log.warning(json.dumps({"failover": "error", "error": message}))
-        self.last["error"] = message
-
-    def _load_override(self) -> Optional[str]:
-        try:
-            with open(self.settings.override_file) as fh:
-                mode = json.load(fh).get("mode")
-            return mode if mode in ("local", "remote") else None
-        except (OSError, ValueError, AttributeError):
-            return None
-
-    def _save_override(self):
-        forced = {State.FORCED_LOCAL: "local", State.FORCED_REMOTE: "remote"}.get(self.ctx.state)
-        path = self.settings.override_file
-        try:
-            if forced:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path + ".tmp", "w") as fh:
-                    json.dump({"mode": forced}, fh)
-                os.replace(path + ".tmp", path)
-            elif os.path.exists(path):
-                os.unlink(path)
-        except OSError as e:
-            self._error(f"operator override not saved to {path}: {e.strerror}")
 
     def status(self) -> dict:
         from .api import status

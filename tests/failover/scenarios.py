@@ -198,7 +198,9 @@ def remote_down(topo, load=LOAD, settings=FAST, local_down_s=0.5):
         "paths": clients["echo"]["by_path"]})
 
 
-def flap(topo, settings=FAST, cycles=6, up_s=0.5, down_s=0.3):
+def flap(topo, settings=FAST, cycles=6, up_s=0.45, down_s=0.3):
+    """Up for between N and 2N probes, then SIGKILL, over and over: without
+    hysteresis each cycle would bring traffic back; with it, one at most."""
     topo.start_controller(**{"flap_window": 30, **settings})
     load = dict(duration=cycles * (up_s + down_s) + 1.0, max_requests=20000, rate=150, session=3)
     proc = topo.client("echo-b", "pod-b", "echo", **load)

@@ -112,7 +112,7 @@ def test_adopts_the_datapath_without_writing(node, remote, tmp_path):
     c = go(with_proxy(tmp_path, body))
     assert c.ctx.state is State.LOCAL
     assert node.ctl.proxy()["generation"] == gen          # an agent restart changes nothing
-    assert c.transitions[0]["event"] == "adopted"
+    assert c.history.transitions[0]["event"] == "adopted"
 
 
 def test_unready_proxy_goes_remote_and_comes_back_after_n_probes(node, remote, tmp_path):
@@ -129,7 +129,7 @@ def test_unready_proxy_goes_remote_and_comes_back_after_n_probes(node, remote, t
         assert node.ctl.proxy()["mode"] == "local"
         return c
     c = go(with_proxy(tmp_path, body))
-    moves = [(t["from"], t["to"], t["reason"]) for t in c.transitions][1:]
+    moves = [(t["from"], t["to"], t["reason"]) for t in c.history.transitions][1:]
     assert moves[0][:2] == ("local", "remote") and "503" in moves[0][2]
     assert moves[1][:2] == ("remote", "local")
     st = c.status()
@@ -242,7 +242,7 @@ def test_planned_drain(node, remote, tmp_path):
         return c
     c = go(with_proxy(tmp_path, body))
     assert node.ctl.proxy()["mode"] == "local"
-    reasons = [(t["to"], t["reason"]) for t in c.transitions]
+    reasons = [(t["to"], t["reason"]) for t in c.history.transitions]
     assert ("remote", "the drained proxy exited") in reasons
     assert c.drain.done_reason == "the drained proxy exited"
     assert c.status()["drain"]["done"] == "the drained proxy exited"
@@ -261,7 +261,7 @@ def test_drain_gives_up_at_deadline_plus_grace(node, remote, tmp_path):
             return c
         c = go(with_proxy(tmp_path, body))
         assert c.ctx.state is State.REMOTE
-        assert "deadline 0.3s + 0.2s grace passed" in c.transitions[-1]["reason"]
+        assert "deadline 0.3s + 0.2s grace passed" in c.history.transitions[-1]["reason"]
     finally:
         stubborn.kill()
         stubborn.wait()
@@ -341,3 +341,48 @@ def test_the_pool_is_probed_often_while_traffic_depends_on_it(node, remote, tmp_
         await c.tick_remote_only()                    # two quick probes: down
         return standby, depends, node.ctl.proxy()["mode"]
     assert go(with_proxy(tmp_path, body)) == (0.5, 0.1, "bypass")
+
+
+def test_runs_as_an_agent_component(node, remote, tmp_path):
+    """The agent's contract (agent/daemon): start(agent) on its loop, stop()
+    awaitable; settings from the parsed bootstrap; routes on its admin server."""
+    import inspect
+    import types
+
+    from prometheus_client import REGISTRY
+
+    from agent.admin import AdminClient
+    from agent.config.settings import parse_settings
+
+    agent_sock = str(tmp_path / "admin.sock")
+    node_settings, errors = parse_settings({
+        "local_proxy": node.ctl.proxy()["local_proxy"], "admin": agent_sock,
+        "proxy_admin": str(tmp_path / "proxy-local.sock"),
+        "failover": {"probe_interval": "100ms", "healthy_probes": 2}})
+    assert not errors
+
+    async def body(fake):
+        agent = types.SimpleNamespace(control=node.ctl, admin=AdminServer(agent_sock),
+                                      settings=node_settings)
+        await agent.admin.start()
+        c = FailoverController()
+        assert c.start(agent) is None                  # the agent awaits what start() returns
+        assert c._task is not None                     # a task on the agent's loop
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        st = await loop.run_in_executor(None, AdminClient(agent_sock).get, "/failover")
+        metric = REGISTRY.get_sample_value("nodemesh_failover_state", {"state": "local"})
+        fake.ready = 503
+        await asyncio.sleep(0.3)
+        mode = node.ctl.proxy()["mode"]
+        stopping = c.stop()
+        if inspect.isawaitable(stopping):
+            await stopping
+        await agent.admin.close()
+        gone = REGISTRY.get_sample_value("nodemesh_failover_state", {"state": "remote"})
+        return c, st, metric, mode, gone
+    c, st, metric, mode, gone = go(with_proxy(tmp_path, body))
+    assert (c.settings.probe_interval, c.settings.healthy_probes) == (0.1, 2)
+    assert st["state"] == "local" and st["local"]["probe"]["status"] == "ok"
+    assert metric == 1.0 and gone is None              # metrics registered while running
+    assert mode == "remote"
