@@ -69,7 +69,8 @@ def build(args):
                         relay_path=args.xds_socket, persist_path=args.persist,
                         initial_fetch_timeout=args.initial_fetch_timeout)
     agent = Agent(bootstrap, opts)
-    agent.components.extend(default_components(agent))
+    for component in default_components(agent):
+        agent.add_component(component)
     return agent
 
 

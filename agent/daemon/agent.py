@@ -156,6 +156,11 @@ class Agent:
         finally:
             await self.stop()
 
+    def add_component(self, component, name: Optional[str] = None):
+        """Plug a component in (before start): start(agent) / stop(), plain or async."""
+        self.components.append(Running(component, name or getattr(
+            component, "name", type(component).__name__)))
+
     # -- parts -------------------------------------------------------------------------
 
     def _datapath_up(self):
