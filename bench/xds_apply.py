@@ -268,7 +268,10 @@ class Map:
         self.ctl = Control(Settings(pin_dir=PIN_DIR))
 
     def remote_port(self, vip, port=6379):
-        value = self.ctl.map("services").get(self.ctl._service_key(f"{vip}:{port}"))
+        from agent.bpf import addresses
+
+        name, key = addresses.service_key(f"{vip}:{port}")
+        value = self.ctl.map(name).get(key)
         return None if value is None else value.remote_port
 
     def count(self) -> int:
@@ -298,11 +301,13 @@ def run_size(n, builder, kernel, changes, tmp):
     try:
         resources = packed(builder, n)
         t0 = cp.publish(resources)
-        done = probe.wait(lambda l: l["listeners"] >= n and l["clusters"] >= n)
+        done = probe.wait(lambda l: l["listeners"] >= n and l["clusters"] >= n,
+                          timeout=120 + n / 100)
         result["initial_proxy_s"] = round(done["t"] - t0, 3)
         if bpf:
             last = builder.f.vip(n - 1)
-            t_bpf = wait_until(lambda: bpf.remote_port(last) == remote_port(n - 1))
+            t_bpf = wait_until(lambda: bpf.remote_port(last) == remote_port(n - 1),
+                               timeout=120 + n / 100)
             result["initial_bpf_s"] = round(t_bpf - t0, 3)
             result["bpf_entries"] = bpf.count()
         result["initial_s"] = max(result["initial_proxy_s"], result.get("initial_bpf_s", 0))
@@ -424,7 +429,8 @@ def report(results, kernel):
               for k, v in verdict.items()}
     print_table("targets", ["what", "value", "target", "ok"],
                 [[k, c["value"], c["target"], c["ok"]] for k, c in checks.items()])
-    path = write_results("xds_apply", {"kernel": kernel, "results": results, "targets": checks})
+    path = write_results("xds_apply", {"kernel": kernel, "results": results, "targets": checks,
+                                       "load_average": os.getloadavg()})
     print(f"\nwrote {path}")
 
 

@@ -52,8 +52,8 @@ class _Session:
                 self.wake.clear()
                 for type_url in self._order():
                     for resp in self.types[type_url].due(self):
-                        await self.context.write(resp)
-                        self.info.responses += 1
+                        if not await self._write(resp):
+                            return
                 if reader.done():
                     break
                 await _first(self.wake.wait(), reader)
@@ -64,6 +64,18 @@ class _Session:
         exc = reader.exception() if reader.done() and not reader.cancelled() else None
         if exc is not None and not isinstance(exc, (asyncio.CancelledError,)):
             raise exc
+
+    async def _write(self, resp) -> bool:
+        """False when the client is gone (the stream just ends, nothing to report)."""
+        try:
+            await self.context.write(resp)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:   # noqa: BLE001 - grpc raises its own internal types here
+            log.debug("xds server: %s went away mid-write: %s", self.info.peer, exc)
+            return False
+        self.info.responses += 1
+        return True
 
     def _order(self) -> List[str]:
         return [t for t in REQUEST_ORDER if t in self.types] + \
