@@ -76,8 +76,11 @@ class SotwState(_TypeState):
         table = session.server.served.table(self.type_url)
         if not self.started:
             self._subscribe_first(req.resource_names)
-            # a client resuming at our current version has it already
-            self.pending = not (req.version_info and req.version_info == table.version)
+            # a wildcard client resuming at our current version has it all already; an
+            # explicit one may name resources it never got (asked for just before its last
+            # stream died), so it is answered whatever version it claims
+            self.pending = not (self.wildcard and req.version_info and
+                                req.version_info == table.version)
             self.gen_seen = session.server.served.gen if not self.pending else -1
             return
         if req.response_nonce and not self._ack_or_nack(req, session):

@@ -172,9 +172,15 @@ class XdsStream:
                 self._ended("stream closed by the server")
         except grpc.aio.AioRpcError as exc:
             self._rpc_error(exc)
+        except asyncio.InvalidStateError:
+            # a write raced the end of the RPC; its status (if any) was read by the reader
+            self._ended("stream finished while writing")
         except asyncio.CancelledError:
             if self._stopping or not self._restart:
                 raise
+        except Exception as exc:   # noqa: BLE001 - the stream must outlive any one error
+            log.exception("xds %s: stream failed", self.name)
+            self._failed(f"{type(exc).__name__}: {exc}")
         finally:
             self._call = None
             self.stats.connected_since = None
@@ -217,6 +223,8 @@ class XdsStream:
         finally:
             if not reader.done():
                 reader.cancel()
+            elif not reader.cancelled():
+                reader.exception()          # retrieved: the write's error is the one raised
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
             raise reader.exception()
 

@@ -182,7 +182,8 @@ class FakeControlPlane:
         if t not in s.subs:
             s.wildcard[t] = not names
             s.subs[t] = names
-            if not (req.version_info and req.version_info == self.versions.get(t)):
+            if not (s.wildcard[t] and req.version_info and
+                    req.version_info == self.versions.get(t)):
                 self._push(s, t)
             return
         if req.response_nonce and req.response_nonce != s.last_nonce.get(t):

@@ -34,12 +34,13 @@ class Setup:
         return self.applier.serving_snapshot()
 
 
-async def until(cond, timeout=10.0, what="condition"):
+async def until(cond, timeout=10.0, what="condition", show=None):
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not cond():
         if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" +
+                                 (f": {show()}" if show else ""))
         await asyncio.sleep(0.01)
 
 
@@ -241,3 +242,67 @@ def test_flooding_control_plane_is_folded_and_latest_wins(run):
             await s.client.stop()
             await cp.stop()
     run(main())
+
+
+@pytest.mark.parametrize("delta", [False, True])
+def test_streams_killed_at_random_converge_without_nacks(run_default, delta):
+    """The control plane keeps changing while its streams die at random moments: once
+    they stop dying, the client holds exactly the final state, never NACKed, and never
+    answered a nonce twice."""
+    import random
+
+    async def main():
+        rng = random.Random(7)
+        cp = FakeControlPlane()
+        await cp.start()
+        load(cp, 4)
+        s = Setup(cp, delta)
+        await s.client.start()
+        killing = True
+
+        async def killer():
+            while killing:
+                await asyncio.sleep(rng.uniform(0.02, 0.15))
+                live = [st for st in cp.streams if not st.closed.is_set()]
+                if live:
+                    live[-1].close(rng.choice([grpc.StatusCode.UNAVAILABLE, None]))
+
+        task = asyncio.ensure_future(killer())
+        try:
+            for k in range(40):
+                i = rng.randrange(8)
+                if rng.random() < 0.3:
+                    cp.set(LISTENER, {}, f"v{k}", remove=[f"svc-{i}"])
+                else:
+                    svc = f.service(i, remote_port=20000 + k)
+                    for t in (CLUSTER, ENDPOINT, ROUTE, LISTENER):
+                        cp.set(t, svc[t], f"v{k}")
+                await asyncio.sleep(rng.uniform(0, 0.03))
+            killing = False
+            await task
+            want = set(cp.resources[LISTENER])
+
+            def show():
+                snap, proto = s.snapshot(), s.stream().protocol
+                types = [(t.rsplit(".", 1)[-1], st.version, sorted(st.sent or ()))
+                         for t, st in proto.states.items()]
+                return (f"have {sorted(snap.listeners)} want {sorted(want)} warming "
+                        f"{sorted(s.applier.warming_names())} routes "
+                        f"{sorted(snap.route_tables)} client {types} server {cp.versions}")
+            await until(lambda: set(s.snapshot().listeners) == want and all(
+                s.snapshot().listeners[n].remote_port ==
+                cp.resources[LISTENER][n].metadata.filter_metadata["nodemesh"]["remote_port"]
+                for n in want if cp.resources[LISTENER][n].HasField("metadata")),
+                timeout=20, what="convergence", show=show)
+            assert all(st.nacks == 0 for st in s.stream().protocol.states.values())
+            if delta:   # (SotW subscription changes repeat the type's last nonce)
+                for stream in cp.streams:
+                    nonces = [n for n, _ in stream.replies()]
+                    assert len(nonces) == len(set(nonces))
+            assert len(cp.streams) > 3
+        finally:
+            killing = False
+            task.cancel()
+            await s.client.stop()
+            await cp.stop()
+    run_default(main())
