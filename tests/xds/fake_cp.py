@@ -219,12 +219,16 @@ class FakeControlPlane:
         try:
             await asyncio.wait(tasks, timeout=self.age_limit,
                                return_when=asyncio.FIRST_COMPLETED)
+            s.closed.set()
+            # End with a status first, then drop the helpers: cancelling a read or a
+            # write in flight before the status is out can leave the RPC open on the
+            # client's side (grpc.aio). istiod's age limit looks the same: UNAVAILABLE.
+            await context.abort(s.close_code or grpc.StatusCode.UNAVAILABLE,
+                                "closed by the test")
         finally:
+            s.closed.set()
             for t in tasks:
                 t.cancel()
-            s.closed.set()
-        if s.close_code is not None:
-            await context.abort(s.close_code, "closed by the test")
 
 
 class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):

@@ -44,6 +44,19 @@ async def until(cond, timeout=10.0, what="condition", show=None):
         await asyncio.sleep(0.01)
 
 
+def _awaits(coro):
+    """Where a suspended coroutine chain waits: (function, line) innermost last."""
+    out = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            out.append(repr(coro)[:80])
+            break
+        out.append((frame.f_code.co_name, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return out
+
+
 def load(cp, n=3, version="v1"):
     svc = f.services(n)
     for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
@@ -288,7 +301,9 @@ def test_streams_killed_at_random_converge_without_nacks(run_default, delta):
                          for t, st in proto.states.items()]
                 return (f"have {sorted(snap.listeners)} want {sorted(want)} warming "
                         f"{sorted(s.applier.warming_names())} routes "
-                        f"{sorted(snap.route_tables)} client {types} server {cp.versions}")
+                        f"{sorted(snap.route_tables)} client {types} server {cp.versions} "
+                        f"fake {[(x.closed.is_set(), len(x.log)) for x in cp.streams]} "
+                        f"task {_awaits(s.stream()._task.get_coro())}")
             await until(lambda: set(s.snapshot().listeners) == want and all(
                 s.snapshot().listeners[n].remote_port ==
                 cp.resources[LISTENER][n].metadata.filter_metadata["nodemesh"]["remote_port"]
