@@ -19,6 +19,8 @@ from typing import List, Optional
 from agent.xds import persist
 from agent.xds.applier import Applier, ServedChange
 
+from . import memory
+
 log = logging.getLogger("nodemesh.agent")
 
 
@@ -103,3 +105,5 @@ class LastGood:
             return
         self.stats.saves += 1
         self.stats.last_save_at, self.stats.last_save_bytes = time.time(), len(data)
+        del data, saved
+        memory.trim()              # the encoding was a copy of everything: give it back
