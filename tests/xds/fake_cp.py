@@ -209,26 +209,32 @@ class FakeControlPlane:
                 if self.auto:
                     self._auto(s, req)
 
-        async def write():
-            while True:
-                resp = await s.outbox.get()
-                await context.write(resp)
-
-        tasks = [asyncio.ensure_future(read()), asyncio.ensure_future(write()),
-                 asyncio.ensure_future(s.closed.wait())]
+        reader = asyncio.ensure_future(read())
+        deadline = None if self.age_limit is None else \
+            asyncio.get_running_loop().time() + self.age_limit
         try:
-            await asyncio.wait(tasks, timeout=self.age_limit,
-                               return_when=asyncio.FIRST_COMPLETED)
+            # writes happen here, one at a time, never concurrently with the abort below
+            while not s.closed.is_set() and not reader.done():
+                get = asyncio.ensure_future(s.outbox.get())
+                closed = asyncio.ensure_future(s.closed.wait())
+                left = None if deadline is None else \
+                    max(0.0, deadline - asyncio.get_running_loop().time())
+                done, _ = await asyncio.wait([get, closed, reader], timeout=left,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                closed.cancel()
+                if get in done:
+                    await context.write(get.result())
+                    continue
+                get.cancel()
+                if not done:                      # the age limit
+                    break
             s.closed.set()
-            # End with a status first, then drop the helpers: cancelling a read or a
-            # write in flight before the status is out can leave the RPC open on the
-            # client's side (grpc.aio). istiod's age limit looks the same: UNAVAILABLE.
+            # istiod's age limit looks the same to a client: UNAVAILABLE (GOAWAY)
             await context.abort(s.close_code or grpc.StatusCode.UNAVAILABLE,
                                 "closed by the test")
         finally:
             s.closed.set()
-            for t in tasks:
-                t.cancel()
+            reader.cancel()
 
 
 class _Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
