@@ -219,13 +219,16 @@ class FakeControlPlane:
                 closed = asyncio.ensure_future(s.closed.wait())
                 left = None if deadline is None else \
                     max(0.0, deadline - asyncio.get_running_loop().time())
-                done, _ = await asyncio.wait([get, closed, reader], timeout=left,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                closed.cancel()
+                try:
+                    done, _ = await asyncio.wait([get, closed, reader], timeout=left,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    closed.cancel()
+                    if not get.done():
+                        get.cancel()
                 if get in done:
                     await context.write(get.result())
                     continue
-                get.cancel()
                 if not done:                      # the age limit
                     break
             s.closed.set()

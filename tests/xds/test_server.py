@@ -215,6 +215,7 @@ def test_xds_source_to_a_control_plane_validates_and_nacks(run_default):
             u = await asyncio.wait_for(updates.__anext__(), 10)
             assert set(u.resources) == {"c-1"}
             await until(lambda: src.client.streams["ads"].protocol.states[CLUSTER].nacks == 1)
+            await until(lambda: any(r.error_detail.message for r in cp.streams[0].log))
             nack = [r for r in cp.streams[0].log if r.error_detail.message][0]
             assert 'cluster "c-2"' in nack.error_detail.message
         finally:
