@@ -171,7 +171,7 @@ class RemoteListeners(_Listeners):
 
         if self.closed or not hasattr(self, "host"):
             return
-        want = {l.remote_port for l in snapshot.listeners.values() if l.remote_port}
+        want = {ln.remote_port for ln in snapshot.listeners.values() if ln.remote_port}
         shared = getattr(self, "shared_port", None)
         for port in sorted(want - set(self.servers)):
             binding = PortBinding(port)

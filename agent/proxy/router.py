@@ -10,7 +10,6 @@ common shape of a service with one destination.
 from __future__ import annotations
 
 import json
-import math
 import random
 from bisect import bisect_right
 from itertools import accumulate

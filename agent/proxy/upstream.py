@@ -53,7 +53,7 @@ class UpstreamConn(asyncio.Protocol):
         self._ids = {}            # multiplexed: (encoding, width) -> next id
         self.http = self.traits.name == "http1"
 
-    # -- asyncio callbacks -----------------------------------------------------------
+    # -- asyncio callbacks --------------------------------------------------------------
 
     def connection_made(self, transport):
         self.transport = transport
@@ -100,7 +100,7 @@ class UpstreamConn(asyncio.Protocol):
         self.pool.lost(self)
         self._fail_inflight("reset", FLAG_RESET)
 
-    # -- sending -------------------------------------------------------------------------
+    # -- sending ------------------------------------------------------------------------
 
     def has_room(self) -> bool:
         return not (self.blocked or self.retiring or self.stalled or self.closed) and \
@@ -164,7 +164,7 @@ class UpstreamConn(asyncio.Protocol):
         write_id(buf, frame.id_offset, width, enc, nxt)
         return bytes(buf)
 
-    # -- receiving --------------------------------------------------------------------------
+    # -- receiving ----------------------------------------------------------------------
 
     def _responses_in_order(self, frames):
         inflight, cluster = self.inflight, self.cluster
@@ -229,7 +229,7 @@ class UpstreamConn(asyncio.Protocol):
         else:
             self.stalled = True
 
-    # -- failures ----------------------------------------------------------------------------
+    # -- failures -----------------------------------------------------------------------
 
     def _garbage(self, why: str):
         self.worker.stats.inc("nodemesh_upstream_cx_protocol_error_total",
