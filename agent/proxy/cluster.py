@@ -107,8 +107,8 @@ class ClusterRuntime:
             return
         req.attempt += 1
         req.host = host
-        host.active_requests += 1
-        self.rq_total += 1
+        host.active_requests += req.count
+        self.rq_total += req.count
         self.rq_active += 1
         chain = req.chain
         key = (host, chain.identity)
@@ -143,7 +143,7 @@ class ClusterRuntime:
     def _end_try(self, req) -> Optional[object]:
         host = req.host
         if host is not None:
-            host.active_requests -= 1
+            host.active_requests -= req.count
             req.host = None
             self.breaker.release("requests")
             self.rq_active -= 1

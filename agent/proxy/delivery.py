@@ -16,7 +16,7 @@ import time
 
 from agent.codec import CodecError
 
-from . import mutations
+from . import batch, mutations
 from .protocols import (DUBBO_READONLY_EVENT, FLAG_CONNECT_FAIL, FLAG_DRAIN_CUT, FLAG_NO_HEALTHY,
                         FLAG_NO_ROUTE, FLAG_OVERFLOW, FLAG_OVERLOADED, FLAG_RATE_LIMITED,
                         FLAG_RESET, FLAG_TIMEOUT, FLAG_UPSTREAM_PROTOCOL, REASON_FOR_FLAG)
@@ -59,9 +59,12 @@ class Delivery:
         if req.kind != "oneway" and self.decoder is not None:
             message = MESSAGES.get(flag, detail or reason)
             try:
-                reply = self.decoder.error_reply(req.frame, reason, message)
+                reply = self.decoder.error_reply(req.frame, reason, message) \
+                    if req.frames is None else \
+                    batch.error_replies(self.decoder, req, reason, message)
             except CodecError:
                 reply = None
+            req.errors = req.count
         self._finish(req, reply, self.traits.local_code(reason), flag)
 
     def interim(self, req, data):
@@ -72,8 +75,16 @@ class Delivery:
     def _finish(self, req, reply, code, flag):
         req.done = True
         now = _monotonic()
-        if req.slot is not None:
-            req.slot.observe(code, flag, now - req.start)
+        slot = req.slot
+        if slot is not None:
+            if req.count == 1:
+                slot.observe(code, flag, now - req.start)
+            else:                                 # a batch: each request by its reply kind
+                failed = req.errors if flag == "-" else req.count
+                if req.count > failed:
+                    slot.observe_n(code, flag, now - req.start, req.count - failed)
+                if failed:
+                    slot.observe_n("error", flag, now - req.start, failed)
         if req.admitted:
             req.admitted = False
             self.worker.fairness.done(req.pod)
@@ -84,7 +95,9 @@ class Delivery:
         if self.closed:
             return
         if self.mux:
-            self.live.discard(req)
+            if req in self.live:
+                self.live.discard(req)
+                self.tracked -= req.count
             if reply:
                 self._write(reply)
         else:
@@ -101,6 +114,7 @@ class Delivery:
         q = self.queue
         while q and q[0].done:
             req = q.popleft()
+            self.tracked -= req.count
             reply = req.reply
             last = req.close_after or (self.draining and not q and not self._partial())
             if last and self.http and reply:
@@ -114,6 +128,7 @@ class Delivery:
                     if not rest.done and rest.cluster is not None:
                         rest.cluster.abandon(rest, timed_out=False)
                     rest.done = True
+                    self.tracked -= rest.count
                 q.clear()
                 break
         if self.out or self.close_when_flushed:
@@ -172,6 +187,7 @@ class Delivery:
             req.done = True
             req.reply = reply or b""
             self.held += len(req.reply)
+            self.tracked += 1
             req.close_after = True
             self.queue.append(req)
             self._pump()

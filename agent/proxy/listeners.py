@@ -110,7 +110,8 @@ class _Listeners:
             return None
         self.errors.pop(port, None)
         bound = sock.getsockname()[1]
-        task = self.worker.loop.create_task(self.worker.loop.create_server(factory, sock=sock))
+        task = self.worker.loop.create_task(
+            self.worker.loop.create_server(factory, sock=sock, backlog=BACKLOG))
         self.servers[bound] = task
         return task
 

@@ -65,6 +65,13 @@ class Slot:
         self.buckets = [0] * (len(_BOUNDS_S) + 1)
         self.sum_ms = 0.0
 
+    def observe_n(self, code: str, flags: str, seconds: float, n: int) -> None:
+        """n requests that ended together (a pipelined batch)."""
+        key = (code, flags)
+        self.codes[key] = self.codes.get(key, 0) + n
+        self.buckets[bisect_left(_BOUNDS_S, seconds)] += n
+        self.sum_ms += seconds * 1000.0 * n
+
     def observe(self, code: str, flags: str, seconds: float) -> None:
         key = (code, flags)
         codes = self.codes

@@ -21,6 +21,7 @@ from collections import deque
 
 from agent.codec import CodecError
 
+from . import batch
 from . import fault as fault_policy
 from . import mutations
 from .delivery import PAUSE_LIMITS as _PAUSE_LIMITS, PAUSE_WRITE as _PAUSE_WRITE, Delivery
@@ -37,7 +38,8 @@ class Session(Delivery, asyncio.Protocol):
     __slots__ = ("worker", "binding", "transport", "chain", "traits", "mux", "http", "decoder",
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
-                 "stream_source", "busy", "orig_dst", "deferred", "processing")
+                 "stream_source", "busy", "orig_dst", "deferred", "processing", "fed",
+                 "tracked")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -63,6 +65,8 @@ class Session(Delivery, asyncio.Protocol):
         self.orig_dst = None         # (address, port) the client dialled (local role)
         self.deferred = None         # (frames, arrival time) decoded but held back by limits
         self.processing = False
+        self.fed = 0                 # bytes given to the decoder so far (stream offset)
+        self.tracked = 0             # requests in `queue` / `live` (a batch counts each)
 
     # -- connection lifecycle -----------------------------------------------------------
 
@@ -107,6 +111,7 @@ class Session(Delivery, asyncio.Protocol):
                 self._finish(req, None, "-", FLAG_DOWNSTREAM_CLOSED)
         self.queue.clear()
         self.live.clear()
+        self.tracked = 0
         if self.stream_source is not None:
             self.stream_source.close()
         w.session_closed(self)
@@ -141,33 +146,45 @@ class Session(Delivery, asyncio.Protocol):
         dec = self.decoder
         if dec is None:
             dec = self.decoder = self.chain.request_decoder()
-        before = dec.buffered
+        before, fed = dec.buffered, self.fed
+        self.fed = fed + len(data)
         try:
             frames = dec.feed(data)
         except CodecError as exc:
             self._malformed(exc, data if not before else b"")
             return
         self.last_active = _monotonic()
-        self._process(frames, self.last_active)
+        self._process(frames, self.last_active, data, fed)
 
-    def _process(self, frames, now):
+    def _process(self, frames, now, data=None, fed=0):
         """Dispatch frames in order; past a limit, keep the rest for later (no more is
-        read meanwhile) so what one client has in flight stays bounded."""
+        read meanwhile) so what one client has in flight stays bounded. `data` is the
+        read the frames came from, starting at stream offset `fed` (batches slice it)."""
         self.processing = True
+        batch_route = self.chain.batch_route
         try:
-            for i, frame in enumerate(frames):
+            i, n = 0, len(frames)
+            while i < n:
                 if self.stop_reading:
                     break
                 if self._full():
                     self.deferred = (frames[i:], now)
                     break
+                frame = frames[i]
                 kind = frame.kind
                 if kind == "request":
+                    run = 1 if batch_route is None else batch.run_length(
+                        frames, i, self.worker.settings.max_inflight_per_connection - self.tracked)
+                    if run > 1:
+                        batch.send(self, frames[i:i + run], now, batch_route, data, fed)
+                        i += run
+                        continue
                     self._request(frame, now, False)
                 elif kind == "oneway":
                     self._request(frame, now, True)
                 elif kind == "heartbeat":
                     self._heartbeat(frame)
+                i += 1
         finally:
             self.processing = False
         if self.deferred is not None or self._full():
@@ -176,7 +193,7 @@ class Session(Delivery, asyncio.Protocol):
     def _full(self) -> bool:
         s = self.worker.settings
         return bool(self.paused & _PAUSE_WRITE) or self.held > s.max_buffered_bytes or \
-            len(self.queue) + len(self.live) >= s.max_inflight_per_connection
+            self.tracked >= s.max_inflight_per_connection
 
     def _unblock(self) -> None:
         """Room again (a reply went out, the client read): deferred frames first."""
@@ -290,10 +307,12 @@ class Session(Delivery, asyncio.Protocol):
             req.done = True
             req.reply = reply
             self.held += len(reply)
+            self.tracked += 1
             self.queue.append(req)
             self._pump()
 
     def _track(self, req):
+        self.tracked += req.count
         if self.mux:
             self.live.add(req)
         else:

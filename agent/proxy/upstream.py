@@ -19,6 +19,7 @@ from collections import deque
 
 from agent.codec import CodecError
 
+from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
     DUBBO_READONLY_EVENT, id_encoding, id_range, write_id
 
@@ -177,7 +178,16 @@ class UpstreamConn(asyncio.Protocol):
             if not inflight:
                 self._garbage("response with no request in flight")
                 return
-            req = inflight.popleft()
+            req = inflight[0]
+            if req.count > 1:                     # a pipelined batch: its next reply
+                if not batch.collect(req, frame):
+                    continue
+                inflight.popleft()
+                if not req.done:
+                    req.conn = None
+                    cluster.on_response(req, frame, b"".join(req.parts))
+                continue
+            inflight.popleft()
             if self.http:
                 if not frame.flags & FRAME_KEEPALIVE:
                     self.retiring = True
