@@ -61,13 +61,14 @@ def send(session, frames, now, route, data, fed) -> None:
     cluster.dispatch(req)
 
 
-def collect(req, frame) -> bool:
-    """One reply frame for a batch; True when the batch has all its replies."""
+def collect(req, frame, response_code) -> bool:
+    """One reply frame for a batch (counted by its own code); True when the batch has all
+    its replies."""
     if req.parts is None:
-        req.parts = []
+        req.parts, req.codes = [], {}
     req.parts.append(frame.data)
-    if frame.kind == "error":
-        req.errors += 1
+    code = response_code(frame)
+    req.codes[code] = req.codes.get(code, 0) + 1
     return len(req.parts) == req.count
 
 

@@ -64,7 +64,6 @@ class Delivery:
                     batch.error_replies(self.decoder, req, reason, message)
             except CodecError:
                 reply = None
-            req.errors = req.count
         self._finish(req, reply, self.traits.local_code(reason), flag)
 
     def interim(self, req, data):
@@ -79,12 +78,11 @@ class Delivery:
         if slot is not None:
             if req.count == 1:
                 slot.observe(code, flag, now - req.start)
-            else:                                 # a batch: each request by its reply kind
-                failed = req.errors if flag == "-" else req.count
-                if req.count > failed:
-                    slot.observe_n(code, flag, now - req.start, req.count - failed)
-                if failed:
-                    slot.observe_n("error", flag, now - req.start, failed)
+            elif req.codes and flag == "-":       # a batch answered: each by its own reply
+                for each, n in req.codes.items():
+                    slot.observe_n(each, flag, now - req.start, n)
+            else:                                 # a batch failed as a whole
+                slot.observe_n(code, flag, now - req.start, req.count)
         if req.admitted:
             req.admitted = False
             self.worker.fairness.done(req.pod)

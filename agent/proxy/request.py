@@ -23,7 +23,7 @@ class Request:
         # the outcome
         "reply", "done", "close_after", "mirror",
         # a pipelined batch (agent.proxy.batch): frames sent as one, replies collected
-        "count", "frames", "parts", "errors",
+        "count", "frames", "parts", "codes",
     )
 
     def __init__(self, session, chain, frame, data, kind, rid, route, pod, start, deadline):
@@ -58,7 +58,7 @@ class Request:
         self.count = 1
         self.frames = None
         self.parts = None
-        self.errors = 0
+        self.codes = None
 
     def __repr__(self):
         state = "done" if self.done else ("sent" if self.sent else "waiting")

@@ -180,7 +180,7 @@ class UpstreamConn(asyncio.Protocol):
                 return
             req = inflight[0]
             if req.count > 1:                     # a pipelined batch: its next reply
-                if not batch.collect(req, frame):
+                if not batch.collect(req, frame, self.traits.response_code):
                     continue
                 inflight.popleft()
                 if not req.done:
