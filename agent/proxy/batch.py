@@ -33,6 +33,8 @@ def run_length(frames, start: int, room: int) -> int:
 def payload(frames, data, fed: int) -> bytes:
     """The frames' bytes: one slice of this read when they all lie in it."""
     first, last = frames[0], frames[-1]
+    if data is not None and first.offset == fed and last.offset + last.length - fed == len(data):
+        return data                          # the whole read (the common case): no copy
     start, end = first.offset - fed, last.offset + last.length - fed
     if data is not None and 0 <= start and end <= len(data):
         return bytes(data[start:end])

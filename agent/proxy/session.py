@@ -173,9 +173,9 @@ class Session(Delivery, asyncio.Protocol):
                 frame = frames[i]
                 kind = frame.kind
                 if kind == "request":
-                    run = 1 if batch_route is None else batch.run_length(
-                        frames, i, self.worker.settings.max_inflight_per_connection - self.tracked)
-                    if run > 1:
+                    if batch_route is not None:     # even a run of one: the lean path
+                        run = batch.run_length(frames, i, self.worker.settings
+                                               .max_inflight_per_connection - self.tracked)
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
                         continue
