@@ -6,7 +6,8 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import conns, datapath, demo, doctor, options, pods, services, stats, status, top
+from . import (agent_cmd, conns, datapath, demo, doctor, options, pods, services, stats, status,
+               top, xds)
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -60,6 +61,8 @@ def parser() -> options.Parser:
     demo.register(sub, common)
     from . import proxy as proxy_command
     proxy_command.register(sub, common)
+    agent_cmd.register(sub, common)
+    xds.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")
