@@ -6,8 +6,8 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import (agent_cmd, conns, datapath, demo, doctor, options, pods, services, stats, status,
-               top, xds)
+from . import (agent_cmd, conns, datapath, demo, doctor, failover, options, pods, services,
+               stats, status, top, xds)
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -16,6 +16,7 @@ EPILOG = """examples:
   nodemesh datapath set --local-proxy 127.0.0.1:15001 --mode local
   nodemesh service add 198.18.0.10:6379 --protocol redis
   nodemesh enroll --cgroup /sys/fs/cgroup/demo && nodemesh stats
+  nodemesh failover status && nodemesh drain --deadline 30
   nodemesh uninstall
 
 exit codes: 0 ok, 1 failed, 2 usage, 3 datapath not up, 4 not root,
@@ -63,6 +64,7 @@ def parser() -> options.Parser:
     proxy_command.register(sub, common)
     agent_cmd.register(sub, common)
     xds.register(sub, common)
+    failover.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")
