@@ -2,8 +2,8 @@
 
 Discovery types: STATIC and EDS as in Envoy; STRICT_DNS / LOGICAL_DNS are
 resolved once, when the cluster is compiled (the proxy never resolves names
-on the request path; a cluster whose names cannot be resolved is refused,
-so without DNS only numeric addresses work); ORIGINAL_DST becomes a
+on the request path; a name that does not resolve leaves that host out, with
+a note, so without DNS only numeric addresses give endpoints); ORIGINAL_DST becomes a
 passthrough cluster (`Cluster.original_dst`): the proxy connects to the
 connection's original destination, which the datapath recorded. Upstream
 TLS is not spoken: a cluster that requires it is refused, while Istio's
@@ -13,14 +13,13 @@ their plaintext match.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import List, Optional, Tuple
 
 from .context import Context
 from .errors import FieldError
 from .jsonpb import any_type_url, unpack_any
 from .model import CircuitBreakers, Cluster, Endpoint, EndpointSet, HealthCheck, OutlierDetection
-from .values import opt_seconds, positive_seconds, socket_address, wrapped
+from .values import ip_literal, opt_seconds, positive_seconds, socket_address, wrapped
 
 STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST = range(5)
 _LB = {0: "round_robin", 1: "least_request", 2: "ring_hash", 3: "random", 5: "maglev"}
@@ -56,9 +55,7 @@ def compile_cluster(c, ctx: Context) -> Cluster:
         outlier=_outlier(c) if c.HasField("outlier_detection") else None,
         health_check=_health_check(c, ctx),
         **_protocol_options(c, ctx), **lb_fields)
-    if c.type == EDS:
-        if c.HasField("load_assignment"):
-            ctx.note("load_assignment", "ignored for an EDS cluster (endpoints come from EDS)")
+    if c.type == EDS:            # an inline load_assignment is only an EDS resource (static.py)
         fields["eds_service_name"] = c.eds_cluster_config.service_name or c.name
     elif c.type == ORIGINAL_DST:
         fields["original_dst"] = True
@@ -217,9 +214,8 @@ def _endpoints(cla, ctx: Context, *, resolve: bool = False, first_only: bool = F
         field = f"endpoints[{i}]"
         if group.HasField("leds_cluster_locality_config"):
             raise FieldError(f"{field}.leds_cluster_locality_config", "LEDS is not supported")
-        locality = "/".join(p for p in (group.locality.region, group.locality.zone,
-                                        group.locality.sub_zone)) if group.HasField("locality") \
-            else ""
+        loc = group.locality
+        locality = "/".join((loc.region, loc.zone, loc.sub_zone)).rstrip("/")
         for j, lb in enumerate(group.lb_endpoints):
             try:
                 out.extend(_lb_endpoint(lb, group.priority, locality, ctx, resolve))
@@ -250,14 +246,17 @@ def _lb_endpoint(lb, priority: int, locality: str, ctx: Context, resolve: bool) 
 
 def _resolve(host: str, port: int, ctx: Context) -> List[str]:
     try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
+        return [ip_literal(host, "")]
+    except FieldError:
         pass
     try:
         addresses = list(ctx.resolver(host, port))
     except OSError as exc:
-        raise FieldError("endpoint.address.socket_address.address",
-                         f"cannot resolve {host!r}: {exc}") from None
+        addresses, why = [], str(exc)
+    else:
+        why = "no addresses"
     if not addresses:
-        raise FieldError("endpoint.address.socket_address.address", f"{host!r}: no addresses")
-    return addresses
+        # Envoy keeps such a cluster and retries; we resolve once, so the host
+        # has no endpoints until the next update (noted in /config_dump).
+        ctx.note("endpoint.address.socket_address.address", f"cannot resolve {host!r}: {why}")
+    return [ip_literal(a, "endpoint.address.socket_address.address") for a in addresses]

@@ -44,6 +44,7 @@ REFUSED = {_P + "network.rbac.v3.RBAC", _P + "network.ext_authz.v3.ExtAuthz",
 _ROUTER = _P + "http.router.v3.Router"
 _FAULT = _P + "http.fault.v3.HTTPFault"
 _HTTP_RATELIMIT = _P + "http.local_ratelimit.v3.LocalRateLimit"
+_HTTP_NAMES = {"envoy.filters.http.router": _ROUTER}     # typed_config may be left out
 
 AERAKI_CODECS = {"aeraki.meta_protocol.codec.dubbo": "dubbo",
                  "aeraki.meta_protocol.codec.thrift": "thrift",
@@ -220,7 +221,7 @@ def _http_filters(http_filters, ctx: Context, per_pod: bool):
         field = f"typed_config.http_filters[{i}]"
         if hf.HasField("config_discovery"):
             raise FieldError(f"{field}.config_discovery", "filter discovery is not supported")
-        type_name = filter_type(hf) or hf.name
+        type_name = filter_type(hf) or _HTTP_NAMES.get(hf.name, hf.name)
         if hf.disabled:
             continue
         if type_name == _ROUTER:

@@ -217,8 +217,10 @@ class ConfigStore:
                 unchanged.append(name)
             elif entry is not None:
                 staged[name] = entry
-        if errors:
+        if errors:                        # accepted or confirmed: no longer in error
             for name in unchanged:
+                errors.pop(name, None)
+            for name in staged:
                 errors.pop(name, None)
         for err in result.errors:
             errors[err.resource] = (err, version, now)
