@@ -64,8 +64,9 @@ class Topology:
     def node(self) -> str:
         """Give the node its address (on lo: no dummy module needed) and the catch-all route."""
         if self._dummy is None:
-            self._dummy = "lo"
+            # fails when another node (demo, test) has it: then it is not ours to remove
             ip("addr", "add", f"{NODE_ADDRESS}/32", "dev", "lo")
+            self._dummy = "lo"
             self._route_added = ip("route", "add", "unreachable", UNREACHABLE, check=False) == 0
         return NODE_ADDRESS
 
@@ -75,6 +76,8 @@ class Topology:
         subnet = list(LINKS.subnets(new_prefix=30))[index]
         gw, addr = str(subnet[1]), str(subnet[2])
         netns, host_if = f"{self.prefix}-{name}", f"{self.short}{index}"
+        member = Member(name, netns, addr, gw, host_if)
+        self.members[name] = member           # before it exists: close() undoes a half-made one
         ip("netns", "add", netns)
         ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns)
         ip("addr", "add", f"{gw}/30", "dev", host_if)
@@ -84,11 +87,10 @@ class Topology:
         ip("-n", netns, "link", "set", "eth0", "up")
         ip("-n", netns, "link", "set", "lo", "up")
         ip("-n", netns, "route", "add", UNREACHABLE, "via", gw)
-        member = Member(name, netns, addr, gw, host_if, node_nsid=_link_nsid(netns))
+        member.node_nsid = _link_nsid(netns)
         if cgroup:
             member.cgroup = os.path.join(self.cgroup_root, name)
             os.makedirs(member.cgroup, exist_ok=True)
-        self.members[name] = member
         return member
 
     def cgroup(self, name: str) -> str:
