@@ -65,8 +65,8 @@ class DemoNode:
     def agent_admin(self) -> AdminClient:
         return AdminClient(self.path("run", "admin.sock"), timeout=2.0)
 
-    def proxy_admin(self, role: str) -> AdminClient:
-        return AdminClient(self.path("run", f"proxy-{role}.sock"), timeout=2.0)
+    def proxy_admin(self, role: str, timeout: float = 2.0) -> AdminClient:
+        return AdminClient(self.path("run", f"proxy-{role}.sock"), timeout=timeout)
 
     def env(self) -> dict:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -80,6 +80,7 @@ class DemoNode:
     def build(self, say: Callable[[str], None] = lambda text: None) -> None:
         self.tmp = tempfile.mkdtemp(prefix=f"nm-demo-{os.getpid()}-")
         self.undo.push("temp dir", lambda: shutil.rmtree(self.tmp, ignore_errors=True))
+        self.undo.push("logs kept", self._keep_logs)        # after every process has stopped
         for sub in ("run", "xds", "logs"):
             os.makedirs(self.path(sub))
         self.topo = Topology("demo")
@@ -122,7 +123,9 @@ class DemoNode:
         for name, port in BACKENDS.items():
             member = self.topo.members[name]
             if name == "redis":
+                # protected mode refuses non-loopback clients; its own netns is the guard here
                 argv = ["redis-server", "--bind", member.address, "--port", port, "--save", "",
+                        "--protected-mode", "no",
                         "--appendonly", "no", "--dir", self.path("run")]
             else:
                 kind = "http1" if name.startswith("http") else name
@@ -198,7 +201,7 @@ class DemoNode:
 
     def drain(self) -> str:
         """`nodemesh drain`: the agent sends new connections remote and drains the proxy,
-        which exits once its requests in flight are answered."""
+        which exits once its requests in flight are answered. Returns its exit status."""
         res = subprocess.run([PY, "-m", "agent.cli.main", "drain", "--deadline",
                               str(self.s.drain_deadline), "--pin-dir", self.pin_dir,
                               "--run-dir", self.path("run")],
@@ -213,7 +216,7 @@ class DemoNode:
         except subprocess.TimeoutExpired:
             raise StepError(f"{self.local_proxy} did not exit after its drain") from None
         self.procs.pop(self.local_proxy)
-        return f"{res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ''} (exit {code})"
+        return f"exit {code}"
 
     def set_split(self, weights) -> None:
         resources.write_http_split(self.path("xds"), weights)
@@ -281,6 +284,10 @@ class DemoNode:
 
     def close(self) -> list:
         return self.undo.close()
+
+    def _keep_logs(self) -> None:
+        if self.s.keep_logs and os.path.isdir(self.path("logs")):
+            shutil.copytree(self.path("logs"), self.s.keep_logs, dirs_exist_ok=True)
 
     def leftovers(self) -> list:
         left = self.topo.leftovers() if self.topo else []

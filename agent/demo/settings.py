@@ -49,6 +49,14 @@ class DemoSettings:
     splits: Tuple[Tuple[int, int], ...] = ((100, 0), (50, 50), (0, 100))
     """The HTTP route's v1/v2 weights, applied in turn through xDS."""
     pods: Tuple[str, ...] = field(default=PODS)
+    keep_logs: str = ""
+    """Directory to copy every process's log to before the node is removed
+    (empty: logs go with the node). For a run that went wrong."""
+    connection_age: float = 2.0
+    """Seconds a client keeps a connection before it closes it between two
+    requests and opens a new one, as pooled clients do. Connections stay
+    where the kernel sent them, so this is what moves traffic back to a
+    restarted local proxy within the demo's few seconds."""
 
     def __post_init__(self):
         if self.duration <= 0:
