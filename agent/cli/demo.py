@@ -1,5 +1,7 @@
 """`nodemesh demo`: the node demo (agent/demo/scenario.py)."""
 
+import sys
+
 from . import options
 from .errors import GENERAL, PERMISSION, UNSUPPORTED, CLIError
 
@@ -43,4 +45,7 @@ def run(args) -> int:
         raise CLIError(f"demo: {exc}", "nothing was set up", code) from None
     except StepError as exc:
         raise CLIError(f"demo stopped: {exc}", "everything it set up was removed") from None
+    except KeyboardInterrupt:
+        print("nodemesh: demo interrupted: everything it set up was removed", file=sys.stderr)
+        return 130
     return 0 if summary["ok"] else 1

@@ -51,6 +51,7 @@ class DemoNode:
         self.tmp = ""
         self.ctl = None
         self.proxy_generation = 0
+        self.stopping = False         # set on Ctrl-C: a step waiting on another thread gives up
 
     # -- paths ------------------------------------------------------------------------
 
@@ -255,6 +256,8 @@ class DemoNode:
              timeout: Optional[float] = None) -> None:
         end = time.monotonic() + (timeout or self.s.step_timeout)
         while time.monotonic() < end:
+            if self.stopping:
+                raise StepError(f"{what}: interrupted")
             if proc and self.procs.get(proc) is not None and self.procs[proc].poll() is not None:
                 raise StepError(f"{what}: {proc} exited with {self.procs[proc].returncode}"
                                 f"{self.log_tail(proc)}")
@@ -288,6 +291,12 @@ class DemoNode:
     def _keep_logs(self) -> None:
         if self.s.keep_logs and os.path.isdir(self.path("logs")):
             shutil.copytree(self.path("logs"), self.s.keep_logs, dirs_exist_ok=True)
+
+    def names(self) -> dict:
+        """Where this node's things lived (all pid-specific), to check they are gone."""
+        return {"netns_prefix": self.topo.prefix if self.topo else None,
+                "cgroup_root": self.topo.cgroup_root if self.topo else None,
+                "pin_dir": self.pin_dir, "run_dir": self.tmp or None}
 
     def leftovers(self) -> list:
         left = self.topo.leftovers() if self.topo else []

@@ -48,7 +48,8 @@ def run(settings: DemoSettings, output: str = "text", out=sys.stdout) -> dict:
         (lambda text: None)
     node = DemoNode(settings)
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited
+    try:                                                                     # ignored (`cmd &`)
         say("checking the node (nodemesh doctor) ...")
         preflight.check(settings, node.pin_dir, "/tmp")
         try:
@@ -56,10 +57,10 @@ def run(settings: DemoSettings, output: str = "text", out=sys.stdout) -> dict:
             summary = Scenario(node, settings, say).play()
         finally:
             _shielded(node.close)
-            signal.signal(signal.SIGTERM, previous)
-    except BaseException:
+    finally:
         signal.signal(signal.SIGTERM, previous)
-        raise
+        signal.signal(signal.SIGINT, previous_int)
+    summary["node"] = node.names()
     summary["leftovers"] = node.leftovers()
     summary["ok"], summary["problems"] = judge(summary)
     if output == "json":
@@ -116,8 +117,12 @@ class Scenario:
         self.say(display.LEGEND)
         self.say(display.header())
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="demo-step") as pool:
-            for phase in phases:
-                self._phase(phase, pool)
+            try:
+                for phase in phases:
+                    self._phase(phase, pool)
+            except BaseException:
+                self.node.stopping = True        # the step thread stops waiting; pool joins it
+                raise
         self.fleet.stop()
         return self.summary()
 
