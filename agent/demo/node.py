@@ -31,7 +31,7 @@ from agent.admin import AdminClient, AdminError
 
 from . import resources
 from .settings import PROTOCOLS, DemoSettings
-from .topology import NODE_ADDRESS, Topology
+from .topology import Topology
 from .undo import Undo
 
 BACKENDS = {"redis": 6379, "thrift": 9090, "dubbo": 20880, "http-v1": 8080, "http-v2": 8080}
@@ -84,22 +84,22 @@ class DemoNode:
         self.undo.push("logs kept", self._keep_logs)        # after every process has stopped
         for sub in ("run", "xds", "logs"):
             os.makedirs(self.path(sub))
-        self.topo = Topology("demo")
+        self.topo = Topology("demo", node_address=self.s.node_address, links=self.s.links)
         self.undo.push("namespaces, links, cgroups", self.topo.close)
         self._namespaces()
-        say(f"node {NODE_ADDRESS}: pods, backends and the remote proxy in "
+        say(f"node {self.s.node_address}: pods, backends and the remote proxy in "
             f"{len(self.topo.members)} namespaces")
         self._backends()
         say("backends up: redis-server, Thrift, Dubbo, HTTP v1 and v2")
         self._control_plane()
         self._agent()
         say(f"agent up: datapath pinned at {self.pin_dir}, ADS to xds-serve "
-            f"{NODE_ADDRESS}:{self.s.xds_port}")
+            f"{self.s.node_address}:{self.s.xds_port}")
         self._enroll()
         self._remote_proxy()
         self.start_local_proxy()
         self.wait_state("local")
-        say(f"local proxy {NODE_ADDRESS}:{self.s.local_port} ready; remote proxy "
+        say(f"local proxy {self.s.node_address}:{self.s.local_port} ready; remote proxy "
             f"{self.remote.address} ready; pods enrolled")
 
     def services(self):
@@ -139,9 +139,9 @@ class DemoNode:
     def _control_plane(self):
         resources.write_all(self.path("xds"), self.services(), self.s.splits[0])
         self.spawn("xds-serve", None, [PY, "-m", "agent.cli.main", "xds-serve", self.path("xds"),
-                                       "--listen", f"{NODE_ADDRESS}:{self.s.xds_port}",
+                                       "--listen", f"{self.s.node_address}:{self.s.xds_port}",
                                        "--poll", "0.2"], cgroup=self.topo.cgroup("system"))
-        self.wait("xds-serve listening", lambda: _connects(NODE_ADDRESS, self.s.xds_port),
+        self.wait("xds-serve listening", lambda: _connects(self.s.node_address, self.s.xds_port),
                   proc="xds-serve")
 
     def _agent(self):
@@ -174,7 +174,7 @@ class DemoNode:
     def _remote_proxy(self):
         self.spawn("remote-proxy", self.remote,
                    [PY, "-m", "agent.cli.main", "proxy", "--role", "remote",
-                    "--xds", f"{NODE_ADDRESS}:{self.s.xds_port}", "--plaintext",
+                    "--xds", f"{self.s.node_address}:{self.s.xds_port}", "--plaintext",
                     "--listen", f"{self.remote.address}:0", "--workers", "1",
                     "--run-dir", self.path("run"), "--admin", self.path("run", "proxy-remote.sock")])
         self.wait("remote proxy ready", lambda: self._ready(self.proxy_admin("remote")),
@@ -187,7 +187,7 @@ class DemoNode:
         name = f"local-proxy-{self.proxy_generation}"
         self.spawn(name, None, [PY, "-m", "agent.cli.main", "proxy", "--role", "local",
                                 "--xds", "unix:" + self.path("run", "xds.sock"),
-                                "--listen", f"{NODE_ADDRESS}:{self.s.local_port}",
+                                "--listen", f"{self.s.node_address}:{self.s.local_port}",
                                 "--workers", self.s.workers, "--pin-dir", self.pin_dir,
                                 "--run-dir", self.path("run"),
                                 "--drain-deadline", self.s.drain_deadline],
@@ -311,7 +311,7 @@ class DemoNode:
 def bootstrap(s: DemoSettings, remote_address: str, run_dir: str) -> str:
     """The agent's bootstrap: ADS to xds-serve, the node's proxies, failover timing."""
     return f"""# written by `nodemesh demo`
-node: {{id: "nodemesh~{NODE_ADDRESS}~demo-node", cluster: nodemesh-demo}}
+node: {{id: "nodemesh~{s.node_address}~demo-node", cluster: nodemesh-demo}}
 dynamic_resources:
   ads_config:
     api_type: GRPC
@@ -327,9 +327,9 @@ static_resources:
     load_assignment:
       cluster_name: xds-serve
       endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address:
-                  {{address: "{NODE_ADDRESS}", port_value: {s.xds_port}}}}}}}}}]}}]
+                  {{address: "{s.node_address}", port_value: {s.xds_port}}}}}}}}}]}}]
 nodemesh:
-  local_proxy: "{NODE_ADDRESS}:{s.local_port}"
+  local_proxy: "{s.node_address}:{s.local_port}"
   remote_proxy: "{remote_address}"
   admin: "{run_dir}/admin.sock"
   proxy_admin: "{run_dir}/proxy-local.sock"

@@ -8,6 +8,7 @@ programs). Nothing is created by a check that fails.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import socket
@@ -15,9 +16,9 @@ import subprocess
 from typing import List, Optional
 
 from .settings import DemoSettings
-from .topology import NODE_ADDRESS
 
 TOOLS = ("ip", "redis-server", "bpftool")
+CLIENT_MODULES = {"redis": "redis", "thriftpy2": "thriftpy2", "pyhessian": "python-hessian"}
 
 
 class PreflightError(RuntimeError):
@@ -25,7 +26,8 @@ class PreflightError(RuntimeError):
 
 
 def check(settings: DemoSettings, pin_dir: str, run_dir: str) -> None:
-    for problem in (_root(), _tools(), _ports(settings), _node_address()):
+    for problem in (_root(), _tools(), _client_libraries(), _ports(settings),
+                    _node_address(settings.node_address)):
         if problem:
             raise PreflightError(problem)
     reason = doctor_reason(pin_dir, run_dir)
@@ -49,6 +51,15 @@ def _tools() -> Optional[str]:
     return None
 
 
+def _client_libraries() -> Optional[str]:
+    missing = [dist for mod, dist in CLIENT_MODULES.items()
+               if importlib.util.find_spec(mod) is None]
+    if missing:
+        return (f"the demo's client libraries are missing ({', '.join(missing)}): "
+                "pip install 'nodemesh[demo]'")
+    return None
+
+
 def _ports(s: DemoSettings) -> Optional[str]:
     for port, what in ((s.local_port, "local proxy"), (s.xds_port, "xds-serve")):
         with socket.socket() as sock:
@@ -61,11 +72,11 @@ def _ports(s: DemoSettings) -> Optional[str]:
     return None
 
 
-def _node_address() -> Optional[str]:
+def _node_address(address: str) -> Optional[str]:
     out = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True,
                          text=True).stdout
-    if f" {NODE_ADDRESS}/" in out:
-        return (f"{NODE_ADDRESS} is already on lo: another demo or test node is running "
+    if f" {address}/" in out:
+        return (f"{address} is already on lo: another demo or test node is running "
                 "(wait for it, or remove the address if it is a leftover)")
     return None
 

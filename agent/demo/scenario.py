@@ -33,7 +33,7 @@ SETTLE_S = 2.0          # after a phase's action: lines that show its effect
 
 @dataclass
 class Phase:
-    name: str                            # 12 characters at most (the live view's column)
+    name: str                            # 15 characters at most (the live view's column)
     share: float                         # of --duration
     action: Optional[Callable[[], str]]  # returns what happened, for the event line
 
@@ -101,7 +101,7 @@ class Scenario:
             Phase(f"2 route {full[0]}/{full[1]}", 0.1, lambda: self._split(full)),
             Phase("3 kill local", 0.15, self._kill),
             Phase("4 restart", 0.2, self._restart),
-            Phase("5 drain+upg", 0.25, self._drain_and_upgrade),
+            Phase("5 drain+upgrade", 0.25, self._drain_and_upgrade),
         ]
 
     # -- the play --------------------------------------------------------------------------

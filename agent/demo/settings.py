@@ -18,6 +18,13 @@ class DemoSettings:
     """Requests a second per client (2 pods x 4 protocols = 8 clients). The
     machine has two cores shared with the proxies, the agent and the backends:
     160 requests/s shows every path without measuring the machine."""
+    node_address: str = "198.18.28.1"
+    """The node's own address (on lo), where the local proxy and xds-serve listen.
+    Not the topology's default 198.18.0.1, which other test nodes on a shared
+    machine use: two nodes with one address would remove it from each other."""
+    links: str = "198.18.224.0/20"
+    """The /30s of the pods', backends' and remote proxy's links, apart from
+    other test nodes' for the same reason."""
     local_port: int = 28001
     """The local proxy's port on the node address (198.18.0.1); from the
     demo's own range (28000-28999) so no other test collides with it."""

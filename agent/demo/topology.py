@@ -49,10 +49,16 @@ class Member:
 @dataclass
 class Topology:
     tag: str
+    node_address: str = NODE_ADDRESS
+    """The node's address on lo; a node per address at a time (two would remove each
+    other's), so concurrent users pick different ones."""
+    links: str = str(LINKS)
+    """Where the /30 of each member comes from; distinct per concurrent node too."""
     members: Dict[str, Member] = field(default_factory=dict)
     procs: List[subprocess.Popen] = field(default_factory=list)
     _route_added: bool = False
     _dummy: Optional[str] = None      # where the node address lives
+    _had_address: Optional[str] = None   # we added it once (leftovers() checks it is gone)
 
     def __post_init__(self):
         self.prefix = f"nm-{self.tag}-{os.getpid()}"
@@ -65,15 +71,15 @@ class Topology:
         """Give the node its address (on lo: no dummy module needed) and the catch-all route."""
         if self._dummy is None:
             # fails when another node (demo, test) has it: then it is not ours to remove
-            ip("addr", "add", f"{NODE_ADDRESS}/32", "dev", "lo")
-            self._dummy = "lo"
+            ip("addr", "add", f"{self.node_address}/32", "dev", "lo")
+            self._dummy = self._had_address = "lo"
             self._route_added = ip("route", "add", "unreachable", UNREACHABLE, check=False) == 0
-        return NODE_ADDRESS
+        return self.node_address
 
     def add(self, name: str, cgroup: bool = False) -> Member:
         self.node()
         index = len(self.members)
-        subnet = list(LINKS.subnets(new_prefix=30))[index]
+        subnet = list(ipaddress.ip_network(self.links).subnets(new_prefix=30))[index]
         gw, addr = str(subnet[1]), str(subnet[2])
         netns, host_if = f"{self.prefix}-{name}", f"{self.short}{index}"
         member = Member(name, netns, addr, gw, host_if)
@@ -151,7 +157,7 @@ class Topology:
             ip("link", "del", member.host_if, check=False)
         self.members.clear()
         if self._dummy:
-            ip("addr", "del", f"{NODE_ADDRESS}/32", "dev", "lo", check=False)
+            ip("addr", "del", f"{self.node_address}/32", "dev", "lo", check=False)
             self._dummy = None
         if self._route_added:
             ip("route", "del", "unreachable", UNREACHABLE, check=False)
@@ -164,8 +170,8 @@ class Topology:
         links = json.loads(_out(["ip", "-j", "link", "show"]) or "[]")
         left += [l["ifname"] for l in links if l["ifname"].startswith(self.short)]
         addrs = _out(["ip", "-o", "addr", "show", "dev", "lo"])
-        if f" {NODE_ADDRESS}/32 " in addrs:
-            left.append(f"{NODE_ADDRESS} on lo")
+        if self._had_address and f" {self.node_address}/32 " in addrs:
+            left.append(f"{self.node_address} on lo")
         if os.path.exists(self.cgroup_root):
             left.append(self.cgroup_root)
         return left

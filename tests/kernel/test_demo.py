@@ -61,10 +61,10 @@ def test_demo_runs_every_phase_without_failed_requests_and_leaves_nothing():
             assert s["protocols"][proto][pod]["ok"] > 50, (proto, pod, s["protocols"])
     phases = {p["name"]: p for p in s["phases"]}
     assert list(phases) == ["1 steady", "2 route 50/50", "2 route 0/100", "3 kill local",
-                            "4 restart", "5 drain+upg"]
+                            "4 restart", "5 drain+upgrade"]
     # zero failed requests across the kill and the drain (resends are counted apart)
     assert phases["3 kill local"]["failed"] == 0, phases["3 kill local"]
-    assert phases["5 drain+upg"]["failed"] == 0, phases["5 drain+upg"]
+    assert phases["5 drain+upgrade"]["failed"] == 0, phases["5 drain+upgrade"]
     assert all(p["failed"] == 0 for p in s["phases"])
     # the split moved with the route's weights
     split = s["split"]
