@@ -8,6 +8,7 @@ from .errors import GENERAL, PERMISSION, UNSUPPORTED, CLIError
 EXAMPLES = """examples:
   sudo nodemesh demo                       # live view, about a minute
   sudo nodemesh demo --duration 30 -o json # unattended, the summary as JSON
+  sudo nodemesh demo --keep-logs /tmp/demo # the processes' logs, kept
 
 Builds a node from network namespaces and cgroups (two pods, five backends,
 a remote proxy), runs xds-serve, the agent and the local proxy on it, and
@@ -24,6 +25,8 @@ def register(sub, common):
                    help="seconds of client traffic, spread over the phases (default 40)")
     p.add_argument("--rate", type=float, default=20.0, metavar="R",
                    help="requests/s per client, 8 clients (default 20)")
+    p.add_argument("--keep-logs", metavar="DIR", default="",
+                   help="copy every process's log to DIR before the node is removed")
     p.set_defaults(func=run)
 
 
@@ -33,7 +36,8 @@ def run(args) -> int:
     from agent.demo.settings import DemoSettings
 
     try:
-        settings = DemoSettings(duration=args.duration, rate=args.rate)
+        settings = DemoSettings(duration=args.duration, rate=args.rate,
+                                keep_logs=args.keep_logs)
     except ValueError as exc:
         raise CLIError(str(exc), "pass positive numbers", 2) from None
     fmt = "json" if args.output in ("json", "yaml") else "text"

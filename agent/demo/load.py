@@ -83,7 +83,6 @@ class RedisClient:
             raise ValueError(f"redis: {e}"[:200]) from None
         if got != str(self.n).encode():
             raise ValueError(f"GET returned {got!r}")
-        return None
 
     def reconnect(self):
         self.r.connection_pool.disconnect()
@@ -128,7 +127,7 @@ def client_for(protocol, host, port, pod):
         return RedisClient(host, port, pod)
     if protocol == "http1":
         return HttpClient(host, port, pod)
-    from agent.demo import rpc_clients      # thriftpy2 and python-hessian: only when asked
+    from agent.demo import rpc_clients  # thriftpy2 and python-hessian: only when asked
 
     cls = {"thrift": rpc_clients.ThriftClient, "dubbo": rpc_clients.DubboClient}[protocol]
     return cls(host, port, pod)

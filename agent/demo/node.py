@@ -232,12 +232,13 @@ class DemoNode:
     # -- processes --------------------------------------------------------------------------
 
     def spawn(self, name, member, argv, *, cgroup=None, **popen) -> subprocess.Popen:
-        """Start a process with its log in logs/NAME.log; its stop is registered first."""
+        """Start a process with its output (stderr at least) in logs/NAME.log; its stop is
+        registered first."""
         self.undo.push(f"process {name}", lambda: self.stop(name))
-        if "stdout" not in popen:
-            log = open(self.path("logs", f"{name}.log"), "ab")
-            popen.update(stdout=log, stderr=subprocess.STDOUT)
-        proc = self.topo.spawn(member, argv, cgroup=cgroup, env=self.env(), **popen)
+        with open(self.path("logs", f"{name}.log"), "ab") as log:   # the child keeps its copy
+            popen.setdefault("stdout", log)
+            popen.setdefault("stderr", subprocess.STDOUT if popen["stdout"] is log else log)
+            proc = self.topo.spawn(member, argv, cgroup=cgroup, env=self.env(), **popen)
         self.procs[name] = proc
         return proc
 

@@ -46,9 +46,7 @@ class Fleet:
                         f"{self.s.vips[i]}:{self.s.service_ports[i]}", "--pod", pod,
                         "--seconds", f"{seconds:.1f}", "--rate", f"{self.s.rate:g}",
                         "--connection-age", f"{self.s.connection_age:g}"]
-                proc = self.node.spawn(name, member, argv, stdout=subprocess.PIPE,
-                                       stderr=open(self.node.path("logs", f"{name}.log"), "ab"),
-                                       text=True)
+                proc = self.node.spawn(name, member, argv, stdout=subprocess.PIPE, text=True)
                 key = (proto, pod)
                 self.totals[key] = Counter()
                 t = threading.Thread(target=self._read, args=(key, proc), daemon=True,

@@ -100,7 +100,7 @@ def test_interrupted_demo_takes_everything_down():
 
 def test_not_root_is_one_clear_line_and_nothing_is_built():
     proc = demo("--duration", "5", preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)))
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 4, err
     assert err.strip().splitlines() == [err.strip()]
     assert "not root" in err and "sudo" in err
@@ -118,7 +118,7 @@ def test_port_taken_is_one_clear_line_and_nothing_is_built():
         busy.bind(("127.0.0.1", port))
         busy.listen()
         proc = demo("--duration", "5")
-        out, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert f"port {port}" in err and "already taken" in err
     assert traces(proc.pid) == []
