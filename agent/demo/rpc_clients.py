@@ -1,6 +1,7 @@
 """Thrift (thriftpy2) and Dubbo (hessian2) demo clients for load.py."""
 
 import os
+import select
 import socket
 
 from . import dubbo_wire
@@ -65,8 +66,8 @@ class DubboClient:
     def request(self):
         self.rid += 1
         try:
-            if self.sock is not None and peer_closed(self.sock):
-                self.reconnect()                 # closed while idle
+            if self.sock is not None and self._told_to_go():
+                self.reconnect()                 # readonly event or closed, while idle
             if self.sock is None:
                 self.sock = socket.create_connection(self.addr, timeout=CONNECT_TIMEOUT)
                 self.sock.settimeout(REQUEST_TIMEOUT)
@@ -90,6 +91,18 @@ class DubboClient:
         if echoed != self.pod:
             raise ValueError(f"echo returned {echoed!r}")
         return backend
+
+    def _told_to_go(self) -> bool:
+        """Read what arrived while idle, as a consumer's I/O thread does: the provider's
+        readonly event (a draining proxy) or a close retire this channel."""
+        while not peer_closed(self.sock):
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if not readable:
+                return self.reconnect_after
+            flags, _, _, _ = dubbo_wire.read_frame(self.sock)
+            if flags & dubbo_wire.FLAG_EVENT and flags & dubbo_wire.FLAG_REQUEST:
+                self.reconnect_after = True
+        return True
 
     def reconnect(self):
         self.reconnect_after = False

@@ -42,14 +42,16 @@ class Interrupted(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: stop, take the node down, exit 130."""
 
 
-def run(settings: DemoSettings, output: str = "text", out=sys.stdout) -> dict:
+def run(settings: DemoSettings, output: str = "text", out=None) -> dict:
     """Run the demo; return the summary (also printed: a table, or JSON with -o json)."""
+    out = out or sys.stdout          # the current one: a default would be bound at import
     say = (lambda text: print(text, file=out, flush=True)) if output == "text" else \
         (lambda text: None)
     node = DemoNode(settings)
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited
-    try:                                                                     # ignored (`cmd &`)
+    # Ctrl-C raises even where SIGINT was inherited ignored (`nodemesh demo &` in a script)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
         say("checking the node (nodemesh doctor) ...")
         preflight.check(settings, node.pin_dir, "/tmp")
         try:

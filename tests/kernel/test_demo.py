@@ -138,3 +138,22 @@ def test_kernel_without_a_feature_gives_doctors_reason(monkeypatch, capsys):
     assert "program/getpeername4: verifier rejected the program" in err
     assert "nothing was set up" in err
     assert traces(os.getpid()) == []
+
+
+def test_a_step_failing_half_way_leaves_nothing(monkeypatch, capsys):
+    """The local proxy 'fails to start' once the namespaces, backends, xds-serve, the agent
+    (datapath pinned and attached), the enrollments and the remote proxy are up."""
+    from agent.cli import main
+    from agent.demo.node import DemoNode, StepError
+
+    def broken(self):
+        assert self.ctl.enrolled() and os.path.exists(self.pin_dir)    # half-way indeed
+        raise StepError("local-proxy-1 ready: injected failure")
+
+    monkeypatch.setattr(DemoNode, "start_local_proxy", broken)
+    code = main.main(["demo", "--duration", "5"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "demo stopped: local-proxy-1 ready: injected failure" in err
+    assert "everything it set up was removed" in err
+    assert traces(os.getpid()) == []
