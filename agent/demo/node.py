@@ -222,6 +222,10 @@ class DemoNode:
     def set_split(self, weights) -> None:
         resources.write_http_split(self.path("xds"), weights)
 
+    def config_versions(self) -> dict:
+        """The local proxy's configuration versions per resource type."""
+        return self.proxy_admin("local").get("/stats")["config"]["versions"]
+
     def failover(self) -> dict:
         return self.agent_admin.get("/failover")
 

@@ -158,9 +158,18 @@ class Scenario:
     # -- the actions (on the step thread) ------------------------------------------------
 
     def _split(self, weights) -> str:
+        """Responses count for the new split from one report after the local proxy has
+        the new route: a report spans a second, and the push takes a few hundred ms."""
+        self.fleet.split_from = float("inf")
+        started = time.monotonic()
+        before = self.node.config_versions()
         self.node.set_split(weights)
-        return (f"routes.yaml rewritten: http v1/v2 = {weights[0]}/{weights[1]}; "
-                "xds-serve pushes, agent relays")
+        self.node.wait("the new route at the local proxy",
+                       lambda: self.node.config_versions() != before)
+        applied = time.monotonic()
+        self.fleet.split_from = applied + 1.0
+        return (f"routes.yaml: http v1/v2 = {weights[0]}/{weights[1]}; at the local proxy "
+                f"{applied - started:.1f} s later")
 
     def _kill(self) -> str:
         started = time.monotonic()

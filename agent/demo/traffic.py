@@ -12,6 +12,7 @@ import json
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from typing import Dict, List, Tuple
 
@@ -33,6 +34,7 @@ class Fleet:
         self.last: Dict[Tuple[str, str], dict] = {}
         self.finals: Dict[Tuple[str, str], dict] = {}
         self.errors: List[str] = []
+        self.split_from = 0.0       # monotonic time from which HTTP backends count for a split
         self._threads: List[threading.Thread] = []
         self._names: List[str] = []
 
@@ -100,7 +102,7 @@ class Fleet:
         self.totals[key].update(counts)
         self.phases.setdefault(self.phase, {}).setdefault(key[0], Counter()).update(counts)
         self.last[key] = data
-        if key[0] == "http1":
+        if key[0] == "http1" and time.monotonic() >= self.split_from:
             self.backends.setdefault(self.phase, Counter()).update(data.get("by_backend", {}))
         for e in data.get("errors", ()):
             if len(self.errors) < MAX_ERRORS:
