@@ -56,6 +56,7 @@ def build(args):
     from agent.config.bootstrap import load_bootstrap
     from agent.config.errors import ConfigErrors
     from agent.daemon.agent import Agent, AgentOptions
+    from agent.daemon.components import Running
     from agent.daemon.plugins import default_components
 
     try:
@@ -69,7 +70,8 @@ def build(args):
                         relay_path=args.xds_socket, persist_path=args.persist,
                         initial_fetch_timeout=args.initial_fetch_timeout)
     agent = Agent(bootstrap, opts)
-    agent.components.extend(default_components(agent))
+    agent.components.extend(Running(c, getattr(c, "name", type(c).__name__))
+                            for c in default_components(agent))     # as Agent() wraps its own
     return agent
 
 
