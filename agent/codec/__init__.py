@@ -17,4 +17,5 @@ from .errors import (  # noqa: F401  (the public exception tree)
     TooManyHeaders,
     Unsupported,
 )
-from .decoder import PROTOCOLS, REPLY_REASONS, Decoder, Frame, decoder_for, limits  # noqa: F401
+from .decoder import (  # noqa: F401
+    ACCELERATED, PROTOCOLS, REPLY_REASONS, Decoder, Frame, decoder_for, limits)

@@ -1,0 +1,249 @@
+/*
+ * Metadata spans -> dict of str, as agent/codec/pyframes.py does it:
+ *   key:   the name of key_id, or the key span as latin-1 (lower-cased with
+ *          NM_META_LOWERCASE_KEY);
+ *   value: the span as UTF-8 with errors replaced (lower-cased with
+ *          NM_META_LOWERCASE_VALUE), or an integer field in decimal;
+ *   a repeated key joins its values with "," (as Envoy joins headers).
+ *
+ * Strings that repeat from frame to frame - header names, and the routing
+ * identifiers (method, interface, command, authority...) - come from a small
+ * memo instead of being decoded again: a hit is a hash of a few words and a
+ * memcmp, and the str's own hash is already cached for the dict insert.
+ * Values that differ per request (paths, keys, header values) are decoded.
+ */
+#include "frames.h"
+
+#define MEMO_SIZE 1024          /* entries, a power of two */
+#define MEMO_RAW 40             /* longest span memoized */
+
+enum { AS_KEY = 1, AS_LOWER_KEY = 2, AS_VALUE = 3, AS_LOWER_VALUE = 4 };
+
+typedef struct {
+    PyObject *str;
+    uint32_t len;
+    uint32_t mode;
+    uint8_t raw[MEMO_RAW];
+} memo_entry;
+
+/* Process-wide: the mapping bytes -> str is the same for every decoder,
+ * and names repeat across connections. The GIL serializes access. */
+static memo_entry memo[MEMO_SIZE];
+
+void nmf_strings_clear(void)
+{
+    for (size_t i = 0; i < MEMO_SIZE; i++)
+        Py_CLEAR(memo[i].str);
+}
+
+/* Constant-time hash over length, head and tail; collisions only evict. */
+static uint32_t memo_slot(const uint8_t *p, size_t n, uint32_t mode)
+{
+    uint64_t a = 0, b = 0;
+    if (n >= 8) {
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, p, 4);
+        memcpy(&y, p + n - 4, 4);
+        a = x;
+        b = y;
+    } else if (n > 0) {
+        a = (uint64_t)p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16;
+    }
+    uint64_t h = a * 0x9E3779B97F4A7C15ull ^ (b + n * 8 + mode) * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 31;
+    return (uint32_t)(h ^ (h >> 17)) & (MEMO_SIZE - 1);
+}
+
+static int is_ascii(const uint8_t *p, size_t n)
+{
+    uint8_t acc = 0;
+    for (size_t i = 0; i < n; i++)
+        acc |= p[i];
+    return acc < 0x80;
+}
+
+/* ASCII bytes lower-cased into a new compact str. */
+static PyObject *ascii_lower(const uint8_t *p, size_t n)
+{
+    PyObject *s = PyUnicode_New((Py_ssize_t)n, 127);
+    if (!s)
+        return NULL;
+    Py_UCS1 *out = PyUnicode_1BYTE_DATA(s);
+    for (size_t i = 0; i < n; i++)
+        out[i] = (p[i] >= 'A' && p[i] <= 'Z') ? (Py_UCS1)(p[i] | 0x20) : p[i];
+    return s;
+}
+
+/* str.lower() of a str (non-ASCII: Unicode rules, as Python has them). */
+static PyObject *lower_of(PyObject *s)
+{
+    if (!s)
+        return NULL;
+    PyObject *low = PyObject_CallMethod(s, "lower", NULL);
+    Py_DECREF(s);
+    return low;
+}
+
+static PyObject *make_str(const uint8_t *p, size_t n, uint32_t mode)
+{
+    switch (mode) {
+    case AS_KEY:
+        return PyUnicode_DecodeLatin1((const char *)p, (Py_ssize_t)n, NULL);
+    case AS_LOWER_KEY:
+        if (is_ascii(p, n))
+            return ascii_lower(p, n);
+        return lower_of(PyUnicode_DecodeLatin1((const char *)p, (Py_ssize_t)n, NULL));
+    case AS_LOWER_VALUE:
+        if (is_ascii(p, n))
+            return ascii_lower(p, n);
+        return lower_of(PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "replace"));
+    default:
+        return PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "replace");
+    }
+}
+
+static PyObject *memo_str(const uint8_t *p, size_t n, uint32_t mode)
+{
+    if (n > MEMO_RAW)
+        return make_str(p, n, mode);
+    memo_entry *e = &memo[memo_slot(p, n, mode)];
+    if (e->str && e->len == n && e->mode == mode && memcmp(e->raw, p, n) == 0) {
+        Py_INCREF(e->str);
+        return e->str;
+    }
+    PyObject *s = make_str(p, n, mode);
+    if (!s)
+        return NULL;
+    PyObject *old = e->str;
+    Py_INCREF(s);
+    e->str = s;
+    e->len = (uint32_t)n;
+    e->mode = mode;
+    memcpy(e->raw, p, n);
+    Py_XDECREF(old);    /* a str: its dealloc runs no Python code */
+    return s;
+}
+
+/* Values worth memoizing: identifiers a connection repeats. */
+static int repeats(uint32_t key_id)
+{
+    switch (key_id) {
+    case NM_KEY_INTERFACE: case NM_KEY_METHOD: case NM_KEY_VERSION:
+    case NM_KEY_DUBBO_VERSION: case NM_KEY_COMMAND: case NM_KEY_AUTHORITY:
+    case NM_KEY_STATUS: case NM_KEY_SERIALIZATION: case NM_KEY_PARAM_TYPES:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* An integer field (big- or little-endian) in decimal. */
+static PyObject *integer_str(const uint8_t *p, size_t n, int little)
+{
+    if (n > 8) {
+        PyObject *raw = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
+        if (!raw)
+            return NULL;
+        PyObject *v = PyObject_CallMethod((PyObject *)&PyLong_Type, "from_bytes", "Os",
+                                          raw, little ? "little" : "big");
+        Py_DECREF(raw);
+        if (!v)
+            return NULL;
+        PyObject *s = PyObject_Str(v);
+        Py_DECREF(v);
+        return s;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[little ? n - 1 - i : i];
+    char text[24];
+    int len = snprintf(text, sizeof text, "%llu", (unsigned long long)v);
+    return PyUnicode_FromStringAndSize(text, len);
+}
+
+static PyObject *key_of(const nmf_batch *b, const uint8_t *base, const nm_meta *m)
+{
+    if (m->key_id == NM_KEY_CUSTOM)
+        return memo_str(base + m->key.off, m->key.len,
+                        (m->flags & NM_META_LOWERCASE_KEY) ? AS_LOWER_KEY : AS_KEY);
+    if (m->key_id < NMF_NAMES) {
+        PyObject *name = PyTuple_GET_ITEM(b->names, m->key_id);
+        if (name != Py_None) {
+            Py_INCREF(name);
+            return name;
+        }
+    }
+    return PyUnicode_FromFormat("%u", (unsigned)m->key_id);
+}
+
+static PyObject *value_of(const uint8_t *base, const nm_meta *m)
+{
+    const uint8_t *p = base + m->value.off;
+    if (m->flags & (NM_META_INTEGER_BE | NM_META_INTEGER_LE)) {
+        PyObject *s = integer_str(p, m->value.len, (m->flags & NM_META_INTEGER_LE) != 0);
+        return (m->flags & NM_META_LOWERCASE_VALUE) ? lower_of(s) : s;
+    }
+    uint32_t mode = (m->flags & NM_META_LOWERCASE_VALUE) ? AS_LOWER_VALUE : AS_VALUE;
+    if (m->key_id != NM_KEY_CUSTOM && repeats(m->key_id))
+        return memo_str(p, m->value.len, mode);
+    return make_str(p, m->value.len, mode);
+}
+
+/* dict[key] = value, or "old,value" when the key is there already. */
+static int put(PyObject *dict, PyObject *key, PyObject *value)
+{
+    Py_ssize_t before = PyDict_GET_SIZE(dict);
+    PyObject *cur = PyDict_SetDefault(dict, key, value);
+    if (!cur)
+        return -1;
+    if (PyDict_GET_SIZE(dict) != before)
+        return 0;
+    PyObject *joined = PyUnicode_FromFormat("%U,%U", cur, value);
+    if (!joined)
+        return -1;
+    int rc = PyDict_SetItem(dict, key, joined);
+    Py_DECREF(joined);
+    return rc;
+}
+
+static int span_inside(const nm_span *s, size_t len)
+{
+    return (size_t)s->off + s->len <= len;
+}
+
+PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f)
+{
+    PyObject *dict = PyDict_New();
+    if (!dict || f->meta_count == 0)
+        return dict;
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start;
+    size_t len = (size_t)(PyBytes_GET_SIZE(b->buf) - b->start);
+    for (uint32_t i = f->meta_start; i < f->meta_start + f->meta_count; i++) {
+        const nm_meta *m = &b->meta[i];
+        if (!span_inside(&m->value, len) ||
+            (m->key_id == NM_KEY_CUSTOM && !span_inside(&m->key, len))) {
+            PyErr_SetString(PyExc_SystemError, "codec metadata span outside its input");
+            goto fail;
+        }
+        PyObject *key = key_of(b, base, m);
+        if (!key)
+            goto fail;
+        PyObject *value = value_of(base, m);
+        if (!value) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        int rc = put(dict, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0)
+            goto fail;
+    }
+    return dict;
+fail:
+    Py_DECREF(dict);
+    return NULL;
+}

@@ -1,0 +1,349 @@
+/*
+ * Reader: Decoder.feed() in C (agent/codec/pyframes.py is the same loop in
+ * Python and the reference the tests hold this one to).
+ *
+ * feed(data) joins the unconsumed tail and data, calls nm_decode() until the
+ * input, the frame budget (max_pipelined) or progress runs out, and returns
+ * the completed frames. nm_decode() writes into process-wide scratch arrays
+ * (a decoder needs no arrays of its own between calls); each call's arrays
+ * are copied into a Batch before any Python object is created.
+ */
+#include "frames.h"
+
+#define BATCH_FRAMES 256
+
+typedef int (*decode_fn)(nm_decoder *, const uint8_t *, size_t, nm_frame *,
+                         uint32_t, nm_meta *, uint32_t, size_t *);
+typedef const char *(*strerror_fn)(int);
+
+static nm_frame scratch_frames[BATCH_FRAMES];
+static nm_meta *scratch_meta;
+static uint32_t scratch_meta_cap;
+
+typedef struct {
+    PyObject_HEAD
+    nm_decoder *d;
+    decode_fn decode;
+    strerror_fn strerror;
+    PyObject *owner;        /* keeps the nm_decoder's memory alive */
+    PyObject *names;        /* tuple of NMF_NAMES: key id -> str or None */
+    PyObject *kinds;        /* tuple: nm_kind -> str */
+    PyObject *unknown;      /* kind of a code outside kinds */
+    PyObject *error_for;    /* (status, reason, offset) -> CodecError */
+    PyObject *protocol;     /* str, prefixes error reasons */
+    PyObject *tail;         /* bytes not consumed yet */
+    uint64_t base;          /* stream offset of tail[0] */
+    uint32_t max_pipelined;
+    uint32_t meta_cap;
+    int busy;
+} reader;
+
+static int grow_scratch(uint32_t cap)
+{
+    if (cap <= scratch_meta_cap)
+        return 0;
+    nm_meta *m = PyMem_Realloc(scratch_meta, (size_t)cap * sizeof(nm_meta));
+    if (!m) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    scratch_meta = m;
+    scratch_meta_cap = cap;
+    return 0;
+}
+
+static void *address(PyObject *v)
+{
+    return PyLong_AsVoidPtr(v);
+}
+
+static int reader_init(reader *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"owner", "decoder", "decode", "strerror", "names", "kinds",
+                            "max_pipelined", "meta_cap", "error_for", "protocol", NULL};
+    PyObject *owner, *dec, *fn, *se, *keys, *kinds, *error_for, *protocol;
+    unsigned int max_pipelined, meta_cap;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO!O!IIOU", names, &owner, &dec, &fn, &se,
+                                     &PyTuple_Type, &keys, &PyTuple_Type, &kinds,
+                                     &max_pipelined, &meta_cap, &error_for, &protocol))
+        return -1;
+    if (PyTuple_GET_SIZE(keys) != NMF_NAMES) {
+        PyErr_Format(PyExc_ValueError, "names must have %d entries", NMF_NAMES);
+        return -1;
+    }
+    if (!max_pipelined || !meta_cap || !PyCallable_Check(error_for)) {
+        PyErr_SetString(PyExc_ValueError, "max_pipelined and meta_cap must be > 0, "
+                                          "error_for callable");
+        return -1;
+    }
+    self->d = address(dec);
+    self->decode = (decode_fn)address(fn);
+    self->strerror = (strerror_fn)address(se);
+    if (PyErr_Occurred())
+        return -1;
+    if (!self->d || !self->decode || !self->strerror) {
+        PyErr_SetString(PyExc_ValueError, "null decoder or function address");
+        return -1;
+    }
+    if (grow_scratch(meta_cap) < 0)
+        return -1;
+    self->unknown = PyUnicode_InternFromString("unknown");
+    if (!self->unknown)
+        return -1;
+    Py_INCREF(owner);
+    Py_XSETREF(self->owner, owner);
+    Py_INCREF(keys);
+    Py_XSETREF(self->names, keys);
+    Py_INCREF(kinds);
+    Py_XSETREF(self->kinds, kinds);
+    Py_INCREF(error_for);
+    Py_XSETREF(self->error_for, error_for);
+    Py_INCREF(protocol);
+    Py_XSETREF(self->protocol, protocol);
+    Py_XSETREF(self->tail, PyBytes_FromStringAndSize(NULL, 0));
+    self->base = 0;
+    self->max_pipelined = max_pipelined;
+    self->meta_cap = meta_cap;
+    return self->tail ? 0 : -1;
+}
+
+static int reader_traverse(reader *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->names);
+    Py_VISIT(self->kinds);
+    Py_VISIT(self->error_for);
+    return 0;
+}
+
+static int reader_clear(reader *self)
+{
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->names);
+    Py_CLEAR(self->kinds);
+    Py_CLEAR(self->unknown);
+    Py_CLEAR(self->error_for);
+    Py_CLEAR(self->protocol);
+    Py_CLEAR(self->tail);
+    return 0;
+}
+
+static void reader_dealloc(reader *self)
+{
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* The codec's error as the CodecError subclass for its status. */
+static void raise_error(reader *self, int status, Py_ssize_t pos)
+{
+    const char *why = self->d->error_reason ? self->d->error_reason : self->strerror(status);
+    unsigned long long at = self->base + (unsigned long long)pos + self->d->error_offset;
+    PyObject *reason = PyUnicode_FromFormat("%U: %s", self->protocol, why);
+    if (!reason)
+        return;
+    PyObject *exc = PyObject_CallFunction(self->error_for, "iOK", status, reason, at);
+    Py_DECREF(reason);
+    if (!exc)
+        return;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_DECREF(exc);
+}
+
+/* Frames of the last nm_decode() call into *out (created on first use). */
+static int collect(reader *self, PyObject **out, PyObject *buf, Py_ssize_t start, int n)
+{
+    const nm_frame *last = &scratch_frames[n - 1];
+    uint32_t nmeta = last->meta_start + last->meta_count;
+    if (nmeta > self->meta_cap) {
+        PyErr_SetString(PyExc_SystemError, "codec wrote more metadata than it was given");
+        return -1;
+    }
+    nmf_batch *b = nmf_batch_new(buf, self->names, start, self->base + (uint64_t)start,
+                                 scratch_frames, (uint32_t)n, scratch_meta, nmeta);
+    if (!b)
+        return -1;
+    int rc = -1;
+    Py_ssize_t have = 0;
+    if (!*out) {
+        if (!(*out = PyList_New(n)))
+            goto done;
+    } else {        /* a later call of the same feed: grow, then fill */
+        have = PyList_GET_SIZE(*out);
+        for (int i = 0; i < n; i++)
+            if (PyList_Append(*out, Py_None) < 0)
+                goto done;
+    }
+    Py_ssize_t nkinds = PyTuple_GET_SIZE(self->kinds);
+    for (int i = 0; i < n; i++) {
+        uint32_t k = b->frames[i].kind;
+        PyObject *kind = k < (uint32_t)nkinds ? PyTuple_GET_ITEM(self->kinds, k) : self->unknown;
+        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind);
+        if (!frame)
+            goto done;
+        PyObject *slot = PyList_GET_ITEM(*out, have + i);
+        PyList_SET_ITEM(*out, have + i, frame);
+        Py_XDECREF(slot);
+    }
+    rc = 0;
+done:
+    Py_DECREF(b);
+    return rc;
+}
+
+/* tail + data as one bytes object (data itself when nothing is held back). */
+static PyObject *join_input(reader *self, PyObject *data)
+{
+    Py_ssize_t tlen = PyBytes_GET_SIZE(self->tail);
+    if (tlen == 0 && PyBytes_CheckExact(data)) {
+        Py_INCREF(data);
+        return data;
+    }
+    Py_buffer in;
+    if (PyObject_GetBuffer(data, &in, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *buf = PyBytes_FromStringAndSize(NULL, tlen + in.len);
+    if (buf) {
+        memcpy(PyBytes_AS_STRING(buf), PyBytes_AS_STRING(self->tail), (size_t)tlen);
+        memcpy(PyBytes_AS_STRING(buf) + tlen, in.buf, (size_t)in.len);
+    }
+    PyBuffer_Release(&in);
+    return buf;
+}
+
+static PyObject *run_decode(reader *self, PyObject *buf)
+{
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(buf);
+    Py_ssize_t len = PyBytes_GET_SIZE(buf), pos = 0;
+    PyObject *frames = NULL;
+    uint32_t got = 0;
+    for (;;) {
+        uint32_t room = self->max_pipelined - got;
+        size_t consumed = 0;
+        if (room > BATCH_FRAMES)
+            room = BATCH_FRAMES;
+        int n = self->decode(self->d, p + pos, (size_t)(len - pos), scratch_frames, room,
+                             scratch_meta, self->meta_cap, &consumed);
+        if (n < 0) {
+            if (got)        /* sticky: the next feed() raises it */
+                break;
+            raise_error(self, n, pos);
+            return NULL;
+        }
+        if (n > 0 && collect(self, &frames, buf, pos, n) < 0) {
+            Py_XDECREF(frames);
+            return NULL;
+        }
+        got += (uint32_t)n;
+        pos += (Py_ssize_t)consumed;
+        /* n == 0: the rest is an incomplete frame. A short batch can also
+         * mean the metadata array filled up: go on while there is progress. */
+        if (n == 0 || pos >= len || self->d->error || got >= self->max_pipelined)
+            break;
+    }
+    PyObject *tail = pos == 0 ? (Py_INCREF(buf), buf)
+                              : PyBytes_FromStringAndSize((const char *)p + pos, len - pos);
+    if (!tail) {
+        Py_XDECREF(frames);
+        return NULL;
+    }
+    Py_SETREF(self->tail, tail);
+    self->base += (uint64_t)pos;
+    return frames ? frames : PyList_New(0);
+}
+
+static PyObject *reader_feed(reader *self, PyObject *data)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Decoder.feed() re-entered");
+        return NULL;
+    }
+    PyObject *buf = join_input(self, data);
+    if (!buf)
+        return NULL;
+    self->busy = 1;
+    PyObject *frames = run_decode(self, buf);
+    self->busy = 0;
+    Py_DECREF(buf);
+    return frames;
+}
+
+static PyObject *reader_buffered(reader *self, void *closure)
+{
+    return PyLong_FromSsize_t(self->tail ? PyBytes_GET_SIZE(self->tail) : 0);
+}
+
+static PyMethodDef reader_methods[] = {
+    {"feed", (PyCFunction)reader_feed, METH_O,
+     "feed(data) -> list of Frame: add bytes; return the frames they completed."},
+    {NULL},
+};
+
+static PyGetSetDef reader_getset[] = {
+    {"buffered", (getter)reader_buffered, NULL, "bytes held back waiting for the rest of a frame",
+     NULL},
+    {NULL},
+};
+
+static PyTypeObject reader_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent.codec._frames.Reader",
+    .tp_basicsize = sizeof(reader),
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Reader(owner, decoder, decode, strerror, names, kinds, max_pipelined, meta_cap,"
+              " error_for, protocol): one direction of one connection.",
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
+    .tp_methods = reader_methods,
+    .tp_getset = reader_getset,
+    .tp_init = (initproc)reader_init,
+    .tp_new = PyType_GenericNew,
+};
+
+static void frames_free(void *module)
+{
+    nmf_strings_clear();
+    PyMem_Free(scratch_meta);
+    scratch_meta = NULL;
+    scratch_meta_cap = 0;
+}
+
+static struct PyModuleDef frames_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "agent.codec._frames",
+    .m_doc = "Frame objects straight from nm_decode()'s arrays (see native/frames.h).",
+    .m_size = -1,
+    .m_free = frames_free,
+};
+
+PyMODINIT_FUNC PyInit__frames(void)
+{
+    if (PyType_Ready(&nmf_batch_type) < 0 || PyType_Ready(&nmf_frame_type) < 0 ||
+        PyType_Ready(&reader_type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&frames_module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&nmf_frame_type);
+    if (PyModule_AddObject(m, "Frame", (PyObject *)&nmf_frame_type) < 0) {
+        Py_DECREF(&nmf_frame_type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&reader_type);
+    if (PyModule_AddObject(m, "Reader", (PyObject *)&reader_type) < 0) {
+        Py_DECREF(&reader_type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "BATCH_FRAMES", BATCH_FRAMES) < 0 ||
+        PyModule_AddIntConstant(m, "NAMES", NMF_NAMES) < 0 ||
+        PyModule_AddIntConstant(m, "FRAME_SIZE", sizeof(nm_frame)) < 0 ||
+        PyModule_AddIntConstant(m, "META_SIZE", sizeof(nm_meta)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
