@@ -64,10 +64,39 @@ nmf_batch *nmf_batch_new(PyObject *buf, PyObject *names, Py_ssize_t start,
 
 #define RAW(self) (&(self)->batch->frames[(self)->index])
 
-PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind)
+/* Freed frames kept for reuse, one list per type (a feed creates hundreds
+ * and the consumer drops them as fast): saves the GC allocation. */
+#define FREE_MAX 2048
+static nmf_frame *free_frames[2][FREE_MAX];
+static int nfree[2];
+
+static int type_slot(PyTypeObject *t)
+{
+    return t == &nmf_eager_frame_type ? 1 : t == &nmf_frame_type ? 0 : -1;
+}
+
+static nmf_frame *frame_alloc(PyTypeObject *type)
+{
+    int k = type_slot(type);
+    if (nfree[k]) {
+        nmf_frame *self = free_frames[k][--nfree[k]];
+        PyObject_Init((PyObject *)self, type);
+        return self;
+    }
+    return PyObject_GC_New(nmf_frame, type);
+}
+
+void nmf_frames_clear(void)
+{
+    for (int k = 0; k < 2; k++)
+        while (nfree[k])
+            PyObject_GC_Del(free_frames[k][--nfree[k]]);
+}
+
+PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager)
 {
     const nm_frame *f = &b->frames[i];
-    nmf_frame *self = PyObject_GC_New(nmf_frame, &nmf_frame_type);
+    nmf_frame *self = frame_alloc(eager ? &nmf_eager_frame_type : &nmf_frame_type);
     if (!self)
         return NULL;
     self->length = PyLong_FromUnsignedLong(f->length);
@@ -75,14 +104,16 @@ PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind)
     self->status = PyLong_FromLong(f->status);
     Py_INCREF(kind);
     self->kind = kind;
-    self->metadata = NULL;
     Py_INCREF(b);
     self->batch = b;
     self->index = i;
-    if (!self->length || !self->request_id || !self->status) {
+    self->metadata = eager ? nmf_metadata(b, f) : NULL;
+    if (!self->length || !self->request_id || !self->status || (eager && !self->metadata)) {
         Py_DECREF(self);
         return NULL;
     }
+    if (eager)      /* its dict is out: user code may make a cycle through it */
+        PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
@@ -101,13 +132,17 @@ static int frame_clear(nmf_frame *self)
 static void frame_dealloc(nmf_frame *self)
 {
     PyObject_GC_UnTrack(self);
-    Py_XDECREF(self->kind);
-    Py_XDECREF(self->length);
-    Py_XDECREF(self->request_id);
-    Py_XDECREF(self->status);
-    Py_XDECREF(self->metadata);
-    Py_XDECREF(self->batch);
-    PyObject_GC_Del(self);
+    Py_CLEAR(self->kind);
+    Py_CLEAR(self->length);
+    Py_CLEAR(self->request_id);
+    Py_CLEAR(self->status);
+    Py_CLEAR(self->metadata);
+    Py_CLEAR(self->batch);
+    int k = type_slot(Py_TYPE(self));
+    if (k >= 0 && nfree[k] < FREE_MAX)
+        free_frames[k][nfree[k]++] = self;
+    else
+        PyObject_GC_Del(self);
 }
 
 static PyObject *frame_metadata(nmf_frame *self, void *closure)
@@ -238,4 +273,26 @@ PyTypeObject nmf_frame_type = {
     .tp_clear = (inquiry)frame_clear,
     .tp_members = frame_members,
     .tp_getset = frame_getset,
+};
+
+/* A request decoder's frames: the router reads every one's metadata, so it
+ * is decoded with the frame and read through a plain object slot. */
+static PyMemberDef eager_members[] = {
+    {"metadata", T_OBJECT_EX, offsetof(nmf_frame, metadata), READONLY,
+     "dict of str to str, decoded with the frame"},
+    {NULL},
+};
+
+PyTypeObject nmf_eager_frame_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "agent.codec.RequestFrame",
+    .tp_basicsize = sizeof(nmf_frame),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A Frame whose metadata was decoded with it (request decoders).",
+    .tp_dealloc = (destructor)frame_dealloc,
+    .tp_repr = (reprfunc)frame_repr,
+    .tp_traverse = (traverseproc)frame_traverse,
+    .tp_clear = (inquiry)frame_clear,
+    .tp_members = eager_members,
+    .tp_base = &nmf_frame_type,
 };

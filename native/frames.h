@@ -54,14 +54,19 @@ typedef struct {
 
 extern PyTypeObject nmf_batch_type;
 extern PyTypeObject nmf_frame_type;
+extern PyTypeObject nmf_eager_frame_type;
 
 /* A batch holding copies of frames[0..nframes) and meta[0..nmeta). */
 nmf_batch *nmf_batch_new(PyObject *buf, PyObject *names, Py_ssize_t start,
                          uint64_t base, const nm_frame *frames,
                          uint32_t nframes, const nm_meta *meta, uint32_t nmeta);
 
-/* Frame i of batch b; kind is a borrowed str. */
-PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind);
+/* Frame i of batch b; kind is a borrowed str. eager: decode the metadata
+ * now (an nmf_eager_frame_type frame). */
+PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager);
+
+/* Free the frames kept for reuse (module teardown). */
+void nmf_frames_clear(void);
 
 /* The metadata dict of frame f of batch b (new reference). */
 PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f);

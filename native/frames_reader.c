@@ -35,6 +35,7 @@ typedef struct {
     uint64_t base;          /* stream offset of tail[0] */
     uint32_t max_pipelined;
     uint32_t meta_cap;
+    int eager;              /* decode metadata with each frame */
     int busy;
 } reader;
 
@@ -60,12 +61,13 @@ static void *address(PyObject *v)
 static int reader_init(reader *self, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"owner", "decoder", "decode", "strerror", "names", "kinds",
-                            "max_pipelined", "meta_cap", "error_for", "protocol", NULL};
+                            "max_pipelined", "meta_cap", "error_for", "protocol", "eager", NULL};
     PyObject *owner, *dec, *fn, *se, *keys, *kinds, *error_for, *protocol;
     unsigned int max_pipelined, meta_cap;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO!O!IIOU", names, &owner, &dec, &fn, &se,
+    int eager = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOO!O!IIOU|p", names, &owner, &dec, &fn, &se,
                                      &PyTuple_Type, &keys, &PyTuple_Type, &kinds,
-                                     &max_pipelined, &meta_cap, &error_for, &protocol))
+                                     &max_pipelined, &meta_cap, &error_for, &protocol, &eager))
         return -1;
     if (PyTuple_GET_SIZE(keys) != NMF_NAMES) {
         PyErr_Format(PyExc_ValueError, "names must have %d entries", NMF_NAMES);
@@ -104,6 +106,7 @@ static int reader_init(reader *self, PyObject *args, PyObject *kw)
     self->base = 0;
     self->max_pipelined = max_pipelined;
     self->meta_cap = meta_cap;
+    self->eager = eager;
     return self->tail ? 0 : -1;
 }
 
@@ -179,7 +182,7 @@ static int collect(reader *self, PyObject **out, PyObject *buf, Py_ssize_t start
     for (int i = 0; i < n; i++) {
         uint32_t k = b->frames[i].kind;
         PyObject *kind = k < (uint32_t)nkinds ? PyTuple_GET_ITEM(self->kinds, k) : self->unknown;
-        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind);
+        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager);
         if (!frame)
             goto done;
         PyObject *slot = PyList_GET_ITEM(*out, have + i);
@@ -305,6 +308,7 @@ static PyTypeObject reader_type = {
 static void frames_free(void *module)
 {
     nmf_strings_clear();
+    nmf_frames_clear();
     PyMem_Free(scratch_meta);
     scratch_meta = NULL;
     scratch_meta_cap = 0;
@@ -321,6 +325,7 @@ static struct PyModuleDef frames_module = {
 PyMODINIT_FUNC PyInit__frames(void)
 {
     if (PyType_Ready(&nmf_batch_type) < 0 || PyType_Ready(&nmf_frame_type) < 0 ||
+        PyType_Ready(&nmf_eager_frame_type) < 0 ||
         PyType_Ready(&reader_type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&frames_module);

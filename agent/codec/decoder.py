@@ -86,15 +86,20 @@ def _name_table(keys: dict) -> tuple:
 
 
 def make_reader(d, protocol: str, keys: dict, accelerated: bool = ACCELERATED):
-    """The feed() engine for decoder state d: the C reader, or the Python one."""
+    """The feed() engine for decoder state d: the C reader, or the Python one.
+
+    A request decoder's frames get their metadata decoded with them (the
+    router reads it for every request); a response decoder's on first use
+    (a proxy rarely looks at response headers)."""
     names = _name_table(keys)
+    eager = d.opt.direction == lib.NM_DIR_REQUEST
     meta_cap = d.opt.limits.max_headers + 64
     pipelined = d.opt.limits.max_pipelined
     if accelerated:
         from . import _frames
 
         return _frames.Reader(d, int(ffi.cast("uintptr_t", d)), _DECODE, _STRERROR, names,
-                              _KIND_NAMES, pipelined, meta_cap, error_for, protocol)
+                              _KIND_NAMES, pipelined, meta_cap, error_for, protocol, eager)
     from . import pyframes
 
     return pyframes.Reader(d, names, _KIND_NAMES, pipelined, meta_cap, error_for, protocol)
