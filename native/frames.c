@@ -136,7 +136,9 @@ static void frame_dealloc(nmf_frame *self)
     Py_CLEAR(self->length);
     Py_CLEAR(self->request_id);
     Py_CLEAR(self->status);
-    Py_CLEAR(self->metadata);
+    PyObject *md = self->metadata;
+    self->metadata = NULL;
+    nmf_metadata_release(md);
     Py_CLEAR(self->batch);
     int k = type_slot(Py_TYPE(self));
     if (k >= 0 && nfree[k] < FREE_MAX)

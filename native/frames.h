@@ -71,7 +71,12 @@ void nmf_frames_clear(void);
 /* The metadata dict of frame f of batch b (new reference). */
 PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f);
 
-/* Drop the string memo (module teardown). */
+/* A frame's dict, given back when the frame dies (kept for reuse when
+ * nothing else holds it). */
+void nmf_metadata_release(PyObject *dict);
+
+/* Drop the string memo and the kept dicts (module teardown). */
 void nmf_strings_clear(void);
+void nmf_metadata_clear(void);
 
 #endif

@@ -214,35 +214,143 @@ static int span_inside(const nm_span *s, size_t len)
     return (size_t)s->off + s->len <= len;
 }
 
-PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f)
+/* The checks every span passes before it is read. */
+static int spans_inside(const nmf_batch *b, const nm_meta *m)
 {
-    PyObject *dict = PyDict_New();
-    if (!dict || f->meta_count == 0)
-        return dict;
-    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start;
     size_t len = (size_t)(PyBytes_GET_SIZE(b->buf) - b->start);
+    if (span_inside(&m->value, len) && (m->key_id != NM_KEY_CUSTOM || span_inside(&m->key, len)))
+        return 1;
+    PyErr_SetString(PyExc_SystemError, "codec metadata span outside its input");
+    return 0;
+}
+
+/* Dicts of dead frames, kept for the next frames of the same shape: a frame
+ * whose keys match a recycled dict's, in order, only replaces its values -
+ * no dict or key table is allocated. Only dicts nothing else references and
+ * that hold no container (untracked) come here, so reuse is invisible and
+ * dropping their old values runs no Python code. */
+#define POOL_MAX 1024
+static PyObject *pool[POOL_MAX];
+static int npool;
+
+void nmf_metadata_release(PyObject *dict)
+{
+    if (dict && npool < POOL_MAX && Py_REFCNT(dict) == 1 && PyDict_CheckExact(dict) &&
+        !PyObject_GC_IsTracked(dict)) {
+        pool[npool++] = dict;
+        return;
+    }
+    Py_XDECREF(dict);
+}
+
+void nmf_metadata_clear(void)
+{
+    while (npool)
+        Py_DECREF(pool[--npool]);
+}
+
+/* Whether str s is what the span at p decodes to (ASCII only: the common
+ * case, and the one where comparing bytes is comparing strings). */
+static int same_text(PyObject *s, const uint8_t *p, size_t n, int lower)
+{
+    if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_COMPACT_ASCII(s) ||
+        (size_t)PyUnicode_GET_LENGTH(s) != n)
+        return 0;
+    const Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
+    if (!lower)
+        return memcmp(d, p, n) == 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = (p[i] >= 'A' && p[i] <= 'Z') ? (uint8_t)(p[i] | 0x20) : p[i];
+        if (c != d[i])
+            return 0;
+    }
+    return 1;
+}
+
+static int same_key(const nmf_batch *b, PyObject *k, const uint8_t *base, const nm_meta *m)
+{
+    if (m->key_id == NM_KEY_CUSTOM)
+        return same_text(k, base + m->key.off, m->key.len, m->flags & NM_META_LOWERCASE_KEY);
+    return m->key_id < NMF_NAMES && k == PyTuple_GET_ITEM(b->names, m->key_id);
+}
+
+static int same_value(PyObject *v, const uint8_t *base, const nm_meta *m)
+{
+    if (m->flags & (NM_META_INTEGER_BE | NM_META_INTEGER_LE))
+        return 0;
+    return same_text(v, base + m->value.off, m->value.len, m->flags & NM_META_LOWERCASE_VALUE);
+}
+
+/* Make a recycled dict this frame's metadata when it has the same keys, in
+ * order: values that differ are replaced, equal ones kept (a connection
+ * repeats most of them). 1: done; 0: different keys (the dict is then
+ * half-written and must be cleared); -1: error. */
+static int refill(PyObject *dict, const nmf_batch *b, const nm_frame *f, const uint8_t *base)
+{
+    if (PyDict_GET_SIZE(dict) != (Py_ssize_t)f->meta_count)
+        return 0;
+    Py_ssize_t at = 0;
+    PyObject *k, *v;
     for (uint32_t i = f->meta_start; i < f->meta_start + f->meta_count; i++) {
         const nm_meta *m = &b->meta[i];
-        if (!span_inside(&m->value, len) ||
-            (m->key_id == NM_KEY_CUSTOM && !span_inside(&m->key, len))) {
-            PyErr_SetString(PyExc_SystemError, "codec metadata span outside its input");
-            goto fail;
-        }
-        PyObject *key = key_of(b, base, m);
-        if (!key)
-            goto fail;
+        if (!spans_inside(b, m))
+            return -1;
+        if (!PyDict_Next(dict, &at, &k, &v) || !same_key(b, k, base, m))
+            return 0;
+        if (same_value(v, base, m))
+            continue;
         PyObject *value = value_of(base, m);
-        if (!value) {
-            Py_DECREF(key);
-            goto fail;
-        }
-        int rc = put(dict, key, value);
-        Py_DECREF(key);
+        if (!value)
+            return -1;
+        Py_INCREF(k);   /* borrowed from the dict whose value changes */
+        int rc = PyDict_SetItem(dict, k, value);
+        Py_DECREF(k);
         Py_DECREF(value);
         if (rc < 0)
-            goto fail;
+            return -1;
     }
-    return dict;
+    return 1;
+}
+
+static int fill(PyObject *dict, const nmf_batch *b, const nm_frame *f, const uint8_t *base)
+{
+    for (uint32_t i = f->meta_start; i < f->meta_start + f->meta_count; i++) {
+        const nm_meta *m = &b->meta[i];
+        if (!spans_inside(b, m))
+            return -1;
+        PyObject *key = key_of(b, base, m);
+        if (!key)
+            return -1;
+        PyObject *value = value_of(base, m);
+        int rc = value ? put(dict, key, value) : -1;
+        Py_DECREF(key);
+        Py_XDECREF(value);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f)
+{
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start;
+    PyObject *dict;
+    if (npool) {
+        dict = pool[--npool];
+        int rc = refill(dict, b, f, base);
+        if (rc > 0)
+            return dict;
+        PyDict_Clear(dict);
+        if (rc < 0)
+            goto fail;
+    } else {
+        /* presized: a header block would otherwise grow the table twice */
+        dict = f->meta_count > 5 ? _PyDict_NewPresized(f->meta_count) : PyDict_New();
+        if (!dict)
+            return NULL;
+    }
+    if (fill(dict, b, f, base) == 0)
+        return dict;
 fail:
     Py_DECREF(dict);
     return NULL;

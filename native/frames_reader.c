@@ -308,6 +308,7 @@ static PyTypeObject reader_type = {
 static void frames_free(void *module)
 {
     nmf_strings_clear();
+    nmf_metadata_clear();
     nmf_frames_clear();
     PyMem_Free(scratch_meta);
     scratch_meta = NULL;
