@@ -57,6 +57,37 @@ static uint32_t memo_slot(const uint8_t *p, size_t n, uint32_t mode)
     return (uint32_t)(h ^ (h >> 17)) & (MEMO_SIZE - 1);
 }
 
+/* memcmp(a, b, n) == 0 for the short strings met here, without a call. */
+static inline int eq_bytes(const uint8_t *a, const uint8_t *b, size_t n)
+{
+    uint64_t x, y;
+    if (n >= 8) {
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, a + i, 8);
+            memcpy(&y, b + i, 8);
+            if (x != y)
+                return 0;
+        }
+        memcpy(&x, a + n - 8, 8);   /* the last 8, overlapping */
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t u, v;
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        if (u != v)
+            return 0;
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&v, b + n - 4, 4);
+        return u == v;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 static int is_ascii(const uint8_t *p, size_t n)
 {
     uint8_t acc = 0;
@@ -110,7 +141,7 @@ static PyObject *memo_str(const uint8_t *p, size_t n, uint32_t mode)
     if (n > MEMO_RAW)
         return make_str(p, n, mode);
     memo_entry *e = &memo[memo_slot(p, n, mode)];
-    if (e->str && e->len == n && e->mode == mode && memcmp(e->raw, p, n) == 0) {
+    if (e->str && e->len == n && e->mode == mode && eq_bytes(e->raw, p, n)) {
         Py_INCREF(e->str);
         return e->str;
     }
@@ -140,28 +171,40 @@ static int repeats(uint32_t key_id)
     }
 }
 
-/* An integer field (big- or little-endian) in decimal. */
-static PyObject *integer_str(const uint8_t *p, size_t n, int little)
+/* An integer field of at most 8 bytes (big- or little-endian). */
+static uint64_t field_value(const uint8_t *p, size_t n, int little)
 {
-    if (n > 8) {
-        PyObject *raw = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)n);
-        if (!raw)
-            return NULL;
-        PyObject *v = PyObject_CallMethod((PyObject *)&PyLong_Type, "from_bytes", "Os",
-                                          raw, little ? "little" : "big");
-        Py_DECREF(raw);
-        if (!v)
-            return NULL;
-        PyObject *s = PyObject_Str(v);
-        Py_DECREF(v);
-        return s;
-    }
     uint64_t v = 0;
     for (size_t i = 0; i < n; i++)
         v = v << 8 | p[little ? n - 1 - i : i];
-    char text[24];
-    int len = snprintf(text, sizeof text, "%llu", (unsigned long long)v);
-    return PyUnicode_FromStringAndSize(text, len);
+    return v;
+}
+
+/* v in decimal into out[20] (no NUL); returns the digit count. */
+static size_t decimal(uint64_t v, char *out)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* An integer field (big- or little-endian) in decimal. The length-field
+ * codec refuses integer fields wider than 8 bytes at init. */
+static PyObject *integer_str(const uint8_t *p, size_t n, int little)
+{
+    if (n > 8) {
+        PyErr_SetString(PyExc_SystemError, "codec integer field wider than 8 bytes");
+        return NULL;
+    }
+    char text[20];
+    size_t len = decimal(field_value(p, n, little), text);
+    return PyUnicode_FromStringAndSize(text, (Py_ssize_t)len);
 }
 
 static PyObject *key_of(const nmf_batch *b, const uint8_t *base, const nm_meta *m)
@@ -258,7 +301,7 @@ static int same_text(PyObject *s, const uint8_t *p, size_t n, int lower)
         return 0;
     const Py_UCS1 *d = PyUnicode_1BYTE_DATA(s);
     if (!lower)
-        return memcmp(d, p, n) == 0;
+        return eq_bytes(d, p, n);
     for (size_t i = 0; i < n; i++) {
         uint8_t c = (p[i] >= 'A' && p[i] <= 'Z') ? (uint8_t)(p[i] | 0x20) : p[i];
         if (c != d[i])
@@ -276,8 +319,14 @@ static int same_key(const nmf_batch *b, PyObject *k, const uint8_t *base, const 
 
 static int same_value(PyObject *v, const uint8_t *base, const nm_meta *m)
 {
-    if (m->flags & (NM_META_INTEGER_BE | NM_META_INTEGER_LE))
-        return 0;
+    if (m->flags & (NM_META_INTEGER_BE | NM_META_INTEGER_LE)) {
+        if (m->value.len > 8)
+            return 0;
+        char text[20];
+        size_t n = decimal(field_value(base + m->value.off, m->value.len,
+                                       (m->flags & NM_META_INTEGER_LE) != 0), text);
+        return same_text(v, (const uint8_t *)text, n, 0);
+    }
     return same_text(v, base + m->value.off, m->value.len, m->flags & NM_META_LOWERCASE_VALUE);
 }
 

@@ -154,8 +154,56 @@ static void raise_error(reader *self, int status, Py_ssize_t pos)
     Py_DECREF(exc);
 }
 
-/* Frames of the last nm_decode() call into *out (created on first use). */
-static int collect(reader *self, PyObject **out, PyObject *buf, Py_ssize_t start, int n)
+/* The frames of one feed, collected before the list is made at its size. */
+typedef struct {
+    PyObject **items;
+    size_t n, cap;
+    PyObject *local[BATCH_FRAMES];
+} frame_vec;
+
+static int vec_room(frame_vec *v, size_t more)
+{
+    if (v->n + more <= v->cap)
+        return 0;
+    size_t cap = v->cap * 2 >= v->n + more ? v->cap * 2 : v->n + more;
+    PyObject **items = PyMem_Malloc(cap * sizeof(PyObject *));
+    if (!items) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(items, v->items, v->n * sizeof(PyObject *));
+    if (v->items != v->local)
+        PyMem_Free(v->items);
+    v->items = items;
+    v->cap = cap;
+    return 0;
+}
+
+static void vec_drop(frame_vec *v)
+{
+    for (size_t i = 0; i < v->n; i++)
+        Py_DECREF(v->items[i]);
+    if (v->items != v->local)
+        PyMem_Free(v->items);
+}
+
+/* The vector's frames as a list (the vector is emptied). */
+static PyObject *vec_list(frame_vec *v)
+{
+    PyObject *list = PyList_New((Py_ssize_t)v->n);
+    if (!list) {
+        vec_drop(v);
+        return NULL;
+    }
+    for (size_t i = 0; i < v->n; i++)
+        PyList_SET_ITEM(list, (Py_ssize_t)i, v->items[i]);
+    if (v->items != v->local)
+        PyMem_Free(v->items);
+    return list;
+}
+
+/* Frames of the last nm_decode() call (in the scratch arrays) into v. */
+static int collect(reader *self, frame_vec *v, PyObject *buf, Py_ssize_t start, int n)
 {
     const nm_frame *last = &scratch_frames[n - 1];
     uint32_t nmeta = last->meta_start + last->meta_count;
@@ -163,34 +211,24 @@ static int collect(reader *self, PyObject **out, PyObject *buf, Py_ssize_t start
         PyErr_SetString(PyExc_SystemError, "codec wrote more metadata than it was given");
         return -1;
     }
+    if (vec_room(v, (size_t)n) < 0)
+        return -1;
     nmf_batch *b = nmf_batch_new(buf, self->names, start, self->base + (uint64_t)start,
                                  scratch_frames, (uint32_t)n, scratch_meta, nmeta);
     if (!b)
         return -1;
-    int rc = -1;
-    Py_ssize_t have = 0;
-    if (!*out) {
-        if (!(*out = PyList_New(n)))
-            goto done;
-    } else {        /* a later call of the same feed: grow, then fill */
-        have = PyList_GET_SIZE(*out);
-        for (int i = 0; i < n; i++)
-            if (PyList_Append(*out, Py_None) < 0)
-                goto done;
-    }
+    int rc = 0;
     Py_ssize_t nkinds = PyTuple_GET_SIZE(self->kinds);
     for (int i = 0; i < n; i++) {
         uint32_t k = b->frames[i].kind;
         PyObject *kind = k < (uint32_t)nkinds ? PyTuple_GET_ITEM(self->kinds, k) : self->unknown;
         PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager);
-        if (!frame)
-            goto done;
-        PyObject *slot = PyList_GET_ITEM(*out, have + i);
-        PyList_SET_ITEM(*out, have + i, frame);
-        Py_XDECREF(slot);
+        if (!frame) {
+            rc = -1;
+            break;
+        }
+        v->items[v->n++] = frame;
     }
-    rc = 0;
-done:
     Py_DECREF(b);
     return rc;
 }
@@ -219,41 +257,43 @@ static PyObject *run_decode(reader *self, PyObject *buf)
 {
     const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(buf);
     Py_ssize_t len = PyBytes_GET_SIZE(buf), pos = 0;
-    PyObject *frames = NULL;
-    uint32_t got = 0;
+    frame_vec frames;
+    frames.items = frames.local;
+    frames.n = 0;
+    frames.cap = BATCH_FRAMES;
     for (;;) {
-        uint32_t room = self->max_pipelined - got;
+        uint32_t room = self->max_pipelined - (uint32_t)frames.n;
         size_t consumed = 0;
         if (room > BATCH_FRAMES)
             room = BATCH_FRAMES;
         int n = self->decode(self->d, p + pos, (size_t)(len - pos), scratch_frames, room,
                              scratch_meta, self->meta_cap, &consumed);
         if (n < 0) {
-            if (got)        /* sticky: the next feed() raises it */
+            if (frames.n)   /* sticky: the next feed() raises it */
                 break;
             raise_error(self, n, pos);
+            vec_drop(&frames);
             return NULL;
         }
         if (n > 0 && collect(self, &frames, buf, pos, n) < 0) {
-            Py_XDECREF(frames);
+            vec_drop(&frames);
             return NULL;
         }
-        got += (uint32_t)n;
         pos += (Py_ssize_t)consumed;
         /* n == 0: the rest is an incomplete frame. A short batch can also
          * mean the metadata array filled up: go on while there is progress. */
-        if (n == 0 || pos >= len || self->d->error || got >= self->max_pipelined)
+        if (n == 0 || pos >= len || self->d->error || frames.n >= self->max_pipelined)
             break;
     }
     PyObject *tail = pos == 0 ? (Py_INCREF(buf), buf)
                               : PyBytes_FromStringAndSize((const char *)p + pos, len - pos);
     if (!tail) {
-        Py_XDECREF(frames);
+        vec_drop(&frames);
         return NULL;
     }
     Py_SETREF(self->tail, tail);
     self->base += (uint64_t)pos;
-    return frames ? frames : PyList_New(0);
+    return vec_list(&frames);
 }
 
 static PyObject *reader_feed(reader *self, PyObject *data)

@@ -106,9 +106,13 @@ def make_reader(d, protocol: str, keys: dict, accelerated: bool = ACCELERATED):
 
 
 class Decoder:
-    """Resumable decoder for one direction of one connection."""
+    """Resumable decoder for one direction of one connection.
 
-    def __init__(self, protocol: str, **options):
+    ``accelerated=False`` uses the pure-Python reader (agent.codec.pyframes),
+    the reference the C one is tested against; the default is the C reader
+    when it is built."""
+
+    def __init__(self, protocol: str, *, accelerated: bool = ACCELERATED, **options):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
         self.protocol = protocol
@@ -124,7 +128,9 @@ class Decoder:
             keys = {**keys, **{
                 lib.NM_KEY_LF_FIELD0 + i: ffi.string(cfg.fields[i].name).decode()
                 for i in range(cfg.nfields)}}
-        self._reader = make_reader(self._d, protocol, keys)
+        if accelerated and not ACCELERATED:
+            raise ValueError("agent.codec._frames is not built (native/build_codec.py)")
+        self._reader = make_reader(self._d, protocol, keys, accelerated)
         # The hot path: dec.feed(data) calls the reader's feed directly, with
         # no Python frame in between (the method below documents it).
         self.feed = self._reader.feed
