@@ -36,10 +36,10 @@ def run(quick=False):
 def main(argv):
     quick = "--quick" in argv
     rows, missing, failed = run(quick)
-    print_table("codecs (nodemesh vs peer, same run)",
-                ["benchmark", "nodemesh/s", "peer", "peer/s", "ratio", "target"],
-                [[r["benchmark"], r["nodemesh_per_s"], r["peer"], r["peer_per_s"], r["ratio"],
-                  r.get("target", "")] for r in rows])
+    print_table("codecs (nodemesh vs peer, same run; medians of interleaved rounds)",
+                ["benchmark", "unit", "nodemesh/s", "peer", "peer/s", "ratio", "target"],
+                [[r["benchmark"], r.get("unit", ""), f'{r["nodemesh_per_s"]:,.0f}', r["peer"],
+                  f'{r["peer_per_s"]:,.0f}', r["ratio"], r.get("target", "")] for r in rows])
     if missing:
         print(f"\nno bench yet: {', '.join(missing)}")
     for proto, tb in failed.items():

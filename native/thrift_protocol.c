@@ -240,20 +240,39 @@ int th_skip_binary(th_cursor *c, size_t *pos)
             t = (left & 1) ? to : te;
             left--;
         }
-        int fixed = bin_size(t);
-        if (fixed > 0) {
-            TH_NEED(c, p, fixed);
-            p += (size_t)fixed;
+        /* A branch per size, not p += table[t]: the predicted branch lets
+         * the CPU run ahead to the next field instead of waiting for the
+         * type byte's load. */
+        switch (t) {
+        case 2: case 3:                             /* bool, byte */
+            TH_NEED(c, p, 1);
+            p += 1;
             continue;
-        }
-        if (fixed < 0) {
-            c->reason = "unknown thrift field type";
-            return NM_E_PROTOCOL;
-        }
-        if (t == 11) {
+        case 6:                                     /* i16 */
+            TH_NEED(c, p, 2);
+            p += 2;
+            continue;
+        case 8:                                     /* i32 */
+            TH_NEED(c, p, 4);
+            p += 4;
+            continue;
+        case 4: case 10:                            /* double, i64 */
+            TH_NEED(c, p, 8);
+            p += 8;
+            continue;
+        case 16:                                    /* uuid */
+            TH_NEED(c, p, 16);
+            p += 16;
+            continue;
+        case 11:                                    /* binary / string */
             if ((rc = bin_string(c, &p, capture)) <= 0)
                 return rc;
             continue;
+        case 12: case 13: case 14: case 15:
+            break;
+        default:
+            c->reason = "unknown thrift field type";
+            return NM_E_PROTOCOL;
         }
         if ((rc = th_depth(c, sp)) <= 0)
             return rc;
