@@ -86,11 +86,41 @@ static nmf_frame *frame_alloc(PyTypeObject *type)
     return PyObject_GC_New(nmf_frame, type);
 }
 
+/* Ints below this are shared objects: frame lengths, statuses and request
+ * ids are mostly small, and an int object per frame field adds up. */
+#define SMALL_INTS 1024
+static PyObject *small_ints[SMALL_INTS];
+
+int nmf_frames_init(void)
+{
+    for (int i = 0; i < SMALL_INTS; i++)
+        if (!small_ints[i] && !(small_ints[i] = PyLong_FromLong(i)))
+            return -1;
+    return 0;
+}
+
 void nmf_frames_clear(void)
 {
     for (int k = 0; k < 2; k++)
         while (nfree[k])
             PyObject_GC_Del(free_frames[k][--nfree[k]]);
+    for (int i = 0; i < SMALL_INTS; i++)
+        Py_CLEAR(small_ints[i]);
+}
+
+static inline PyObject *int_of(uint64_t v)
+{
+    if (v < SMALL_INTS) {
+        Py_INCREF(small_ints[v]);
+        return small_ints[v];
+    }
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static void track(nmf_frame *self)
+{
+    PyObject_GC_Track(self);
+    self->tracked = 1;
 }
 
 PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager)
@@ -99,21 +129,22 @@ PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager)
     nmf_frame *self = frame_alloc(eager ? &nmf_eager_frame_type : &nmf_frame_type);
     if (!self)
         return NULL;
-    self->length = PyLong_FromUnsignedLong(f->length);
-    self->request_id = PyLong_FromUnsignedLongLong(f->request_id);
-    self->status = PyLong_FromLong(f->status);
+    self->length = int_of(f->length);
+    self->request_id = int_of(f->request_id);
+    self->status = f->status >= 0 ? int_of((uint64_t)f->status) : PyLong_FromLong(f->status);
     Py_INCREF(kind);
     self->kind = kind;
     Py_INCREF(b);
     self->batch = b;
     self->index = i;
+    self->tracked = 0;
     self->metadata = eager ? nmf_metadata(b, f) : NULL;
     if (!self->length || !self->request_id || !self->status || (eager && !self->metadata)) {
         Py_DECREF(self);
         return NULL;
     }
     if (eager)      /* its dict is out: user code may make a cycle through it */
-        PyObject_GC_Track(self);
+        track(self);
     return (PyObject *)self;
 }
 
@@ -131,14 +162,17 @@ static int frame_clear(nmf_frame *self)
 
 static void frame_dealloc(nmf_frame *self)
 {
-    PyObject_GC_UnTrack(self);
+    if (self->tracked)
+        PyObject_GC_UnTrack(self);
     Py_CLEAR(self->kind);
     Py_CLEAR(self->length);
     Py_CLEAR(self->request_id);
     Py_CLEAR(self->status);
-    PyObject *md = self->metadata;
-    self->metadata = NULL;
-    nmf_metadata_release(md);
+    if (self->metadata) {
+        PyObject *md = self->metadata;
+        self->metadata = NULL;
+        nmf_metadata_release(md);
+    }
     Py_CLEAR(self->batch);
     int k = type_slot(Py_TYPE(self));
     if (k >= 0 && nfree[k] < FREE_MAX)
@@ -153,8 +187,8 @@ static PyObject *frame_metadata(nmf_frame *self, void *closure)
         self->metadata = nmf_metadata(self->batch, RAW(self));
         if (!self->metadata)
             return NULL;
-        if (!PyObject_GC_IsTracked((PyObject *)self))
-            PyObject_GC_Track(self);
+        if (!self->tracked)
+            track(self);
     }
     Py_INCREF(self->metadata);
     return self->metadata;

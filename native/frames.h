@@ -50,6 +50,7 @@ typedef struct {
     PyObject *metadata;     /* dict, NULL until first read */
     nmf_batch *batch;
     uint32_t index;
+    uint32_t tracked;       /* by the GC: done once its dict is handed out */
 } nmf_frame;
 
 extern PyTypeObject nmf_batch_type;
@@ -65,7 +66,9 @@ nmf_batch *nmf_batch_new(PyObject *buf, PyObject *names, Py_ssize_t start,
  * now (an nmf_eager_frame_type frame). */
 PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager);
 
-/* Free the frames kept for reuse (module teardown). */
+/* Set up / free the small ints and the frames kept for reuse (module
+ * init and teardown). */
+int nmf_frames_init(void);
 void nmf_frames_clear(void);
 
 /* The metadata dict of frame f of batch b (new reference). */

@@ -365,7 +365,8 @@ static struct PyModuleDef frames_module = {
 
 PyMODINIT_FUNC PyInit__frames(void)
 {
-    if (PyType_Ready(&nmf_batch_type) < 0 || PyType_Ready(&nmf_frame_type) < 0 ||
+    if (nmf_frames_init() < 0 || PyType_Ready(&nmf_batch_type) < 0 ||
+        PyType_Ready(&nmf_frame_type) < 0 ||
         PyType_Ready(&nmf_eager_frame_type) < 0 ||
         PyType_Ready(&reader_type) < 0)
         return NULL;
