@@ -3,10 +3,11 @@
 Each case is a pipelined batch of 100 messages fed at once (values and keys
 differ from message to message), and both sides deliver what a proxy acts on:
 
-- replies: nodemesh gives each Frame's kind (error or not) and length, the
-  bytes to forward; hiredis gives each reply as a Python value (bytes, int,
-  list, ReplyError) and the loop checks it for an error. The "+ bytes" rows
-  also take each frame's bytes (Frame.data), an object per reply as hiredis
+- replies: nodemesh gives each Frame's kind (error or not) and length, which
+  is what a proxy forwarding the reply acts on (it slices its own buffer);
+  hiredis gives each reply as a Python value (bytes, int, list, ReplyError)
+  and the loop checks it for an error. The "+ bytes" rows (no target) also
+  copy each frame's bytes out (Frame.data), an object per reply as hiredis
   makes one.
 - requests: nodemesh gives metadata["command"] (lower case, str) and
   metadata["key"] (str); hiredis gives the argument list (bytes) and the loop
@@ -119,6 +120,7 @@ def run(quick=False) -> list:
                            "peer": hiredis_fn(data, reads)}, BATCH, repeat, min_time)
         size = len(data) / BATCH / 1e6
         rows.append(row(f"{name} x{BATCH} pipelined", got["ours"], "hiredis.Reader", got["peer"],
+                        "info" if reads == "data" else
                         TARGET if direction == "response" else "report",
                         nodemesh_mb_per_s=round(got["ours"] * size, 1),
                         peer_mb_per_s=round(got["peer"] * size, 1)))

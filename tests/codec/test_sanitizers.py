@@ -19,8 +19,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-# The codec unit tests (the slow ones are this file and the fuzzers).
-SKIP = {"test_fuzz.py", "test_sanitizers.py"}
+# The codec unit tests (the slow ones are this file and the fuzzers; the
+# bench smoke test needs bench/, which the copy leaves out).
+SKIP = {"test_fuzz.py", "test_sanitizers.py", "test_bench_codecs.py"}
 
 
 def asan_runtime(cc):
