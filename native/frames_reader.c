@@ -31,7 +31,9 @@ typedef struct {
     PyObject *unknown;      /* kind of a code outside kinds */
     PyObject *error_for;    /* (status, reason, offset) -> CodecError */
     PyObject *protocol;     /* str, prefixes error reasons */
-    PyObject *tail;         /* bytes not consumed yet */
+    PyObject *tail;         /* bytes not consumed yet: tail[0..tail_len); */
+    Py_ssize_t tail_len;    /* past it, room to grow a frame in place */
+    int tail_ours;          /* tail made here, seen by nobody: may be written */
     uint64_t base;          /* stream offset of tail[0] */
     uint32_t max_pipelined;
     uint32_t meta_cap;
@@ -103,6 +105,8 @@ static int reader_init(reader *self, PyObject *args, PyObject *kw)
     Py_INCREF(protocol);
     Py_XSETREF(self->protocol, protocol);
     Py_XSETREF(self->tail, PyBytes_FromStringAndSize(NULL, 0));
+    self->tail_len = 0;
+    self->tail_ours = 0;
     self->base = 0;
     self->max_pipelined = max_pipelined;
     self->meta_cap = meta_cap;
@@ -233,30 +237,64 @@ static int collect(reader *self, frame_vec *v, PyObject *buf, Py_ssize_t start, 
     return rc;
 }
 
-/* tail + data as one bytes object (data itself when nothing is held back). */
-static PyObject *join_input(reader *self, PyObject *data)
+/*
+ * tail + data as one bytes object of which the caller gets the reader's
+ * reference (self->tail is NULL after a success, untouched after a failure):
+ * data itself when nothing is held back. A frame that arrives in many pieces
+ * grows one buffer, doubling its room, instead of being copied whole on every
+ * feed; the room is cut off before any frame points into it (exact_size).
+ */
+static PyObject *join_input(reader *self, PyObject *data, Py_ssize_t *len, int *ours)
 {
-    Py_ssize_t tlen = PyBytes_GET_SIZE(self->tail);
+    Py_ssize_t tlen = self->tail_len;
+    PyObject *buf;
+    *ours = 0;
     if (tlen == 0 && PyBytes_CheckExact(data)) {
         Py_INCREF(data);
+        *len = PyBytes_GET_SIZE(data);
+        Py_CLEAR(self->tail);
         return data;
     }
+    *ours = 1;
     Py_buffer in;
     if (PyObject_GetBuffer(data, &in, PyBUF_SIMPLE) < 0)
         return NULL;
-    PyObject *buf = PyBytes_FromStringAndSize(NULL, tlen + in.len);
-    if (buf) {
+    Py_ssize_t need = tlen + in.len;
+    if (self->tail_ours && Py_REFCNT(self->tail) == 1 && PyBytes_GET_SIZE(self->tail) >= need) {
+        buf = self->tail;                           /* room enough, ours alone */
+        self->tail = NULL;
+    } else {
+        buf = PyBytes_FromStringAndSize(NULL, need > 2 * tlen ? need : 2 * tlen);
+        if (!buf) {
+            PyBuffer_Release(&in);
+            return NULL;
+        }
         memcpy(PyBytes_AS_STRING(buf), PyBytes_AS_STRING(self->tail), (size_t)tlen);
-        memcpy(PyBytes_AS_STRING(buf) + tlen, in.buf, (size_t)in.len);
+        Py_CLEAR(self->tail);
     }
+    memcpy(PyBytes_AS_STRING(buf) + tlen, in.buf, (size_t)in.len);
     PyBuffer_Release(&in);
+    *len = need;
     return buf;
 }
 
-static PyObject *run_decode(reader *self, PyObject *buf)
+/* buf without room past len: frames read the size of the buffer they hold. */
+static int exact_size(PyObject **buf, Py_ssize_t len)
 {
-    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(buf);
-    Py_ssize_t len = PyBytes_GET_SIZE(buf), pos = 0;
+    if (PyBytes_GET_SIZE(*buf) == len)
+        return 0;
+    PyObject *exact = PyBytes_FromStringAndSize(PyBytes_AS_STRING(*buf), len);
+    if (!exact)
+        return -1;
+    Py_SETREF(*buf, exact);
+    return 0;
+}
+
+/* Decode buf[0..len) into frames; buf (owned) becomes the tail. ours: buf
+ * was made by join_input (not the caller's object). */
+static PyObject *run_decode(reader *self, PyObject *buf, Py_ssize_t len, int ours)
+{
+    Py_ssize_t pos = 0;
     frame_vec frames;
     frames.items = frames.local;
     frames.n = 0;
@@ -266,34 +304,42 @@ static PyObject *run_decode(reader *self, PyObject *buf)
         size_t consumed = 0;
         if (room > BATCH_FRAMES)
             room = BATCH_FRAMES;
+        const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(buf);
         int n = self->decode(self->d, p + pos, (size_t)(len - pos), scratch_frames, room,
                              scratch_meta, self->meta_cap, &consumed);
         if (n < 0) {
             if (frames.n)   /* sticky: the next feed() raises it */
                 break;
             raise_error(self, n, pos);
-            vec_drop(&frames);
-            return NULL;
+            goto fail;
         }
-        if (n > 0 && collect(self, &frames, buf, pos, n) < 0) {
-            vec_drop(&frames);
-            return NULL;
-        }
+        if (n > 0 && (exact_size(&buf, len) < 0 || collect(self, &frames, buf, pos, n) < 0))
+            goto fail;
         pos += (Py_ssize_t)consumed;
         /* n == 0: the rest is an incomplete frame. A short batch can also
          * mean the metadata array filled up: go on while there is progress. */
         if (n == 0 || pos >= len || self->d->error || frames.n >= self->max_pipelined)
             break;
     }
-    PyObject *tail = pos == 0 ? (Py_INCREF(buf), buf)
-                              : PyBytes_FromStringAndSize((const char *)p + pos, len - pos);
-    if (!tail) {
-        vec_drop(&frames);
-        return NULL;
+    if (pos > 0) {
+        PyObject *rest = PyBytes_FromStringAndSize(PyBytes_AS_STRING(buf) + pos, len - pos);
+        if (!rest)
+            goto fail;
+        Py_SETREF(buf, rest);
+        ours = 1;
     }
-    Py_SETREF(self->tail, tail);
+    self->tail = buf;           /* when nothing was consumed, it keeps its room */
+    self->tail_ours = ours;
+    self->tail_len = len - pos;
     self->base += (uint64_t)pos;
     return vec_list(&frames);
+fail:
+    /* As if this feed never happened: its frames are dropped, and the old
+     * tail's bytes are still the start of buf. */
+    vec_drop(&frames);
+    self->tail = buf;
+    self->tail_ours = ours && PyBytes_GET_SIZE(buf) > len;   /* not cut: unseen */
+    return NULL;
 }
 
 static PyObject *reader_feed(reader *self, PyObject *data)
@@ -302,19 +348,20 @@ static PyObject *reader_feed(reader *self, PyObject *data)
         PyErr_SetString(PyExc_RuntimeError, "Decoder.feed() re-entered");
         return NULL;
     }
-    PyObject *buf = join_input(self, data);
+    Py_ssize_t len;
+    int ours;
+    PyObject *buf = join_input(self, data, &len, &ours);
     if (!buf)
         return NULL;
     self->busy = 1;
-    PyObject *frames = run_decode(self, buf);
+    PyObject *frames = run_decode(self, buf, len, ours);
     self->busy = 0;
-    Py_DECREF(buf);
     return frames;
 }
 
 static PyObject *reader_buffered(reader *self, void *closure)
 {
-    return PyLong_FromSsize_t(self->tail ? PyBytes_GET_SIZE(self->tail) : 0);
+    return PyLong_FromSsize_t(self->tail_len);
 }
 
 static PyMethodDef reader_methods[] = {

@@ -277,3 +277,25 @@ def test_error_replies_from_frames_of_a_later_decode_call():
     frames = dec.feed(redis_gets(*[b"k%d" % i for i in range(600)]))
     assert dec.error_reply(frames[-1], "no_route") == b"-ERR no route\r\n"
     assert frames[-1]._buf[frames[-1]._pos:frames[-1]._pos + 4] == b"*2\r\n"
+
+
+def test_a_large_frame_in_small_pieces():
+    """Grown in place (its room doubling), then cut to size when it completes."""
+    value = bytes(range(256)) * 4096                          # 1 MiB
+    head = b"$%d\r\n" % len(value)
+    stream = head + value + b"\r\n:7\r\n" + b"$3\r\nab"
+    pieces = [stream[i:i + 4000] for i in range(0, len(stream), 4000)]
+    got = same_both_ways("redis", pieces, direction="response")
+    frames = [f for feed in got[:-2:2] for f in feed]
+    assert [f["length"] for f in frames] == [len(head) + len(value) + 2, 4]
+    assert frames[0]["data"] == head + value + b"\r\n"
+    assert got[-3] == 6     # "$3\r\nab" waits for the rest
+
+
+def test_the_callers_bytes_are_never_written():
+    data = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*2\r\n$3\r\nGE"     # ends mid-frame
+    copy = bytes(bytearray(data))
+    dec = decoder_for("redis")
+    dec.feed(data)
+    dec.feed(b"T\r\n$1\r\nj\r\n")
+    assert data == copy and hash(data) == hash(copy)
