@@ -283,7 +283,7 @@ static PyGetSetDef frame_getset[] = {
     {"_buf", (getter)frame_buf, NULL, "the input buffer spans point into", NULL},
     {"_pos", (getter)frame_pos, NULL, "the frame's offset in _buf", NULL},
     {"_spans", (getter)frame_spans, NULL, "the frame's nm_meta words", NULL},
-    {NULL},
+    {0},
 };
 
 static PyMemberDef frame_members[] = {
@@ -294,7 +294,7 @@ static PyMemberDef frame_members[] = {
      "Dubbo id, Thrift seqid, length-field id; 0 if the protocol has none"},
     {"status", T_OBJECT_EX, offsetof(nmf_frame, status), READONLY,
      "Dubbo status, HTTP status, Thrift message type"},
-    {NULL},
+    {0},
 };
 
 PyTypeObject nmf_frame_type = {
@@ -316,7 +316,7 @@ PyTypeObject nmf_frame_type = {
 static PyMemberDef eager_members[] = {
     {"metadata", T_OBJECT_EX, offsetof(nmf_frame, metadata), READONLY,
      "dict of str to str, decoded with the frame"},
-    {NULL},
+    {0},
 };
 
 PyTypeObject nmf_eager_frame_type = {

@@ -367,13 +367,13 @@ static PyObject *reader_buffered(reader *self, void *closure)
 static PyMethodDef reader_methods[] = {
     {"feed", (PyCFunction)reader_feed, METH_O,
      "feed(data) -> list of Frame: add bytes; return the frames they completed."},
-    {NULL},
+    {0},
 };
 
 static PyGetSetDef reader_getset[] = {
     {"buffered", (getter)reader_buffered, NULL, "bytes held back waiting for the rest of a frame",
      NULL},
-    {NULL},
+    {0},
 };
 
 static PyTypeObject reader_type = {
