@@ -1,4 +1,9 @@
-"""Decoder and Frame: a thin, copy-avoiding wrapper over native/codec.h."""
+"""Decoder: options in, frames out, replies and rewrites, over native/codec.h.
+
+feed() itself is the frame reader's (agent.codec._frames in C, or
+agent.codec.pyframes); the rest - options, error replies, heartbeats,
+request-id rewrites - goes through the cffi module directly.
+"""
 
 import sys
 
