@@ -91,7 +91,7 @@ static int reader_init(reader *self, PyObject *args, PyObject *kw)
     }
     if (grow_scratch(meta_cap) < 0)
         return -1;
-    self->unknown = PyUnicode_InternFromString("unknown");
+    Py_XSETREF(self->unknown, PyUnicode_InternFromString("unknown"));
     if (!self->unknown)
         return -1;
     Py_INCREF(owner);
@@ -346,6 +346,10 @@ static PyObject *reader_feed(reader *self, PyObject *data)
 {
     if (self->busy) {
         PyErr_SetString(PyExc_RuntimeError, "Decoder.feed() re-entered");
+        return NULL;
+    }
+    if (!self->d || !self->tail || !self->names || !self->kinds || !self->unknown) {
+        PyErr_SetString(PyExc_RuntimeError, "Reader not set up, or already torn down");
         return NULL;
     }
     Py_ssize_t len;
