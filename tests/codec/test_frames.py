@@ -299,3 +299,10 @@ def test_the_callers_bytes_are_never_written():
     dec.feed(data)
     dec.feed(b"T\r\n$1\r\nj\r\n")
     assert data == copy and hash(data) == hash(copy)
+
+
+def test_a_reader_that_was_never_set_up_refuses_to_feed():
+    from agent.codec import _frames
+
+    with pytest.raises(RuntimeError, match="not set up"):
+        _frames.Reader.__new__(_frames.Reader).feed(b"PING\r\n")
