@@ -306,3 +306,15 @@ def test_a_reader_that_was_never_set_up_refuses_to_feed():
 
     with pytest.raises(RuntimeError, match="not set up"):
         _frames.Reader.__new__(_frames.Reader).feed(b"PING\r\n")
+
+
+def test_a_failed_feed_leaves_the_tail_as_it_was():
+    seen = []
+    for accelerated in (True, False):
+        dec = Decoder("redis", accelerated=accelerated)
+        assert dec.feed(b"*2\r\n$3\r\nGET\r\n$1\r\n") == []
+        for _ in range(2):      # into the held-back bytes' room, then sticky
+            with pytest.raises(CodecError) as err:
+                dec.feed(b"xyz?\r\n")
+            seen.append((dec.buffered, type(err.value), err.value.reason, err.value.offset))
+    assert seen[0][0] == 17 and len(set(seen)) == 1, seen
