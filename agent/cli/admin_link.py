@@ -26,3 +26,20 @@ def read(run_dir: str, component: str, endpoint: str, unavailable: dict):
     except AdminError as e:
         unavailable[f"{component} {endpoint}"] = str(e)
         return None
+
+
+START = {"agent": "start it with `nodemesh agent`",
+         "proxy": "start it with `nodemesh proxy --role local`",
+         "remote": "start it with `nodemesh proxy --role remote`"}
+
+
+def require(run_dir: str, component: str, endpoint: str):
+    """GET endpoint from a component the user asked for by name: its absence is
+    the command's failure (exit 6), one line naming the socket."""
+    from .errors import UNAVAILABLE, CLIError
+
+    try:
+        return client(run_dir, component).get(endpoint)
+    except AdminError as e:
+        raise CLIError(f"{component}: {e}", f"{START[component]}, or pass the --run-dir "
+                       "it uses", UNAVAILABLE) from None

@@ -63,7 +63,7 @@ def collect(s, args=None) -> list:
             "target": rec["target"], "service_id": rec["service_id"],
             "state": sock.state if sock else "gone", "pid": pid, "process": proc,
             "cgroup_id": rec["cgroup_id"], "cgroup": cgroup,
-            "pod": names.get(rec["cgroup_id"]) or _short(cgroup),
+            "pod": names.get(rec["cgroup_id"]) or pod_names.owner(names, cgroup) or _short(cgroup),
         })
     return [r for r in rows if _wanted(r, args)]
 

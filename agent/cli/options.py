@@ -119,3 +119,20 @@ def on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected on or off")
     return text == "on"
+
+
+def config_source() -> Parser:
+    """Parent parser: which component's admin API to read configuration from."""
+    p = Parser(add_help=False)
+    p.add_argument("--from", dest="source", choices=("proxy", "agent", "remote"),
+                   help="read this component only (default: the local proxy, else the "
+                        "agent); exit 6 if it does not answer")
+    return p
+
+
+def meta(text: str):
+    """--meta key=value: one request metadata entry."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE like interface=org.Foo")
+    return key, value

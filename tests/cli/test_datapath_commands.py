@@ -141,7 +141,8 @@ def test_enroll_and_pods(nm, node_env):
     data = nm("pods", "-o", "json").json()
     jsonschema.validate(data, schemas.PODS)
     assert data["pods"] == [{"cgroup_id": cid, "pod_index": 0, "proxy_netns": -1,
-                             "spill": 25.0, "cgroup": POD}]
+                             "spill": 25.0, "cgroup": POD, "enrolled": True,
+                             "namespace": None, "name": None, "pod": None}]
     r = nm("enroll", "--cgroup", CGROUP_ROOT + "/missing")
     assert r.code == 1
     assert r.err.startswith(f"nodemesh: no cgroup {CGROUP_ROOT}/missing: ")

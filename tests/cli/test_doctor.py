@@ -133,7 +133,7 @@ def test_exclusive_program_on_an_ancestor(nm, node_env, exclusive_ancestor):
     assert "legacy_connect4 (connect4, exclusive)" in check["detail"]
     assert check["fallback"].startswith("datapath cannot attach: traffic untouched (fail open)")
     # and the real attach does fail that way: one line, exit 5, then clean up
-    pin_dir = "/sys/fs/bpf/nm-cli-test-excl"
+    pin_dir = "/sys/fs/bpf/nm-cli2-test-excl"
     try:
         r = nm("datapath", "up", "--pin-dir", pin_dir, "--cgroup-root", exclusive_ancestor)
         assert r.code == 5, r

@@ -29,7 +29,7 @@ sys.stdin.readline()
 @pytest.fixture(scope="module")
 def live():
     """A node with a local proxy listener, one service, one pod holding a connection."""
-    node = Node("nm-cli-conns").start(loader="inprocess")
+    node = Node("nm-cli2-conns").start(loader="inprocess")
     port = free_port()
     try:
         node.listen("127.0.0.1", port)

@@ -1,0 +1,130 @@
+"""The configuration the proxy runs, compiled by the CLI through agent.config.
+
+`/config_dump` (the proxy's, else the agent's) is Envoy's ConfigDump JSON:
+each resource with its version and, when the last update of it was refused,
+the NACK reason. The CLI does not trust a second rendering of routes and
+clusters: it feeds the dumped resources to its own ConfigStore, the code path
+the proxy and the agent compile with, and reads the Snapshot that results.
+Every model object keeps the version it came from, so `explain` can name it.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from agent.config.model import Snapshot
+
+from . import admin_link
+
+_ADMIN = "type.googleapis.com/envoy.admin.v3."
+# dump message -> (resource key in an item, default type URL name)
+_SECTIONS = {
+    "ListenersConfigDump": ("listener", "listener"),
+    "ClustersConfigDump": ("cluster", "cluster"),
+    "RoutesConfigDump": ("route_config", "route"),
+    "EndpointsConfigDump": ("endpoint_config", "endpoint"),
+}
+# apply order: what a listener or cluster references arrives first, as xDS warms
+_ORDER = ("cluster", "endpoint", "route", "meta_route", "listener")
+SOURCES = ("proxy", "agent")
+"""Where configuration is read from, first that answers: the local proxy runs it;
+the agent holds the same (it relays it to the proxy)."""
+
+
+@dataclass
+class ConfigView:
+    source: str                                  # component the dump came from
+    snapshot: Snapshot
+    status: Dict[Tuple[str, str], dict] = field(default_factory=dict)
+    """(type name, resource name) -> {"version", "client_status", "nack"}."""
+    errors: List[str] = field(default_factory=list)
+    """Dumped resources the CLI's compiler refused (should match the NACKs)."""
+
+    def nack(self, type_name: str, name: str) -> Optional[str]:
+        return (self.status.get((type_name, name)) or {}).get("nack")
+
+
+def load(run_dir: str, unavailable: dict, sources=SOURCES) -> Optional[ConfigView]:
+    """The first component's configuration that can be read; None (reasons in
+    `unavailable`) when none can."""
+    for component in sources:
+        body = admin_link.read(run_dir, component, "/config_dump", unavailable)
+        if body is None:
+            continue
+        dump = body.get("envoy", body) if isinstance(body, dict) else None
+        if not isinstance(dump, dict) or "configs" not in dump:
+            unavailable[f"{component} /config_dump"] = "no Envoy config_dump in the answer"
+            continue
+        return from_dump(dump, component)
+    return None
+
+
+def for_command(args, run_dir: str, unavailable: dict) -> Optional[ConfigView]:
+    """The configuration a command shows: from --from's component only (its absence
+    is the command's failure, exit 6), else the first of SOURCES that answers."""
+    source = getattr(args, "source", None)
+    if source:
+        body = admin_link.require(run_dir, source, "/config_dump")
+        dump = body.get("envoy", body) if isinstance(body, dict) else None
+        if not isinstance(dump, dict) or "configs" not in dump:
+            from .errors import UNAVAILABLE, CLIError
+
+            raise CLIError(f"{source} /config_dump: no Envoy config_dump in the answer",
+                           "check the component's version", UNAVAILABLE)
+        return from_dump(dump, source)
+    return load(run_dir, unavailable)
+
+
+def from_dump(dump: dict, source: str = "file") -> ConfigView:
+    """Compile an Envoy config_dump ({"configs": [...]}) into a ConfigView."""
+    from agent.config import resources
+    from agent.config.store import ConfigStore
+
+    groups, status = _collect(dump, resources)
+    store, errors = ConfigStore(freeze_gc_after=None), []
+    for type_name in _ORDER:
+        type_url = resources.TYPE_URLS[type_name]
+        for (version, static), items in sorted(groups.get(type_name, {}).items()):
+            result = store.update(type_url, items, version, static=static)
+            errors += [f"{resources.type_name(e.type_url)} {e.resource}: "
+                       f"{e.field + ': ' if e.field else ''}{e.reason}" for e in result.errors]
+    return ConfigView(source, store.snapshot(), status, errors)
+
+
+def _collect(dump: dict, resources):
+    """{type name: {(version, static): {name: body}}} and the per-resource status."""
+    groups: Dict[str, dict] = {}
+    status = {}
+    for section in dump.get("configs") or []:
+        kind = str(section.get("@type", "")).replace(_ADMIN, "")
+        if kind not in _SECTIONS:
+            continue                    # bootstrap, secrets, scoped routes: not ours
+        key, default = _SECTIONS[kind]
+        section_version = section.get("version_info") or "static"
+        for list_key, items in section.items():
+            if not isinstance(items, list):
+                continue
+            static = list_key.startswith("static_")
+            for item in items:
+                body, version = _resource(item, key)
+                if body is None:
+                    continue
+                type_name = resources.TYPE_NAMES.get(body.get("@type"), default)
+                name = body.get("name") or body.get("cluster_name") or ""
+                version = version or section_version
+                status[(type_name, name)] = {
+                    "version": version, "client_status": item.get("client_status"),
+                    "nack": (item.get("error_state") or {}).get("details")}
+                by_version = groups.setdefault(type_name, {})
+                by_version.setdefault((version, static), {})[name] = body
+    return groups, status
+
+
+def _resource(item: dict, key: str):
+    """(resource body, version) of one dump item; dynamic listeners nest it."""
+    if not isinstance(item, dict):
+        return None, None
+    holder = item.get("active_state") or item.get("warming_state") or item
+    body = holder.get(key)
+    if not isinstance(body, dict):
+        return None, None
+    return body, holder.get("version_info")
