@@ -15,8 +15,8 @@ import pathlib
 import re
 import time
 
-from . import host, libbpf
-from .maps import DEFAULT_PIN_DIR, MAPS
+from . import host, libbpf, upgrade
+from .maps import DEFAULT_PIN_DIR, KINDS, SOCKHASHES
 from .sources import PROGRAMS, source_dir
 
 # program -> (bcc program type name, attach type)
@@ -25,8 +25,11 @@ PROGRAM_TYPES = {
     "getpeername4": ("CGROUP_SOCK_ADDR", libbpf.ATTACH["getpeername4"]),
     "sockops": ("SOCK_OPS", libbpf.ATTACH["sockops"]),
     "sk_msg": ("SK_MSG", libbpf.ATTACH["sk_msg"]),
+    "connect6": ("CGROUP_SOCK_ADDR", libbpf.ATTACH["connect6"]),
+    "getpeername6": ("CGROUP_SOCK_ADDR", libbpf.ATTACH["getpeername6"]),
 }
-CGROUP_PROGRAMS = ("sockops", "getpeername4", "connect4")   # attach order
+# attach order: a steered socket must find its peername and sockops hooks
+CGROUP_PROGRAMS = ("sockops", "getpeername4", "getpeername6", "connect4", "connect6")
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 
@@ -52,6 +55,11 @@ class Settings:
         return pathlib.Path(self.run_dir) / f"datapath-{tag}.json"
 
 
+def layout_digest() -> str:
+    """Of bpf/lib/layout.h: what the maps' keys and values look like."""
+    return hashlib.sha256((source_dir() / "lib" / "layout.h").read_bytes()).hexdigest()[:16]
+
+
 class Datapath:
     def __init__(self, settings: Settings = None):
         self.s = settings or Settings()
@@ -62,8 +70,7 @@ class Datapath:
 
     def pinned(self) -> dict:
         """Which of our pins exist."""
-        out = {f"map/{m}": (self.pins / m).exists() for m in MAPS}
-        out["map/trace_events"] = (self.pins / "trace_events").exists()
+        out = {f"map/{m}": (self.pins / m).exists() for m in KINDS}
         for p in PROGRAMS:
             out[f"prog/{p}"] = (self.pins / "progs" / p).exists()
         for p in CGROUP_PROGRAMS:
@@ -141,28 +148,50 @@ class Datapath:
     # -- up / adopt / reload -------------------------------------------------
 
     def up(self, reload=False) -> dict:
-        """Load, attach and pin; or adopt what is pinned. Idempotent."""
-        if self.is_up() and not reload:
+        """Load, attach and pin; or adopt what is pinned. Idempotent.
+
+        A datapath pinned by another version (a map whose layout or size is
+        not the current one, a program it did not have) is reloaded in place:
+        maps re-created with their entries copied (agent/bpf/upgrade.py),
+        programs swapped under their links, new ones attached."""
+        stale = upgrade.stale_maps(self.pins, self.s.defines) if self.pins.is_dir() else {}
+        if self.is_up() and not reload and not stale:
             return {"action": "adopted", **self.state()}
+        running = any(v for k, v in self.pinned().items() if k.startswith("link/"))
         cgroup_root = self.s.cgroup_root or host.ensure_cgroup2()
         try:
-            return self._load_and_attach(cgroup_root, reload)
+            return self._load_and_attach(cgroup_root, "reloaded" if running else "loaded",
+                                         stale)
         except Exception:
-            if not reload:   # leave nothing half attached behind
+            if not running:   # leave nothing half attached behind
                 self.uninstall()
             raise
 
-    def _load_and_attach(self, cgroup_root, reload):
-        b, progs = self.compile()
+    def _load_and_attach(self, cgroup_root, action, stale):
+        maps = upgrade.MapUpgrade(self.pins, stale)
+        try:
+            maps.set_aside()
+            try:
+                _, progs = self.compile()
+                upgraded = maps.copy()
+            except Exception:
+                maps.rollback()     # the running datapath keeps its maps
+                raise
+            return self._attach_all(progs, cgroup_root, action, upgraded)
+        finally:
+            maps.close()
+
+    def _attach_all(self, progs, cgroup_root, action, upgraded):
         (self.pins / "progs").mkdir(exist_ok=True)
         (self.pins / "links").mkdir(exist_ok=True)
-        map_fd = libbpf.obj_get(self.pins / "sock_pairs")
-        try:
-            libbpf.check(libbpf.lib().bpf_prog_attach(progs["sk_msg"].fd, map_fd,
-                                                      libbpf.ATTACH["sk_msg"], 0),
-                         "attach sk_msg to sock_pairs")
-        finally:
-            os.close(map_fd)
+        for name in SOCKHASHES:
+            map_fd = libbpf.obj_get(self.pins / name)
+            try:
+                libbpf.check(libbpf.lib().bpf_prog_attach(progs["sk_msg"].fd, map_fd,
+                                                          libbpf.ATTACH["sk_msg"], 0),
+                             f"attach sk_msg to {name}")
+            finally:
+                os.close(map_fd)
         self._pin_prog("sk_msg", progs["sk_msg"].fd)
         cg_fd = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -173,12 +202,15 @@ class Datapath:
             os.close(cg_fd)
         state = {"cgroup_root": cgroup_root, "pin_dir": str(self.pins),
                  "source_digest": self.source_digest(), "cflags": self.cflags(),
-                 "loaded_at": time.time()}
+                 "layout_digest": layout_digest(), "loaded_at": time.time()}
         self.s.state_file.parent.mkdir(parents=True, exist_ok=True)
         self.s.state_file.write_text(json.dumps(state, indent=1))
         self._bpf.cleanup()    # our fds go; pins and links keep everything
         self._bpf = None
-        return {"action": "reloaded" if reload else "loaded", **state}
+        out = {"action": action, **state}
+        if upgraded:
+            out["upgraded_maps"] = upgraded
+        return out
 
     def _pin_prog(self, name, fd):
         path = self.pins / "progs" / name
@@ -221,12 +253,13 @@ class Datapath:
                     path.unlink()
                 removed.append(f"link/{name}")
         sk_msg = self.pins / "progs" / "sk_msg"
-        sock_pairs = self.pins / "sock_pairs"
-        if sk_msg.exists() and sock_pairs.exists():
-            pfd, mfd = libbpf.obj_get(sk_msg), libbpf.obj_get(sock_pairs)
-            libbpf.lib().bpf_prog_detach2(pfd, mfd, libbpf.ATTACH["sk_msg"])
-            os.close(pfd)
-            os.close(mfd)
+        for name in SOCKHASHES:
+            sock_pairs = self.pins / name
+            if sk_msg.exists() and sock_pairs.exists():
+                pfd, mfd = libbpf.obj_get(sk_msg), libbpf.obj_get(sock_pairs)
+                libbpf.lib().bpf_prog_detach2(pfd, mfd, libbpf.ATTACH["sk_msg"])
+                os.close(pfd)
+                os.close(mfd)
         for sub in ("progs", "links"):
             d = self.pins / sub
             if d.is_dir():
