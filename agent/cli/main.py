@@ -6,8 +6,8 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import (clusters, conns, datapath, demo, doctor, explain, options, pods, routes,
-               service_join, services, stats, status, top)
+from . import (clusters, completion, conns, datapath, demo, doctor, explain, options, pods, routes,
+               service_join, services, stats, status, top, trace)
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -62,9 +62,11 @@ def parser() -> options.Parser:
     routes.register(sub, common)
     clusters.register(sub, common)
     explain.register(sub, common)
+    trace.register(sub, common)
     top.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
+    completion.register(sub, common)
     from . import proxy as proxy_command
     proxy_command.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",

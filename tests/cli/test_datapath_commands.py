@@ -67,7 +67,9 @@ def test_status(nm, node_env):
     assert data["source"]["digest"] == data["source"]["current_digest"]
     assert not data["source"]["stale"]
     attached = {p["id"] for p in bpftool_tree(CGROUP_ROOT)}
-    assert attached == {ids["connect4"], ids["getpeername4"], ids["sockops"]}
+    from agent.bpf.loader import CGROUP_PROGRAMS
+
+    assert attached == {ids[name] for name in CGROUP_PROGRAMS}
 
 
 def test_source_matches_what_is_loaded(nm, node_env):
