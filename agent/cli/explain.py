@@ -111,9 +111,9 @@ def _kernel_text(k: dict, width: int) -> str:
     gen = f" (proxy settings generation {k['generation']})" if k["generation"] else ""
     lines = [f"kernel{gen}"]
     for st in k["steps"]:
-        lines.append(output.clip(f"  {st['name'] + ':':<16}{st['result']}", width))
-        if st["detail"]:
-            lines += _wrap(st["detail"], width, " " * 18)
+        text = f"{st['result']}: {st['detail']}" if st["detail"] else st["result"]
+        lines += textwrap.wrap(text, width, initial_indent=f"  {st['name'] + ':':<16}",
+                               subsequent_indent=" " * 18, break_on_hyphens=False)
     targets = "; ".join(
         f"{t['target']} {t['address']} ({t['probability'] * 100:g}%"
         + (f", {t['reason']})" if t["reason"] else ")") for t in k["targets"])
@@ -136,7 +136,7 @@ def _proxy_text(p: dict, width: int) -> str:
         version = r["table_version"] or "not received"
         lines.append(output.clip(f"    routes {r['table']} (version {version})", width))
     for miss in r["misses"]:
-        lines += _wrap(f"#{miss['index']} {miss['route']}: no, {miss['reason']}", width)
+        lines += _wrap(f"#{miss['index']} {miss['route']}: no match ({miss['reason']})", width)
     lines += _wrap(f"=> {r['summary']}", width, "  ")
     for c in p["clusters"]:
         lines += _cluster_text(c, width)

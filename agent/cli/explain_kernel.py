@@ -54,11 +54,11 @@ def explain(control, dp, client, vip: str) -> dict:
 
     root = _attach_root(dp, ip)
     if root is not None and not _below(client.cgroup, root):
-        steps.append(step("attached", "no", f"connect hooks are attached at {root}; "
+        steps.append(step("attached", "no", f"the connect hooks are at {root}; "
                                             f"{client.cgroup} is not below it"))
         out["targets"] = [dict(original, reason="not seen by connect4")]
         return out
-    steps.append(step("attached", "yes", f"connect hooks attached at {root or '?'}"))
+    steps.append(step("attached", "yes", f"below {root}" if root else "at an unknown cgroup"))
 
     svc = next((s for s in control.services() if s["vip"] == vip), None)
     out["service"] = svc
@@ -84,7 +84,7 @@ def explain(control, dp, client, vip: str) -> dict:
         steps.append(step("proxy settings", "never written", "generation 0: fail open"))
         out["targets"] = [dict(original, reason="failopen_no_config")]
         return out
-    steps.append(step("mode", proxy["mode"], f"proxy settings generation {proxy['generation']}"))
+    steps.append(step("mode", proxy["mode"]))
     out["targets"] = _steer(proxy, svc, pod, client, ip, steps, vip)
     return out
 
@@ -116,7 +116,7 @@ def enrolled_pod(control, cgroup: str, max_depth: int):
     entries = {e["cgroup_id"]: e for e in control.enrolled()}
     own = host.cgroup_id(cgroup)
     if own in entries:
-        return entries[own], f"cgroup {cgroup} (id {own}) is in the enrolled map"
+        return entries[own], f"its own cgroup (id {own}) is in the enrolled map"
     mount = os.path.realpath(host.cgroup2_mount() or "/")
     rel = os.path.relpath(os.path.realpath(cgroup), mount)
     parts = [] if rel == "." else rel.split("/")

@@ -1,0 +1,216 @@
+"""`explain` (kernel half) against what really happens on a test node.
+
+For each situation the test asks `nodemesh explain` where a connection from
+a cgroup to a VIP goes, then makes that connection from a real process in
+that cgroup and checks the greeting of the listener it reached (or that it
+failed, for an untouched connection to an unreachable VIP).
+"""
+
+import os
+import subprocess
+
+import jsonschema
+import pytest
+
+from agent.cli import schemas
+from tests.kernel.node import Held, Node, dial, free_port
+
+pytestmark = pytest.mark.kernel
+VIP = ("198.18.7.30", 6379)
+VIP_TEXT = "%s:%d" % VIP
+
+
+@pytest.fixture(scope="module")
+def node():
+    n = Node("nm-cli2-explain").start(loader="inprocess")
+    try:
+        n.local = ("127.0.0.1", free_port("127.0.0.1"))
+        n.remote_port = free_port("127.0.0.2")
+        n.remote = ("127.0.0.2", n.remote_port)
+        n.local_listener = n.listen(*n.local)
+        n.remote_listener = n.listen(*n.remote)
+        n.ctl.set_proxy(local="%s:%d" % n.local, remote="127.0.0.2", mode="local", spill=0)
+        n.ctl.add_service(VIP_TEXT, 7, "redis", remote_port=n.remote_port)
+        n.ctl.enroll(str(n.cg("pod-a")))
+        yield n
+    finally:
+        n.stop()
+
+
+@pytest.fixture
+def env(node, monkeypatch):
+    for k, v in {"NODEMESH_PIN_DIR": node.settings.pin_dir,
+                 "NODEMESH_CGROUP_ROOT": str(node.cgroup),
+                 "NODEMESH_RUN_DIR": node.run_dir}.items():
+        monkeypatch.setenv(k, v)
+    node.ctl.set_proxy(local="%s:%d" % node.local, remote="127.0.0.2", mode="local", spill=0)
+    return node
+
+
+def explain(nm, cgroup, vip=VIP_TEXT, *extra):
+    r = nm("explain", "--cgroup", cgroup, vip, "-o", "json", *extra)
+    assert r.code == 0, r
+    data = r.json()
+    jsonschema.validate(data, schemas.EXPLAIN)
+    return data
+
+
+def reached(node, cgroup, addr=VIP):
+    """Where a real connection from `cgroup` went: the greeting's server, or the error."""
+    got = dial(node, cgroup, addr)[0]
+    return got.get("server") or got["error"]
+
+
+def test_local_proxy_listening(nm, env):
+    d = explain(nm, env.cg("pod-a"))
+    assert d["verdict"] == {"target": "local", "address": "%s:%d" % env.local,
+                            "reason": "local", "probability": 1.0}
+    steps = {s["name"]: s for s in d["datapath"]["steps"]}
+    assert steps["service"]["result"] == "hit" and "id 7, redis" in steps["service"]["detail"]
+    assert steps["enrolled"]["result"] == "yes"
+    assert steps["local listener"]["result"] == "yes"
+    assert d["datapath"]["generation"] == env.ctl.proxy()["generation"]
+    assert reached(env, "pod-a") == d["verdict"]["address"]
+    r = nm("explain", "--cgroup", env.cg("pod-a"), VIP_TEXT)
+    assert r.code == 0 and all(len(line) <= 80 for line in r.out.splitlines()), r.out
+    assert "=> local %s:%d (100%%, local)" % env.local in r.out
+
+
+def test_container_cgroup_is_enrolled_through_its_pod(nm, env):
+    child = env.cg("pod-a") / "container-1"
+    child.mkdir(exist_ok=True)
+    d = explain(nm, child)
+    enrolled = next(s for s in d["datapath"]["steps"] if s["name"] == "enrolled")
+    assert enrolled["result"] == "yes" and "via ancestor" in enrolled["detail"]
+    assert enrolled["detail"].split()[2] == str(env.cg("pod-a"))
+    assert reached(env, "pod-a/container-1") == d["verdict"]["address"]
+
+
+def test_not_enrolled_and_not_a_service_are_untouched(nm, env):
+    d = explain(nm, env.cg("other"))
+    assert d["verdict"]["target"] == "original" and d["verdict"]["reason"] == "not_enrolled"
+    assert d["proxy"] is None
+    assert reached(env, "other") in ("ENETUNREACH", "EHOSTUNREACH")   # the VIP, untouched
+    d = explain(nm, env.cg("pod-a"), "198.18.7.31:6379")
+    assert d["verdict"]["reason"] == "not_service"
+    assert reached(env, "pod-a", ("198.18.7.31", 6379)) in ("ENETUNREACH", "EHOSTUNREACH")
+
+
+def test_listener_gone_goes_remote(nm, env):
+    env.local_listener.stop()
+    try:
+        d = explain(nm, env.cg("pod-a"))
+        assert d["verdict"] == {"target": "remote", "address": "%s:%d" % env.remote,
+                                "reason": "remote_no_listener", "probability": 1.0}
+        step = next(s for s in d["datapath"]["steps"] if s["name"] == "local listener")
+        assert step["result"] == "no"
+        assert reached(env, "pod-a") == "%s:%d" % env.remote
+    finally:
+        env.local_listener = env.listen(*env.local)
+
+
+@pytest.mark.parametrize("mode,target,reason", [("remote", "remote", "remote_mode"),
+                                                ("bypass", "original", "bypass_mode")])
+def test_modes(nm, env, mode, target, reason):
+    env.ctl.set_proxy(mode=mode)
+    d = explain(nm, env.cg("pod-a"))
+    assert (d["verdict"]["target"], d["verdict"]["reason"]) == (target, reason)
+    expected = "%s:%d" % env.remote if target == "remote" else ("ENETUNREACH", "EHOSTUNREACH")
+    got = reached(env, "pod-a")
+    assert got == expected or got in expected
+
+
+def test_spill_is_a_probability_and_the_pod_override_wins(nm, env):
+    env.ctl.set_proxy(spill=25)
+    d = explain(nm, env.cg("pod-a"))
+    assert {(t["target"], t["reason"], t["probability"]) for t in d["datapath"]["targets"]} == {
+        ("local", "local", 0.75), ("remote", "remote_spill", 0.25)}
+    assert d["verdict"]["target"] == "local"
+    env.ctl.enroll(str(env.cg("pod-b")), spill=100)      # per-pod override: all remote
+    try:
+        d = explain(nm, env.cg("pod-b"))
+        assert d["verdict"] == {"target": "remote", "address": "%s:%d" % env.remote,
+                                "reason": "remote_spill", "probability": 1.0}
+        spill = next(s for s in d["datapath"]["steps"] if s["name"] == "spill")
+        assert spill["detail"] == "global 25%, pod override 100%"
+        got = dial(env, "pod-b", VIP, count=5)
+        assert {g["server"] for g in got} == {"%s:%d" % env.remote}
+    finally:
+        env.ctl.unenroll(str(env.cg("pod-b")))
+
+
+def test_no_remote_port_fails_open(nm, env):
+    env.ctl.add_service("198.18.7.32:80", 8, "http1", remote_port=0)
+    env.ctl.set_proxy(mode="remote")
+    try:
+        d = explain(nm, env.cg("pod-a"), "198.18.7.32:80")
+        assert d["verdict"]["reason"] == "failopen_no_remote"
+        assert reached(env, "pod-a", ("198.18.7.32", 80)) in ("ENETUNREACH", "EHOSTUNREACH")
+    finally:
+        env.ctl.del_service("198.18.7.32:80")
+
+
+def test_outside_the_attach_root_is_never_seen(nm, env):
+    outside = os.path.join(env.cg_mount, f"nm-cli2-outside-{os.getpid()}")
+    os.makedirs(outside, exist_ok=True)
+    try:
+        d = explain(nm, outside)
+        assert d["datapath"]["steps"][0]["result"] == "no"
+        assert d["verdict"]["reason"] == "not seen by connect4"
+    finally:
+        os.rmdir(outside)
+
+
+def test_by_pid_matches_conns(nm, env):
+    with Held(env, "pod-a", VIP) as held:
+        d = nm("explain", "--pid", held.proc.pid, VIP_TEXT, "-o", "json").json()
+        assert d["client"]["pid"] == held.proc.pid
+        assert d["client"]["cgroup"] == str(env.cg("pod-a"))
+        assert d["verdict"]["address"] == held.seen["server"]
+        conns = nm("conns", "-o", "json").json()["connections"]
+        mine = [c for c in conns if c["pid"] == held.proc.pid]
+        assert mine and mine[0]["target"] == d["verdict"]["target"]
+        assert mine[0]["peer"] == d["verdict"]["address"]
+
+
+@pytest.mark.parametrize("argv,code,needle", [
+    (["--pod", "shop/nope", VIP_TEXT], 1, "unknown pod 'shop/nope'"),
+    (["--pid", "999999999", VIP_TEXT], 1, "no process 999999999"),
+    (["--cgroup", "/tmp", VIP_TEXT], 1, "/tmp is not a cgroup v2 directory"),
+    (["--cgroup", "/tmp", "198.18.7:1"], 2, "not an IPv4 address"),
+    (["--cgroup", "/tmp", VIP_TEXT, "--meta", "novalue"], 2, "expected KEY=VALUE"),
+    ([VIP_TEXT], 2, "one of the arguments --pod --pid --cgroup is required"),
+])
+def test_bad_input_is_one_line(nm, env, argv, code, needle):
+    r = nm("explain", *argv)
+    assert r.code == code, r
+    assert r.err.count("\n") == 1 and r.err.startswith("nodemesh: ") and needle in r.err, r.err
+    assert "Traceback" not in r.err
+
+
+def test_a_netns_pod_checks_the_listener_where_the_kernel_does(nm, env):
+    """A pod in its own network namespace whose enrolled entry names the node's
+    netns by id: explain resolves the id from inside the pod and looks there."""
+    from agent.demo.topology import Topology
+
+    topo = Topology("cli2x")
+    try:
+        pod = topo.add("pod-n")
+        cg = env.cg("pod-n")
+        env.ctl.enroll(str(cg), proxy_netns=pod.node_nsid)
+        sleeper = topo.spawn(pod, ["sleep", "30"], cgroup=str(cg))
+        try:
+            for _ in range(100):
+                if open(os.path.join(cg, "cgroup.procs")).read().strip():
+                    break
+                subprocess.run(["sleep", "0.05"])
+            d = explain(nm, cg)
+            step = next(s for s in d["datapath"]["steps"] if s["name"] == "local listener")
+            assert step["result"] == "yes", step
+            assert "/proc/self/ns/net" in step["detail"]
+            assert d["client"]["netns"].endswith("/ns/net")
+        finally:
+            topo.kill(sleeper)
+            env.ctl.unenroll(str(cg))
+    finally:
+        topo.close()
