@@ -278,10 +278,11 @@ print("ok")
 def test_trace_joins_kernel_decisions_and_proxy_requests(nm, env):
     node = env["node"]
     assert node.ctl.proxy()["trace"] is False
+    node.ctl.enroll(str(node.cg("pod-t")))      # a pod of its own: no other test's requests
     result = {}
 
     def trace():
-        result["r"] = nm("trace", "--pod", node.cg("pod-a"), "--duration", "20", "--count", "66",
+        result["r"] = nm("trace", "--pod", node.cg("pod-t"), "--duration", "20", "--count", "66",
                          "--access-log", env["access_log"], "-o", "json")
 
     t = threading.Thread(target=trace)
@@ -290,7 +291,7 @@ def test_trace_joins_kernel_decisions_and_proxy_requests(nm, env):
     while not node.ctl.proxy()["trace"] and time.monotonic() < deadline:
         time.sleep(0.05)
     # 130 requests on one connection: one worker, two access-log flushes of 64
-    run_in(node.cg("pod-a"), PIPELINE.format(vip=mc.REDIS_VIP, n=130, prefix="trace"))
+    run_in(node.cg("pod-t"), PIPELINE.format(vip=mc.REDIS_VIP, n=130, prefix="trace"))
     t.join(30)
     r = result["r"]
     assert r.code == 0, r
@@ -299,11 +300,12 @@ def test_trace_joins_kernel_decisions_and_proxy_requests(nm, env):
     proxy = [e for e in events if e["source"] == "proxy"]
     assert kernel and kernel[0]["original_dst"] == REDIS
     assert kernel[0]["target"] == "local" and kernel[0]["reason"] == "local"
-    assert kernel[0]["cgroup"] == str(node.cg("pod-a"))
+    assert kernel[0]["cgroup"] == str(node.cg("pod-t"))
     assert len(proxy) == 65 and all(e["listener"] == "redis-vip" for e in proxy)
     assert all(e["cluster"] == "redis-b" and e["service"] == REDIS for e in proxy)
-    assert all(e["cgroup"] == str(node.cg("pod-a")) for e in proxy)
+    assert all(e["cgroup"] == str(node.cg("pod-t")) for e in proxy)
     assert node.ctl.proxy()["trace"] is False          # restored
+    node.ctl.unenroll(str(node.cg("pod-t")))
 
 
 # -- the proxy goes away --------------------------------------------------------------------
