@@ -6,8 +6,8 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import (clusters, completion, conns, datapath, demo, doctor, explain, options, pods, routes,
-               service_join, services, stats, status, top, trace)
+from . import (agent_cmd, clusters, completion, conns, datapath, demo, doctor, explain, options,
+               pods, routes, service_join, services, stats, status, top, trace, xds)
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -69,6 +69,8 @@ def parser() -> options.Parser:
     completion.register(sub, common)
     from . import proxy as proxy_command
     proxy_command.register(sub, common)
+    agent_cmd.register(sub, common)
+    xds.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")
