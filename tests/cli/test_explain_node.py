@@ -8,6 +8,7 @@ failed, for an untouched connection to an unreachable VIP).
 
 import os
 import subprocess
+import time
 
 import jsonschema
 import pytest
@@ -188,29 +189,51 @@ def test_bad_input_is_one_line(nm, env, argv, code, needle):
     assert "Traceback" not in r.err
 
 
+def _netns_pod(tag: str):
+    """A network namespace joined to ours by a veth pair (no addresses): the
+    kernel gives our namespace an id inside it, as a CNI's pod would see the node."""
+    import json
+
+    name, link = f"{tag}-{os.getpid()}", f"nmc2h{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "link", "add", link, "type", "veth", "peer", "name", "eth0",
+                    "netns", name], check=True)
+    for _ in range(50):
+        info = json.loads(subprocess.run(["ip", "-n", name, "-j", "link", "show", "eth0"],
+                                         capture_output=True, text=True).stdout or "[]")
+        if info and "link_netnsid" in info[0]:
+            return name, int(info[0]["link_netnsid"])
+        time.sleep(0.02)
+    raise AssertionError("no netns id for our namespace inside the pod's")
+
+
 def test_a_netns_pod_checks_the_listener_where_the_kernel_does(nm, env):
     """A pod in its own network namespace whose enrolled entry names the node's
     netns by id: explain resolves the id from inside the pod and looks there."""
-    from agent.demo.topology import Topology
-
-    topo = Topology("cli2x")
+    name, nsid = _netns_pod("nm-cli2-pod")
+    cg = env.cg("pod-n")
+    sleeper = subprocess.Popen(["sh", "-c", f'echo $$ > "{cg}/cgroup.procs" && '
+                                f'exec ip netns exec {name} sleep 30'])
     try:
-        pod = topo.add("pod-n")
-        cg = env.cg("pod-n")
-        env.ctl.enroll(str(cg), proxy_netns=pod.node_nsid)
-        sleeper = topo.spawn(pod, ["sleep", "30"], cgroup=str(cg))
+        env.ctl.enroll(str(cg), proxy_netns=nsid)
+        for _ in range(100):
+            if open(os.path.join(cg, "cgroup.procs")).read().strip():
+                break
+            time.sleep(0.05)
+        d = explain(nm, cg)
+        step = next(s for s in d["datapath"]["steps"] if s["name"] == "local listener")
+        assert step["result"] == "yes", step
+        assert "/proc/self/ns/net" in step["detail"]
+        assert d["client"]["netns"] == f"/proc/{sleeper.pid}/ns/net"
+        env.local_listener.stop()
         try:
-            for _ in range(100):
-                if open(os.path.join(cg, "cgroup.procs")).read().strip():
-                    break
-                subprocess.run(["sleep", "0.05"])
-            d = explain(nm, cg)
-            step = next(s for s in d["datapath"]["steps"] if s["name"] == "local listener")
-            assert step["result"] == "yes", step
-            assert "/proc/self/ns/net" in step["detail"]
-            assert d["client"]["netns"].endswith("/ns/net")
+            step = next(s for s in explain(nm, cg)["datapath"]["steps"]
+                        if s["name"] == "local listener")
+            assert step["result"] == "no"
         finally:
-            topo.kill(sleeper)
-            env.ctl.unenroll(str(cg))
+            env.local_listener = env.listen(*env.local)
     finally:
-        topo.close()
+        sleeper.kill()
+        sleeper.wait(10)
+        env.ctl.unenroll(str(cg))
+        subprocess.run(["ip", "netns", "del", name])
