@@ -66,7 +66,8 @@ _PROXY_STATS = _obj({
     "event_loop_lag_ms": {"type": ["object", "null"]},
     "connections_active": _INT_OR_NULL, "requests_active": _INT_OR_NULL,
     "requests": {"type": ["object", "null"]}, "services": {"type": ["object", "null"]},
-    "pods": {"type": ["object", "null"]}, "config": {"type": ["object", "null"]}})
+    "pods": {"type": ["object", "null"]}, "config": {"type": ["object", "null"]},
+    "pod_names": {"type": "object", "additionalProperties": {"type": "string"}}})
 
 STATS = _obj({"counters": {"type": "object",
                            "additionalProperties": {"type": "integer", "minimum": 0}},
@@ -209,3 +210,21 @@ EXPLAIN = _obj({
             "lb": {"oneOf": [{"type": "null"}, _LB]}})},
         "summary": _STR_OR_NULL})]},
     "unavailable": _UNAVAILABLE})
+
+# -- trace: one object per line ----------------------------------------------------------
+
+_KERNEL_EVENT = _obj({
+    "source": {"const": "kernel"}, "ts_ns": {"type": "integer"}, "time": _NUM,
+    "cookie": {"type": "integer"}, "cgroup_id": {"type": "integer"}, "cgroup": _STR_OR_NULL,
+    "pod": _STR_OR_NULL, "pid": {"type": "integer"}, "tid": {"type": "integer"},
+    "comm": {"type": "string"}, "original_dst": {"type": "string"},
+    "target_dst": {"type": "string"}, "target": {"enum": ["local", "remote", "original"]},
+    "reason": {"type": "string"}, "service_id": {"type": "integer"}})
+_PROXY_EVENT = _obj({
+    "source": {"const": "proxy"}, "time": _NUM, "start_time": _STR_OR_NULL,
+    "cgroup_id": _INT_OR_NULL, "cgroup": _STR_OR_NULL, "pod": _STR_OR_NULL,
+    "listener": _STR_OR_NULL, "service": _STR_OR_NULL, "protocol": _STR_OR_NULL,
+    "route": _STR_OR_NULL, "cluster": _STR_OR_NULL,
+    "response_code": {"type": ["string", "integer", "null"]},
+    "response_flags": _STR_OR_NULL, "duration_ms": {"type": ["number", "null"]}})
+TRACE_EVENT = {"oneOf": [_KERNEL_EVENT, _PROXY_EVENT]}

@@ -6,7 +6,7 @@ run (the local proxy; the remote one too when this node hosts it); a proxy
 that does not answer is listed under `unavailable`, not an error.
 """
 
-from . import access, admin_link, output
+from . import access, admin_link, output, pod_names
 
 EPILOG = """examples:
   nodemesh stats
@@ -47,13 +47,16 @@ def cmd_stats(args) -> int:
 
 def proxy_stats(run_dir: str, unavailable: dict) -> dict:
     """{"local": summary, "remote": summary} of the proxies that answer. The local
-    proxy's absence is reported; a remote proxy is only on nodes that host one."""
-    out = {}
+    proxy's absence is reported; a remote proxy is only on nodes that host one.
+    The proxy names source pods by cgroup id; pod_names maps those it can."""
+    out, names = {}, pod_names.load(run_dir)
     for component, role in (("proxy", "local"), ("remote", "remote")):
         scratch = {}
         body = admin_link.read(run_dir, component, "/stats", scratch)
         if isinstance(body, dict):
             out[role] = {k: body.get(k) for k in PROXY_KEYS}
+            out[role]["pod_names"] = {k: names[int(k)] for k in (body.get("pods") or {})
+                                      if str(k).isdigit() and int(k) in names}
         elif component == "proxy":
             unavailable.update(scratch)
     return out
@@ -90,7 +93,8 @@ def _proxy_text(role: str, p: dict, wide: bool) -> str:
                 for k, v in sorted((p.get("services") or {}).items())]
     if services:
         lines.append(output.table(services, [("SERVICE", "k"), ("REQUESTS", "n")], wide))
-    pods = [{"k": k, "n": (v or {}).get("requests", 0), "r": (v or {}).get("rate")}
+    named = p.get("pod_names") or {}
+    pods = [{"k": named.get(k, k), "n": (v or {}).get("requests", 0), "r": (v or {}).get("rate")}
             for k, v in sorted((p.get("pods") or {}).items())]
     if pods:
         lines.append(output.table(pods, [("SOURCE POD", "k"), ("REQUESTS", "n"),

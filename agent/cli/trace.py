@@ -256,13 +256,18 @@ def _stop_on_signals(stop: threading.Event):
 
 
 class Printer:
-    """Streams events: a table row each (80 columns), or one JSON object per line."""
+    """Streams events: a table row each (80 columns), or one JSON object per line.
 
-    COLS = (("TIME", 12), ("POD", 18), ("PROCESS", 14), ("DESTINATION", 21))
+    The reason names the target (local, remote_*, and the rest leave the original
+    destination), so the table shows it alone; -o wide adds where it went."""
+
+    COLS = (("TIME", 8), ("POD", 16), ("PID", 7), ("DESTINATION", 21))
+    WIDE = (("TIME", 12), ("POD", 24), ("PROCESS", 20), ("DESTINATION", 23), ("TARGET", 23))
 
     def __init__(self, fmt: str):
         self.fmt = fmt
         self.wide = fmt == "wide"
+        self.cols = self.WIDE if self.wide else self.COLS
 
     def note(self, text: str):
         stream = sys.stderr if self.fmt in ("json", "yaml") else sys.stdout
@@ -270,7 +275,7 @@ class Printer:
 
     def start(self):
         if self.fmt in ("table", "wide"):
-            head = "  ".join(f"{h:<{w}}" for h, w in self.COLS) + "  DECISION"
+            head = "  ".join(f"{h:<{w}}" for h, w in self.cols) + "  DECISION"
             print(head, flush=True)
 
     def event(self, e: dict):
@@ -286,23 +291,27 @@ class Printer:
             print(line if self.wide else output.clip(line), flush=True)
 
     def _line(self, e: dict) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(e["time"])) + \
-            f".{int(e['time'] * 1000) % 1000:03d}"
+        stamp = time.strftime("%H:%M:%S", time.localtime(e["time"]))
+        if self.wide:
+            stamp += f".{int(e['time'] * 1000) % 1000:03d}"
         who = e["pod"] or (e["cgroup"] or "").rsplit("/", 1)[-1] or str(e.get("cgroup_id"))
         if e["source"] == "kernel":
-            proc = f"{e['comm']}[{e['pid']}]"
-            dest = e["original_dst"]
-            if e["target"] == "original":
-                decision = f"untouched ({e['reason']})"
-            else:
-                decision = f"{e['target']} {e['target_dst']} ({e['reason']})"
+            proc = f"{e['comm']}[{e['pid']}]" if self.wide else e["pid"]
+            cells = [stamp, who, proc, e["original_dst"]]
+            if self.wide:
+                cells.append(e["target_dst"] if e["target"] != "original" else "-")
+            decision = e["reason"]
         else:
-            proc = "proxy"
-            dest = e.get("service") or e.get("listener") or "?"
-            decision = (f"{e.get('route')} -> {e.get('cluster')} {e.get('response_code')} "
-                        f"{e.get('response_flags')} {e.get('duration_ms')}ms")
-        cells = (stamp, who, proc, dest)
-        return "  ".join(_fit(c, w, self.wide) for c, (_, w) in zip(cells, self.COLS)) + \
+            cells = [stamp, who, "proxy", e.get("service") or e.get("listener") or "?"]
+            if self.wide:
+                cells.append(e.get("cluster") or "-")
+            flags = e.get("response_flags")
+            decision = f"{e.get('cluster')} {e.get('response_code')}" + \
+                (f" {flags}" if flags and flags != "-" else "")
+            if self.wide:
+                decision = f"{e.get('route')} {e.get('response_code')} {flags} " \
+                           f"{e.get('duration_ms')}ms"
+        return "  ".join(_fit(c, w, self.wide) for c, (_, w) in zip(cells, self.cols)) + \
             "  " + decision
 
 
