@@ -210,7 +210,8 @@ def _status_text(d, wide) -> str:
     rows = []
     for prog in d["programs"]:
         link = next((x for x in d["links"] if x["name"] == prog["name"]), None)
-        where = (f"{link['attach_type']} {link['cgroup'] or link['cgroup_id']}" if link and link["id"]
+        where = (f"{link['attach_type']} {link['cgroup'] or link['cgroup_id']}"
+                 if link and link["id"]
                  else "sk_msg_verdict sock_pairs" if prog["name"] == "sk_msg"
                  and d["sk_msg_attached"] else "-")
         rows.append({"program": prog["name"], "id": prog["id"], "tag": prog["tag"],
@@ -246,7 +247,8 @@ def cmd_source(args) -> int:
 # -- set ------------------------------------------------------------------------------
 
 def cmd_set(args) -> int:
-    values = {k: getattr(args, k) for k in ("local_proxy", "remote_proxy", "mode", "spill", "trace")}
+    values = {k: getattr(args, k)
+              for k in ("local_proxy", "remote_proxy", "mode", "spill", "trace")}
     if all(v is None for v in values.values()):
         raise CLIError("datapath set: nothing to change",
                        "pass --local-proxy, --remote-proxy, --mode, --spill or --trace", 2)

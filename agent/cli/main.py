@@ -6,8 +6,26 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import (agent_cmd, clusters, completion, conns, datapath, demo, doctor, explain, options,
-               pods, routes, service_join, services, stats, status, top, trace, xds)
+from . import (
+    agent_cmd,
+    clusters,
+    completion,
+    conns,
+    datapath,
+    demo,
+    doctor,
+    explain,
+    options,
+    pods,
+    routes,
+    service_join,
+    services,
+    stats,
+    status,
+    top,
+    trace,
+    xds,
+)
 from .errors import from_exception, report
 
 EPILOG = """examples:

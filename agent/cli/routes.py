@@ -37,8 +37,8 @@ def cmd_routes(args) -> int:
     if view is None:
         return fallback.no_config(s, args.output, "routes", "listeners", unavailable)
     listeners = select(view.snapshot, args.listener, args.vip)
-    data = {"source": view.source, "listeners": [listener_dict(view.snapshot, l)
-                                                 for l in listeners],
+    data = {"source": view.source, "listeners": [listener_dict(view.snapshot, lsn)
+                                                 for lsn in listeners],
             "unavailable": unavailable}
     output.emit(data, args.output, lambda wide: render(data, wide))
     return 0
@@ -48,26 +48,26 @@ def select(snapshot: Snapshot, name=None, vip=None) -> list:
     """Listeners by name and/or VIP:PORT; a filter that finds none is an error."""
     from .errors import CLIError
 
-    found = sorted(snapshot.listeners.values(), key=lambda l: (l.port, l.address, l.name))
+    found = sorted(snapshot.listeners.values(), key=lambda lsn: (lsn.port, lsn.address, lsn.name))
     if name:
-        found = [l for l in found if l.name == name]
+        found = [lsn for lsn in found if lsn.name == name]
     if vip:
         host, _, port = vip.rpartition(":")
         match = snapshot.listener_for(host.strip("[]"), int(port))
-        found = [l for l in found if l is match]
+        found = [lsn for lsn in found if lsn is match]
     if (name or vip) and not found:
         what = " ".join(x for x in (name and f"named {name!r}", vip and f"for {vip}") if x)
         raise CLIError(f"no listener {what}", "see `nodemesh routes` for the listeners")
     return found
 
 
-def address(l: Listener) -> str:
-    return f"[{l.address}]:{l.port}" if ":" in l.address else f"{l.address}:{l.port}"
+def address(lsn: Listener) -> str:
+    return f"[{lsn.address}]:{lsn.port}" if ":" in lsn.address else f"{lsn.address}:{lsn.port}"
 
 
-def listener_dict(snapshot: Snapshot, l: Listener) -> dict:
+def listener_dict(snapshot: Snapshot, lsn: Listener) -> dict:
     chains = []
-    for chain in l.filter_chains:
+    for chain in lsn.filter_chains:
         table = snapshot.route_table(chain) if chain.codec else None
         chains.append({
             "name": chain.name, "codec": chain.codec,
@@ -76,8 +76,8 @@ def listener_dict(snapshot: Snapshot, l: Listener) -> dict:
             "table": table.name if table else chain.route_config_name,
             "table_version": table.version if table else None,
             "routes": [route_dict(i, r) for i, r in enumerate(table.routes)] if table else []})
-    return {"name": l.name, "address": address(l), "version": l.version,
-            "protocol": l.protocol, "remote_port": l.remote_port, "chains": chains}
+    return {"name": lsn.name, "address": address(lsn), "version": lsn.version,
+            "protocol": lsn.protocol, "remote_port": lsn.remote_port, "chains": chains}
 
 
 def route_dict(index: int, r: Route) -> dict:
@@ -105,14 +105,14 @@ def render(data: dict, wide: bool) -> str:
     if not data["listeners"]:
         return _with_notes("no listeners in the configuration", data)
     parts = []
-    for l in data["listeners"]:
-        for chain in l["chains"]:
-            parts.append(_chain_text(l, chain, wide))
+    for lsn in data["listeners"]:
+        for chain in lsn["chains"]:
+            parts.append(_chain_text(lsn, chain, wide))
     return _with_notes("\n\n".join(parts), data)
 
 
-def _chain_text(l: dict, chain: dict, wide: bool) -> str:
-    head = f"listener {l['name']} {l['address']} (version {l['version']})"
+def _chain_text(lsn: dict, chain: dict, wide: bool) -> str:
+    head = f"listener {lsn['name']} {lsn['address']} (version {lsn['version']})"
     codec = chain["codec"] or "tcp"
     if chain["codec"] is None:
         line = f"  {codec}: all connections to {chain['tcp_cluster']}"

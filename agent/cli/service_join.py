@@ -55,7 +55,8 @@ def join(bpf, view) -> list:
             seen.add(listener.name)
         rows.append(_row(svc, listener, snapshot))
     if snapshot is not None:
-        for listener in sorted(snapshot.listeners.values(), key=lambda l: (l.port, l.address)):
+        by_port = sorted(snapshot.listeners.values(), key=lambda lsn: (lsn.port, lsn.address))
+        for listener in by_port:
             if listener.name not in seen and listener.address not in ("0.0.0.0", "::"):
                 rows.append(_row(None, listener, snapshot, bpf_known=bpf is not None))
     return rows

@@ -52,7 +52,8 @@ def cmd_add(args) -> int:
         if args.id is None:
             sid = same["id"] if same else next_free_id(current)
         elif not 0 < args.id < 2 ** 32:
-            raise CLIError(f"service id {args.id} out of range", "pass --id between 1 and 2^32-1", 2)
+            raise CLIError(f"service id {args.id} out of range",
+                           "pass --id between 1 and 2^32-1", 2)
         else:
             sid = args.id
         c.add_service(args.vip, sid, protocol=args.protocol, remote_port=args.remote_port)

@@ -50,8 +50,11 @@ def _requests(table) -> dict:
 
 def rates(before: dict, after: dict) -> dict:
     dt = max(after["t"] - before["t"], 1e-6)
-    diff = lambda a, b: {k: round((a.get(k, 0) - b.get(k, 0)) / dt, 1)
-                         for k in a if a.get(k, 0) - b.get(k, 0) > 0}
+
+    def diff(a, b):
+        return {k: round((a.get(k, 0) - b.get(k, 0)) / dt, 1)
+                for k in a if a.get(k, 0) - b.get(k, 0) > 0}
+
     return {"interval_s": round(dt, 2),
             "kernel_per_s": diff(after["kernel"], before["kernel"]),
             "services_per_s": diff(after["services"], before["services"]),

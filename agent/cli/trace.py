@@ -189,7 +189,7 @@ def _listener_vips(run_dir: str) -> dict:
     view = config_view.load(run_dir, {})
     if view is None:
         return {}
-    return {l.name: address(l) for l in view.snapshot.listeners.values()}
+    return {lsn.name: address(lsn) for lsn in view.snapshot.listeners.values()}
 
 
 def cmd_trace(args) -> int:

@@ -14,6 +14,8 @@ import threading
 from agent.admin import AdminServer, Response
 
 REDIS_VIP, HTTP_VIP, TCP_VIP = "198.18.7.20", "198.18.7.21", "198.18.7.22"
+HCM = ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+       "HttpConnectionManager")
 
 
 def _cluster(name: str, ports, lb="ROUND_ROBIN", extra=""):
@@ -68,7 +70,7 @@ static_resources:
     - filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          "@type": {HCM}
           stat_prefix: web
           http_filters:
           - name: envoy.filters.http.router

@@ -124,7 +124,8 @@ def test_top_counts_new_connects(nm, env):
 
     node = env["node"]
     code = (f"import socket\nfor _ in range(20):\n"
-            f"    s = socket.create_connection(({VIP!r}, 6379), timeout=5); s.recv(64); s.close()\n")
+            f"    s = socket.create_connection(({VIP!r}, 6379), timeout=5)\n"
+            f"    s.recv(64); s.close()\n")
     t = threading.Thread(target=lambda: [run_in(node.cg("pod-a"), code) for _ in range(3)])
     t.start()
     r = nm("top", "--interval", "1.5", "--iterations", "1", "-o", "json")

@@ -93,7 +93,7 @@ def fits(nm, *argv):
 def test_routes_are_the_proxys(nm, env):
     data = ok_json(nm, "routes", schema=schemas.ROUTES)
     assert data["source"] == "proxy" and not data["unavailable"]
-    by_name = {l["name"]: l for l in data["listeners"]}
+    by_name = {lsn["name"]: lsn for lsn in data["listeners"]}
     assert set(by_name) == {"redis-vip", "web-vip", "tcp-vip"}
     redis = by_name["redis-vip"]["chains"][0]
     assert redis["codec"] == "redis"
@@ -104,7 +104,7 @@ def test_routes_are_the_proxys(nm, env):
     assert web[1]["hash_keys"] == ["x-user"]
     assert by_name["tcp-vip"]["chains"][0]["tcp_cluster"] == "tcp-echo"
     only = ok_json(nm, "routes", REDIS, schema=schemas.ROUTES)
-    assert [l["name"] for l in only["listeners"]] == ["redis-vip"]
+    assert [lsn["name"] for lsn in only["listeners"]] == ["redis-vip"]
     out = fits(nm, "routes")
     assert "web 10%, web-v2 90%" in out and "(configuration from the proxy)" in out
     r = nm("routes", "198.18.7.99:1")

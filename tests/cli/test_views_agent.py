@@ -47,8 +47,8 @@ def test_routes_fall_back_to_the_agent(nm, env):
     jsonschema.validate(data, schemas.ROUTES)
     assert data["source"] == "agent"
     assert "no admin socket at" in data["unavailable"]["proxy /config_dump"]
-    assert {l["name"] for l in data["listeners"]} == {"redis-vip", "web-vip", "tcp-vip"}
-    assert {l["version"] for l in data["listeners"]} == {"static"}
+    assert {lsn["name"] for lsn in data["listeners"]} == {"redis-vip", "web-vip", "tcp-vip"}
+    assert {lsn["version"] for lsn in data["listeners"]} == {"static"}
     assert nm("routes", "--from", "agent", "-o", "json").json()["unavailable"] == {}
     r = nm("routes", "--from", "proxy")
     assert r.code == 6

@@ -175,7 +175,9 @@ def test_pods_file_of_another_version_gives_no_names(tmp_path):
 
 BASH = """
 source {script}
-t() {{ COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); _nodemesh; echo "${{COMPREPLY[*]}}"; }}
+t() {{
+  COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}}-1)); _nodemesh; echo "${{COMPREPLY[*]}}"
+}}
 t nodemesh ex
 t nodemesh datapath ""
 t nodemesh explain --pod x -o ""
