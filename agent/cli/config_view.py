@@ -47,6 +47,7 @@ def load(run_dir: str, unavailable: dict, sources=SOURCES) -> Optional[ConfigVie
     """The first component's configuration that can be read; None (reasons in
     `unavailable`) when none can."""
     for component in sources:
+        admin_link.check_access(run_dir, component)
         body = admin_link.read(run_dir, component, "/config_dump", unavailable)
         if body is None:
             continue

@@ -68,7 +68,11 @@ def test_not_up_is_exit_3(nm, tmp_path):
 def test_not_root_is_exit_4(nm, monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(privileges, "effective_caps", lambda *a: 0)
-    for argv in (["service", "list"], ["datapath", "up"], ["uninstall"], ["stats"]):
+    from agent.bpf import host
+
+    explain = ["explain", "--cgroup", host.cgroup2_mount() or "/sys/fs/cgroup", "198.18.0.1:80"]
+    for argv in (["service", "list"], ["datapath", "up"], ["uninstall"], ["stats"], ["trace"],
+                 explain):
         r = nm(*argv, "--pin-dir", tmp_path)
         assert r.code == errors.PERMISSION, r
         assert r.err.startswith("nodemesh: not root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN "

@@ -90,3 +90,25 @@ def test_explain_needs_the_datapath(nm, env):
         pytest.skip("the privilege check comes first")
     r = nm("explain", "--pid", os.getpid(), f"{mc.REDIS_VIP}:6379")
     assert r.code == 3 and r.err.startswith("nodemesh: datapath not up in ")
+
+
+def test_not_root_is_told_so(env):
+    """The admin sockets are 0600 root: another user gets exit 4, not "not running"."""
+    import subprocess
+
+    from tests.kernel.node import ROOT
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user")
+
+    def nobody():
+        os.setgid(65534)
+        os.setuid(65534)
+
+    for argv in (["routes"], ["routes", "--from", "agent"], ["clusters"]):
+        res = subprocess.run([sys.executable, "-m", "agent.cli.main", *argv], cwd=ROOT,
+                             preexec_fn=nobody, capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "NODEMESH_RUN_DIR": env})
+        assert res.returncode == 4, (argv, res)
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+        assert "admin socket" in res.stderr and "run as root" in res.stderr
