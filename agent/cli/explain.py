@@ -90,8 +90,9 @@ def render(d: dict, wide: bool) -> str:
     return "\n\n".join(parts)
 
 
-def _wrap(text: str, width: int, indent: str = "    ") -> list:
-    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent,
+def _wrap(text: str, width: int, indent: str = "    ", subsequent=None) -> list:
+    return textwrap.wrap(text, width, initial_indent=indent,
+                         subsequent_indent=indent if subsequent is None else subsequent,
                          break_on_hyphens=False) or [indent.rstrip()]
 
 
@@ -117,7 +118,7 @@ def _kernel_text(k: dict, width: int) -> str:
     targets = "; ".join(
         f"{t['target']} {t['address']} ({t['probability'] * 100:g}%"
         + (f", {t['reason']})" if t["reason"] else ")") for t in k["targets"])
-    lines += _wrap(f"=> {targets}", width, "  ")
+    lines += _wrap(f"=> {targets}", width, "  ", "     ")
     return "\n".join(lines)
 
 
@@ -136,7 +137,8 @@ def _proxy_text(p: dict, width: int) -> str:
         version = r["table_version"] or "not received"
         lines.append(output.clip(f"    routes {r['table']} (version {version})", width))
     for miss in r["misses"]:
-        lines += _wrap(f"#{miss['index']} {miss['route']}: no match ({miss['reason']})", width)
+        lines += _wrap(f"#{miss['index']} {miss['route']}  no match ({miss['reason']})", width,
+                       subsequent="      ")
     lines += _wrap(f"=> {r['summary']}", width, "  ")
     for c in p["clusters"]:
         lines += _cluster_text(c, width)

@@ -270,8 +270,12 @@ class Printer:
         self.cols = self.WIDE if self.wide else self.COLS
 
     def note(self, text: str):
+        import textwrap
+
         stream = sys.stderr if self.fmt in ("json", "yaml") else sys.stdout
-        print(output.clip(text) if not self.wide else text, file=stream, flush=True)
+        lines = [text] if self.wide else textwrap.wrap(text, output.WIDTH,
+                                                       subsequent_indent="  ")
+        print("\n".join(lines), file=stream, flush=True)
 
     def start(self):
         if self.fmt in ("table", "wide"):

@@ -146,8 +146,10 @@ def test_trace_filters_by_pod_and_reason(nm, env):
     r = result["r"]
     assert r.code == 0, r
     lines = r.out.splitlines()
-    assert lines[1].split()[:2] == ["TIME", "POD"]
-    rows = lines[2:]
+    head = next(i for i, line in enumerate(lines) if line.startswith("TIME"))
+    assert lines[head].split() == ["TIME", "POD", "PID", "DESTINATION", "DECISION"]
+    assert "proxy events: not shown" in " ".join(lines[:head])
+    rows = lines[head + 1:]
     assert len(rows) == 2 and all(row.endswith("  failopen_no_remote") for row in rows)
     assert all(len(line) <= 80 for line in lines)
     assert "shop/cart-0" in rows[0]
