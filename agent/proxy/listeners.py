@@ -63,11 +63,15 @@ class LocalBinding:
             return None
         vip, _, port = rec["original_dst"].rpartition(":")
         listener = worker.snapshot.listener_for(vip, int(port))
-        chain = worker.chains.get(listener.name) if listener is not None else None
-        if chain is None:
+        lr = worker.listener_rts.get(listener.name) if listener is not None else None
+        if lr is None:
             worker.rejected("no_listener")
             return None
-        return chain, str(rec["cgroup_id"])
+        chain = lr.chain_for(vip)
+        if chain is None:
+            worker.rejected("no_filter_chain")
+            return None
+        return chain, str(rec["cgroup_id"]), (vip, int(port))
 
     def close(self):
         if self._control is not None:
@@ -87,7 +91,7 @@ class PortBinding:
         if chain is None:
             worker.rejected("no_listener")
             return None
-        return chain, transport.get_extra_info("peername")[0]
+        return chain, transport.get_extra_info("peername")[0], None
 
 
 class _Listeners:

@@ -37,6 +37,7 @@ class HostPool:
         self.oneway = []          # oneway frames waiting for a connection
         self.connecting = 0
         self.closed = False
+        self.tasks = set()        # connects in progress (cancelled when the worker stops)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -118,7 +119,9 @@ class HostPool:
                 self._fail_pending("overflow", FLAG_OVERFLOW)
             return
         self.connecting += 1
-        self.worker.loop.create_task(self._open())
+        task = self.worker.loop.create_task(self._open())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _open(self):
         cluster, host, loop = self.cluster, self.host, self.worker.loop

@@ -15,7 +15,9 @@ being read (pause_reading) until its transport drains.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
 import time
 from collections import deque
 
@@ -48,7 +50,7 @@ class Session(asyncio.Protocol):
     __slots__ = ("worker", "binding", "transport", "chain", "traits", "mux", "http", "decoder",
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
-                 "stream_source", "busy")
+                 "stream_source", "busy", "orig_dst")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -71,6 +73,7 @@ class Session(asyncio.Protocol):
         self.stream_source = None
         self.busy = False
         self.pod = ""
+        self.orig_dst = None         # (address, port) the client dialled (local role)
 
     # -- connection lifecycle ------------------------------------------------------------
 
@@ -82,13 +85,13 @@ class Session(asyncio.Protocol):
             transport.close()
             self.closed = True
             return
-        chain, pod = resolved
+        chain, pod, self.orig_dst = resolved
         self.pod = pod
         if chain.codec is None:               # L4 filter chain: hand the socket to the splice
             from .tcp_proxy import TcpSession
 
             self.closed = True
-            tcp = TcpSession(w, chain, pod)
+            tcp = TcpSession(w, chain, pod, self.orig_dst)
             transport.set_protocol(tcp)
             tcp.connection_made(transport)
             return
@@ -193,6 +196,11 @@ class Session(asyncio.Protocol):
             return
         cluster_name = route.pick_cluster()
         req.slot = self._slot(chain, route.name, cluster_name or "-")
+        if chain.rate_rules:                    # listener-wide limits come first
+            limiter = chain.rate_limiter(frame)
+            if limiter is not None and not limiter.allow(self.pod):
+                self.fail(req, FLAG_RATE_LIMITED)
+                return
         if route.limiter is not None and not route.limiter.allow(self.pod):
             self.fail(req, FLAG_RATE_LIMITED)
             return
@@ -375,11 +383,13 @@ class Session(asyncio.Protocol):
         if self.closed:
             out.clear()
             return
-        if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
+        data = (out[0] if len(out) == 1 else b"".join(out)) if out else b""
+        out.clear()
         if self.close_when_flushed:
+            _write_then_fin(self.transport, data)
             self.transport.close()
+        elif data:
+            self.transport.write(data)
 
     def _close_soon(self):
         self.close_when_flushed = self.stop_reading = True
@@ -418,13 +428,23 @@ class Session(asyncio.Protocol):
     # -- drain, timeouts, idle ---------------------------------------------------------------------
 
     def drain(self):
-        """Close at the next request boundary, with the protocol's graceful signal."""
+        """Close at the next request boundary, with the protocol's graceful signal.
+
+        A busy connection closes right after the reply that leaves nothing in flight
+        (the FIN follows that reply, so a client that checks before reusing the
+        connection never writes into a closed one). An idle one closes once it has
+        been quiet for drain_idle_grace: closing it at once would race with a client
+        that is just sending its next request."""
         if self.draining or self.closed:
             return
         self.draining = True
         if self.chain.codec == "dubbo":
             self._write(DUBBO_READONLY_EVENT)
-        if not self._in_flight():
+        self.check_drain(self.worker.now)
+
+    def check_drain(self, now) -> None:
+        if self.draining and not self.close_when_flushed and not self._in_flight() and \
+                now - self.last_active >= self.worker.settings.drain_idle_grace:
             self._close_soon()
 
     def cut(self) -> int:
@@ -468,6 +488,34 @@ class Session(asyncio.Protocol):
     def stream_end(self):
         self.stream_source = None
         self._close_soon()
+
+
+def _write_then_fin(transport, data: bytes) -> None:
+    """The last reply and the FIN in one segment: corked, written, shut down. A client
+    that checks for EOF before reusing its connection then always sees the FIN with the
+    reply (transport.close() alone would send it only at the end of the loop iteration,
+    and two separate segments leave a window in which the client writes its next request
+    into a closing socket)."""
+    sock = transport.get_extra_info("socket")
+    dup = None
+    if sock is not None:
+        try:
+            dup = socket.socket(fileno=os.dup(sock.fileno()))
+            dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        except OSError:
+            dup = None
+    if data:
+        transport.write(data)
+    if dup is None:
+        return
+    with dup:
+        try:
+            if transport.get_write_buffer_size():      # not all in: let the rest flow
+                dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            else:
+                dup.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 def _connection_close(reply: bytes) -> bytes:

@@ -100,6 +100,10 @@ class ProxySettings:
     drain_deadline: float = 30.0
     """Seconds a SIGTERM drain waits for requests in flight before cutting them."""
 
+    drain_idle_grace: float = 1.0
+    """A draining client connection with nothing in flight closes after this much quiet;
+    busy ones close right after their last reply (see Session.drain)."""
+
     max_source_pod_labels: int = 1000
     """Distinct source_pod metric label values per worker; later pods count as "other"."""
 
@@ -133,7 +137,7 @@ class ProxySettings:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         for name in ("default_request_timeout", "tick_interval", "housekeeping_interval",
-                     "drain_deadline", "restart_backoff"):
+                     "drain_deadline", "restart_backoff", "drain_idle_grace"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.workers < 0:

@@ -34,8 +34,11 @@ class _Upstream(asyncio.Protocol):
 
     def eof_received(self):
         s = self.session
+        s.eof_up = True
         if s.transport is not None and s.transport.can_write_eof() and not s.transport.is_closing():
             s.transport.write_eof()
+        if s.eof_down:                     # both sides finished: nothing more can flow
+            s.close()
         return True
 
     def pause_writing(self):
@@ -50,8 +53,9 @@ class _Upstream(asyncio.Protocol):
 
 
 class TcpSession(asyncio.Protocol):
-    def __init__(self, worker, chain, pod):
+    def __init__(self, worker, chain, pod, orig_dst=None):
         self.worker = worker
+        self.orig_dst = orig_dst
         self.chain = chain
         self.pod = pod
         self.transport = None
@@ -64,8 +68,10 @@ class TcpSession(asyncio.Protocol):
         self.cluster = None
         self.host = None
         self.closed = False
+        self.eof_up = self.eof_down = False       # half-closes seen from each side
         self.start = time.monotonic()
         self.slot = None
+        self.connect_task = None
 
     def connection_made(self, transport):
         self.transport = transport
@@ -79,12 +85,13 @@ class TcpSession(asyncio.Protocol):
             return self._give_up(FLAG_NO_HEALTHY)
         if not cluster.breaker.try_acquire("connections"):
             return self._give_up(FLAG_OVERFLOW)
-        self.host = cluster.balancer.pick()
+        self.host = cluster.original_host(self.orig_dst) if cluster.model.original_dst \
+            else cluster.balancer.pick()
         if self.host is None:
             cluster.breaker.release("connections")
             return self._give_up(FLAG_NO_HEALTHY)
         self.host.active_requests += 1
-        w.loop.create_task(self._connect())
+        self.connect_task = w.loop.create_task(self._connect())
 
     async def _connect(self):
         cluster, host = self.cluster, self.host
@@ -128,10 +135,13 @@ class TcpSession(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self):
+        self.eof_down = True
         if self.upstream is not None and self.upstream.transport.can_write_eof():
             self.upstream.transport.write_eof()
         else:
             self._eof_pending = True
+        if self.eof_up:
+            self.close()
         return True
 
     def pause_writing(self):

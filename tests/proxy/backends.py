@@ -358,7 +358,24 @@ def garbage(host, port, name, *_):
     _threaded_tcp(host, port, Handler)
 
 
-SERVERS = {"http": http, "dubbo": dubbo, "thrift": thrift, "lengthfield": lengthfield,
+def echo(host, port, name, *_):
+    """Echoes bytes back; on EOF from the client, finishes and closes (half-close)."""
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            while True:
+                try:
+                    data = self.request.recv(1 << 16)
+                except OSError:
+                    return
+                if not data:
+                    self.request.shutdown(socket.SHUT_WR)
+                    return
+                self.request.sendall(data)
+
+    _threaded_tcp(host, port, Handler)
+
+
+SERVERS = {"echo": echo, "http": http, "dubbo": dubbo, "thrift": thrift, "lengthfield": lengthfield,
            "garbage": garbage}
 
 if __name__ == "__main__":

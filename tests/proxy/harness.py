@@ -87,6 +87,18 @@ def snapshot(listeners=(), clusters=()) -> Snapshot:
 
 # -- the proxy in a thread ---------------------------------------------------------------------------
 
+def new_loop():
+    """uvloop, or the default asyncio loop with NODEMESH_TEST_LOOP=asyncio (the suite
+    runs on both: protocol callbacks must not depend on uvloop's ordering)."""
+    import os
+
+    if os.environ.get("NODEMESH_TEST_LOOP") == "asyncio":
+        return asyncio.new_event_loop()
+    import uvloop
+
+    return uvloop.new_event_loop()
+
+
 class ProxyThread:
     def __init__(self, snap: Snapshot, **settings):
         settings.setdefault("role", "remote")
@@ -99,12 +111,13 @@ class ProxyThread:
         self._thread = None
         self._ready = threading.Event()
         self._error = None
+        self.loop_errors = []
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
-        self.stop()
+        self.stop(check=exc[0] is None)
 
     def start(self):
         self._thread = threading.Thread(target=self._run, name="proxy-worker", daemon=True)
@@ -113,17 +126,24 @@ class ProxyThread:
             raise TimeoutError("proxy worker did not start")
         if self._error:
             raise self._error
-        for port in self.worker.listeners.servers:
-            wait_port(port)
+        self.wait_listening()
         return self
 
-    def _run(self):
-        import uvloop
+    def wait_listening(self, timeout: float = 10.0):
+        """Until every listening socket of the worker is served (without connecting to it)."""
+        deadline = time.monotonic() + timeout
+        while not self.call(lambda: all(t.done() for t in self.worker.listeners.servers.values())):
+            if time.monotonic() > deadline:
+                raise TimeoutError("listeners did not open")
+            time.sleep(0.01)
 
+    def _run(self):
         from agent.proxy.worker import Worker
 
-        self.loop = uvloop.new_event_loop()
+        self.loop = new_loop()
         asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(lambda loop, ctx: self.loop_errors.append(
+            f"{ctx.get('message')}: {ctx.get('exception')!r}"))
         try:
             self.worker = Worker(self.settings, loop=self.loop)
             problems = self.worker.apply_snapshot(self.snapshot)
@@ -154,7 +174,7 @@ class ProxyThread:
     def apply(self, snap: Snapshot) -> list:
         self.snapshot = snap
         problems = self.call(self.worker.apply_snapshot, snap)
-        time.sleep(0.05)                      # new listening sockets open on the loop
+        self.wait_listening()
         return problems
 
     def export(self) -> dict:
@@ -170,11 +190,14 @@ class ProxyThread:
                     out[(code, flags)] = out.get((code, flags), 0) + n
         return out
 
-    def stop(self):
+    def stop(self, check: bool = True):
+        """Stop the worker; an unhandled exception on its loop fails the test."""
         if self.loop is not None and self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(15)
+        if check and self.loop_errors:
+            raise AssertionError(f"event loop errors: {self.loop_errors}")
 
 
 # -- real servers -------------------------------------------------------------------------------------
