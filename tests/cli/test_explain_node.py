@@ -110,6 +110,9 @@ def test_listener_gone_goes_remote(nm, env):
                                 "reason": "remote_no_listener", "probability": 1.0}
         step = next(s for s in d["datapath"]["steps"] if s["name"] == "local listener")
         assert step["result"] == "no"
+        # the remote pool's proxy: not on this node, no agent either
+        assert d["proxy"] is None
+        assert set(d["unavailable"]) == {"remote /config_dump", "agent /config_dump"}
         assert reached(env, "pod-a") == "%s:%d" % env.remote
     finally:
         env.local_listener = env.listen(*env.local)
