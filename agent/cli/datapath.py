@@ -30,6 +30,7 @@ EPILOG_SOURCE = """examples:
 EPILOG_SET = """examples:
   nodemesh datapath set --local-proxy 127.0.0.1:15001 --mode local
   nodemesh datapath set --remote-proxy 198.18.0.50 --spill 10
+  nodemesh datapath set --local-proxy 127.0.0.1:15001,[fd00::1]:15001
   nodemesh datapath set --mode bypass
   nodemesh datapath set --trace on
 """
@@ -70,9 +71,11 @@ def register(sub, common):
                         help="proxy addresses, mode, spill share, tracing",
                         formatter_class=options.formatter, epilog=EPILOG_SET)
     s.add_argument("--local-proxy", metavar="HOST:PORT", type=_local_proxy,
-                   help="the node proxy's listener ('' clears)")
+                   help="the node proxy's listener: IP:PORT, [IPv6]:PORT or one of each "
+                        "with one port, comma-separated ('' clears)")
     s.add_argument("--remote-proxy", metavar="HOST", type=_remote_proxy,
-                   help="the remote proxy pool's address ('' clears)")
+                   help="the remote proxy pool's address: IPv4, IPv6 or both "
+                        "comma-separated ('' clears)")
     s.add_argument("--mode", choices=("local", "remote", "bypass"))
     s.add_argument("--spill", metavar="PERCENT", type=options.percent,
                    help="share of new connections sent remote in local mode")
@@ -93,11 +96,11 @@ def _defines(p):
 
 
 def _local_proxy(text):
-    return "" if text == "" else options.hostport(text)
+    return "" if text == "" else options.hostports(text)
 
 
 def _remote_proxy(text):
-    return "" if text == "" else options.ipv4(text)
+    return "" if text == "" else options.addresses(text)
 
 
 # -- up -------------------------------------------------------------------------

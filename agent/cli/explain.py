@@ -51,7 +51,21 @@ def _pid(text: str) -> int:
     return int(text)
 
 
+def _unmapped(vip: str) -> str:
+    """An IPv4-mapped VIP ([::ffff:198.18.0.10]:80, what a dual-stack socket dials) is
+    looked up as the IPv4 service, as connect6 does."""
+    import ipaddress
+
+    host, _, port = vip.rpartition(":")
+    if host.startswith("["):
+        mapped = ipaddress.ip_address(host.strip("[]")).ipv4_mapped
+        if mapped is not None:
+            return f"{mapped}:{port}"
+    return vip
+
+
 def cmd_explain(args) -> int:
+    args.vip = _unmapped(args.vip)
     s = options.settings(args)
     client = workload.from_args(args, s.run_dir)
     dp = access.datapath(args)

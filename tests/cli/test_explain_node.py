@@ -80,6 +80,9 @@ def test_local_proxy_listening(nm, env):
     r = nm("explain", "--cgroup", env.cg("pod-a"), VIP_TEXT)
     assert r.code == 0 and all(len(line) <= 80 for line in r.out.splitlines()), r.out
     assert "=> local %s:%d (100%%, local)" % env.local in r.out
+    # a dual-stack socket dials the IPv4-mapped VIP: the same service, as connect6 sees it
+    mapped = explain(nm, env.cg("pod-a"), "[::ffff:%s]:%d" % VIP)
+    assert mapped["destination"] == VIP_TEXT and mapped["verdict"] == d["verdict"]
 
 
 def test_container_cgroup_is_enrolled_through_its_pod(nm, env):
@@ -244,3 +247,32 @@ def test_a_netns_pod_checks_the_listener_where_the_kernel_does(nm, env):
         sleeper.wait(10)
         env.ctl.unenroll(str(cg))
         subprocess.run(["ip", "netns", "del", name])
+
+
+def test_ipv6_vip_in_a_netns_pod(nm, env):
+    """An IPv6 VIP from a pod in its own namespace: explain says local [fd00::1]:P,
+    the real connection's greeting agrees; the map and set commands take IPv6."""
+    from tests.kernel.node import Netns
+
+    local6, vip6 = "fd00:6e6d:c2::1", ("fd00:6e6d:c2ff::10", 80)
+    ns = Netns("nm-cli2-v6")
+    port = free_port()
+    try:
+        ns.add_address(local6)
+        ns.unreachable("fd00:6e6d:c2ff::/48")
+        env.listen(local6, port, netns=ns.name)
+        r = nm("datapath", "set", "--local-proxy", f"127.0.0.1:{port},[{local6}]:{port}")
+        assert r.code == 0, r
+        r = nm("service", "add", "[%s]:%d" % vip6, "--protocol", "http1", "--pair", "off")
+        assert r.code == 0 and r.out == f"added service 1: [{vip6[0]}]:80 http1\n", r
+        listed = {s["vip"]: s for s in nm("service", "list", "-o", "json").json()["services"]}
+        assert listed[f"[{vip6[0]}]:80"]["pair"] is False
+        with Held(env, "pod-a", vip6, netns=ns.name) as held:
+            d = explain(nm, env.cg("pod-a"), f"[{vip6[0]}]:80")
+            assert d["verdict"]["address"] == f"[{local6}]:{port}"
+            assert d["client"]["netns"] is not None
+            assert held.seen["server"] == f"{local6}:{port}"
+    finally:
+        nm("service", "del", "[%s]:%d" % vip6)
+        env.ctl.set_proxy(local="%s:%d" % env.local)
+        ns.delete()
