@@ -228,3 +228,9 @@ _PROXY_EVENT = _obj({
     "response_code": {"type": ["string", "integer", "null"]},
     "response_flags": _STR_OR_NULL, "duration_ms": {"type": ["number", "null"]}})
 TRACE_EVENT = {"oneOf": [_KERNEL_EVENT, _PROXY_EVENT]}
+
+# -- top: one object per interval -------------------------------------------------------
+
+_RATES = {"type": "object", "additionalProperties": {"type": "number", "minimum": 0}}
+TOP = _obj({"interval_s": _NUM, "kernel_per_s": _RATES, "services_per_s": _RATES,
+            "pods_per_s": _RATES, "unavailable": _UNAVAILABLE})

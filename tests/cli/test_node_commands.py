@@ -132,5 +132,6 @@ def test_top_counts_new_connects(nm, env):
     t.join()
     assert r.code == 0, r
     sample = json.loads(r.out.splitlines()[0])
+    jsonschema.validate(sample, schemas.TOP)
     assert sample["kernel_per_s"].get("local", 0) > 0, sample
     assert "proxy /stats" in sample["unavailable"]
