@@ -35,7 +35,8 @@ def _cluster(name: str, ports, lb="ROUND_ROBIN", extra=""):
 
 
 def bootstrap(redis_a=(27101,), redis_b=(27102,), web=(27103, 27104, 27105), web_v2=(27106,),
-              tcp=(27107,), local_proxy="127.0.0.1:27100", redis_vip=REDIS_VIP) -> str:
+              tcp=(27107,), local_proxy="127.0.0.1:27100", redis_vip=REDIS_VIP,
+              remote_ports=None) -> str:
     breakers = """
     circuit_breakers:
       thresholds:
@@ -105,6 +106,7 @@ static_resources:
           cluster: tcp-echo
 nodemesh:
   local_proxy: {local_proxy}
+  remote_ports: {dict(remote_ports or {})}
 """
 
 

@@ -89,17 +89,18 @@ def http_backend(name: str) -> Proc:
                 port=port, ready_line="ready")
 
 
-def proxy(bootstrap_path: str, listen_port: int, run_dir: str, pin_dir: str, cgroup: str,
-          workers=2, access_log=None) -> Proc:
-    """`nodemesh proxy --role local`, ready when its /ready says so."""
-    argv = [sys.executable, "-m", "agent.cli.main", "proxy", "--role", "local",
-            "--config", bootstrap_path, "--workers", str(workers),
-            "--listen", f"127.0.0.1:{listen_port}", "--pin-dir", pin_dir,
-            "--admin", os.path.join(run_dir, "proxy-local.sock")]
+def proxy(bootstrap_path: str, listen: str, run_dir: str, pin_dir: str, cgroup: str,
+          workers=2, access_log=None, role="local") -> Proc:
+    """`nodemesh proxy --role ROLE`, ready when its /ready says so. listen: the local
+    proxy's HOST:PORT, or the remote proxy's host with port 0 (no shared port)."""
+    sock = os.path.join(run_dir, f"proxy-{role}.sock")
+    argv = [sys.executable, "-m", "agent.cli.main", "proxy", "--role", role,
+            "--config", bootstrap_path, "--workers", str(workers), "--listen", listen,
+            "--pin-dir", pin_dir, "--admin", sock]
     if access_log:
         argv += ["--access-log", access_log]
     p = Proc(argv, cgroup=cgroup, env={"NODEMESH_RUN_DIR": run_dir})
-    wait_ready(os.path.join(run_dir, "proxy-local.sock"), p)
+    wait_ready(sock, p)
     return p
 
 

@@ -38,22 +38,24 @@ def mesh():
             procs[name] = px.http_backend(name)
         tcp_port = px.free_port()
         node.listen("127.0.0.1", tcp_port)
-        proxy_port = px.free_port()
+        proxy_port, remote_port = px.free_port(), px.free_port()
         text = mc.bootstrap(redis_a=(procs["redis-a"].port,), redis_b=(procs["redis-b"].port,),
                             web=tuple(procs[n].port for n in ("web-1", "web-2", "web-3")),
                             web_v2=(procs["web-v2"].port,), tcp=(tcp_port,),
-                            local_proxy=f"127.0.0.1:{proxy_port}")
+                            local_proxy=f"127.0.0.1:{proxy_port}",
+                            remote_ports={"redis-vip": remote_port})
         path = os.path.join(node.run_dir, "bootstrap.yaml")
         with open(path, "w") as fh:
             fh.write(text)
         log = os.path.join(node.run_dir, "access.log")
-        procs["proxy"] = px.proxy(path, proxy_port, node.run_dir, node.settings.pin_dir,
-                                  str(node.cg("proxy")), access_log=log)
+        procs["proxy"] = px.proxy(path, f"127.0.0.1:{proxy_port}", node.run_dir,
+                                  node.settings.pin_dir, str(node.cg("proxy")), access_log=log)
         node.ctl.set_proxy(local=f"127.0.0.1:{proxy_port}", mode="local")
         node.ctl.add_service(REDIS, 1, "redis")
         node.ctl.add_service(HTTP, 2, "http1")
         node.ctl.enroll(str(node.cg("pod-a")))
         yield {"node": node, "procs": procs, "proxy_port": proxy_port, "access_log": log,
+               "bootstrap": path, "remote_port": remote_port,
                "ports": {name: p.port for name, p in procs.items()}}
     finally:
         for p in procs.values():
@@ -260,6 +262,35 @@ def test_circuit_breaker_overflow_shows_in_clusters(nm, env):
     (a,) = data["clusters"]
     assert sum(g["overflow"] for g in a["breakers"].values()) > 0, a["breakers"]
     assert "OVERFLOW" in fits(nm, "clusters", "redis-a")
+
+
+def test_explain_through_the_remote_pool(nm, env):
+    """Mode remote: the kernel sends the pod to the remote pool's port for the
+    service, and explain asks that proxy (here on this node, on 127.0.0.2)."""
+    node, rport = env["node"], env["remote_port"]
+    remote = px.proxy(env["bootstrap"], "127.0.0.2:0", node.run_dir, node.settings.pin_dir,
+                      str(node.cg("proxy")), workers=1, role="remote")
+    try:
+        node.ctl.add_service(REDIS, 1, "redis", remote_port=rport)
+        node.ctl.set_proxy(mode="remote", remote="127.0.0.2")
+        d = ok_json(nm, "explain", "--cgroup", node.cg("pod-a"), REDIS, "--meta", "key=a:r1",
+                    schema=schemas.EXPLAIN)
+        assert d["verdict"] == {"target": "remote", "address": f"127.0.0.2:{rport}",
+                                "reason": "remote_mode", "probability": 1.0}
+        p = d["proxy"]
+        assert (p["component"], p["config_from"]) == ("remote", "remote")
+        assert p["listener"]["name"] == "redis-vip"
+        (cluster,) = p["clusters"]
+        assert cluster["name"] == "redis-a" and cluster["lb"]["runtime_state"]
+        code = REDIS_SET.format(vip=mc.REDIS_VIP, key="a:r1")
+        assert run_in(node.cg("pod-a"), code).strip() == "ok"
+        assert where_is(env, "a:r1") == cluster["lb"]["pick"]
+        assert ok_json(nm, "routes", "--from", "remote",
+                       schema=schemas.ROUTES)["source"] == "remote"
+    finally:
+        node.ctl.set_proxy(mode="local", remote="")
+        node.ctl.add_service(REDIS, 1, "redis")
+        remote.stop(signal.SIGTERM)
 
 
 # -- trace --------------------------------------------------------------------------------
