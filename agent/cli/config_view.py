@@ -25,6 +25,11 @@ _SECTIONS = {
 }
 # apply order: what a listener or cluster references arrives first, as xDS warms
 _ORDER = ("cluster", "endpoint", "route", "meta_route", "listener")
+DNS_TIMEOUT = 1.0
+"""Seconds one STRICT_DNS/LOGICAL_DNS name may take to resolve while compiling
+(the proxy resolved it already; an offline node must not make `explain` wait)."""
+DNS_GIVE_UP = 3
+"""Names that timed out after which the CLI stops asking the resolver at all."""
 SOURCES = ("proxy", "agent")
 """Where configuration is read from, first that answers: the local proxy runs it;
 the agent holds the same (it relays it to the proxy)."""
@@ -81,7 +86,7 @@ def from_dump(dump: dict, source: str = "file") -> ConfigView:
     from agent.config.store import ConfigStore
 
     groups, status = _collect(dump, resources)
-    store, errors = ConfigStore(freeze_gc_after=None), []
+    store, errors = ConfigStore(freeze_gc_after=None, resolver=BoundedResolver()), []
     for type_name in _ORDER:
         type_url = resources.TYPE_URLS[type_name]
         for (version, static), items in sorted(groups.get(type_name, {}).items()):
@@ -129,3 +134,44 @@ def _resource(item: dict, key: str):
     if not isinstance(body, dict):
         return None, None
     return body, holder.get("version_info")
+
+
+class BoundedResolver:
+    """agent.config's resolver, each name bounded by DNS_TIMEOUT and remembered;
+    after DNS_GIVE_UP timeouts no more lookups (the names get no endpoints, with
+    the compiler's note, exactly as an unresolvable name does in the proxy)."""
+
+    def __init__(self, timeout: float = DNS_TIMEOUT, give_up: int = DNS_GIVE_UP):
+        self.timeout, self.give_up = timeout, give_up
+        self.timeouts = 0
+        self._cache = {}
+
+    def __call__(self, host: str, port: int):
+        import threading
+
+        from agent.config.context import resolve_host
+
+        key = (host, port)
+        if key in self._cache:
+            return self._cache[key]
+        if self.timeouts >= self.give_up:
+            raise OSError(f"not resolved: {self.timeouts} names timed out already")
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("v", _try(resolve_host, host, port)),
+                             daemon=True)
+        t.start()
+        t.join(self.timeout)
+        if "v" not in out:
+            self.timeouts += 1
+            raise OSError(f"no answer within {self.timeout:g}s")
+        if isinstance(out["v"], OSError):
+            raise out["v"]
+        self._cache[key] = out["v"]
+        return out["v"]
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args)
+    except OSError as exc:
+        return exc

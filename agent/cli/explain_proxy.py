@@ -53,6 +53,7 @@ def explain(run_dir: str, kind: str, vip: str, svc, metadata: dict, unavailable:
                  "endpoints_version": choice.endpoints_version or None,
                  "nack": view.nack("cluster", choice.name), "lb": None}
         if cluster is not None:
-            entry["lb"] = lb_pick.pick(cluster, runtime.get(choice.name), hash_keys, metadata)
+            entry["lb"] = lb_pick.pick(cluster, runtime.get(choice.name), hash_keys, metadata,
+                                       destination=vip)
         out["clusters"].append(entry)
     return out

@@ -58,8 +58,15 @@ def _addr(host) -> str:
     return f"[{host.address}]:{host.port}" if ":" in host.address else f"{host.address}:{host.port}"
 
 
-def pick(cluster, runtime, hash_keys, metadata) -> dict:
-    """{"policy", "hash_key", "candidates", "pick", "deterministic", "how", "priorities"}."""
+def pick(cluster, runtime, hash_keys, metadata, destination=None) -> dict:
+    """{"policy", "hash_key", "candidates", "pick", "deterministic", "how", "priorities"};
+    destination: the connection's original VIP:PORT (for ORIGINAL_DST clusters)."""
+    if cluster.original_dst:
+        return {"policy": "original_dst", "hash_keys": list(hash_keys), "hash_key": None,
+                "candidates": [destination] if destination else [], "pick": destination,
+                "deterministic": destination is not None, "runtime_state": False,
+                "priorities": [],
+                "how": "ORIGINAL_DST: the connection's original destination"}
     hosts = HostSet(cluster)
     now = time.monotonic()
     known = _apply_runtime(hosts, runtime, now)

@@ -119,6 +119,12 @@ def test_ejected_and_failing_hosts_are_not_picked_unless_in_panic():
     assert len(panic["candidates"]) == 4 and panic["priorities"][0]["panic"]
 
 
+def test_original_dst_goes_where_the_app_dialled():
+    passthrough = Cluster(name="PassthroughCluster", version="1", original_dst=True)
+    got = lb_pick.pick(passthrough, None, (), {}, destination="198.18.0.10:80")
+    assert got["pick"] == "198.18.0.10:80" and got["deterministic"]
+
+
 def test_spread_policies_name_their_candidates():
     got = lb_pick.pick(_cluster("least_request"), {"hosts": []}, (), {})
     assert got["pick"] is None and len(got["candidates"]) == 4
@@ -248,3 +254,20 @@ def test_completion_knows_every_command(nm):
     assert tables["choices"]["nodemesh stats -o"] == ["table", "wide", "json", "yaml"]
     assert "nodemesh explain --cgroup" in tables["paths"]
     assert sys.executable      # the script itself never runs Python
+
+
+def test_dns_names_are_resolved_with_a_bound(monkeypatch):
+    import time
+
+    import agent.config.context as context
+
+    resolver = config_view.BoundedResolver(timeout=0.2, give_up=2)
+    assert resolver("localhost", 80)[0] in ("127.0.0.1", "::1")
+    monkeypatch.setattr(context, "resolve_host", lambda h, p: time.sleep(5) or ["10.0.0.1"])
+    slow = config_view.BoundedResolver(timeout=0.2, give_up=2)
+    started = time.monotonic()
+    for name in ("a.example", "b.example", "c.example", "d.example"):
+        with pytest.raises(OSError):
+            slow(name, 80)
+    assert time.monotonic() - started < 2      # two timeouts, then no more lookups
+    assert slow.timeouts == 2
