@@ -48,9 +48,11 @@ class ConfigView:
         return (self.status.get((type_name, name)) or {}).get("nack")
 
 
-def load(run_dir: str, unavailable: dict, sources=SOURCES) -> Optional[ConfigView]:
-    """The first component's configuration that can be read; None (reasons in
-    `unavailable`) when none can."""
+def load(run_dir: str, unavailable: dict, sources=SOURCES,
+         destination=None) -> Optional[ConfigView]:
+    """The first component's configuration that can be read (all of it, or what
+    a connection to destination=(ip, port) uses); None (reasons in `unavailable`)
+    when none can."""
     for component in sources:
         admin_link.check_access(run_dir, component)
         body = admin_link.read(run_dir, component, "/config_dump", unavailable)
@@ -60,11 +62,12 @@ def load(run_dir: str, unavailable: dict, sources=SOURCES) -> Optional[ConfigVie
         if not isinstance(dump, dict) or "configs" not in dump:
             unavailable[f"{component} /config_dump"] = "no Envoy config_dump in the answer"
             continue
-        return from_dump(dump, component)
+        return from_dump(dump, component, destination)
     return None
 
 
-def for_command(args, run_dir: str, unavailable: dict) -> Optional[ConfigView]:
+def for_command(args, run_dir: str, unavailable: dict,
+                destination=None) -> Optional[ConfigView]:
     """The configuration a command shows: from --from's component only (its absence
     is the command's failure, exit 6), else the first of SOURCES that answers."""
     source = getattr(args, "source", None)
@@ -76,24 +79,84 @@ def for_command(args, run_dir: str, unavailable: dict) -> Optional[ConfigView]:
 
             raise CLIError(f"{source} /config_dump: no Envoy config_dump in the answer",
                            "check the component's version", UNAVAILABLE)
-        return from_dump(dump, source)
-    return load(run_dir, unavailable)
+        return from_dump(dump, source, destination)
+    return load(run_dir, unavailable, destination=destination)
 
 
-def from_dump(dump: dict, source: str = "file") -> ConfigView:
-    """Compile an Envoy config_dump ({"configs": [...]}) into a ConfigView."""
+def from_dump(dump: dict, source: str = "file", destination=None) -> ConfigView:
+    """Compile an Envoy config_dump ({"configs": [...]}) into a ConfigView.
+
+    destination (ip, port): compile only what a connection to it uses (its
+    listener, their route tables, the clusters those name and their endpoint
+    sets), so explaining one connection costs the same in a mesh of 10 or
+    10,000 services."""
     from agent.config import resources
     from agent.config.store import ConfigStore
 
     groups, status = _collect(dump, resources)
-    store, errors = ConfigStore(freeze_gc_after=None, resolver=BoundedResolver()), []
-    for type_name in _ORDER:
-        type_url = resources.TYPE_URLS[type_name]
-        for (version, static), items in sorted(groups.get(type_name, {}).items()):
-            result = store.update(type_url, items, version, static=static)
-            errors += [f"{resources.type_name(e.type_url)} {e.resource}: "
-                       f"{e.field + ': ' if e.field else ''}{e.reason}" for e in result.errors]
+    store = ConfigStore(freeze_gc_after=None, resolver=BoundedResolver())
+    errors: List[str] = []
+    if destination is None:
+        for type_name in _ORDER:
+            _apply(store, groups, type_name, None, errors)
+    else:
+        _apply(store, groups, "listener", _listener_names(groups, *destination), errors)
+        tables = {c.route_config_name for lsn in store.snapshot().listeners.values()
+                  for c in lsn.filter_chains if c.route_config_name}
+        _apply(store, groups, "route", tables, errors)
+        _apply(store, groups, "meta_route", tables, errors)
+        _apply(store, groups, "cluster", _cluster_names(store.snapshot()), errors)
+        _apply(store, groups, "endpoint", {c.eds_service_name or c.name for c in
+                                           store.snapshot().clusters.values()}, errors)
     return ConfigView(source, store.snapshot(), status, errors)
+
+
+def _apply(store, groups: dict, type_name: str, names, errors: list):
+    """Feed one type's dumped resources (those in `names`, None: all) to the store."""
+    from agent.config import resources
+
+    type_url = resources.TYPE_URLS[type_name]
+    for (version, static), items in sorted(groups.get(type_name, {}).items()):
+        if names is not None:
+            items = {n: body for n, body in items.items() if n in names}
+        if not items:
+            continue
+        result = store.update(type_url, items, version, static=static)
+        errors += [f"{resources.type_name(e.type_url)} {e.resource}: "
+                   f"{e.field + ': ' if e.field else ''}{e.reason}" for e in result.errors]
+
+
+def _listener_names(groups: dict, ip: str, port: int) -> set:
+    """Dumped listeners bound to ip:port, or to the wildcard address on port."""
+    import ipaddress
+
+    wanted = {ipaddress.ip_address(ip), ipaddress.ip_address("0.0.0.0"),
+              ipaddress.ip_address("::")}
+    out = set()
+    for items in groups.get("listener", {}).values():
+        for name, body in items.items():
+            sa = (body.get("address") or {}).get("socket_address") or {}
+            try:
+                addr = ipaddress.ip_address(sa.get("address", ""))
+            except ValueError:
+                continue
+            if int(sa.get("port_value") or 0) == port and addr in wanted:
+                out.add(name)
+    return out
+
+
+def _cluster_names(snapshot) -> set:
+    """Clusters the snapshot's listeners can send to: routes, mirrors, TCP proxy."""
+    out = set()
+    for lsn in snapshot.listeners.values():
+        for chain in lsn.filter_chains:
+            if chain.tcp_cluster:
+                out.add(chain.tcp_cluster)
+            table = snapshot.route_table(chain)
+            for route in table.routes if table else ():
+                out.update(c.name for c in route.clusters)
+                out.update(m.cluster for m in route.mirrors)
+    return out
 
 
 def _collect(dump: dict, resources):

@@ -18,11 +18,12 @@ def explain(run_dir: str, kind: str, vip: str, svc, metadata: dict, unavailable:
     """kind: "local" or "remote" (the kernel's target). None when no configuration
     can be read (reasons in `unavailable`)."""
     component = PROXY_COMPONENTS[kind]
-    view = config_view.load(run_dir, unavailable, sources=(component, "agent"))
-    if view is None:
-        return None
     host, _, port = vip.rpartition(":")
     host = host.strip("[]")
+    view = config_view.load(run_dir, unavailable, sources=(component, "agent"),
+                            destination=None if kind == "remote" else (host, int(port)))
+    if view is None:
+        return None
     snapshot = view.snapshot
     listener = snapshot.listener_for(host, int(port))
     if kind == "remote" and svc and svc.get("remote_port"):

@@ -33,7 +33,11 @@ def register(sub, common):
 
 def cmd_routes(args) -> int:
     s, unavailable = options.settings(args), {}
-    view = config_view.for_command(args, s.run_dir, unavailable)
+    destination = None
+    if args.vip and not args.listener:       # one service: compile only what it uses
+        host, _, port = args.vip.rpartition(":")
+        destination = (host.strip("[]"), int(port))
+    view = config_view.for_command(args, s.run_dir, unavailable, destination)
     if view is None:
         return fallback.no_config(s, args.output, "routes", "listeners", unavailable)
     listeners = select(view.snapshot, args.listener, args.vip)

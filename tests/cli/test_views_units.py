@@ -271,3 +271,15 @@ def test_dns_names_are_resolved_with_a_bound(monkeypatch):
             slow(name, 80)
     assert time.monotonic() - started < 2      # two timeouts, then no more lookups
     assert slow.timeouts == 2
+
+
+def test_one_destination_compiles_only_what_it_uses(tmp_path):
+    store = mc.store_from(mc.bootstrap(), tmp_path)
+    full = config_view.from_dump(store.dump()).snapshot
+    web = config_view.from_dump(store.dump(), destination=(mc.HTTP_VIP, 80)).snapshot
+    assert set(web.listeners) == {"web-vip"} and set(web.clusters) == {"web", "web-v2"}
+    assert web.listeners["web-vip"] == full.listeners["web-vip"]
+    assert web.clusters["web"] == full.clusters["web"]
+    redis = config_view.from_dump(store.dump(), destination=(mc.REDIS_VIP, 6379)).snapshot
+    assert set(redis.clusters) == {"redis-a", "redis-b"}
+    assert not config_view.from_dump(store.dump(), destination=("198.18.9.9", 1)).snapshot.listeners
