@@ -10,7 +10,7 @@ the machine's other tenants disturb all three alike; the figures are medians
 of per-round ratios.
 
     python -m bench.datapath_ab --a HEAD~1 --b WORKTREE [--rounds 21] [--seconds 0.3]
-         [--pair]     # services flagged for pairing (where the version has the flag)
+         [--pair]     # services that pair (else pair=False, where the version has it)
 
 Needs root, cgroup v2, bcc, cc, git. Owns (TAG = $NODEMESH_BENCH_TAG, default
 nm-bench): /sys/fs/bpf/TAG-ab-{a,b}, <v2>/TAG-ab-{a,b}, /tmp/TAG-ab-*, ports
@@ -202,7 +202,7 @@ def main(argv=None):
     ap.add_argument("--b", required=True, help="git ref, or WORKTREE")
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--seconds", type=float, default=0.3)
-    ap.add_argument("--pair", action="store_true", help="services flagged for pairing")
+    ap.add_argument("--pair", action="store_true", help="services that pair (the default of add_service)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the datapath A/B benchmark needs root (BPF, cgroups)")

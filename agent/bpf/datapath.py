@@ -97,7 +97,7 @@ class Control:
         value = layout.new("struct nm_service", id=int(service_id),
                            remote_port=int(remote_port), protocol=PROTOCOL_IDS[protocol],
                            flags=(layout.C.NM_SVC_DISABLED if disabled else 0)
-                           | (layout.C.NM_SVC_PAIR if pair else 0))
+                           | (0 if pair else layout.C.NM_SVC_NO_PAIR))
         name, key = addresses.service_key(vip_port)
         self.map(name).set(key, value)
 
@@ -115,7 +115,7 @@ class Control:
                     "id": val.id, "protocol": PROTOCOL_NAMES.get(val.protocol, str(val.protocol)),
                     "remote_port": val.remote_port,
                     "disabled": bool(val.flags & layout.C.NM_SVC_DISABLED),
-                    "pair": bool(val.flags & layout.C.NM_SVC_PAIR),
+                    "pair": not val.flags & layout.C.NM_SVC_NO_PAIR,
                 })
         return sorted(out, key=lambda s: s["id"])
 

@@ -170,36 +170,75 @@ class Datapath:
     def _load_and_attach(self, cgroup_root, action, stale):
         maps = upgrade.MapUpgrade(self.pins, stale)
         try:
-            maps.set_aside()
             try:
+                maps.set_aside()
                 _, progs = self.compile()
                 upgraded = maps.copy()
+                created = self._attach_new(progs, cgroup_root)
             except Exception:
-                maps.rollback()     # the running datapath keeps its maps
+                maps.rollback()     # a running datapath keeps its maps and programs
                 raise
-            return self._attach_all(progs, cgroup_root, action, upgraded)
+            self._swap_existing(progs, created)
+            return self._finish(cgroup_root, action, upgraded)
         finally:
             maps.close()
 
-    def _attach_all(self, progs, cgroup_root, action, upgraded):
+    def _attach_new(self, progs, cgroup_root) -> list:
+        """sk_msg on the sockhashes (before anything can add a socket), then
+        the links the datapath does not have yet (all of them on a first
+        load): the steps that can be refused, by an exclusive program in the
+        way. Undone here if one is; returns the links created."""
         (self.pins / "progs").mkdir(exist_ok=True)
         (self.pins / "links").mkdir(exist_ok=True)
+        self._attach_sk_msg(progs["sk_msg"].fd)
+        created = []
+        cg_fd = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in CGROUP_PROGRAMS:
+                if not (self.pins / "links" / name).exists():
+                    self._create_link(name, progs[name].fd, cg_fd)
+                    created.append(name)
+        except Exception:
+            for name in created:
+                self._remove_link(name)
+            running = self.pins / "progs" / "sk_msg"
+            if running.exists():        # put the running version's sk_msg back
+                fd = libbpf.obj_get(running)
+                try:
+                    self._attach_sk_msg(fd)
+                finally:
+                    os.close(fd)
+            raise
+        finally:
+            os.close(cg_fd)
+        return created
+
+    def _attach_sk_msg(self, prog_fd):
         for name in SOCKHASHES:
             map_fd = libbpf.obj_get(self.pins / name)
             try:
-                libbpf.check(libbpf.lib().bpf_prog_attach(progs["sk_msg"].fd, map_fd,
+                libbpf.check(libbpf.lib().bpf_prog_attach(prog_fd, map_fd,
                                                           libbpf.ATTACH["sk_msg"], 0),
                              f"attach sk_msg to {name}")
             finally:
                 os.close(map_fd)
-        self._pin_prog("sk_msg", progs["sk_msg"].fd)
-        cg_fd = os.open(cgroup_root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for name in CGROUP_PROGRAMS:
-                self._attach_cgroup(name, progs[name].fd, cg_fd)
-                self._pin_prog(name, progs[name].fd)
-        finally:
-            os.close(cg_fd)
+
+    def _swap_existing(self, progs, created):
+        """The new programs under the links that were there already
+        (bpf_link_update: no moment without a program), then every pin."""
+        for name in CGROUP_PROGRAMS:
+            if name in created:
+                continue
+            link = libbpf.obj_get(self.pins / "links" / name)
+            try:
+                libbpf.check(libbpf.lib().bpf_link_update(link, progs[name].fd, libbpf.ffi.NULL),
+                             f"update link {name}")
+            finally:
+                os.close(link)
+        for name in PROGRAMS:
+            self._pin_prog(name, progs[name].fd)
+
+    def _finish(self, cgroup_root, action, upgraded) -> dict:
         state = {"cgroup_root": cgroup_root, "pin_dir": str(self.pins),
                  "source_digest": self.source_digest(), "cflags": self.cflags(),
                  "layout_digest": layout_digest(), "loaded_at": time.time()}
@@ -218,24 +257,27 @@ class Datapath:
             path.unlink()
         libbpf.obj_pin(fd, path)
 
-    def _attach_cgroup(self, name, prog_fd, cg_fd):
+    def _create_link(self, name, prog_fd, cg_fd):
         attach = PROGRAM_TYPES[name][1]
-        path = self.pins / "links" / name
-        if path.exists():   # reload: swap the program under the same link
-            link = libbpf.obj_get(path)
-            try:
-                libbpf.check(libbpf.lib().bpf_link_update(link, prog_fd, libbpf.ffi.NULL),
-                             f"update link {name}")
-            finally:
-                os.close(link)
-            return
         link = libbpf.check(libbpf.lib().bpf_link_create(prog_fd, cg_fd, attach,
                                                          libbpf.ffi.NULL),
                             f"attach {name} to the cgroup")
         try:
-            libbpf.obj_pin(link, path)
+            libbpf.obj_pin(link, self.pins / "links" / name)
         finally:
             os.close(link)
+
+    def _remove_link(self, name) -> bool:
+        path = self.pins / "links" / name
+        if not path.exists():
+            return False
+        try:
+            fd = libbpf.obj_get(path)
+            libbpf.lib().bpf_link_detach(fd)
+            os.close(fd)
+        finally:
+            path.unlink()
+        return True
 
     # -- uninstall ---------------------------------------------------------
 
@@ -243,14 +285,7 @@ class Datapath:
         """Detach and unpin everything we own; returns what was removed."""
         removed = []
         for name in reversed(CGROUP_PROGRAMS):
-            path = self.pins / "links" / name
-            if path.exists():
-                try:
-                    fd = libbpf.obj_get(path)
-                    libbpf.lib().bpf_link_detach(fd)
-                    os.close(fd)
-                finally:
-                    path.unlink()
+            if self._remove_link(name):
                 removed.append(f"link/{name}")
         sk_msg = self.pins / "progs" / "sk_msg"
         for name in SOCKHASHES:

@@ -15,6 +15,7 @@ from . import (
     demo,
     doctor,
     explain,
+    failover,
     options,
     pods,
     routes,
@@ -36,6 +37,7 @@ EPILOG = """examples:
   nodemesh enroll --cgroup /sys/fs/cgroup/demo && nodemesh stats
   nodemesh explain --pod shop/cart-0 198.18.0.10:6379 --meta key=user:42
   nodemesh services && nodemesh routes && nodemesh clusters
+  nodemesh failover status && nodemesh drain --deadline 30
   nodemesh uninstall
 
 exit codes: 0 ok, 1 failed, 2 usage, 3 datapath not up, 4 not root,
@@ -87,6 +89,7 @@ def parser() -> options.Parser:
     completion.register(sub, common)
     from . import proxy as proxy_command
     proxy_command.register(sub, common)
+    failover.register(sub, common)
     agent_cmd.register(sub, common)
     xds.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",

@@ -66,6 +66,7 @@ def stats(agent: "Agent") -> dict:
     out = {"uptime": agent.uptime(), "config_source": agent.config_source,
            "resources": {short(t): len(r) for t, r in applier.records.items()},
            "warming": len(applier.warming), "deferred_removals": len(applier.deferred),
+           "apply": applier.stats.__dict__,
            "last_good": agent.last_good.stats.__dict__ if agent.last_good else None,
            "services": agent.services.stats.__dict__ if agent.services else None,
            "components": agent.component_status()}

@@ -160,9 +160,10 @@ class Agent:
 
     def _datapath_up(self):
         from agent.bpf.datapath import Control
-        from agent.bpf.loader import Datapath
 
-        self.datapath_state = Datapath(self.loader_settings).up()
+        from .datapath_up import up
+
+        self.datapath_state = up(self.loader_settings)
         self.control = Control(self.loader_settings)
         remote = self.settings.remote_proxy
         self.control.set_proxy(local=self.settings.local_proxy,

@@ -86,11 +86,17 @@ class LastGood:
                 await self.save()
 
     async def save(self):
+        """Collect on the loop (a consistent view), encode and write in a thread."""
         self._dirty_since = None
-        data = persist.encode(persist.collect(self.applier))
+        saved = persist.collect(self.applier)
+
+        def encode_and_write():
+            data = persist.encode(saved)
+            persist.write_atomic(self.path, data)
+            return data
+
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, persist.write_atomic, self.path, data)
+            data = await asyncio.get_running_loop().run_in_executor(None, encode_and_write)
         except OSError as exc:
             self.stats.last_error = f"{self.path}: {exc.strerror or exc}"
             log.error("cannot save the last good configuration: %s", self.stats.last_error)

@@ -50,7 +50,7 @@ class Session(asyncio.Protocol):
     __slots__ = ("worker", "binding", "transport", "chain", "traits", "mux", "http", "decoder",
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
-                 "stream_source", "busy", "orig_dst")
+                 "stream_source", "busy", "orig_dst", "deferred", "processing")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -74,6 +74,8 @@ class Session(asyncio.Protocol):
         self.busy = False
         self.pod = ""
         self.orig_dst = None         # (address, port) the client dialled (local role)
+        self.deferred = None         # (frames, arrival time) decoded but held back by limits
+        self.processing = False
 
     # -- connection lifecycle ------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class Session(asyncio.Protocol):
 
     def resume_writing(self):
         self._resume(_PAUSE_WRITE)
+        self._unblock()
         if self.stream_source is not None and self.stream_source.transport:
             self.stream_source.transport.resume_reading()
 
@@ -157,20 +160,46 @@ class Session(asyncio.Protocol):
         except CodecError as exc:
             self._malformed(exc, data if not before else b"")
             return
-        now = self.last_active = _monotonic()
-        for frame in frames:
-            if self.stop_reading:
-                break
-            kind = frame.kind
-            if kind == "request":
-                self._request(frame, now, False)
-            elif kind == "oneway":
-                self._request(frame, now, True)
-            elif kind == "heartbeat":
-                self._heartbeat(frame)
-        if self.held > self.worker.settings.max_buffered_bytes or \
-                len(self.queue) + len(self.live) >= self.worker.settings.max_inflight_per_connection:
+        self.last_active = _monotonic()
+        self._process(frames, self.last_active)
+
+    def _process(self, frames, now):
+        """Dispatch frames in order; past a limit, keep the rest for later (no more is
+        read meanwhile) so what one client has in flight stays bounded."""
+        self.processing = True
+        try:
+            for i, frame in enumerate(frames):
+                if self.stop_reading:
+                    break
+                if self._full():
+                    self.deferred = (frames[i:], now)
+                    break
+                kind = frame.kind
+                if kind == "request":
+                    self._request(frame, now, False)
+                elif kind == "oneway":
+                    self._request(frame, now, True)
+                elif kind == "heartbeat":
+                    self._heartbeat(frame)
+        finally:
+            self.processing = False
+        if self.deferred is not None or self._full():
             self._pause(_PAUSE_LIMITS)
+
+    def _full(self) -> bool:
+        s = self.worker.settings
+        return bool(self.paused & _PAUSE_WRITE) or self.held > s.max_buffered_bytes or \
+            len(self.queue) + len(self.live) >= s.max_inflight_per_connection
+
+    def _unblock(self) -> None:
+        """Room again (a reply went out, the client read): deferred frames first."""
+        if self.processing or not self.paused & _PAUSE_LIMITS or self._full() or self.closed:
+            return
+        if self.deferred is not None:
+            (frames, now), self.deferred = self.deferred, None
+            self._process(frames, now)
+        if self.deferred is None and not self._full():
+            self._resume(_PAUSE_LIMITS)
 
     def _chain_for(self, frame):
         return self.chain
@@ -273,6 +302,7 @@ class Session(asyncio.Protocol):
                           self.last_active, float("inf"))
             req.done = True
             req.reply = reply
+            self.held += len(reply)
             self.queue.append(req)
             self._pump()
 
@@ -345,9 +375,8 @@ class Session(asyncio.Protocol):
             req.reply = reply if reply is not None else b""
             self.held += len(req.reply)
             self._pump()
-        if self.paused & _PAUSE_LIMITS and self.held <= self.worker.settings.max_buffered_bytes \
-                and len(self.queue) + len(self.live) < self.worker.settings.max_inflight_per_connection:
-            self._resume(_PAUSE_LIMITS)
+        if self.paused & _PAUSE_LIMITS:
+            self._unblock()
         if self.draining and not self._in_flight():
             self._close_soon()
 
@@ -357,12 +386,12 @@ class Session(asyncio.Protocol):
         while q and q[0].done:
             req = q.popleft()
             reply = req.reply
-            self.held -= len(reply)
             last = req.close_after or (self.draining and not q and not self._partial())
             if last and self.http and reply:
+                self.held += len(_connection_close(reply)) - len(reply)
                 reply = _connection_close(reply)
             if reply:
-                self.out.append(reply)
+                self.out.append(reply)          # still held until flush() writes it
             if last:
                 self.close_when_flushed = self.stop_reading = True
                 for rest in q:                    # nothing is owed after a closing reply
@@ -375,6 +404,7 @@ class Session(asyncio.Protocol):
             self.worker.mark(self)
 
     def _write(self, data):
+        self.held += len(data)
         self.out.append(data)
         self.worker.mark(self)
 
@@ -385,11 +415,15 @@ class Session(asyncio.Protocol):
             return
         data = (out[0] if len(out) == 1 else b"".join(out)) if out else b""
         out.clear()
+        self.held -= len(data)                  # the transport holds it now (pause_writing)
         if self.close_when_flushed:
             _write_then_fin(self.transport, data)
             self.transport.close()
-        elif data:
+            return
+        if data:
             self.transport.write(data)
+        if self.paused & _PAUSE_LIMITS:
+            self._unblock()
 
     def _close_soon(self):
         self.close_when_flushed = self.stop_reading = True
@@ -399,7 +433,7 @@ class Session(asyncio.Protocol):
         return not self.stop_reading and self.decoder is not None and self.decoder.buffered > 0
 
     def _in_flight(self) -> bool:
-        return bool(self.queue or self.live) or self._partial()
+        return bool(self.queue or self.live or self.deferred) or self._partial()
 
     # -- bad input -------------------------------------------------------------------------------
 
@@ -421,6 +455,7 @@ class Session(asyncio.Protocol):
                           self.last_active, float("inf"))
             req.done = True
             req.reply = reply or b""
+            self.held += len(req.reply)
             req.close_after = True
             self.queue.append(req)
             self._pump()
@@ -449,7 +484,8 @@ class Session(asyncio.Protocol):
 
     def cut(self) -> int:
         """Drain deadline: fail what is still in flight, close. Returns how many were cut."""
-        cut = 0
+        cut = len(self.deferred[0]) if self.deferred else 0     # read, never dispatched
+        self.deferred = None
         for req in list(self.queue) + list(self.live):
             if not req.done:
                 cut += 1
@@ -482,6 +518,7 @@ class Session(asyncio.Protocol):
     def stream_bytes(self, data):
         if self.queue and self.queue[-1].done:
             self.queue[-1].reply += data
+            self.held += len(data)
         else:
             self._write(data)
 

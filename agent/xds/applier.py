@@ -42,15 +42,23 @@ DEFAULT_WARMING_TIMEOUT = 15.0
 (Envoy's initial_fetch_timeout default; the xDS spec recommends 15 s)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
-    """One accepted resource as received: what is relayed and persisted."""
+    """One accepted resource as received: what is relayed and persisted.
+
+    Kept as its serialized bytes, not as a message: 10,000 services are 40,000
+    records, and a protobuf object costs several times its wire size."""
 
     version: str
-    payload: any_pb2.Any
+    type_url: str                      # of the payload (routes come in two shapes)
+    value: bytes
     source: str                        # ADS, an RDS stream's cluster, STATIC
     updated: float                     # wall clock, for /config_dump
     expires: Optional[float] = None    # monotonic deadline from the resource TTL
+
+    @property
+    def payload(self) -> any_pb2.Any:
+        return any_pb2.Any(type_url=self.type_url, value=self.value)
 
 
 @dataclass
@@ -62,6 +70,14 @@ class ServedChange:
     removed: Tuple[str, ...]
     version: str
     messages: Dict[str, object] = field(default_factory=dict)   # decoded, where at hand
+
+
+@dataclass
+class ApplyStats:
+    applies: int = 0
+    resources: int = 0                 # resources in the responses applied
+    last_seconds: float = 0.0          # the last apply, store + warming + publication
+    total_seconds: float = 0.0
 
 
 @dataclass
@@ -87,7 +103,9 @@ class Applier:
         self.warming_timeout = warming_timeout
         self.clock = clock
         self.records: Dict[str, Dict[str, Record]] = {t: {} for t in APPLY_ORDER}
-        self._by_payload: Dict[str, Dict[bytes, str]] = {t: {} for t in APPLY_ORDER}
+        self._by_payload: Dict[str, Dict[int, str]] = {t: {} for t in APPLY_ORDER}
+        """hash(payload bytes) -> name: recognises a resent resource without a decode
+        (hashes, not the bytes again: a second copy of every resource otherwise)."""
         self.refs = References(own_sources=rds_sources, name_sources=rds_name_sources)
         self.warming: Dict[Tuple[str, str], float] = {}          # (type, name) -> deadline
         self._overrides: Dict[Tuple[str, str], object] = {}      # served model object or None
@@ -98,12 +116,18 @@ class Applier:
         self.versions: Dict[str, str] = {}                        # type -> last applied version
         self.ref_listeners: List[Callable[[], None]] = []         # subscriptions may change
         self._serving_cache = None
+        self.stats = ApplyStats()
 
     # -- queries -----------------------------------------------------------------
 
     def known(self, type_url: str) -> Callable[[bytes], Optional[str]]:
-        table = self._by_payload[type_url]
-        return table.get
+        table, recs = self._by_payload[type_url], self.records[type_url]
+
+        def lookup(value: bytes) -> Optional[str]:
+            name = table.get(hash(value))
+            rec = recs.get(name) if name is not None else None
+            return name if rec is not None and rec.value == value else None
+        return lookup
 
     def wanted(self, type_url: str, source: str = ADS) -> set:
         return self.refs.wanted(type_url, source)
@@ -166,6 +190,16 @@ class Applier:
               replace: bool = False, version: str = "", source: str = ADS,
               delta: bool = False) -> Outcome:
         """Apply one response. `replace`: SotW LDS/CDS (absent names are removed)."""
+        start = time.perf_counter()
+        try:
+            return self._apply(type_url, incoming, removed, replace, version, source, delta)
+        finally:
+            elapsed = time.perf_counter() - start
+            st = self.stats
+            st.applies, st.resources = st.applies + 1, st.resources + len(incoming.items)
+            st.last_seconds, st.total_seconds = elapsed, st.total_seconds + elapsed
+
+    def _apply(self, type_url, incoming, removed, replace, version, source, delta) -> Outcome:
         now, wall = self.clock(), time.time()
         recs = self.records[type_url]
         errors = list(incoming.errors)
@@ -179,8 +213,8 @@ class Applier:
                 incoming.invalid.add(name)
             elif inc.payload is None:
                 self._bodyless(type_url, rec, inc, now, delta, gone)
-            elif rec is not None and rec.payload.value == inc.payload.value \
-                    and rec.payload.type_url == inc.payload.type_url:
+            elif rec is not None and rec.value == inc.payload.value \
+                    and rec.type_url == inc.payload.type_url:
                 rec.version = inc.version
                 self._set_expiry(type_url, name, rec, _deadline(now, inc.ttl))
             else:
@@ -238,7 +272,7 @@ class Applier:
         removed_by_type: Dict[str, list] = {}
         for name in removed:
             rec = self.records[type_url][name]
-            key = rec.payload.type_url if type_url in ROUTE_TYPES else type_url
+            key = rec.type_url if type_url in ROUTE_TYPES else type_url
             removed_by_type.setdefault(key, []).append(name)
         before = self.serving_snapshot() if type_url in (LISTENER, CLUSTER) else None
         errors, accepted, unchanged, gone = [], [], [], []
@@ -258,16 +292,17 @@ class Applier:
         recs, index = self.records[type_url], self._by_payload[type_url]
         old = recs.get(name)
         if old is not None:
-            index.pop(old.payload.value, None)
-        rec = recs[name] = Record(inc.version, inc.payload, source, wall)
+            index.pop(hash(old.value), None)
+        value = inc.payload.value
+        rec = recs[name] = Record(inc.version, inc.payload.type_url, value, source, wall)
         self._set_expiry(type_url, name, rec, _deadline(now, inc.ttl))
-        index[inc.payload.value] = name
+        index[hash(value)] = name
         self.deferred.discard((type_url, name))
 
     def _forget(self, type_url, name):
         rec = self.records[type_url].pop(name, None)
         if rec is not None:
-            self._by_payload[type_url].pop(rec.payload.value, None)
+            self._by_payload[type_url].pop(hash(rec.value), None)
         self.deferred.discard((type_url, name))
         self._expiring.pop((type_url, name), None)
 

@@ -32,6 +32,8 @@ class AdsConfig:
     delta: bool = False
     types: Sequence[str] = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
     """Types requested over ADS (a bootstrap may keep LDS or CDS static)."""
+    wildcard_all: bool = False
+    """Every type as a wildcard subscription (a source behind the relay)."""
 
 
 RdsResolver = Callable[[str], Optional[Target]]
@@ -61,8 +63,9 @@ class XdsClient:
     async def start(self):
         if self.ads is not None:
             proto_cls = DeltaProtocol if self.ads.delta else SotwProtocol
-            self._add_stream(ADS, self.ads.target, proto_cls(self.applier, self.node,
-                                                             self.ads.types), "ads")
+            self._add_stream(ADS, self.ads.target,
+                             proto_cls(self.applier, self.node, self.ads.types,
+                                       wildcard_all=self.ads.wildcard_all), "ads")
         self._sync_rds_streams()
         self._ticker = asyncio.get_running_loop().create_task(self._tick_loop(),
                                                               name="xds-ticks")

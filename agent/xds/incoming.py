@@ -114,21 +114,22 @@ def _add_payload(out, type_url, payload, version, ttl, wrapper_name, index, know
         if wrapper_name:
             out.invalid.add(wrapper_name)
         return
+    if wrapper_name:
+        # the name is given: no decode here (the store decodes once, and checks that
+        # the resource carries the name it was sent under)
+        out.add(type_url, Incoming(wrapper_name, version, payload, ttl))
+        return
     name = known(payload.value)
-    if name is not None and (not wrapper_name or wrapper_name == name):
+    if name is not None:
         out.add(type_url, Incoming(name, version, payload, ttl))
         return
     try:
         name, msg = _name_of(type_url, payload)
     except ConfigError as exc:
-        out.reject(type_url, wrapper_name or exc.resource or label, exc.field, exc.reason)
+        out.reject(type_url, exc.resource or label, exc.field, exc.reason)
         return
     except Exception as exc:   # noqa: BLE001 - undecodable bytes are the resource's fault
-        out.reject(type_url, wrapper_name or label, "@type", f"cannot decode: {exc}")
-        return
-    if wrapper_name and wrapper_name != name:
-        out.reject(type_url, wrapper_name, "name",
-                   f"wrapper names {wrapper_name!r} but the resource is {name!r}")
+        out.reject(type_url, label, "@type", f"cannot decode: {exc}")
         return
     if not name:
         out.errors.append(ConfigError(type_url, label, "name", "resource without a name"))

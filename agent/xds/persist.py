@@ -58,7 +58,7 @@ def collect(applier: Applier) -> List[Saved]:
             if saved is None:
                 saved = out[key] = Saved(type_url, rec.source,
                                          applier.versions.get(type_url, ""), {})
-            saved.resources[name] = (rec.version, rec.payload)
+            saved.resources[name] = (rec.version, rec)
     return list(out.values())
 
 
@@ -69,7 +69,8 @@ def encode(saved: List[Saved]) -> bytes:
                                                    system_version_info=s.version)
         msg.control_plane.identifier = s.source
         for name, (version, payload) in sorted(s.resources.items()):
-            msg.resources.add(name=name, version=version, resource=payload)
+            r = msg.resources.add(name=name, version=version)
+            r.resource.type_url, r.resource.value = payload.type_url, payload.value
         body = msg.SerializeToString()
         parts.append(struct.pack(">I", len(body)))
         parts.append(body)

@@ -92,14 +92,19 @@ class Protocol:
     delta = False
     RECENT_REPLIES = 64
 
-    def __init__(self, applier: Applier, node, type_urls, *, source: str = ADS):
+    def __init__(self, applier: Applier, node, type_urls, *, source: str = ADS,
+                 wildcard_all: bool = False):
+        """wildcard_all: subscribe to every type as a wildcard (behind the relay, which
+        serves exactly what the node needs, RDS/EDS included)."""
         self.applier, self.node, self.source = applier, node, source
         order = [t for t in REQUEST_ORDER if t in type_urls] + \
             [t for t in type_urls if t not in REQUEST_ORDER]
         self.states: Dict[str, TypeState] = {
-            t: TypeState(t, wildcard=t not in CHILD_TYPES) for t in order}
+            t: TypeState(t, wildcard=wildcard_all or t not in CHILD_TYPES) for t in order}
+        self.wildcard_all = wildcard_all
         self._node_sent = False
         self.unknown_types = 0
+        self._refs_seen = None         # references version last reflected in subscriptions
 
     def wanted(self, type_url: str) -> frozenset:
         return frozenset(self.applier.wanted(type_url, self.source))
@@ -109,10 +114,14 @@ class Protocol:
         self._node_sent = False
         for st in self.states.values():
             st.nonce, st.sent = "", None
+        self._refs_seen = self.applier.refs.version
         return [r for r in (self._initial(st) for st in self.states.values()) if r is not None]
 
     def resubscribe(self) -> list:
         """Requests for types whose wanted names changed since last sent."""
+        if self.applier.refs.version == self._refs_seen:
+            return []
+        self._refs_seen = self.applier.refs.version
         out = []
         for st in self.states.values():
             if st.wildcard:
@@ -220,9 +229,10 @@ class SotwProtocol(Protocol):
                         unwrap_sotw(resp, self.applier.known(st.type_url)))
 
     def _apply(self, st, p: Prepared) -> list:
-        return self.applier.apply(st.type_url, p.unwrapped, replace=st.type_url in
-                                  STATE_OF_THE_WORLD, version=p.version,
-                                  source=self.source).errors
+        # a wildcard of every type (the relay) carries each type's whole set
+        replace = st.type_url in STATE_OF_THE_WORLD or self.wildcard_all
+        return self.applier.apply(st.type_url, p.unwrapped, replace=replace,
+                                  version=p.version, source=self.source).errors
 
     def _ack(self, st, p):
         st.version, st.acks = p.version, st.acks + 1

@@ -60,6 +60,11 @@ class References:
         self._by_name: Dict[str, Counter] = {"route": Counter(), ENDPOINT: Counter()}
         self.orphaned: Dict[str, set] = {"route": set(), ENDPOINT: set()}
         """Names whose last reference went since the caller last took them."""
+        self._wanted: Dict[Tuple[str, str], set] = {}
+        """(kind, source) -> names referenced: kept as counts cross zero, so reading
+        it costs nothing however many resources there are."""
+        self.version = 0
+        """Bumped whenever a wanted set changes (subscriptions may need sending)."""
 
     def hold(self, key: tuple, parent_type: str, obj) -> bool:
         """Register what `obj` (a model object of parent_type, or None) refers to.
@@ -76,10 +81,15 @@ class References:
             return False
         counts, by_name = self._counts[kind], self._by_name[kind]
         for ref in old - new:
-            _decrement(counts, ref)
+            if _decrement(counts, ref):
+                self._wanted[(kind, ref[0])].discard(ref[1])
+                self.version += 1
             if _decrement(by_name, ref[1]):
                 self.orphaned[kind].add(ref[1])
         for ref in new - old:
+            if not counts[ref]:
+                self._wanted.setdefault((kind, ref[0]), set()).add(ref[1])
+                self.version += 1
             counts[ref] += 1
             by_name[ref[1]] += 1
         if new:
@@ -96,9 +106,12 @@ class References:
         return self.hold(key, parent, None)
 
     def wanted(self, child_type: str, source: Optional[str] = ADS) -> set:
-        """Names of child_type referenced through `source` (None: any source)."""
+        """Names of child_type referenced through `source` (None: any source).
+        The live set for one source: read it, do not keep or change it."""
         kind = "route" if child_type in ROUTE_TYPES else ENDPOINT
-        return {name for (src, name) in self._counts[kind] if source is None or src == source}
+        if source is not None:
+            return self._wanted.get((kind, source), _EMPTY)
+        return set(self._by_name[kind])
 
     def referenced(self, child_type: str, name: str) -> bool:
         kind = "route" if child_type in ROUTE_TYPES else ENDPOINT
@@ -111,10 +124,14 @@ class References:
 
     def sources(self) -> set:
         """Every RDS source other than ADS some listener needs (the RDS streams to run)."""
-        return {src for (src, _) in self._counts["route"] if src != ADS}
+        return {src for (kind, src), names in self._wanted.items()
+                if kind == "route" and src != ADS and names}
 
     def of(self, key: tuple) -> FrozenSet[Ref]:
         return self._held.get(key, ("", frozenset()))[1]
+
+
+_EMPTY: frozenset = frozenset()
 
 
 def _decrement(counter: Counter, key) -> bool:

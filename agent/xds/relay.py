@@ -29,7 +29,7 @@ def served_sink(served: ServedResources):
     def sink(applier: Applier, changes: List[ServedChange]):
         for ch in changes:
             served.update(ch.type_url,
-                          {n: (r.version, r.payload) for n, r in ch.upserts.items()},
+                          {n: (r.version, r) for n, r in ch.upserts.items()},
                           ch.removed)
     return sink
 
@@ -45,7 +45,7 @@ class Relay:
     def _seed(self, applier: Applier):
         """What the applier serves already (static, restored) before the relay existed."""
         for type_url, recs in applier.records.items():
-            serving = {n: (r.version, r.payload) for n, r in recs.items()
+            serving = {n: (r.version, r) for n, r in recs.items()
                        if applier.is_serving(type_url, n)}
             if serving:
                 self.served.update(type_url, serving)

@@ -23,11 +23,18 @@ MAX_TOMBSTONES = 100_000
 is further behind than the oldest one left resynchronises in full."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     version: str
-    payload: Optional[any_pb2.Any]     # None: removed (tombstone)
+    type_url: str
+    value: Optional[bytes]             # None: removed (tombstone)
     gen: int
+
+    @property
+    def payload(self) -> Optional[any_pb2.Any]:
+        """The resource as an Any, made when sent (bytes are what is kept)."""
+        return None if self.value is None else any_pb2.Any(type_url=self.type_url,
+                                                           value=self.value)
 
 
 class TypeTable:
@@ -50,10 +57,10 @@ class TypeTable:
 
     def get(self, name) -> Optional[Entry]:
         e = self.entries.get(name)
-        return e if e is not None and e.payload is not None else None
+        return e if e is not None and e.value is not None else None
 
     def items(self):
-        return ((n, e) for n, e in self.entries.items() if e.payload is not None)
+        return ((n, e) for n, e in self.entries.items() if e.value is not None)
 
 
 class ServedResources:
@@ -70,28 +77,30 @@ class ServedResources:
             t = self.tables[type_url] = TypeTable()
         return t
 
-    def update(self, type_url: str, upserts: Mapping[str, Tuple[str, any_pb2.Any]],
+    def update(self, type_url: str, upserts: Mapping[str, Tuple[str, object]],
                removed: Iterable[str] = (), *, type_version: Optional[str] = None) -> bool:
-        """Set resources (name -> (version, Any)) and remove names; True if anything changed."""
+        """Set resources (name -> (version, payload)) and remove names; True if anything
+        changed. A payload is an Any, or anything with .type_url and .value bytes."""
         table, changed = self.table(type_url), False
         for name, (version, payload) in upserts.items():
             old = table.entries.get(name)
-            if old is not None and old.payload is not None and old.version == version and \
-                    old.payload.value == payload.value:
+            value = payload.value
+            if old is not None and old.value is not None and old.version == version and \
+                    old.value == value:
                 continue
             self.gen += 1
             if old is not None:
                 del table.entries[name]            # re-insert: keeps generation order
-            table.live += old is None or old.payload is None
-            table.entries[name] = Entry(version, payload, self.gen)
+            table.live += old is None or old.value is None
+            table.entries[name] = Entry(version, payload.type_url, value, self.gen)
             changed = True
         for name in removed:
             old = table.entries.get(name)
-            if old is None or old.payload is None:
+            if old is None or old.value is None:
                 continue
             self.gen += 1
             del table.entries[name]
-            table.entries[name] = Entry(old.version, None, self.gen)
+            table.entries[name] = Entry(old.version, old.type_url, None, self.gen)
             table.live -= 1
             changed = True
         if changed:
@@ -114,7 +123,7 @@ class ServedResources:
             return
         for name in list(table.entries):
             e = table.entries[name]
-            if e.payload is None:
+            if e.value is None:
                 del table.entries[name]
                 table.floor = e.gen
                 dead -= 1

@@ -21,12 +21,13 @@ from .channel import DEFAULT_MAX_MESSAGE_BYTES, Target, TlsFiles, parse_address
 from .client import AdsConfig, XdsClient
 from .config_api import ConfigStore, decode
 from .node import build_node
+from .passthrough import PassThroughStore
 from .types import APPLY_ORDER, ROUTE_TYPES
 
 
 class _Pending:
     def __init__(self):
-        self.upserts: Dict[str, tuple] = {}    # name -> (payload Any, message or None)
+        self.upserts: Dict[str, tuple] = {}    # name -> (Record, message or None)
         self.removed: set = set()
         self.version = ""
 
@@ -34,17 +35,22 @@ class _Pending:
 class XdsSource:
     def __init__(self, address: str, node=None, *, tls: Optional[TlsFiles] = None,
                  plaintext: bool = False, delta: Optional[bool] = None,
-                 token_path: Optional[str] = None,
+                 trust: Optional[bool] = None, token_path: Optional[str] = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, store=None):
+        """delta: None = delta to the relay (a one-resource change is one resource on the
+        wire), SotW to a control plane (every one serves it). trust: None = trust the
+        relay (a unix socket): the agent validated and warmed what it serves, so the
+        source subscribes to everything and forwards without compiling; a control plane
+        is validated here, with NACKs, as the agent does."""
         address = parse_address(address)
         self.target = Target(address, tls=tls, plaintext=plaintext, token_path=token_path,
                              max_message_bytes=max_message_bytes)
-        # the relay speaks delta (a one-resource change is one resource on the wire);
-        # a control plane gets SotW, which every one of them serves
         self.delta = self.target.is_unix if delta is None else delta
+        self.trust = self.target.is_unix if trust is None else trust
         self.node = node if node is not None else build_node()
-        self.applier = Applier(store if store is not None else ConfigStore(),
-                               sinks=[self._sink], rds_sources=False)
+        if store is None:
+            store = PassThroughStore() if self.trust else ConfigStore()
+        self.applier = Applier(store, sinks=[self._sink], rds_sources=False)
         self.client: Optional[XdsClient] = None
         self._pending: Dict[str, _Pending] = {}
         self._ready = asyncio.Event()
@@ -53,7 +59,7 @@ class XdsSource:
         for ch in changes:
             p = self._pending.setdefault(ch.type_url, _Pending())
             for name, rec in ch.upserts.items():
-                p.upserts[name] = (rec.payload, ch.messages.get(name))
+                p.upserts[name] = (rec, ch.messages.get(name))
                 p.removed.discard(name)
             for name in ch.removed:
                 p.upserts.pop(name, None)
@@ -70,10 +76,12 @@ class XdsSource:
             if p is None:
                 continue
             by_type: Dict[str, dict] = {}
-            for name, (payload, msg) in p.upserts.items():
-                store_type = payload.type_url if type_url in ROUTE_TYPES else type_url
-                by_type.setdefault(store_type, {})[name] = \
-                    msg if msg is not None else decode(payload.type_url, payload)
+            for name, (rec, msg) in p.upserts.items():
+                store_type = rec.type_url if type_url in ROUTE_TYPES else type_url
+                if msg is None:
+                    msg = self.applier.store.message(store_type, name) or \
+                        decode(rec.type_url, rec.value)
+                by_type.setdefault(store_type, {})[name] = msg
             for store_type, resources in by_type.items():
                 adds.append(ResourceUpdate(store_type, resources, p.version))
             if p.removed:
@@ -83,7 +91,7 @@ class XdsSource:
 
     async def updates(self) -> AsyncIterator[ResourceUpdate]:
         self.client = XdsClient(self.applier, self.node,
-                                AdsConfig(self.target, delta=self.delta))
+                                AdsConfig(self.target, delta=self.delta, wildcard_all=self.trust))
         await self.client.start()
         try:
             while True:

@@ -34,7 +34,7 @@ static __always_inline void orig_init(struct nm_orig_dst *orig, __u64 cgroup_id,
     orig->cgroup_id = cgroup_id;
     orig->service_id = svc->id;
     orig->target = s->target;
-    if (s->target == NM_TARGET_LOCAL && (svc->flags & NM_SVC_PAIR))
+    if (s->target == NM_TARGET_LOCAL && !(svc->flags & NM_SVC_NO_PAIR))
         orig->flags |= NM_ORIG_PAIR;
 }
 

@@ -175,11 +175,13 @@ struct nm_trace_event {
 };
 
 #define NM_SVC_DISABLED   1   /* present but not redirected (draining a VIP) */
-#define NM_SVC_PAIR       2   /* pair app and local proxy sockets for sk_msg: the
-                               * psock setup and teardown (~3 us a connection)
-                               * pays back after a few requests; leave it off
-                               * for connect-and-close clients */
-#define NM_ORIG_PAIR      1   /* steered locally for a NM_SVC_PAIR service; in an
+#define NM_SVC_NO_PAIR    2   /* do not pair app and local proxy sockets for
+                               * sk_msg: pairing's psock setup and teardown
+                               * (~3 us a connection) pays back after a few
+                               * requests, never for connect-and-close clients.
+                               * Off (0, pairing) is what a service written by
+                               * a version without the flag gets. */
+#define NM_ORIG_PAIR      1   /* steered locally for a service that pairs; in an
                                * accept record: the app's end joined sock_pairs,
                                * so the proxy's end joins too */
 #define NM_ORIG_V6        2   /* an IPv6 socket: ip6 is what it dialled */

@@ -14,6 +14,7 @@ def ads_bootstrap(address: str, *, delta: bool = True, persist: str = "",
                   extra_static: str = "") -> str:
     host, port = address.rsplit(":", 1)
     remote = f"\n  remote_proxy: {remote_proxy}" if remote_proxy else ""
+    persist_kv = f', persist_path: "{persist}"' if persist else ""
     return f"""
 node: {{id: "sidecar~198.18.0.2~nodemesh-test.nodemesh~nodemesh.svc.cluster.local",
         cluster: nodemesh}}
@@ -36,7 +37,7 @@ static_resources:
 {extra_static}
 nodemesh:
   local_proxy: "{local_proxy}"{remote}
-  xds: {{plaintext: true, persist_path: "{persist}"}}
+  xds: {{plaintext: true{persist_kv}}}
 """
 
 

@@ -48,7 +48,7 @@ def test_maps_of_the_first_layout_are_upgraded_with_their_entries():
         # proxy: 20-byte value (no IPv6 addresses), local mode, generation 1
         old_proxy = struct.pack("<IIHHBBHI", layout.ip_to_be32(local[0]), 0,
                                 layout.port_to_be16(local[1]), 0, 0, 0, 0, 1)
-        old_service = struct.pack("<IHBB", 7, 0, 0, 2)            # id 7, NM_SVC_PAIR
+        old_service = struct.pack("<IHBB", 7, 0, 0, 0)            # id 7: pairs, as then
         vip_key = struct.pack("<IHH", layout.ip_to_be32(VIP[0]), layout.port_to_be16(VIP[1]), 0)
         pin_old_map(pins, "proxy", maps.ARRAY, 4, 20, 1, [(struct.pack("<I", 0), old_proxy)])
         pin_old_map(pins, "services", maps.HASH, 8, 8, 65536, [(vip_key, old_service)])
@@ -114,4 +114,54 @@ def test_a_failed_upgrade_leaves_the_running_datapath_alone():
         [seen] = dial(n, "pod-a", VIP)
         assert seen["server"] == "%s:%d" % local
     finally:
+        n.stop()
+
+
+def link_prog_ids(pin_dir) -> dict:
+    out = {}
+    for link in pathlib.Path(pin_dir, "links").iterdir():
+        fd = libbpf.obj_get(link)
+        try:
+            out[link.name] = libbpf.info(fd, "link").prog_id
+        finally:
+            os.close(fd)
+    return out
+
+
+def test_a_refused_new_program_leaves_the_running_datapath_alone():
+    """An older datapath without connect6 is running; an exclusive connect6
+    program on an ancestor makes the new link fail: nothing may change."""
+    from agent.bpf.bcc_import import import_bcc
+
+    n = Node("nm-upg4")
+    n.cgroup.mkdir(exist_ok=True)
+    n.settings.cgroup_root = str(n.cg("managed"))      # the ancestor is n.cgroup
+    bcc = import_bcc()
+    b = bcc.BPF(text=b"int legacy_connect6(struct bpf_sock_addr *ctx) { return 1; }")
+    cg_fd = os.open(n.cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    attached = False
+    try:
+        n.start(loader="inprocess")
+        dp = Datapath(n.settings)
+        assert dp._remove_link("connect6")               # as a version without it
+        links, progs = link_prog_ids(n.settings.pin_dir), n.our_prog_ids()
+        fn = b.load_func(b"legacy_connect6", bcc.BPF.CGROUP_SOCK_ADDR,
+                         attach_type=libbpf.ATTACH["connect6"])
+        libbpf.check(libbpf.lib().bpf_prog_attach(fn.fd, cg_fd, libbpf.ATTACH["connect6"], 0),
+                     "attach exclusive")
+        attached = True
+        with pytest.raises(OSError, match="attach connect6 to the cgroup"):
+            Datapath(n.settings).up()
+        assert link_prog_ids(n.settings.pin_dir) == links  # no link swapped, none added
+        assert n.our_prog_ids() == progs
+        fd = libbpf.obj_get(os.path.join(n.settings.pin_dir, "sock_pairs"))
+        try:                                               # the running sk_msg, back
+            assert set(libbpf.prog_query(fd, libbpf.ATTACH["sk_msg"])) <= progs
+        finally:
+            os.close(fd)
+    finally:
+        if attached:
+            libbpf.lib().bpf_prog_detach2(fn.fd, cg_fd, libbpf.ATTACH["connect6"])
+        os.close(cg_fd)
+        b.cleanup()
         n.stop()

@@ -187,7 +187,8 @@ def test_xds_source_follows_the_server(run, delta, tmp_path):
         try:
             await pump(lambda: len(proxy_store.snapshot().listeners) == 3 and
                        len(proxy_store.snapshot().clusters) == 3)
-            served.update(LISTENER, {}, ["svc-2"])
+            served.update(LISTENER, {}, ["svc-2"])      # as the agent's relay does
+            served.update(ROUTE, {}, ["rt-2"])
             await pump(lambda: "svc-2" not in proxy_store.snapshot().listeners and
                        "rt-2" not in proxy_store.snapshot().route_tables)
             load(served, 1, start=7)
@@ -196,3 +197,62 @@ def test_xds_source_follows_the_server(run, delta, tmp_path):
             await updates.aclose()
             await server.stop()
     run(main())
+
+
+def test_xds_source_to_a_control_plane_validates_and_nacks(run_default):
+    """The remote role: XdsSource straight to a control plane checks what it gets."""
+    from .fake_cp import FakeControlPlane
+
+    async def main():
+        cp = FakeControlPlane()
+        await cp.start()
+        cp.set(CLUSTER, {"c-1": f.cluster(1, eds=False), "c-2": f.bad_cluster(2)}, "v1",
+               push=False)
+        src = XdsSource(cp.address, plaintext=True)
+        assert not src.trust and not src.delta
+        updates = src.updates()
+        try:
+            u = await asyncio.wait_for(updates.__anext__(), 10)
+            assert set(u.resources) == {"c-1"}
+            await until(lambda: src.client.streams["ads"].protocol.states[CLUSTER].nacks == 1)
+            nack = [r for r in cp.streams[0].log if r.error_detail.message][0]
+            assert 'cluster "c-2"' in nack.error_detail.message
+        finally:
+            await updates.aclose()
+            await cp.stop()
+    run_default(main())
+
+
+def test_a_slow_proxy_gets_merged_updates_and_never_stalls_the_stream(run_default, tmp_path):
+    """The consumer sleeps while the relay pushes 200 changes: the source keeps
+    answering the stream, and hands over the latest state in few updates."""
+    async def main():
+        served = ServedResources()
+        load(served, 1)
+        server = XdsServer(served)
+        addr = await server.start("unix:" + str(tmp_path / "xds.sock"))
+        src = XdsSource(addr)
+        updates = src.updates()
+        got = {}
+        try:
+            while "svc-0" not in got:
+                u = await asyncio.wait_for(updates.__anext__(), 10)
+                got.update(u.resources)
+            for k in range(200):
+                put(served, LISTENER, {"svc-0": f.listener(0, remote_port=30000 + k)})
+                await asyncio.sleep(0)
+            # meanwhile the stream kept ACKing: the server saw every response answered
+            session = next(iter(server.sessions))
+            await until(lambda: session.types[LISTENER].acks >= 2)
+            n = 0
+            while True:
+                u = await asyncio.wait_for(updates.__anext__(), 10)
+                n += 1
+                if "svc-0" in u.resources and u.resources["svc-0"].metadata.filter_metadata[
+                        "nodemesh"]["remote_port"] == 30199:
+                    break
+            assert n < 50, f"{n} updates for 200 changes: not merged"
+        finally:
+            await updates.aclose()
+            await server.stop()
+    run_default(main())
