@@ -12,6 +12,8 @@ three endpoints. Measured, medians of several rounds:
 - one change at 10k: a state-of-the-world LDS push (all listeners re-sent,
   one changed) and a one-resource EDS update; target <= 10 ms each;
 - RSS of the process after the largest apply.
+The full applies include the store's one collection + gc.freeze() after each
+large update (see ConfigStore); a row without it shows what that costs.
 """
 
 from __future__ import annotations
@@ -39,11 +41,12 @@ def _classes():
     from envoy.config.endpoint.v3.endpoint_pb2 import ClusterLoadAssignment
     from envoy.config.listener.v3.listener_pb2 import Listener
     from envoy.config.route.v3.route_pb2 import RouteConfiguration
-    from envoy.extensions.filters.network.http_connection_manager.v3 import \
-        http_connection_manager_pb2 as hcm
+    from envoy.extensions.filters.http.router.v3 import router_pb2 as router
+    from envoy.extensions.filters.network.http_connection_manager.v3 import (
+        http_connection_manager_pb2 as hcm,
+    )
     from envoy.extensions.filters.network.redis_proxy.v3 import redis_proxy_pb2 as redis
     from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2 as tcp
-    from envoy.extensions.filters.http.router.v3 import router_pb2 as router
     return Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, hcm, redis, tcp, router
 
 
@@ -146,17 +149,18 @@ def _timed(fn, *args, **kwargs):
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def full_apply(n: int, rounds: int):
+def full_apply(n: int, rounds: int, freeze_gc_after=5000):
     data = mesh(n)
     walls, cpus = [], []
     for _ in range(rounds):
-        store = ConfigStore()
+        store = ConfigStore(freeze_gc_after=freeze_gc_after)
         gc.collect()
         _, wall, cpu = _timed(apply_all, store, data, "v1")
         walls.append(wall)
         cpus.append(cpu)
         assert len(store.snapshot().listeners) == n
         del store
+        gc.unfreeze()
     return statistics.median(walls), statistics.median(cpus)
 
 
@@ -214,6 +218,12 @@ def main(argv=None) -> int:
         results[f"full_apply_{n}_cpu_s"] = cpu
         rows.append((f"full apply {n:,} services", f"{wall:.3f} s", f"{cpu:.3f} s",
                      f"{cpu / n * 1e6:.1f} us"))
+    if 10000 in sizes:
+        wall, cpu = full_apply(10000, rounds, freeze_gc_after=None)
+        results["full_apply_10000_no_gc_freeze_s"] = wall
+        results["full_apply_10000_no_gc_freeze_cpu_s"] = cpu
+        rows.append(("full apply 10,000, no gc freeze", f"{wall:.3f} s", f"{cpu:.3f} s",
+                     f"{cpu / 10000 * 1e6:.1f} us"))
     change_n = 10000 if 10000 in sizes or not quick else sizes[-1]
     for key, (wall, cpu) in one_change(change_n, 9 if quick else 21).items():
         results[f"{key}_at_{change_n}_ms"] = wall

@@ -70,10 +70,20 @@ class Bootstrap:
     cds_over_ads: bool = False
     rds_sources: Mapping[str, ApiSource] = field(default_factory=dict)   # by cluster name
     version: str = "static"                        # content hash: static resources' version
+    control_plane_clusters: Tuple[str, ...] = ()   # xDS server clusters: not in static_resources
 
     @property
     def node(self):
         return self.message.node
+
+    def cluster_target(self, name: str) -> dict:
+        """Address and TLS files of a static cluster, for a gRPC client (e.g. the
+        Aeraki cluster a dynamic MetaProtocol listener's RDS config names)."""
+        cluster = next((c for c in self.message.static_resources.clusters if c.name == name),
+                       None)
+        if cluster is None:
+            raise KeyError(name)
+        return dict(cluster=name, address=_cluster_address(cluster), **_cluster_tls(cluster))
 
 
 def load_bootstrap(path) -> Bootstrap:
@@ -107,9 +117,13 @@ def parse_bootstrap(text: str, path: str = "<bootstrap>") -> Bootstrap:
     import hashlib
 
     version = "static-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    servers = {s.cluster for s in sources.values() if s.cluster}
+    if ads is not None and ads.cluster:
+        servers.add(ads.cluster)
     return Bootstrap(path=path, message=message, settings=settings,
-                     static_resources=_static(message), ads=ads, lds_over_ads=lds,
-                     cds_over_ads=cds, rds_sources=sources, version=version)
+                     static_resources=_static(message, servers), ads=ads, lds_over_ads=lds,
+                     cds_over_ads=cds, rds_sources=sources, version=version,
+                     control_plane_clusters=tuple(sorted(servers)))
 
 
 def _load_text(text: str, path: str) -> dict:
@@ -117,7 +131,7 @@ def _load_text(text: str, path: str) -> dict:
         data = json.loads(text)
     except ValueError:
         try:
-            data = yaml.safe_load(text)
+            data = jsonpb.load_yaml(text)
         except yaml.YAMLError as exc:
             raise ConfigErrors([ConfigError(resources.BOOTSTRAP, path, "",
                                             f"not valid YAML or JSON: {exc}")]) from None
@@ -128,21 +142,27 @@ def _load_text(text: str, path: str) -> dict:
     return data
 
 
-def _static(message) -> Dict[str, List[Message]]:
-    """Listeners, clusters and each cluster's load_assignment as an endpoints
-    resource (named for the cluster's EDS service when it has one, so an EDS
-    cluster in a static file takes its endpoints from it)."""
+def _static(message, servers) -> Dict[str, List[Message]]:
+    """Listeners, clusters, and each STATIC or EDS cluster's load_assignment as
+    an endpoints resource, named for the cluster's EDS service when it has one
+    (so an EDS cluster in a static file takes its endpoints from it; DNS
+    clusters hold names and resolve them themselves). The clusters that reach
+    the control plane are left out: the xDS client uses them (Bootstrap.ads,
+    rds_sources), the proxy never routes to them."""
     sr = message.static_resources
-    endpoints = []
+    endpoints, clusters = [], []
     for cluster in sr.clusters:
-        if cluster.HasField("load_assignment"):
+        if cluster.name in servers:
+            continue
+        clusters.append(cluster)
+        if cluster.HasField("load_assignment") and cluster.type in (0, 3):   # STATIC, EDS
             cla = copy.deepcopy(cluster.load_assignment)
             if cluster.type == 3:                      # EDS
                 cla.cluster_name = cluster.eds_cluster_config.service_name or cluster.name
             elif not cla.cluster_name:
                 cla.cluster_name = cluster.name
             endpoints.append(cla)
-    return {resources.LISTENER: list(sr.listeners), resources.CLUSTER: list(sr.clusters),
+    return {resources.LISTENER: list(sr.listeners), resources.CLUSTER: clusters,
             resources.ENDPOINT: endpoints}
 
 

@@ -2,8 +2,8 @@
 
 Discovery types: STATIC and EDS as in Envoy; STRICT_DNS / LOGICAL_DNS are
 resolved once, when the cluster is compiled (the proxy never resolves names
-on the request path; a cluster whose names cannot be resolved is refused,
-so without DNS only numeric addresses work); ORIGINAL_DST becomes a
+on the request path; a name that does not resolve leaves that host out, with
+a note, so without DNS only numeric addresses give endpoints); ORIGINAL_DST becomes a
 passthrough cluster (`Cluster.original_dst`): the proxy connects to the
 connection's original destination, which the datapath recorded. Upstream
 TLS is not spoken: a cluster that requires it is refused, while Istio's
@@ -13,14 +13,14 @@ their plaintext match.
 
 from __future__ import annotations
 
-import ipaddress
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 from .context import Context
+from .endpoints import load_assignment_endpoints, overprovisioning
 from .errors import FieldError
 from .jsonpb import any_type_url, unpack_any
-from .model import CircuitBreakers, Cluster, Endpoint, EndpointSet, HealthCheck, OutlierDetection
-from .values import opt_seconds, positive_seconds, socket_address, wrapped
+from .model import CircuitBreakers, Cluster, HealthCheck, OutlierDetection
+from .values import check_keys, opt_seconds, positive_seconds, struct_dict, wrapped
 
 STATIC, STRICT_DNS, LOGICAL_DNS, EDS, ORIGINAL_DST = range(5)
 _LB = {0: "round_robin", 1: "least_request", 2: "ring_hash", 3: "random", 5: "maglev"}
@@ -34,7 +34,6 @@ _LB_TYPED = {
     "envoy.extensions.load_balancing_policies.maglev.v3.Maglev": "maglev",
 }
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-_HEALTHY = {0: True, 1: True}   # UNKNOWN, HEALTHY; UNHEALTHY, DRAINING, TIMEOUT, DEGRADED: no
 _RAW_BUFFER = "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 
 
@@ -56,28 +55,20 @@ def compile_cluster(c, ctx: Context) -> Cluster:
         outlier=_outlier(c) if c.HasField("outlier_detection") else None,
         health_check=_health_check(c, ctx),
         **_protocol_options(c, ctx), **lb_fields)
-    if c.type == EDS:
-        if c.HasField("load_assignment"):
-            ctx.note("load_assignment", "ignored for an EDS cluster (endpoints come from EDS)")
+    if c.type == EDS:            # an inline load_assignment is only an EDS resource (static.py)
         fields["eds_service_name"] = c.eds_cluster_config.service_name or c.name
     elif c.type == ORIGINAL_DST:
         fields["original_dst"] = True
     else:
         resolve = c.type in (STRICT_DNS, LOGICAL_DNS)
-        endpoints = _endpoints(c.load_assignment, ctx, resolve=resolve,
-                               first_only=c.type == LOGICAL_DNS) \
+        endpoints = load_assignment_endpoints(c.load_assignment, ctx, resolve=resolve,
+                                              first_only=c.type == LOGICAL_DNS) \
             if c.HasField("load_assignment") else ()
         if not endpoints:
             ctx.note("load_assignment", "no endpoints")
         fields["endpoints"] = endpoints
+        fields["overprovisioning_factor"] = overprovisioning(c.load_assignment)
     return Cluster(**fields)
-
-
-def compile_load_assignment(cla, ctx: Context) -> EndpointSet:
-    if not cla.cluster_name:
-        raise FieldError("cluster_name", "must not be empty")
-    return EndpointSet(name=cla.cluster_name, endpoints=_endpoints(cla, ctx),
-                       version=ctx.version)
 
 
 # --- parts ------------------------------------------------------------------------------
@@ -96,25 +87,73 @@ def _transport(c, ctx: Context) -> None:
 
 
 def _lb_policy(c) -> Tuple[str, dict]:
-    extra = {}
-    if c.HasField("ring_hash_lb_config") and c.ring_hash_lb_config.HasField("minimum_ring_size"):
-        extra["ring_hash_min_size"] = c.ring_hash_lb_config.minimum_ring_size.value
-    if c.HasField("maglev_lb_config") and c.maglev_lb_config.HasField("table_size"):
-        extra["maglev_table_size"] = c.maglev_lb_config.table_size.value
+    extra = _lb_tuning(c)
     if c.HasField("load_balancing_policy"):
-        return _typed_lb_policy(c.load_balancing_policy), extra
+        policy, typed = _typed_lb_policy(c.load_balancing_policy)
+        extra.update(_typed_tuning(typed))
+        return policy, extra
     if c.lb_policy in _LB:
         return _LB[c.lb_policy], extra
     raise FieldError("lb_policy", f"unsupported policy {_LB_NAMES.get(c.lb_policy, c.lb_policy)}")
 
 
-def _typed_lb_policy(policy) -> str:
-    """The first policy we support, as Envoy picks the first it knows."""
+def _lb_tuning(c) -> dict:
+    """Per-policy knobs and common_lb_config, from the cluster's own fields."""
+    extra = {}
+    if c.HasField("ring_hash_lb_config"):
+        extra.update(_ring(c.ring_hash_lb_config, "ring_hash_lb_config"))
+    if c.HasField("maglev_lb_config") and c.maglev_lb_config.HasField("table_size"):
+        extra["maglev_table_size"] = c.maglev_lb_config.table_size.value
+    if c.HasField("least_request_lb_config"):
+        extra["least_request_choices"] = _choices(c.least_request_lb_config,
+                                                  "least_request_lb_config")
+    common = c.common_lb_config
+    if common.HasField("healthy_panic_threshold"):
+        extra["panic_threshold"] = common.healthy_panic_threshold.value
+    if common.HasField("locality_weighted_lb_config"):
+        extra["locality_weighted"] = True
+    return extra
+
+
+def _ring(config, field: str) -> dict:
+    low = wrapped(config, "minimum_ring_size", 1024)
+    high = wrapped(config, "maximum_ring_size", 8388608)
+    if not 0 < low <= high:
+        raise FieldError(f"{field}.minimum_ring_size", f"must be in (0, maximum_ring_size "
+                                                       f"{high}]")
+    return {"ring_hash_min_size": low, "ring_hash_max_size": high}
+
+
+def _choices(config, field: str) -> int:
+    choices = wrapped(config, "choice_count", 2)
+    if choices < 2:
+        raise FieldError(f"{field}.choice_count", "must be >= 2")
+    return choices
+
+
+def _typed_tuning(typed) -> dict:
+    """Knobs carried by a typed load_balancing_policy (RingHash, Maglev, LeastRequest)."""
+    if typed is None:
+        return {}
+    name = typed.DESCRIPTOR.name
+    field = "load_balancing_policy"
+    if name == "RingHash":
+        return _ring(typed, field)
+    if name == "Maglev" and typed.HasField("table_size"):
+        return {"maglev_table_size": typed.table_size.value}
+    if name == "LeastRequest":
+        return {"least_request_choices": _choices(typed, field)}
+    return {}
+
+
+def _typed_lb_policy(policy):
+    """(policy, its typed config) of the first policy we support, as Envoy picks
+    the first it knows."""
     seen = []
     for p in policy.policies:
         type_name = any_type_url(p.typed_extension_config.typed_config).rsplit("/", 1)[-1]
         if type_name in _LB_TYPED:
-            return _LB_TYPED[type_name]
+            return _LB_TYPED[type_name], unpack_any(p.typed_extension_config.typed_config)
         seen.append(p.typed_extension_config.name or type_name)
     raise FieldError("load_balancing_policy", f"unsupported policy {', '.join(seen) or '(none)'}")
 
@@ -168,9 +207,12 @@ def _health_check(c, ctx: Context) -> Optional[HealthCheck]:
         if not hc.HasField(name):
             raise FieldError(f"{field}.{name}", "required")
     kind = hc.WhichOneof("health_checker")
-    path = "/"
+    extra = {}
     if kind == "http_health_check":
-        path = hc.http_health_check.path or "/"
+        extra = {"http_path": hc.http_health_check.path or "/",
+                 "http_host": hc.http_health_check.host}
+    elif kind == "custom_health_check":
+        extra = _custom_check(hc.custom_health_check, f"{field}.custom_health_check")
     elif kind == "grpc_health_check":
         ctx.note(f"{field}.grpc_health_check", "checked with the protocol heartbeat instead")
     elif kind == "tcp_health_check" and (hc.tcp_health_check.HasField("send")
@@ -181,9 +223,33 @@ def _health_check(c, ctx: Context) -> Optional[HealthCheck]:
                            timeout=positive_seconds(hc, "timeout", 1.0),
                            unhealthy_threshold=max(1, hc.unhealthy_threshold.value),
                            healthy_threshold=max(1, hc.healthy_threshold.value),
-                           http_path=path)
+                           **extra)
     except FieldError as exc:
         raise exc.within(field) from None
+
+
+_CUSTOM_KEYS = ("thrift_method", "http_path", "http_host")
+
+
+def _custom_check(custom, field: str) -> dict:
+    """custom_health_check: the protocol's own heartbeat; a Struct config may
+    name a Thrift method to call, or the HTTP path/host to probe."""
+    if not custom.HasField("typed_config"):
+        return {}
+    config = unpack_any(custom.typed_config)
+    name = config.DESCRIPTOR.full_name if config is not None else "?"
+    if name == "google.protobuf.Struct":
+        values = struct_dict(config)
+    elif name in ("udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"):
+        values = struct_dict(config.value)
+    else:
+        raise FieldError(f"{field}.typed_config", "expected a google.protobuf.Struct with "
+                                                  f"{', '.join(_CUSTOM_KEYS)}")
+    check_keys(values, _CUSTOM_KEYS, f"{field}.typed_config")
+    for key, value in values.items():
+        if not isinstance(value, str):
+            raise FieldError(f"{field}.typed_config.{key}", "expected a string")
+    return values
 
 
 def _protocol_options(c, ctx: Context) -> dict:
@@ -205,59 +271,3 @@ def _protocol_options(c, ctx: Context) -> dict:
     if per_conn:
         out["max_requests_per_connection"] = per_conn
     return out
-
-
-# --- endpoints ------------------------------------------------------------------------------
-
-
-def _endpoints(cla, ctx: Context, *, resolve: bool = False, first_only: bool = False
-               ) -> Tuple[Endpoint, ...]:
-    out: List[Endpoint] = []
-    for i, group in enumerate(cla.endpoints):
-        field = f"endpoints[{i}]"
-        if group.HasField("leds_cluster_locality_config"):
-            raise FieldError(f"{field}.leds_cluster_locality_config", "LEDS is not supported")
-        locality = "/".join(p for p in (group.locality.region, group.locality.zone,
-                                        group.locality.sub_zone)) if group.HasField("locality") \
-            else ""
-        for j, lb in enumerate(group.lb_endpoints):
-            try:
-                out.extend(_lb_endpoint(lb, group.priority, locality, ctx, resolve))
-            except FieldError as exc:
-                raise exc.within(f"{field}.lb_endpoints[{j}]") from None
-            if len(out) > ctx.limits.max_endpoints:
-                raise FieldError("endpoints", f"more than {ctx.limits.max_endpoints} endpoints")
-    if len(cla.named_endpoints):
-        raise FieldError("named_endpoints", "not supported")
-    return tuple(out[:1]) if first_only else tuple(out)
-
-
-def _lb_endpoint(lb, priority: int, locality: str, ctx: Context, resolve: bool) -> List[Endpoint]:
-    if lb.WhichOneof("host_identifier") != "endpoint":
-        raise FieldError("endpoint_name", "named endpoints are not supported")
-    weight = wrapped(lb, "load_balancing_weight", 1)
-    if weight < 1:
-        raise FieldError("load_balancing_weight", "must be >= 1")
-    try:
-        host, port = socket_address(lb.endpoint.address, allow_hostname=resolve)
-    except FieldError as exc:
-        raise exc.within("endpoint.address") from None
-    healthy = _HEALTHY.get(lb.health_status, False)
-    return [Endpoint(address=a, port=port, weight=weight, healthy=healthy, priority=priority,
-                     locality=locality)
-            for a in (_resolve(host, port, ctx) if resolve else (host,))]
-
-
-def _resolve(host: str, port: int, ctx: Context) -> List[str]:
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        addresses = list(ctx.resolver(host, port))
-    except OSError as exc:
-        raise FieldError("endpoint.address.socket_address.address",
-                         f"cannot resolve {host!r}: {exc}") from None
-    if not addresses:
-        raise FieldError("endpoint.address.socket_address.address", f"{host!r}: no addresses")
-    return addresses

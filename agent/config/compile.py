@@ -18,8 +18,9 @@ from typing import List, Mapping, Optional, Union
 from google.protobuf.message import Message
 
 from . import resources
-from .clusters import compile_cluster, compile_load_assignment
+from .clusters import compile_cluster
 from .context import Context, Limits, Resolver, resolve_host
+from .endpoints import compile_load_assignment
 from .errors import ConfigError, FieldError
 from .listeners import compile_listener
 from .model import Cluster, EndpointSet, Listener, RouteTable

@@ -24,7 +24,7 @@ class ConfigError(Exception):
 
     @property
     def kind(self) -> str:
-        from .resources import type_name   # resources imports this module
+        from .resources import type_name  # resources imports this module
 
         return type_name(self.type_url)
 

@@ -11,6 +11,7 @@ piece came from. The CLI (`nodemesh explain`) and the admin API use it.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass
 from typing import List, Mapping, Optional, Tuple, Union
 
@@ -58,21 +59,26 @@ class RouteExplanation:
         return asdict(self)
 
     def lines(self, width: int = 80) -> List[str]:
+        """Human-readable, wrapped to `width` columns."""
         out = [f"listener {self.listener} (version {self.listener_version})"]
         if self.chain:
             out.append(f"  chain {self.chain}: {self.codec or 'tcp'}")
         if self.table:
             out.append(f"  routes {self.table} (version {self.table_version})")
         for miss in self.misses:
-            out.append(_clip(f"  #{miss.index} {miss.route}: {miss.reason}", width))
-        out.append(_clip(f"  => {self.summary}", width))
+            out += _wrap(f"#{miss.index} {miss.route}: {miss.reason}", width, "  ", "      ")
+        out += _wrap(f"=> {self.summary}", width, "  ", "     ")
         for c in self.clusters:
-            where = f"version {c.version}, {c.healthy_endpoints}/{c.endpoints} healthy" \
-                if c.version is not None else "not in the snapshot"
+            out += _wrap(f"{c.name}: weight {c.weight} ({c.percent:.1f}%)", width, "     ",
+                         "       ")
+            if c.version is None:
+                out.append("       not in the snapshot")
+                continue
+            detail = f"version {c.version}, {c.healthy_endpoints}/{c.endpoints} endpoints " \
+                     "healthy"
             if c.endpoints_version:
-                where += f", endpoints {c.endpoints_version}"
-            out.append(_clip(f"     {c.name} weight {c.weight} ({c.percent:.1f}%): {where}",
-                             width))
+                detail += f", endpoints version {c.endpoints_version}"
+            out += _wrap(detail, width, "       ", "       ")
         return out
 
 
@@ -127,17 +133,19 @@ def _walk(snapshot: Snapshot, chain: FilterChain, metadata, base) -> RouteExplan
 
 
 def why_not(route: Route, metadata: Mapping[str, str]) -> Optional[str]:
-    """None when the route matches, else the first failing matcher and what was there."""
+    """None when the route matches, else what failed first: the virtual host's
+    domains (checked first, as Envoy picks the host before its routes), then
+    the route's matchers in order, with what the request had."""
+    if route.any_of and not any(m.match.matches(metadata.get(m.key)) for m in route.any_of):
+        keys = sorted({m.key for m in route.any_of})
+        had = ", ".join(f"{k} {metadata[k]!r}" if k in metadata else f"{k} absent"
+                        for k in keys)
+        wanted = [m.match.value for m in route.any_of]
+        shown = ", ".join(wanted[:2]) + (f", +{len(wanted) - 2} more" if len(wanted) > 2 else "")
+        return f"{had} not in [{shown}]"
     for m in route.match:
         if not m.match.matches(metadata.get(m.key)):
             return f"{describe(m)}: {_had(m, metadata)}"
-    if route.any_of and not any(m.match.matches(metadata.get(m.key)) for m in route.any_of):
-        keys = sorted({m.key for m in route.any_of})
-        values = ", ".join(f"{k}={metadata[k]!r}" if k in metadata else f"{k} absent"
-                           for k in keys)
-        wanted = ", ".join(repr(m.match.value) for m in route.any_of[:4])
-        more = "..." if len(route.any_of) > 4 else ""
-        return f"none of {wanted}{more}: {values}"
     return None
 
 
@@ -172,5 +180,6 @@ def _listener(snapshot: Snapshot, listener) -> Optional[Listener]:
     return found
 
 
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
+def _wrap(text: str, width: int, first: str, rest: str) -> List[str]:
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=rest,
+                         break_long_words=True, break_on_hyphens=False) or [first]

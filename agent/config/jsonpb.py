@@ -129,6 +129,37 @@ def unresolved(type_url: str, body: dict) -> dict:
     return {"@type": UNRESOLVED, "type_url": type_url, "value": body}
 
 
+# --- YAML --------------------------------------------------------------------------
+
+
+def load_yaml(text: str):
+    """YAML as Envoy reads it (yaml-cpp, YAML 1.2 core schema): only true/false
+    are booleans, so `name: off` or `value: yes` stay strings."""
+    import yaml
+
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
+def _yaml12_loader():
+    import re as _re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                 for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    Loader.yaml_implicit_resolvers = resolvers
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                                 _re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return Loader
+
+
+_Yaml12Loader = _yaml12_loader()
+
+
 # --- JSON -> message ----------------------------------------------------------------
 
 

@@ -74,10 +74,11 @@ def _chains(listener, port: int, ctx: Context, per_pod: bool) -> List[FilterChai
     for field, fc, matchable in sources:
         name = fc.name or f"{listener.name}/{field}"
         try:
-            prefixes = _usable_match(fc, port, field, ctx) if matchable else ()
-            if prefixes is None:
-                continue
-            chains.append(_chain(fc, name, prefixes, ctx, per_pod))
+            with ctx.scope(field):
+                prefixes = _usable_match(fc, port, ctx) if matchable else ()
+                if prefixes is None:
+                    continue
+                chains.append(_chain(fc, name, prefixes, ctx, per_pod))
         except FieldError as exc:
             raise exc.within(field) from None
     if not chains:
@@ -85,7 +86,7 @@ def _chains(listener, port: int, ctx: Context, per_pod: bool) -> List[FilterChai
     return chains
 
 
-def _usable_match(fc, port: int, field: str, ctx: Context) -> Optional[tuple]:
+def _usable_match(fc, port: int, ctx: Context) -> Optional[tuple]:
     """The chain's destination prefixes, or None when it can never match for us."""
     if not fc.HasField("filter_chain_match"):
         return ()
@@ -103,7 +104,7 @@ def _usable_match(fc, port: int, field: str, ctx: Context) -> Optional[tuple]:
             len(m.source_ports) or m.source_type != 0:
         skip = "source conditions are not matched by nodemesh"
     if skip:
-        ctx.note(field, f"skipped: {skip}")
+        ctx.note("", f"skipped: {skip}")
         return None
     prefixes = []
     for i, cidr in enumerate(m.prefix_ranges):
@@ -125,7 +126,8 @@ def _chain(fc, name: str, prefixes: tuple, ctx: Context, per_pod: bool) -> Filte
         type_name = filter_type(f)
         if type_name in TERMINAL:
             try:
-                fields = serving_fields(f, type_name, name, ctx, per_pod)
+                with ctx.scope(f"filters[{i}]"):
+                    fields = serving_fields(f, type_name, name, ctx, per_pod)
             except FieldError as exc:
                 raise exc.within(f"filters[{i}]") from None
             _note_ignored_after(fc, i, ctx)
@@ -134,7 +136,7 @@ def _chain(fc, name: str, prefixes: tuple, ctx: Context, per_pod: bool) -> Filte
             raise FieldError(f"filters[{i}]", f"{f.name}: not supported, and skipping it would "
                                               "bypass what it enforces")
         seen.append(f.name or type_name or "?")
-        ctx.note(f"{name}.filters[{i}]", f"{f.name or type_name} skipped")
+        ctx.note(f"filters[{i}]", f"{f.name or type_name} skipped")
     raise FieldError("filters", f"no filter nodemesh can serve (saw: {', '.join(seen) or 'none'})")
 
 

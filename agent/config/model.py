@@ -247,6 +247,7 @@ class EndpointSet:
     name: str                                 # cluster_name (= a cluster's eds_service_name)
     endpoints: Tuple[Endpoint, ...]
     version: str
+    overprovisioning_factor: float = 1.4      # policy.overprovisioning_factor, to the cluster
 
 
 # --- listeners ------------------------------------------------------------------

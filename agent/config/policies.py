@@ -15,8 +15,17 @@ from .context import Context
 from .errors import FieldError
 from .jsonpb import any_type_url, unpack_any
 from .model import FaultPolicy, MirrorPolicy, Mutation, RateLimitPolicy, RetryPolicy
-from .values import (bool_value, check_keys, duration_value, fractional_percent, int_value,
-                     opt_seconds, percent_value, runtime_percent, wrapped)
+from .values import (
+    bool_value,
+    check_keys,
+    duration_value,
+    fractional_percent,
+    int_value,
+    opt_seconds,
+    percent_value,
+    runtime_percent,
+    wrapped,
+)
 
 HTTP_FAULT = "envoy.filters.http.fault"
 HTTP_RATELIMIT = "envoy.filters.http.local_ratelimit"

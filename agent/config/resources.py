@@ -116,7 +116,7 @@ def _parse_text(type_url, text: str) -> dict:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = jsonpb.load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(type_url, "?", "", f"neither JSON nor YAML: {exc}") from None
     if not isinstance(data, dict):

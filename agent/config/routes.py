@@ -22,8 +22,14 @@ from . import matchers
 from .context import Context
 from .errors import FieldError
 from .model import MetadataMatch, Route, RouteTable, WeightedCluster
-from .policies import (header_mutations, key_value_mutations, mirror_policies, nodemesh_route,
-                       per_filter_configs, retry_policy)
+from .policies import (
+    header_mutations,
+    key_value_mutations,
+    mirror_policies,
+    nodemesh_route,
+    per_filter_configs,
+    retry_policy,
+)
 from .values import NODEMESH, filter_metadata, opt_seconds, wrapped
 
 # Set fields that would change what matches or where a request goes: refused.
@@ -95,13 +101,15 @@ def _compile_vhost(vh, index: int, table_headers, ctx: Context) -> List[Route]:
     field = f"virtual_hosts[{index}]"
     name = vh.name or f"vhost-{index}"
     try:
-        defaults = _vhost_defaults(vh, table_headers, ctx)
+        with ctx.scope(field):
+            defaults = _vhost_defaults(vh, table_headers, ctx)
     except FieldError as exc:
         raise exc.within(field) from None
     routes = []
     for j, route in enumerate(vh.routes):
         try:
-            compiled = _compile_route(route, f"{name}/{j}", defaults, ctx)
+            with ctx.scope(f"{field}.routes[{j}]"):
+                compiled = _compile_route(route, f"{name}/{j}", defaults, ctx)
         except FieldError as exc:
             raise exc.within(f"{field}.routes[{j}]") from None
         if compiled is not None:
@@ -137,7 +145,7 @@ def _compile_route(route, name: str, defaults: dict, ctx: Context):
     match = _route_match(route.match, ctx)
     action = route.WhichOneof("action")
     if action == "direct_response":
-        ctx.note(f"route {name!r}", "direct_response answered as a no-route error reply")
+        ctx.note("direct_response", "answered as a no-route error reply")
         return Route(name=name, match=match, clusters=())
     if action != "route":
         raise FieldError(action or "action", "unsupported action (only route and "
@@ -256,7 +264,8 @@ def meta_routes(routes, field: str, ctx: Context) -> Tuple[Route, ...]:
     out = []
     for i, route in enumerate(routes):
         try:
-            out.append(_meta_route(route, f"route-{i}", ctx))
+            with ctx.scope(f"{field}routes[{i}]"):
+                out.append(_meta_route(route, f"route-{i}", ctx))
         except FieldError as exc:
             raise exc.within(f"{field}routes[{i}]") from None
     return tuple(out)

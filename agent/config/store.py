@@ -13,9 +13,8 @@ cluster still references is not deleted.
 
 Snapshots are cheap to rebuild: compiled objects are kept per resource, a
 resource identical to the accepted one (same bytes, or an equal message) is
-not recompiled and keeps its version, EDS endpoint sets are merged only into
-the clusters that name them, and only the snapshot maps that changed are
-copied.
+not recompiled and keeps its version, and agent/config/assembly.py patches
+only what changed into the snapshot's maps.
 """
 
 from __future__ import annotations
@@ -25,21 +24,20 @@ import gc
 import threading
 import time
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from . import resources
+from .assembly import TABLE_TYPES, Assembly
 from .compile import compile_resource
 from .context import Limits, Resolver
 from .errors import ConfigError
-from .model import Cluster, EndpointSet, Snapshot
+from .model import Snapshot
 
 TYPES = (resources.LISTENER, resources.ROUTE, resources.META_ROUTE, resources.CLUSTER,
          resources.ENDPOINT)
-_TABLE_TYPES = (resources.ROUTE, resources.META_ROUTE)
 
 
 @dataclass
@@ -97,13 +95,8 @@ class ConfigStore:
         self._errors: Dict[str, Dict[str, Tuple[ConfigError, str, float]]] = {t: {} for t in TYPES}
         self._versions: Dict[str, str] = {}
         self._attempts: Dict[str, Tuple[str, float]] = {}
-        # snapshot parts (never mutated once published: copied on change)
-        self._listeners: Mapping = MappingProxyType({})
-        self._tables: Mapping = MappingProxyType({})
-        self._clusters: Mapping = MappingProxyType({})
-        self._eds_users: Dict[str, Set[str]] = {}
-        self._snapshot = Snapshot(listeners=self._listeners, route_tables=self._tables,
-                                  clusters=self._clusters, versions=MappingProxyType({}))
+        self._parts = Assembly(self._entries)
+        self._snapshot = self._parts.snapshot({})
 
     # --- reading ------------------------------------------------------------------------
 
@@ -123,19 +116,12 @@ class ConfigStore:
         """Names the accepted listeners and clusters need: {ROUTE: HTTP RDS names,
         META_ROUTE: MetaProtocol RDS names, ENDPOINT: EDS service names}.
         A META_ROUTE name is satisfied by either route type (Aeraki serves both encodings)."""
-        http, meta = set(), set()
-        for listener in self._listeners.values():
-            for chain in listener.filter_chains:
-                if chain.route_config_name:
-                    (http if chain.codec == "http1" else meta).add(chain.route_config_name)
-        eds = {c.eds_service_name for c in self._clusters.values() if c.eds_service_name}
-        return {resources.ROUTE: frozenset(http), resources.META_ROUTE: frozenset(meta),
-                resources.ENDPOINT: frozenset(eds)}
+        return self._parts.references()
 
     def missing(self) -> Dict[str, frozenset]:
         """Referenced names with nothing accepted yet (the proxy is still warming)."""
         refs = self.references()
-        tables = set(self._tables)
+        tables = set(self._parts.tables)
         return {
             resources.ROUTE: frozenset(refs[resources.ROUTE] - tables),
             resources.META_ROUTE: frozenset(refs[resources.META_ROUTE] - tables),
@@ -181,14 +167,14 @@ class ConfigStore:
         with self._lock, _gc_paused():
             staged, result = self._stage(type_url, resources_, version, now, static)
             gone = self._removals(type_url, resources_, staged, result, removed, replace)
+            if type_url == resources.LISTENER and staged:
+                self._check_addresses(staged, gone, result, version, now)
             self._commit(type_url, staged, gone, result)
             self._attempts[type_url] = (version, now)
             if not result.errors:
                 self._versions[resources.type_name(type_url)] = version
             if result.changed or self._versions != self._snapshot.versions:
-                self._snapshot = Snapshot(listeners=self._listeners, route_tables=self._tables,
-                                          clusters=self._clusters,
-                                          versions=MappingProxyType(dict(self._versions)))
+                self._snapshot = self._parts.snapshot(self._versions)
             result.snapshot = self._snapshot
         if self._freeze_after is not None and len(result.accepted) >= self._freeze_after:
             gc.collect()
@@ -217,8 +203,10 @@ class ConfigStore:
                 unchanged.append(name)
             elif entry is not None:
                 staged[name] = entry
-        if errors:
+        if errors:                        # accepted or confirmed: no longer in error
             for name in unchanged:
+                errors.pop(name, None)
+            for name in staged:
                 errors.pop(name, None)
         for err in result.errors:
             errors[err.resource] = (err, version, now)
@@ -229,6 +217,9 @@ class ConfigStore:
         if old is not None and raw is not None and old.raw == raw:
             return _UNCHANGED
         try:
+            if old is not None and old.static and not static:
+                raise ConfigError(type_url, name, "name", "a static resource of the bootstrap "
+                                                          "cannot be replaced dynamically")
             if message is None:
                 message = resources.decode(type_url, value)
             if message is value:          # the caller's object: keep our own copy
@@ -252,19 +243,23 @@ class ConfigStore:
         return _Entry(message, raw, compiled, version, now, tuple(notes), static)
 
     def _check_table_conflict(self, type_url, name):
-        if type_url in _TABLE_TYPES:
+        if type_url in TABLE_TYPES:
             other = resources.META_ROUTE if type_url == resources.ROUTE else resources.ROUTE
             if name in self._entries[other]:
                 raise ConfigError(type_url, name, "name", f"a {resources.type_name(other)} of "
                                                           "this name is already accepted")
 
     def _removals(self, type_url, items, staged, result, removed, replace_all) -> List[str]:
-        accepted = self._entries[type_url]
+        accepted, errors = self._entries[type_url], self._errors[type_url]
         names = set(removed)
         if replace_all:
             sent = set(items) if isinstance(items, Mapping) else \
                 set(staged) | set(result.unchanged) | {e.resource for e in result.errors}
             names |= {n for n in accepted.keys() - sent if not accepted[n].static}
+            for name in errors.keys() - sent - accepted.keys():   # refused, then withdrawn
+                del errors[name]
+        for name in set(removed) - accepted.keys():
+            errors.pop(name, None)
         names &= accepted.keys()
         names -= staged.keys()
         needed = self._needed(type_url) if names else frozenset()
@@ -279,7 +274,7 @@ class ConfigStore:
 
     def _needed(self, type_url) -> frozenset:
         refs = self.references()
-        if type_url in _TABLE_TYPES:
+        if type_url in TABLE_TYPES:
             return refs[resources.ROUTE] | refs[resources.META_ROUTE]
         if type_url == resources.ENDPOINT:
             return refs[resources.ENDPOINT]
@@ -293,52 +288,24 @@ class ConfigStore:
             del accepted[name]
             self._errors[type_url].pop(name, None)
         accepted.update(staged)
-        compiled = {n: e.compiled for n, e in staged.items()}
-        if type_url == resources.LISTENER:
-            self._listeners = _patched(self._listeners, compiled, gone)
-        elif type_url in _TABLE_TYPES:
-            self._tables = _patched(self._tables, compiled, gone)
-        elif type_url == resources.CLUSTER:
-            self._apply_clusters(compiled, gone)
-        else:
-            self._apply_endpoints(compiled, gone)
+        self._parts.apply(type_url, {n: e.compiled for n, e in staged.items()}, gone)
         result.changed = True
 
-    def _apply_clusters(self, compiled: Dict[str, Cluster], gone: List[str]):
-        for name in gone:
-            old = self._clusters.get(name)
-            if old is not None and old.eds_service_name:
-                self._eds_users.get(old.eds_service_name, set()).discard(name)
-        merged = {}
-        for name, cluster in compiled.items():
-            old = self._clusters.get(name)
-            if old is not None and old.eds_service_name:
-                self._eds_users.get(old.eds_service_name, set()).discard(name)
-            if cluster.eds_service_name:
-                self._eds_users.setdefault(cluster.eds_service_name, set()).add(name)
-            merged[name] = self._with_endpoints(cluster)
-        self._clusters = _patched(self._clusters, merged, gone)
-
-    def _apply_endpoints(self, compiled: Dict[str, EndpointSet], gone: List[str]):
-        touched = set(compiled) | set(gone)
-        merged = {}
-        for service in touched:
-            for cluster_name in self._eds_users.get(service, ()):
-                entry = self._entries[resources.CLUSTER].get(cluster_name)
-                if entry is not None:
-                    merged[cluster_name] = self._with_endpoints(entry.compiled)
-        if merged:
-            self._clusters = _patched(self._clusters, merged, ())
-
-    def _with_endpoints(self, cluster: Cluster) -> Cluster:
-        if not cluster.eds_service_name:
-            return cluster
-        entry = self._entries[resources.ENDPOINT].get(cluster.eds_service_name)
-        if entry is None:
-            return _evolve(cluster, endpoints=(), endpoints_version="")
-        return _evolve(cluster, endpoints=entry.compiled.endpoints,
-                       endpoints_version=entry.compiled.version)
-
+    def _check_addresses(self, staged, gone, result, version, now):
+        """Two listeners on one address:port is an error for the newcomer (Envoy
+        refuses to bind it). Refusing one can keep its old address taken, so
+        repeat until nothing clashes."""
+        while True:
+            clash = self._parts.address_clash({n: e.compiled for n, e in staged.items()}, gone)
+            if clash is None:
+                return
+            name, other = clash
+            lst = staged.pop(name).compiled
+            result.accepted.remove(name)
+            err = ConfigError(resources.LISTENER, name, "address",
+                              f"{lst.address}:{lst.port} is already listener {other!r}'s")
+            result.errors.append(err)
+            self._errors[resources.LISTENER][name] = (err, version, now)
 
 _UNCHANGED = object()
 
@@ -355,24 +322,6 @@ def _gc_paused():
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _evolve(obj, **changes):
-    """dataclasses.replace for our frozen model objects, without re-running
-    __init__ (5x cheaper; the fields were validated when obj was built)."""
-    new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__)
-    new.__dict__.pop("_addr_index", None)
-    new.__dict__.update(changes)
-    return new
-
-
-def _patched(old: Mapping, changes: Mapping, gone: Iterable[str]) -> Mapping:
-    new = old.copy()            # dict.copy() underneath: 4x faster than dict(proxy)
-    for name in gone:
-        new.pop(name, None)
-    new.update(changes)
-    return MappingProxyType(new)
 
 
 def _copy(message: Message) -> Message:
