@@ -50,7 +50,10 @@ def send(session, frames, now, route, data, fed) -> None:
     req.count, req.frames = len(frames), frames
     session.held += len(body)
     session._track(req)
-    req.slot = session._slot(chain, route.name, route.single)
+    slot = session.batch_slot
+    if slot is None or slot[0] is not route:
+        slot = session.batch_slot = (route, session._slot(chain, route.name, route.single))
+    req.slot = slot[1]
     if not w.fairness.admit(session.pod):
         session.fail(req, FLAG_OVERLOADED)
         return

@@ -39,7 +39,7 @@ class Session(Delivery, asyncio.Protocol):
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
                  "stream_source", "busy", "orig_dst", "deferred", "processing", "fed",
-                 "tracked")
+                 "tracked", "batch_slot", "max_inflight", "max_held")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -67,6 +67,9 @@ class Session(Delivery, asyncio.Protocol):
         self.processing = False
         self.fed = 0                 # bytes given to the decoder so far (stream offset)
         self.tracked = 0             # requests in `queue` / `live` (a batch counts each)
+        self.batch_slot = None       # (route, counters) of the last batch
+        self.max_inflight = worker.settings.max_inflight_per_connection
+        self.max_held = worker.settings.max_buffered_bytes
 
     # -- connection lifecycle -----------------------------------------------------------
 
@@ -174,8 +177,8 @@ class Session(Delivery, asyncio.Protocol):
                 kind = frame.kind
                 if kind == "request":
                     if batch_route is not None:     # even a run of one: the lean path
-                        run = batch.run_length(frames, i, self.worker.settings
-                                               .max_inflight_per_connection - self.tracked)
+                        run = 1 if n == 1 else \
+                            batch.run_length(frames, i, self.max_inflight - self.tracked)
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
                         continue
@@ -191,9 +194,8 @@ class Session(Delivery, asyncio.Protocol):
             self._pause(_PAUSE_LIMITS)
 
     def _full(self) -> bool:
-        s = self.worker.settings
-        return bool(self.paused & _PAUSE_WRITE) or self.held > s.max_buffered_bytes or \
-            self.tracked >= s.max_inflight_per_connection
+        return bool(self.paused & _PAUSE_WRITE) or self.held > self.max_held or \
+            self.tracked >= self.max_inflight
 
     def _unblock(self) -> None:
         """Room again (a reply went out, the client read): deferred frames first."""

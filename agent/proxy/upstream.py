@@ -29,7 +29,8 @@ _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
 class UpstreamConn(asyncio.Protocol):
     __slots__ = ("pool", "worker", "cluster", "host", "chain", "traits", "transport", "decoder",
                  "out", "marked", "inflight", "served", "last_active", "blocked", "retiring",
-                 "stalled", "closed", "in_ready", "stream_to", "_ids", "http")
+                 "stalled", "closed", "in_ready", "stream_to", "_ids", "http", "mux", "depth",
+                 "max_requests", "busy")
 
     def __init__(self, pool):
         self.pool = pool
@@ -53,6 +54,10 @@ class UpstreamConn(asyncio.Protocol):
         self.stream_to = None     # HTTP body until close: the session that gets the bytes
         self._ids = {}            # multiplexed: (encoding, width) -> next id
         self.http = self.traits.name == "http1"
+        self.mux = self.traits.multiplexed
+        self.depth = pool.depth
+        self.max_requests = self.cluster.model.max_requests_per_connection
+        self.busy = False         # blocked, retiring, stalled or closed: takes nothing new
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -62,9 +67,11 @@ class UpstreamConn(asyncio.Protocol):
 
     def pause_writing(self):
         self.blocked = True
+        self._update_busy()
 
     def resume_writing(self):
         self.blocked = False
+        self._update_busy()
         self.pool.has_room(self)
 
     def data_received(self, data):
@@ -95,6 +102,7 @@ class UpstreamConn(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._update_busy()
         if self.stream_to is not None:
             self.stream_to.stream_end()
             self.stream_to = None
@@ -104,13 +112,15 @@ class UpstreamConn(asyncio.Protocol):
     # -- sending ------------------------------------------------------------------------
 
     def has_room(self) -> bool:
-        return not (self.blocked or self.retiring or self.stalled or self.closed) and \
-            len(self.inflight) < self.pool.depth
+        return not self.busy and len(self.inflight) < self.depth
+
+    def _update_busy(self) -> None:
+        self.busy = self.blocked or self.retiring or self.stalled or self.closed
 
     def send(self, req) -> bool:
         """Queue the request's bytes (flushed at the end of this loop iteration)."""
         data = req.data
-        if self.traits.multiplexed:
+        if self.mux:
             data = self._assign_id(req)
             if data is None:
                 return False
@@ -122,9 +132,8 @@ class UpstreamConn(asyncio.Protocol):
         req.conn = self
         req.sent = True
         self.served += 1
-        limit = self.cluster.model.max_requests_per_connection
-        if limit and self.served >= limit:
-            self.retiring = True
+        if self.max_requests and self.served >= self.max_requests:
+            self.retiring = self.busy = True
         self.out.append(data)
         self.worker.mark(self)
         return True
@@ -191,15 +200,18 @@ class UpstreamConn(asyncio.Protocol):
             if self.http:
                 if not frame.flags & FRAME_KEEPALIVE:
                     self.retiring = True
+                    self._update_busy()
                 if frame.flags & FRAME_UNTIL_CLOSE and not req.done:
                     self.stream_to = req.session
                     self.retiring = True
+                    self._update_busy()
             if req.done:                          # a ghost: its client already got a timeout
                 continue
             req.conn = None
             cluster.on_response(req, frame, frame.data)
         if self.stalled and not inflight:
             self.stalled = False
+            self._update_busy()
 
     def _responses_by_id(self, frames):
         inflight, cluster = self.inflight, self.cluster
@@ -216,6 +228,7 @@ class UpstreamConn(asyncio.Protocol):
             if kind == "event":
                 if frame.data[16:] == _READONLY_BODY:
                     self.retiring = True          # provider going away: no new requests
+                    self._update_busy()
                 continue
             req = inflight.pop(frame.request_id, None)
             if req is None or req.done:
@@ -229,7 +242,7 @@ class UpstreamConn(asyncio.Protocol):
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:
             self.close()
-        elif self.has_room():
+        elif (not self.in_ready or self.pool.pending) and self.has_room():
             self.pool.has_room(self)
 
     def forget(self, req):
@@ -238,6 +251,7 @@ class UpstreamConn(asyncio.Protocol):
             self.inflight.pop(req.up_id, None)
         else:
             self.stalled = True
+            self._update_busy()
 
     # -- failures -----------------------------------------------------------------------
 
@@ -263,6 +277,7 @@ class UpstreamConn(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._update_busy()
         self.pool.lost(self)
         if self.transport is not None:
             self.transport.abort() if self.inflight else self.transport.close()
