@@ -9,6 +9,7 @@ is the proxy's own, not its clients' or servers'. Ports come from 22000-22999.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -153,6 +154,23 @@ class Nodemesh:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+class _Started(list):
+    def append(self, proc):
+        super().append(proc)
+        return proc
+
+
+@contextlib.contextmanager
+def started():
+    """Processes appended here are stopped when the block ends, however it ends."""
+    procs = _Started()
+    try:
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
 
 
 def cpu_seconds(pids) -> float:

@@ -17,7 +17,7 @@ import io
 import subprocess
 
 from bench.common import print_table, write_results
-from bench.proxy_common import WORK, Nodemesh, Proc, measured, medians, port, ratio
+from bench.proxy_common import WORK, Nodemesh, Proc, measured, medians, port, ratio, started
 
 
 def redis_benchmark(p: int, requests: int, pipeline: int):
@@ -30,45 +30,44 @@ def redis_benchmark(p: int, requests: int, pipeline: int):
     return rows
 
 
+def one_round(peers, n: int, pipeline: int) -> dict:
+    """Every peer once; rates per test (SET, GET), CPU over both."""
+    row = {}
+    for peer, (pp, pids) in peers.items():
+        got = {}
+
+        def run():
+            got.update(redis_benchmark(pp, n, pipeline))
+            return min(got.values()), 2 * n
+
+        m = measured(run, pids)
+        for test, rate in got.items():
+            row[f"{peer}:{test}"] = {**m, "rate": rate}
+    return row
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--requests", type=int, default=100_000, help="per test, unpipelined")
     args = p.parse_args(argv)
     redis_port, nut_port, nm_port = port(), port(), port()
-    redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                  "--appendonly", "no"], port_=redis_port)
-    conf = WORK / "nutcracker.yml"
-    conf.write_text(f"alpha:\n  listen: 127.0.0.1:{nut_port}\n  redis: true\n  hash: fnv1a_64\n"
-                    f"  distribution: ketama\n  server_connections: 1\n"
-                    f"  servers:\n   - 127.0.0.1:{redis_port}:1\n")
-    nut = Proc(["nutcracker", "-c", str(conf), "-s", str(port()), "-a", "127.0.0.1"], port_=nut_port)
-    nm = Nodemesh([("redis", "redis", nm_port, redis_port)], workers=1)
-    peers = {"direct": (redis_port, []), "nutcracker": (nut_port, [nut.pid]),
-             "nodemesh": (nm_port, nm.pids)}
     results = {}
-    try:
+    with started() as procs:
+        procs.append(Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no"], port_=redis_port))
+        conf = WORK / "nutcracker.yml"
+        conf.write_text(f"alpha:\n  listen: 127.0.0.1:{nut_port}\n  redis: true\n"
+                        f"  hash: fnv1a_64\n  distribution: ketama\n  server_connections: 1\n"
+                        f"  servers:\n   - 127.0.0.1:{redis_port}:1\n")
+        nut = procs.append(Proc(["nutcracker", "-c", str(conf), "-s", str(port()), "-a",
+                                 "127.0.0.1"], port_=nut_port))
+        nm = procs.append(Nodemesh([("redis", "redis", nm_port, redis_port)], workers=1))
+        peers = {"direct": (redis_port, []), "nutcracker": (nut_port, [nut.pid]),
+                 "nodemesh": (nm_port, nm.pids)}
         for mode, pipeline, n in (("unpipelined", 1, args.requests),
                                   ("pipelined16", 16, args.requests * 5)):
-            rounds = []
-            for _ in range(args.rounds):
-                row = {}
-                for peer, (pp, pids) in peers.items():
-                    got = {}
-
-                    def run():
-                        got.update(redis_benchmark(pp, n, pipeline))
-                        return min(got.values()), 2 * n
-
-                    m = measured(run, pids)
-                    for test, rate in got.items():
-                        row[f"{peer}:{test}"] = {**m, "rate": rate}
-                rounds.append(row)
-            results[mode] = medians(rounds)
-    finally:
-        nm.stop()
-        nut.stop()
-        redis.stop()
+            results[mode] = medians([one_round(peers, n, pipeline) for _ in range(args.rounds)])
     report(results)
     write_results("proxy_redis", {"benchmark": "redis-benchmark -c 32 GET/SET", "results": results,
                                   "ratios": ratios(results)})
@@ -79,8 +78,9 @@ def ratios(results) -> dict:
     for mode, peers in results.items():
         for test in ("GET", "SET"):
             nm = peers[f"nodemesh:{test}"]["rate"]
-            out[f"{mode}:{test}"] = {"vs_nutcracker": ratio(nm, peers[f"nutcracker:{test}"]["rate"]),
-                                     "vs_direct": ratio(nm, peers[f"direct:{test}"]["rate"])}
+            out[f"{mode}:{test}"] = {
+                "vs_nutcracker": ratio(nm, peers[f"nutcracker:{test}"]["rate"]),
+                "vs_direct": ratio(nm, peers[f"direct:{test}"]["rate"])}
     return out
 
 
@@ -90,7 +90,8 @@ def report(results) -> None:
     for mode, peers in results.items():
         for test in ("GET", "SET"):
             nm, nut = peers[f"nodemesh:{test}"], peers[f"nutcracker:{test}"]
-            rows.append([mode, test, f"{peers[f'direct:{test}']['rate']:.0f}", f"{nut['rate']:.0f}",
+            direct = peers[f"direct:{test}"]["rate"]
+            rows.append([mode, test, f"{direct:.0f}", f"{nut['rate']:.0f}",
                          f"{nm['rate']:.0f}", r[f"{mode}:{test}"]["vs_nutcracker"],
                          nm.get("cpu_us_per_request"), nut.get("cpu_us_per_request")])
     print_table("Redis through a proxy (requests/s, medians)",
