@@ -56,12 +56,12 @@ class Delivery:
             return
         reason = REASON_FOR_FLAG.get(flag, "internal")
         reply = None
-        if req.kind != "oneway" and self.decoder is not None:
+        if req.kind != "oneway" and req.frame is not None:
             message = MESSAGES.get(flag, detail or reason)
+            dec = self.decoder or self.worker.decoders.for_replies(self.chain)
             try:
-                reply = self.decoder.error_reply(req.frame, reason, message) \
-                    if req.frames is None else \
-                    batch.error_replies(self.decoder, req, reason, message)
+                reply = dec.error_reply(req.frame, reason, message) if req.frames is None \
+                    else batch.error_replies(dec, req, reason, message)
             except CodecError:
                 reply = None
         self._finish(req, reply, self.traits.local_code(reason), flag)
@@ -187,7 +187,7 @@ class Delivery:
             self.held += len(req.reply)
             self.tracked += 1
             req.close_after = True
-            self.queue.append(req)
+            self.ordered().append(req)
             self._pump()
 
     # -- drain, timeouts, idle ----------------------------------------------------------

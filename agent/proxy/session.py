@@ -47,8 +47,8 @@ class Session(Delivery, asyncio.Protocol):
         self.transport = None
         self.chain = None
         self.decoder = None          # created on the first bytes: idle connections cost less
-        self.queue = deque()         # ordered: requests in arrival order, replies pending
-        self.live = set()            # multiplexed: requests in flight
+        self.queue = ()              # ordered: requests in arrival order, replies pending
+        self.live = frozenset()      # multiplexed: requests in flight (both made by bind())
         self.held = 0                # request + undelivered reply bytes held for this client
         self.out = []
         self.marked = False
@@ -101,6 +101,8 @@ class Session(Delivery, asyncio.Protocol):
         self.traits = chain.traits
         self.mux = chain.traits.multiplexed
         self.http = chain.codec == "http1"
+        if self.mux and not isinstance(self.live, set):
+            self.live = set()
 
     def connection_lost(self, exc):
         if self.closed and self.chain is None:
@@ -112,8 +114,7 @@ class Session(Delivery, asyncio.Protocol):
                 if req.cluster is not None:
                     req.cluster.abandon(req, timed_out=False)
                 self._finish(req, None, "-", FLAG_DOWNSTREAM_CLOSED)
-        self.queue.clear()
-        self.live.clear()
+        self.queue, self.live = (), frozenset()
         self.tracked = 0
         if self.stream_source is not None:
             self.stream_source.close()
@@ -148,7 +149,7 @@ class Session(Delivery, asyncio.Protocol):
             return
         dec = self.decoder
         if dec is None:
-            dec = self.decoder = self.chain.request_decoder()
+            dec = self.decoder = self.worker.decoders.take(self.chain)
         before, fed = dec.buffered, self.fed
         self.fed = fed + len(data)
         try:
@@ -298,7 +299,7 @@ class Session(Delivery, asyncio.Protocol):
 
     def _heartbeat(self, frame):
         try:
-            reply = self.decoder.heartbeat_reply(frame)
+            reply = self.decoder.heartbeat_reply(frame)       # the decoder that read it
         except CodecError:
             return
         if self.mux:
@@ -310,7 +311,7 @@ class Session(Delivery, asyncio.Protocol):
             req.reply = reply
             self.held += len(reply)
             self.tracked += 1
-            self.queue.append(req)
+            self.ordered().append(req)
             self._pump()
 
     def _track(self, req):
@@ -318,10 +319,22 @@ class Session(Delivery, asyncio.Protocol):
         if self.mux:
             self.live.add(req)
         else:
-            self.queue.append(req)
+            self.ordered().append(req)
         if not self.busy:
             self.busy = True
             self.worker.busy.add(self)
+
+    def ordered(self) -> deque:
+        """The reorder queue, made on the first request (idle connections cost less)."""
+        if self.queue.__class__ is not deque:
+            self.queue = deque()
+        return self.queue
+
+    def release_decoder(self) -> None:
+        """Idle with no partial frame: hand the decoder back (agent.proxy.decoders)."""
+        if self.decoder is not None and not self.decoder.buffered and not self.stop_reading:
+            if self.worker.decoders.give(self.chain, self.decoder):
+                self.decoder = None
 
     def _slot(self, chain, route_name, cluster_name):
         key = (chain.name, route_name, cluster_name)

@@ -26,6 +26,7 @@ from agent.config.model import Snapshot
 
 from .accesslog import AccessLog
 from .cluster import ClusterRuntime
+from .decoders import DecoderPool
 from .fairness import PodFairness
 from .listeners import listeners_for
 from .metrics import WorkerStats
@@ -34,6 +35,7 @@ from .router import ChainRuntime, ListenerRuntime, build_listener
 
 log = logging.getLogger("nodemesh.proxy")
 LAG_WINDOW_S = 5.0
+DECODER_IDLE = 2.0                    # seconds idle before a session gives its decoder back
 
 
 class MirrorSink:
@@ -81,6 +83,7 @@ class Worker:
         self.stats = WorkerStats(settings.max_source_pod_labels)
         self.fairness = PodFairness(max(1, settings.max_worker_inflight))
         self.mirror_sink = MirrorSink()
+        self.decoders = DecoderPool()
         self.access_log = AccessLog(settings.access_log) if settings.access_log else None
         self.listeners = listeners_for(self)
         self.dirty = []
@@ -152,6 +155,7 @@ class Worker:
             except (ValueError, KeyError) as exc:
                 problems.append(f"listener {name!r}: {exc}")
         self.limiters = kept
+        self.decoders.clear()             # options may have changed: new decoders from now on
         self.snapshot, self.listener_rts = snapshot, runtimes
         self.chains = {name: lr.default for name, lr in runtimes.items() if lr.default}
         self._rebind_sessions()
@@ -292,10 +296,13 @@ class Worker:
 
     def _housekeeping(self, now):
         for s in list(self.sessions):
-            if s.chain is not None and s.idle_for(now) > s.chain.idle_timeout:
+            idle = s.idle_for(now) if s.chain is not None else 0.0
+            if idle > s.chain.idle_timeout:
                 s.drain()
             elif s.draining:
                 s.check_drain(now)
+            elif idle > DECODER_IDLE and s.decoder is not None:
+                s.release_decoder()
         for t in list(self.tcp_sessions):
             t.check_idle(now)
         for rt in list(self.clusters.values()):
