@@ -33,6 +33,7 @@ FLAG_UPSTREAM_PROTOCOL = "UPE"
 FLAG_DOWNSTREAM_CLOSED = "DC"
 FLAG_OVERLOADED = "LO"      # per-pod fairness refused the request
 FLAG_DRAIN_CUT = "DR"       # still in flight at the drain deadline
+FLAG_UPGRADE = "UPG"        # HTTP Upgrade/CONNECT refused (no tunnelling on L7 chains)
 
 # local reply reason (agent.codec REPLY_REASONS) per response flag
 REASON_FOR_FLAG = {

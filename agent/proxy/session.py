@@ -26,8 +26,9 @@ from . import fault as fault_policy
 from . import mutations
 from .delivery import PAUSE_LIMITS as _PAUSE_LIMITS, PAUSE_WRITE as _PAUSE_WRITE, Delivery
 from .protocols import (FLAG_DOWNSTREAM_CLOSED, FLAG_FAULT, FLAG_NO_HEALTHY, FLAG_NO_ROUTE,
-                        FLAG_NONE, FLAG_OVERLOADED, FLAG_RATE_LIMITED, FRAME_KEEPALIVE)
-from .replies import fault_reply
+                        FLAG_NONE, FLAG_OVERLOADED, FLAG_RATE_LIMITED, FLAG_UPGRADE,
+                        FRAME_KEEPALIVE, FRAME_UPGRADE)
+from .replies import fault_reply, http_reply
 from .request import Request
 
 _monotonic = time.monotonic
@@ -224,6 +225,9 @@ class Session(Delivery, asyncio.Protocol):
             req.keepalive = False
             req.close_after = True
             self.stop_reading = True            # read nothing after a `Connection: close`
+        if self.http and frame.flags & FRAME_UPGRADE:
+            self._refuse_upgrade(req, chain)
+            return
         if not oneway or not self.mux:
             self._track(req)
         if route is None:
@@ -246,6 +250,16 @@ class Session(Delivery, asyncio.Protocol):
                 self._inject(req, fault, cluster_name)
                 return
         self._forward(req, cluster_name)
+
+    def _refuse_upgrade(self, req, chain):
+        """Upgrade and CONNECT would turn the connection into a tunnel, which the L7 path
+        does not carry: a 501 and close (an L4 chain serves such services)."""
+        req.close_after = True
+        self.stop_reading = True
+        self._track(req)
+        req.slot = self._slot(chain, "-", "-")
+        self._finish(req, http_reply(501, b"upgrade not supported by this listener", False),
+                     "501", FLAG_UPGRADE)
 
     def _forward(self, req, cluster_name):
         w = self.worker
