@@ -35,20 +35,12 @@ def register(sub, common):
                        formatter_class=options.formatter, epilog=EPILOG)
     who = e.add_mutually_exclusive_group(required=True)
     who.add_argument("--pod", metavar="NS/NAME", help="the client pod (see `nodemesh pods`)")
-    who.add_argument("--pid", type=_pid, metavar="N", help="the client process")
+    who.add_argument("--pid", type=options.positive_int, metavar="N", help="the client process")
     who.add_argument("--cgroup", metavar="PATH", help="the client's cgroup v2 directory")
     e.add_argument("vip", metavar="VIP:PORT", type=options.hostport, help="the destination")
     e.add_argument("--meta", type=options.meta, action="append", default=[],
                    metavar="KEY=VALUE", help="request metadata for route matching (repeatable)")
     e.set_defaults(func=cmd_explain)
-
-
-def _pid(text: str) -> int:
-    import argparse
-
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
-    return int(text)
 
 
 def _unmapped(vip: str) -> str:

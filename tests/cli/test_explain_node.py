@@ -167,7 +167,7 @@ def test_outside_the_attach_root_is_never_seen(nm, env):
     try:
         d = explain(nm, outside)
         assert d["datapath"]["steps"][0]["result"] == "no"
-        assert d["verdict"]["reason"] == "not seen by connect4"
+        assert d["verdict"]["reason"] == "not_attached"
     finally:
         os.rmdir(outside)
 
