@@ -20,8 +20,8 @@ EPILOG = """examples:
   nodemesh explain --pod shop/cart-0 198.18.0.10:6379 --meta key=user:42
   nodemesh explain --pid 4242 198.18.0.11:20880 \\
       --meta interface=org.apache.dubbo.demo.DemoService --meta method=sayHello
-  nodemesh explain --cgroup /sys/fs/cgroup/kubepods.slice/pod1234 198.18.0.12:80 \\
-      --meta :path=/api/v2 --meta :authority=web -o json
+  nodemesh explain --cgroup /sys/fs/cgroup/kubepods.slice/pod1234 \\
+      198.18.0.12:80 --meta :path=/api/v2 --meta :authority=web -o json
 
 metadata keys are the codec's: Dubbo interface/method/version and attachments,
 Thrift method, Redis key and command, HTTP :path/:method/:authority and headers.
