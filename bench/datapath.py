@@ -391,7 +391,10 @@ def _cpu_ticks(pid) -> int:
 
 def _paired(a_runs, b_runs) -> float:
     """Median over rounds of a's rate / b's rate in the same round."""
-    return round(statistics.median(a["rate"] / b["rate"] for a, b in zip(a_runs, b_runs)), 3)
+    ratios = [a["rate"] / b["rate"] for a, b in zip(a_runs, b_runs) if b["rate"] > 0]
+    # a round where a peer completed nothing (a starved client on a loaded
+    # machine) has no ratio
+    return round(statistics.median(ratios), 3) if ratios else 0.0
 
 
 def leftovers() -> list:

@@ -238,12 +238,15 @@ class AgentProc:
         from agent.admin import AdminClient
 
         self.client = AdminClient(self.admin, timeout=10)
-        for _ in range(600):
-            if self.client.alive():
+        for _ in range(6000):                      # the datapath compiles: minutes under load
+            if self.client.alive() and self.client.request("GET", "/ready",
+                                                           ok=(200, 503))[0] == 200:
                 break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the agent exited with {self.proc.returncode}")
             time.sleep(0.05)
         else:
-            raise RuntimeError("the agent did not start")
+            raise RuntimeError("the agent did not become ready")
 
     def rss_mb(self) -> float:
         import psutil
@@ -265,7 +268,10 @@ class Map:
         self.ctl = Control(Settings(pin_dir=PIN_DIR))
 
     def remote_port(self, vip, port=6379):
-        value = self.ctl.map("services").get(self.ctl._service_key(f"{vip}:{port}"))
+        from agent.bpf import addresses
+
+        name, key = addresses.service_key(f"{vip}:{port}")
+        value = self.ctl.map(name).get(key)
         return None if value is None else value.remote_port
 
     def count(self) -> int:
@@ -295,11 +301,13 @@ def run_size(n, builder, kernel, changes, tmp):
     try:
         resources = packed(builder, n)
         t0 = cp.publish(resources)
-        done = probe.wait(lambda l: l["listeners"] >= n and l["clusters"] >= n)
+        done = probe.wait(lambda l: l["listeners"] >= n and l["clusters"] >= n,
+                          timeout=120 + n / 100)
         result["initial_proxy_s"] = round(done["t"] - t0, 3)
         if bpf:
             last = builder.f.vip(n - 1)
-            t_bpf = wait_until(lambda: bpf.remote_port(last) == remote_port(n - 1))
+            t_bpf = wait_until(lambda: bpf.remote_port(last) == remote_port(n - 1),
+                               timeout=120 + n / 100)
             result["initial_bpf_s"] = round(t_bpf - t0, 3)
             result["bpf_entries"] = bpf.count()
         result["initial_s"] = max(result["initial_proxy_s"], result.get("initial_bpf_s", 0))
@@ -421,7 +429,8 @@ def report(results, kernel):
               for k, v in verdict.items()}
     print_table("targets", ["what", "value", "target", "ok"],
                 [[k, c["value"], c["target"], c["ok"]] for k, c in checks.items()])
-    path = write_results("xds_apply", {"kernel": kernel, "results": results, "targets": checks})
+    path = write_results("xds_apply", {"kernel": kernel, "results": results, "targets": checks,
+                                       "load_average": os.getloadavg()})
     print(f"\nwrote {path}")
 
 

@@ -56,7 +56,6 @@ def build(args):
     from agent.config.bootstrap import load_bootstrap
     from agent.config.errors import ConfigErrors
     from agent.daemon.agent import Agent, AgentOptions
-    from agent.daemon.components import Running
     from agent.daemon.plugins import default_components
 
     try:
@@ -70,8 +69,8 @@ def build(args):
                         relay_path=args.xds_socket, persist_path=args.persist,
                         initial_fetch_timeout=args.initial_fetch_timeout)
     agent = Agent(bootstrap, opts)
-    agent.components.extend(Running(c, getattr(c, "name", type(c).__name__))
-                            for c in default_components(agent))     # as Agent() wraps its own
+    for component in default_components(agent):
+        agent.add_component(component)
     return agent
 
 

@@ -52,6 +52,10 @@ def resource_status(agent: "Agent") -> list:
 
 
 def config_dump(agent: "Agent", query: dict) -> dict:
+    """Every resource (version, last update, NACK status, warming), the streams, the relay.
+    ?summary=1: counts per type only; ?envoy=0: without Envoy's config_dump shape."""
+    if query.get("summary") == "1":
+        return summary(agent)
     body = {"config_source": agent.config_source,
             "resources": resource_status(agent),
             "xds": agent.client.status() if agent.client else None,
@@ -59,6 +63,19 @@ def config_dump(agent: "Agent", query: dict) -> dict:
     if query.get("envoy") != "0":
         body["envoy"] = agent.store.dump()       # Envoy's config_dump shape
     return body
+
+
+def summary(agent: "Agent") -> dict:
+    types = {}
+    for type_name, per in agent.store.status().items():
+        types[type_name] = {"resources": sum(1 for st in per.values() if st.version),
+                            "rejected": sum(1 for st in per.values() if st.error),
+                            "version": agent.store.snapshot().versions.get(type_name)}
+    streams = [{"name": s.name, "address": s.target.address, "connected": s._call is not None,
+                "last_error": s.stats.last_error}
+               for s in (agent.client.streams.values() if agent.client else ())]
+    return {"config_source": agent.config_source, "types": types,
+            "warming": len(agent.applier.warming), "streams": streams}
 
 
 def stats(agent: "Agent") -> dict:

@@ -3,9 +3,9 @@
     agent = Agent(load_bootstrap(path), AgentOptions(...))
     await agent.start(); ...; await agent.stop()
 
-Start order: datapath up (or adopted after a restart) -> static resources
--> admin API (so probes answer while the rest comes up) -> relay ->
-ADS client -> first configuration (the control plane's, or the last good
+Start order: static resources (a bad bootstrap stops here) -> admin API
+(so probes answer while the rest comes up) -> datapath up (or adopted
+after a restart) -> relay -> ADS client -> first configuration (the control plane's, or the last good
 one when the control plane does not answer in time) -> BPF services map
 reconciled -> components. Stop order is the reverse; the datapath stays up
 (it keeps steering without the agent, and the next agent adopts it).
@@ -99,11 +99,11 @@ class Agent:
 
     async def start(self):
         self.started_at = time.time()
-        if self.options.datapath:
-            self._datapath_up()
         self._apply_static()
         admin_api.install(self)
-        await self.admin.start()
+        await self.admin.start()                 # probes answer while the datapath loads
+        if self.options.datapath:
+            await asyncio.get_running_loop().run_in_executor(None, self._datapath_up)
         relay_path = self.options.relay_path or os.path.join(self.loader_settings.run_dir,
                                                              "xds.sock")
         self.relay = Relay(self.applier, relay_path,
@@ -155,6 +155,11 @@ class Agent:
             await stop.wait()
         finally:
             await self.stop()
+
+    def add_component(self, component, name: Optional[str] = None):
+        """Plug a component in (before start): start(agent) / stop(), plain or async."""
+        self.components.append(Running(component, name or getattr(
+            component, "name", type(component).__name__)))
 
     # -- parts -------------------------------------------------------------------------
 
@@ -262,6 +267,8 @@ class Agent:
 
     def not_ready(self) -> List[str]:
         reasons = []
+        if self.options.datapath and self.control is None:
+            reasons.append("datapath not up yet")
         if not self.config_ready.is_set():
             reasons.append("waiting for the first configuration")
         if self.services is not None and not self.services.synced.is_set():

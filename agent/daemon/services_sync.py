@@ -95,8 +95,7 @@ class ServicesSync:
         wanted = bpf_services(self.applier.serving_snapshot())
         current = {}
         for row in self.control.services():
-            ip, _, port = row["vip"].rpartition(":")
-            key = (ip, int(port))
+            key = _parse_key(row["vip"])
             current[key] = row
             self.ids[key] = row["id"]
             self._next_id = max(self._next_id, row["id"] + 1)
@@ -140,7 +139,7 @@ class ServicesSync:
         if service_id is None:
             service_id = self.ids[key] = self._next_id
             self._next_id += 1
-        self.control.add_service(f"{key[0]}:{key[1]}", service_id, entry.protocol,
+        self.control.add_service(_vip_port(key), service_id, entry.protocol,
                                  entry.remote_port or 0)
         if new:
             self.stats.added += 1
@@ -148,14 +147,25 @@ class ServicesSync:
             self.stats.updated += 1
 
     def _delete(self, key: Key):
-        self.control.del_service(f"{key[0]}:{key[1]}")
+        self.control.del_service(_vip_port(key))
         self.ids.pop(key, None)
         self.stats.deleted += 1
 
     def rows(self) -> list:
         """The map as the CLI shows it, with the listener each entry came from."""
-        listeners = {f"{k[0]}:{k[1]}": e.listener for k, e in self.entries.items()}
+        listeners = {_vip_port(k): e.listener for k, e in self.entries.items()}
         out = []
         for row in self.control.services():
             out.append({**row, "listener": listeners.get(row["vip"])})
         return out
+
+
+def _vip_port(key: Key) -> str:
+    """(address, port) as the datapath's CLI form: VIP:PORT, [IPv6 VIP]:PORT."""
+    ip, port = key
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _parse_key(text: str) -> Key:
+    ip, _, port = text.rpartition(":")
+    return ip.strip("[]"), int(port)

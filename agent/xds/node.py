@@ -64,6 +64,9 @@ def build_node(bootstrap_node: Optional[base_pb2.Node] = None, *,
     if not node.cluster:
         node.cluster = env.get("NODEMESH_CLUSTER") or "nodemesh"
     md = node.metadata.fields
+    for key, value in _pod_metadata(env).items():
+        if key not in md:
+            md[key].string_value = str(value)
     for key, var in METADATA_ENV.items():
         if key not in md and env.get(var):
             md[key].string_value = env[var]
@@ -73,6 +76,19 @@ def build_node(bootstrap_node: Optional[base_pb2.Node] = None, *,
         node.user_agent_name = USER_AGENT
         node.user_agent_version = version or _version()
     return node
+
+
+def _pod_metadata(env: Mapping[str, str]) -> dict:
+    """Istio's metadata from the downward API (agent.k8s.identity, ISTIO_META_* included)
+    when the agent runs in a pod; {} elsewhere."""
+    try:
+        from agent.k8s.identity import IdentityError, node_identity
+    except ImportError:
+        return {}
+    try:
+        return dict(node_identity(env).metadata)
+    except (IdentityError, ValueError):
+        return {}
 
 
 def _version() -> str:

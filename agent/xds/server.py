@@ -18,9 +18,10 @@ import time
 from typing import Dict, List, Optional
 
 import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from envoy.service.route.v3 import rds_pb2_grpc
 
+from . import wire
 from .channel import DEFAULT_MAX_MESSAGE_BYTES
 from .served import ServedResources
 from .server_state import DeltaState, SotwState, StreamInfo
@@ -52,8 +53,8 @@ class _Session:
                 self.wake.clear()
                 for type_url in self._order():
                     for resp in self.types[type_url].due(self):
-                        await self.context.write(resp)
-                        self.info.responses += 1
+                        if not await self._write(resp):
+                            return
                 if reader.done():
                     break
                 await _first(self.wake.wait(), reader)
@@ -64,6 +65,18 @@ class _Session:
         exc = reader.exception() if reader.done() and not reader.cancelled() else None
         if exc is not None and not isinstance(exc, (asyncio.CancelledError,)):
             raise exc
+
+    async def _write(self, resp) -> bool:
+        """False when the client is gone (the stream just ends, nothing to report)."""
+        try:
+            await self.context.write(resp)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:   # noqa: BLE001 - grpc raises its own internal types here
+            log.debug("xds server: %s went away mid-write: %s", self.info.peer, exc)
+            return False
+        self.info.responses += 1
+        return True
 
     def _order(self) -> List[str]:
         return [t for t in REQUEST_ORDER if t in self.types] + \
@@ -137,6 +150,25 @@ class _Rds(rds_pb2_grpc.RouteDiscoveryServiceServicer):
         await _Session(self.server, context, True, ROUTE).run()
 
 
+def _handlers(ads, rds):
+    """The services with wire.serialize: responses are written as ready-made bytes."""
+    def stream(fn, request):
+        return grpc.stream_stream_rpc_method_handler(
+            fn, request_deserializer=request.FromString, response_serializer=wire.serialize)
+
+    sotw, delta = discovery_pb2.DiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest
+    return (
+        grpc.method_handlers_generic_handler(
+            "envoy.service.discovery.v3.AggregatedDiscoveryService",
+            {"StreamAggregatedResources": stream(ads.StreamAggregatedResources, sotw),
+             "DeltaAggregatedResources": stream(ads.DeltaAggregatedResources, delta)}),
+        grpc.method_handlers_generic_handler(
+            "envoy.service.route.v3.RouteDiscoveryService",
+            {"StreamRoutes": stream(rds.StreamRoutes, sotw),
+             "DeltaRoutes": stream(rds.DeltaRoutes, delta)}),
+    )
+
+
 class XdsServer:
     def __init__(self, served: ServedResources, *,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -156,8 +188,7 @@ class XdsServer:
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000)])
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Ads(self), server)
-        rds_pb2_grpc.add_RouteDiscoveryServiceServicer_to_server(_Rds(self), server)
+        server.add_generic_rpc_handlers(_handlers(_Ads(self), _Rds(self)))
         if address.startswith("unix:"):
             self.address = await self._bind_unix(server, address)
         else:

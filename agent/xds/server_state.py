@@ -6,8 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from envoy.service.discovery.v3 import discovery_pb2
-
+from . import wire
 from .types import STATE_OF_THE_WORLD
 
 
@@ -99,13 +98,12 @@ class SotwState(_TypeState):
                 return []
         self.pending = False
         self.gen_seen = served.gen
-        resources = [e.payload for n, e in table.items() if self.wants(n)]
+        resources = [(e.type_url, e.value) for n, e in table.items() if self.wants(n)]
         if self.type_url not in STATE_OF_THE_WORLD and not resources:
             return []
         self.nonce = session.next_nonce()
         self.version_sent = table.version
-        return [discovery_pb2.DiscoveryResponse(version_info=table.version, type_url=self.type_url,
-                                                resources=resources, nonce=self.nonce)]
+        return [wire.sotw(table.version, self.type_url, self.nonce, resources)]
 
 
 class DeltaState(_TypeState):
@@ -139,6 +137,7 @@ class DeltaState(_TypeState):
         served = session.server.served
         table = served.table(self.type_url)
         changed = None if self.pending else table.changed_since(self.gen_seen)
+        first = self.pending and not self.nonce
         self.pending = False
         self.gen_seen = served.gen
         if changed is None:                            # first time or journal too short
@@ -155,18 +154,16 @@ class DeltaState(_TypeState):
                     removed.append(name)
                     del self.sent[name]
             elif self.sent.get(name) != entry.version:
-                upserts.append(discovery_pb2.Resource(name=name, version=entry.version,
-                                                      resource=entry.payload))
+                upserts.append((name, entry.version, entry.type_url, entry.value))
                 self.sent[name] = entry.version
         out = []
         chunk = session.server.delta_chunk
         for i in range(0, max(len(upserts), 1), chunk):
             part = upserts[i:i + chunk]
             rem = removed if i == 0 else []
-            if not part and not rem:
-                break
+            if not part and not rem and not first:
+                break                  # nothing new (the first answer goes out even empty:
+                                       # the client learns the type is known and empty)
             self.nonce = session.next_nonce()
-            out.append(discovery_pb2.DeltaDiscoveryResponse(
-                system_version_info=table.version, type_url=self.type_url, resources=part,
-                removed_resources=rem, nonce=self.nonce))
+            out.append(wire.delta(table.version, self.type_url, self.nonce, part, rem))
         return out

@@ -88,6 +88,10 @@ def test_control_plane_to_proxy_through_the_relay(run, tmp_path):
             # a change of one service reaches the proxy
             cp.set(LISTENER, {}, "v3", remove=["svc-2"])
             await until(lambda: proxy.listeners() == {"svc-0", "svc-1"}, what="removal relayed")
+            _, summary = await admin_get(agent, "/config_dump?summary=1")
+            assert summary["types"]["cluster"] == {"resources": 3, "rejected": 1,
+                                                   "version": "v1"}
+            assert summary["streams"][0]["connected"]
             _, stats = await admin_get(agent, "/stats")
             assert stats["relay_clients"] == 1 and stats["streams"]["ads"]["connects"] == 1
             _, metrics = await admin_get(agent, "/metrics")
@@ -125,8 +129,8 @@ def test_restart_with_control_plane_down_serves_last_good(run, tmp_path):
             assert status == 200 and ready["config_source"] == "last-good"
             # the control plane returns with one service fewer: it wins
             cp2 = FakeControlPlane()
+            load(cp2, 3, version="v9")              # before it listens: no empty first answer
             await cp2.start(address)
-            load(cp2, 3, version="v9")
             try:
                 await until(lambda: second.config_source == "control-plane", timeout=20,
                             what="back on the control plane")

@@ -97,3 +97,31 @@ def test_services_map_follows_the_served_snapshot(node, tmp_path):
 
     LoopRunner("uvloop")(restart())
     proxy.stop()
+
+
+def test_default_components_plug_into_the_agent(node, tmp_path):
+    """The failover controller (agent.failover) runs as an agent component when present."""
+    from agent.daemon.plugins import default_components
+
+    from .helpers import admin_get
+
+    async def main():
+        cp = FakeControlPlane()
+        await cp.start()
+        load(cp, 1)
+        agent = make_agent(tmp_path, cp.address, datapath=True, settings=node.settings)
+        for component in default_components(agent):
+            agent.add_component(component)
+        names = [r.name for r in agent.components]
+        await agent.start()
+        try:
+            if "FailoverController" not in names:
+                pytest.skip("agent.failover is not in this tree")
+            assert all(r.state == "running" for r in agent.components), \
+                agent.component_status()
+            status, body = await admin_get(agent, "/failover")
+            assert status == 200 and body
+        finally:
+            await agent.stop()
+            await cp.stop()
+    LoopRunner("asyncio")(main())

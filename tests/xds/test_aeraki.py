@@ -185,9 +185,9 @@ def test_realworld_aeraki_rds_bootstrap(run_default):
     run_default(main())
 
 
-def test_endpoints_for_static_clusters_untouched_by_ads_removal():
+def test_static_clusters_and_their_endpoints_are_static():
     b = parse_bootstrap(BOOTSTRAP)
     applier = Applier()
-    applier.apply_static(b.static_resources)
-    assert set(applier.records[ENDPOINT]) >= {"aeraki", DUBBO_CLUSTER}
-    assert set(applier.records[CLUSTER]) == {"aeraki", DUBBO_CLUSTER}
+    assert not applier.apply_static(b.static_resources).errors
+    assert DUBBO_CLUSTER in applier.records[CLUSTER] and DUBBO_CLUSTER in applier.records[ENDPOINT]
+    assert {r.source for recs in applier.records.values() for r in recs.values()} == {"static"}

@@ -256,3 +256,25 @@ def test_a_slow_proxy_gets_merged_updates_and_never_stalls_the_stream(run_defaul
             await updates.aclose()
             await server.stop()
     run_default(main())
+
+
+def test_hand_encoded_responses_equal_protobufs():
+    from google.protobuf import any_pb2
+
+    from agent.xds import wire
+
+    a = f.pack(f.cluster(1, eds=False))
+    b = any_pb2.Any(type_url=CLUSTER, value=b"")
+    got = d.DiscoveryResponse.FromString(wire.sotw("v1", CLUSTER, "n1", [
+        (a.type_url, a.value), (b.type_url, b.value)]))
+    assert got == d.DiscoveryResponse(version_info="v1", type_url=CLUSTER, nonce="n1",
+                                      resources=[a, b])
+    assert wire.sotw("", CLUSTER, "n", []) == d.DiscoveryResponse(
+        type_url=CLUSTER, nonce="n").SerializeToString()
+    big = "x" * 300                                     # multi-byte varint lengths
+    got = d.DeltaDiscoveryResponse.FromString(wire.delta(
+        "s1", CLUSTER, "n2", [(big, "r1", a.type_url, a.value)], ["gone", "old"]))
+    assert got == d.DeltaDiscoveryResponse(
+        system_version_info="s1", type_url=CLUSTER, nonce="n2",
+        resources=[d.Resource(name=big, version="r1", resource=a)],
+        removed_resources=["gone", "old"])
