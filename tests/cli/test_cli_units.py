@@ -95,8 +95,9 @@ def test_not_root_is_exit_4(nm, monkeypatch, tmp_path):
                  explain):
         r = nm(*argv, "--pin-dir", tmp_path)
         assert r.code == errors.PERMISSION, r
-        assert r.err.startswith("nodemesh: not root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN "
-                                "not effective): run as root"), r.err
+        needed = ", ".join(privileges.NEEDED)
+        assert r.err == (f"nodemesh: not root ({needed} not effective): run as root "
+                         f"(needs {needed})\n"), r.err
         assert r.err.count("\n") == 1
 
 
