@@ -38,6 +38,7 @@ typedef struct {
     uint32_t max_pipelined;
     uint32_t meta_cap;
     int eager;              /* decode metadata with each frame */
+    PyObject *last;         /* the last frame's metadata dict (eager) */
     int busy;
 } reader;
 
@@ -120,6 +121,7 @@ static int reader_traverse(reader *self, visitproc visit, void *arg)
     Py_VISIT(self->names);
     Py_VISIT(self->kinds);
     Py_VISIT(self->error_for);
+    Py_VISIT(self->last);
     return 0;
 }
 
@@ -132,6 +134,7 @@ static int reader_clear(reader *self)
     Py_CLEAR(self->error_for);
     Py_CLEAR(self->protocol);
     Py_CLEAR(self->tail);
+    Py_CLEAR(self->last);
     return 0;
 }
 
@@ -226,7 +229,7 @@ static int collect(reader *self, frame_vec *v, PyObject *buf, Py_ssize_t start, 
     for (int i = 0; i < n; i++) {
         uint32_t k = b->frames[i].kind;
         PyObject *kind = k < (uint32_t)nkinds ? PyTuple_GET_ITEM(self->kinds, k) : self->unknown;
-        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager);
+        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager, &self->last);
         if (!frame) {
             rc = -1;
             break;
