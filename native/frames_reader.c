@@ -409,11 +409,26 @@ static void frames_free(void *module)
     scratch_meta_cap = 0;
 }
 
+/* For tests: empty the pool of dicts kept for reuse, so that the other ways
+ * of making a frame's dict (copy of the last one, new) are exercised. */
+static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
+{
+    nmf_metadata_clear();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef frames_functions[] = {
+    {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
+     "Empty the pool of metadata dicts kept for reuse (tests)."},
+    {0},
+};
+
 static struct PyModuleDef frames_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "agent.codec._frames",
     .m_doc = "Frame objects straight from nm_decode()'s arrays (see native/frames.h).",
     .m_size = -1,
+    .m_methods = frames_functions,
     .m_free = frames_free,
 };
 
