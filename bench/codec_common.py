@@ -42,7 +42,7 @@ def interleaved(sides: dict, units: float, repeat: int = 7, min_time: float = 0.
 
 def settings(quick: bool) -> tuple:
     """(repeat, min_time): at least 5 rounds either way."""
-    return (5, 0.05) if quick else (7, 0.2)
+    return (5, 0.05) if quick else (9, 0.15)
 
 
 def row(benchmark, ours, peer, peer_rate, target, unit="frames/s", **extra) -> dict:
