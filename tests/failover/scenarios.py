@@ -231,7 +231,7 @@ readings mostly measure the neighbours; its loop lag is the honest signal."""
 
 
 def overload(topo, settings=FAST, cpu_ms=4.0, hot_s=4.0, duration=8.0, thresholds=OVERLOAD):
-    topo.start_local_proxy()
+    topo.start_local_proxy(kind="standin")          # its POST /fault burns CPU per request
     topo.start_controller(**{"spill_step": 10, "spill_decay": 5, "overload": thresholds,
                              **settings})
     noisy = topo.client("noisy", "pod-a", "echo", duration=duration, rate=800, session=2,
