@@ -56,7 +56,7 @@ def test_kill_agent_loses_no_request(node):
     show(r)
     no_failures(r)
     assert set(r["paths"]) == {"local"}, (r["kernel"], r["transitions"])
-    assert not r["map_rewritten"]                        # the new agent adopted, wrote nothing
+    assert not r["steering_changed"]                     # the new agent adopted the datapath
     assert r["first_event_after_restart"] == "adopted"
 
 

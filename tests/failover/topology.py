@@ -39,16 +39,25 @@ PATHS = {"198.18.66.1": "local", REMOTE_IP: "remote", "198.18.64.": "direct"}
 
 PROXY_PATH = os.environ.get("NODEMESH_FAILOVER_PROXY_PATH") or str(ROOT)
 """Checkout the real proxy runs from (to try a proxy branch before it is merged)."""
+REAL_AGENT = (ROOT / "agent" / "daemon" / "agent.py").exists()
+"""`nodemesh agent` is in this checkout: the agent-restart scenario runs it."""
 PROXY_KIND = os.environ.get("NODEMESH_FAILOVER_PROXY") or (
     "real" if (pathlib.Path(PROXY_PATH) / "agent" / "proxy" / "supervisor.py").exists()
     else "standin")
 """real: `nodemesh proxy`; standin: tests/failover/standin_proxy.py (until the proxy lands)."""
 
-BOOTSTRAP = f"""
+BOOTSTRAP = """
 nodemesh:
-  local_proxy: {NODE_IP}:{LOCAL_PORT}
-  remote_proxy: {REMOTE_IP}
-  remote_ports: {{redis: {REMOTE_PORTS[REDIS_ID]}, echo: {REMOTE_PORTS[ECHO_ID]}}}
+  local_proxy: {node_ip}:{local_port}
+  remote_proxy: {remote_ip}
+  remote_ports: {{redis: {redis_port}, echo: {echo_port}}}
+  admin: {run_dir}/admin.sock
+  proxy_admin: {run_dir}/proxy-local.sock
+  failover: {{probe_interval: {probe_interval}, healthy_probes: 3}}
+  xds: {{persist_path: {run_dir}/last-good.pb}}""".format(
+    node_ip=NODE_IP, local_port=LOCAL_PORT, remote_ip=REMOTE_IP, redis_port=REMOTE_PORTS[REDIS_ID],
+    echo_port=REMOTE_PORTS[ECHO_ID], run_dir="{run_dir}",
+    probe_interval="{probe_interval}") + f"""
 static_resources:
   listeners:
   - name: redis
@@ -175,7 +184,8 @@ class Topology:
                join + 'exec "$@"', "sh", *argv]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=pythonpath or ROOT, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": str(pythonpath or ROOT)})
+                                env={**os.environ, "PYTHONPATH": str(pythonpath or ROOT),
+                                     "NODEMESH_RUN_DIR": self.run_dir or ""})
         self.procs[name] = proc
         if ready is not None:
             line = proc.stdout.readline().strip()
@@ -249,13 +259,38 @@ class Topology:
             time.sleep(0.05)
         raise RuntimeError(f"{name} never became ready")
 
-    def bootstrap(self) -> str:
-        """The Envoy bootstrap both proxies load: one listener per VIP, one cluster each."""
-        path = os.path.join(self.run_dir, "bootstrap.yaml")
+    def bootstrap(self, probe_interval="1s") -> str:
+        """The node's Envoy bootstrap (proxies and agent): a listener per VIP, a
+        cluster each, the nodemesh section with the failover probe interval."""
+        path = os.path.join(self.run_dir, f"bootstrap-{probe_interval}.yaml")
         if not os.path.exists(path):
             with open(path, "w") as fh:
-                fh.write(BOOTSTRAP)
+                fh.write(BOOTSTRAP.replace("{run_dir}", self.run_dir)
+                         .replace("{probe_interval}", probe_interval))
         return path
+
+    def start_agent(self, name="agent", probe_interval="100ms"):
+        """The real `nodemesh agent` on the node (adopts the pinned datapath, runs
+        the failover controller as its component); up when /failover has probed."""
+        from agent.admin import AdminClient
+
+        sock = os.path.join(self.run_dir, "admin.sock")
+        argv = [PY, "-m", "agent.cli.main", "agent", "--config", self.bootstrap(probe_interval),
+                "--pin-dir", self.node.settings.pin_dir, "--run-dir", self.run_dir,
+                "--cgroup-root", str(self.node.cgroup), "--persist", "",
+                "--initial-fetch-timeout", "1"]
+        proc = self.spawn(name, "node", "agent", argv, ready=None)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
+            try:
+                if AdminClient(sock, timeout=1).get("/failover").get("local", {}).get("probe"):
+                    return proc
+            except Exception:       # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} never served /failover")
 
     def start_controller(self, name="agent", **settings):
         """The failover controller standalone (as the agent would run it), in the node netns."""
