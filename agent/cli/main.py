@@ -58,6 +58,8 @@ def parser() -> options.Parser:
     top.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
+    from . import proxy as proxy_command
+    proxy_command.register(sub, common)
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")

@@ -1,0 +1,163 @@
+"""What the runtime needs to know about each codec, in one table.
+
+Multiplexed protocols (Dubbo, Thrift, a length-field layout with a request
+id) carry a request id: upstream connections are shared by rewriting it to
+a connection-unique id and restoring it on the response. The others (Redis,
+HTTP/1.1, a length-field layout without id) answer in order: they are
+pipelined, and each client connection keeps a reorder buffer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+from agent.codec._native import lib
+
+FRAME_KEEPALIVE = lib.NM_FRAME_KEEPALIVE
+FRAME_UPGRADE = lib.NM_FRAME_UPGRADE
+FRAME_UNTIL_CLOSE = lib.NM_FRAME_UNTIL_CLOSE
+THRIFT_COMPACT = lib.NM_THRIFT_COMPACT
+
+# Envoy's response flags, the reason a request got a local reply or failed.
+FLAG_NONE = "-"
+FLAG_NO_ROUTE = "NR"
+FLAG_NO_HEALTHY = "UH"
+FLAG_OVERFLOW = "UO"
+FLAG_RATE_LIMITED = "RL"
+FLAG_TIMEOUT = "UT"
+FLAG_FAULT = "FI"
+FLAG_RESET = "UC"            # upstream connection terminated with the request in flight
+FLAG_CONNECT_FAIL = "UF"
+FLAG_UPSTREAM_PROTOCOL = "UPE"
+FLAG_DOWNSTREAM_CLOSED = "DC"
+FLAG_OVERLOADED = "LO"      # per-pod fairness refused the request
+FLAG_DRAIN_CUT = "DR"       # still in flight at the drain deadline
+
+# local reply reason (agent.codec REPLY_REASONS) per response flag
+REASON_FOR_FLAG = {
+    FLAG_NO_ROUTE: "no_route", FLAG_NO_HEALTHY: "no_upstream", FLAG_OVERFLOW: "overloaded",
+    FLAG_RATE_LIMITED: "rate_limited", FLAG_TIMEOUT: "timeout", FLAG_FAULT: "internal",
+    FLAG_RESET: "no_upstream", FLAG_CONNECT_FAIL: "no_upstream",
+    FLAG_UPSTREAM_PROTOCOL: "no_upstream", FLAG_OVERLOADED: "overloaded",
+    FLAG_DRAIN_CUT: "overloaded",
+}
+
+HTTP_STATUS_FOR_REASON = {"no_route": 404, "no_upstream": 503, "overloaded": 503,
+                          "rate_limited": 429, "timeout": 504, "bad_request": 400,
+                          "internal": 500}
+DUBBO_STATUS_FOR_REASON = {"no_route": 60, "no_upstream": 80, "overloaded": 100,
+                           "rate_limited": 100, "timeout": 31, "bad_request": 40,
+                           "internal": 80}
+# Dubbo statuses that say the provider, not the call, failed (outlier detection):
+# SERVER_TIMEOUT, SERVER_ERROR, SERVER_THREADPOOL_EXHAUSTED.
+DUBBO_SERVER_FAILURES = frozenset({31, 80, 100})
+
+# Dubbo's readonly event: a one-way event request whose data is the string "R"
+# (hessian2: 0x01 'R'); a consumer stops sending on a channel that got it.
+DUBBO_READONLY_EVENT = (b"\xda\xbb\xa2\x00" + (0).to_bytes(8, "big") + (2).to_bytes(4, "big")
+                        + b"\x01R")
+
+
+@dataclass(frozen=True)
+class Traits:
+    name: str
+    multiplexed: bool
+    method_key: Optional[str]          # metadata key retries compare with idempotent methods
+    response_code: Callable            # (frame) -> str label
+    upstream_failed: Callable          # (frame) -> bool, counts against the host (outlier)
+    local_code: Callable               # (reason) -> str label of our own error reply
+    id_encoding: str = ""              # "be", "le" or "varint"; "" when not multiplexed
+
+
+def _by_kind(frame) -> str:
+    return "ok" if frame.kind == "response" else frame.kind
+
+
+def _status(frame) -> str:
+    return str(frame.status)
+
+
+def _never(frame) -> bool:
+    return False
+
+
+def _http_failed(frame) -> bool:
+    return frame.status >= 500
+
+
+def _dubbo_failed(frame) -> bool:
+    return frame.kind == "error" and frame.status in DUBBO_SERVER_FAILURES
+
+
+def _local_http(reason: str) -> str:
+    return str(HTTP_STATUS_FOR_REASON.get(reason, 500))
+
+
+def _local_dubbo(reason: str) -> str:
+    return str(DUBBO_STATUS_FOR_REASON.get(reason, 80))
+
+
+def _local_error(reason: str) -> str:
+    return "error"
+
+
+_TRAITS = {
+    "redis": Traits("redis", False, "command", _by_kind, _never, _local_error),
+    "http1": Traits("http1", False, ":method", _status, _http_failed, _local_http),
+    "dubbo": Traits("dubbo", True, "method", _status, _dubbo_failed, _local_dubbo, "be"),
+    "thrift": Traits("thrift", True, "method", _by_kind, _never, _local_error, "be"),
+}
+
+
+def traits_for(codec: str, options: Mapping[str, object]) -> Traits:
+    """The traits of a filter chain's codec with its options."""
+    if codec in _TRAITS:
+        return _TRAITS[codec]
+    if codec == "lengthfield":
+        has_id = int(options.get("id_size", 0) or 0) > 0
+        has_status = any(f.get("name") == "status" for f in options.get("fields", ()))
+        return Traits("lengthfield", has_id, "method", _status if has_status else _by_kind,
+                      _never, _local_error,
+                      ("le" if options.get("little_endian") else "be") if has_id else "")
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+# -- request ids -------------------------------------------------------------------
+
+def id_encoding(traits: Traits, frame) -> str:
+    """Thrift compact writes the seqid as a varint; everything else fixed width."""
+    if traits.name == "thrift" and frame.variant & THRIFT_COMPACT:
+        return "varint"
+    return traits.id_encoding
+
+
+def write_id(buf: bytearray, at: int, width: int, encoding: str, value: int) -> None:
+    """Write `value` into the id field (at, width) of a frame held in buf."""
+    if encoding == "varint":
+        out = bytearray()
+        value &= 0xFFFFFFFF
+        while True:
+            byte = value & 0x7F
+            value >>= 7
+            if value:
+                out.append(byte | 0x80)
+            else:
+                out.append(byte)
+                break
+        if len(out) != width:
+            raise ValueError(f"id {value} does not fit a {width}-byte varint")
+        buf[at:at + width] = out
+    else:
+        buf[at:at + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(
+            width, "little" if encoding == "le" else "big")
+
+
+def id_range(encoding: str, width: int):
+    """Ids a connection may hand out for a field of this width: (first, last)."""
+    if encoding == "varint":
+        first = 1 if width == 1 else 1 << (7 * (width - 1))
+        last = min((1 << (7 * width)) - 1, 0x7FFFFFFF)
+        return first, last
+    bits = 8 * width
+    return 1, (1 << (bits - 1)) - 1 if bits >= 32 else (1 << bits) - 1

@@ -1,0 +1,265 @@
+"""`nodemesh proxy`'s parent process: workers, configuration relay, drain, admin API.
+
+The supervisor reads one ConfigSource (a static bootstrap or xDS), validates
+each update in its own ConfigStore (for /config_dump and to replay the
+accepted state to a restarted worker) and relays it, serialized, to every
+worker over its socketpair. Workers open their listening sockets once the
+first complete configuration is in ("serve"): the datapath checks that the
+local proxy listens before it steers anything to it, so a proxy without
+configuration must not listen. A crashed worker is started again (with
+back-off) and gets the accepted state replayed. SIGTERM or POST /drain:
+workers stop accepting, close client connections at request boundaries and
+exit; the supervisor exits when they have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from .channel import Channel, ChannelClosed
+from .config_apply import encode_update
+from .settings import ProxySettings
+
+log = logging.getLogger("nodemesh.proxy")
+
+WARMING_GRACE = 5.0        # serve anyway this long after the first listeners if RDS/EDS lag
+MAX_BACKOFF = 30.0
+HEALTHY_RUN = 60.0         # a worker up this long resets its restart back-off
+
+
+class WorkerHandle:
+    def __init__(self, index: int):
+        self.index = index
+        self.proc: Optional[subprocess.Popen] = None
+        self.channel: Optional[Channel] = None
+        self.served = False
+        self.listening: dict = {}
+        self.started = 0.0
+        self.restarts = 0
+        self.backoff = 0.0
+        self.restart_at: Optional[float] = None
+        self.last_apply: dict = {}
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and self.channel is not None \
+            and not self.channel.closed
+
+
+class Supervisor:
+    def __init__(self, settings: ProxySettings, source, remote_ports=None, store=None):
+        from agent.config.store import ConfigStore
+
+        self.settings = settings.validate()
+        self.source = source
+        self.remote_ports = dict(remote_ports or {})
+        self.store = store or ConfigStore(remote_ports=self.remote_ports)
+        self.workers: List[WorkerHandle] = []
+        self.versions: Dict[str, str] = {}
+        self.serving = False
+        self.draining = False
+        self.drain_cut = 0
+        self.started = time.time()
+        self.finished: Optional[asyncio.Future] = None
+        self.config_errors: List[str] = []
+        self._warm_timer = None
+        self._admin = None
+
+    # -- main --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        from agent.admin import AdminServer
+
+        from .admin_api import register
+
+        loop = asyncio.get_running_loop()
+        self.finished = loop.create_future()
+        self._admin = AdminServer(self.settings.resolved_admin_path())
+        register(self._admin, self)
+        await self._admin.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: loop.create_task(
+                self.drain(self.settings.drain_deadline)))
+        n = self.settings.resolved_workers()
+        self.workers = [WorkerHandle(i) for i in range(n)]
+        for handle in self.workers:
+            await self._spawn(handle)
+        relay = loop.create_task(self._relay())
+        monitor = loop.create_task(self._monitor())
+        try:
+            return await self.finished
+        finally:
+            relay.cancel()
+            monitor.cancel()
+            for handle in self.workers:
+                self._kill(handle)
+            await self._admin.close()
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def _spawn(self, handle: WorkerHandle) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [sys.executable, "-m", "agent.proxy.worker_main", "--fd", str(child.fileno()),
+                "--index", str(handle.index), "--workers", str(len(self.workers)),
+                "--settings", json.dumps(self.settings.to_dict()),
+                "--remote-ports", json.dumps(self.remote_ports)]
+        handle.proc = subprocess.Popen(args, pass_fds=[child.fileno()])
+        child.close()
+        handle.started = time.monotonic()
+        handle.served = False
+        loop = asyncio.get_running_loop()
+        _, handle.channel = await loop.create_unix_connection(
+            lambda: Channel(self._on_message, lambda ch: None), sock=parent)
+        self._replay(handle)
+        if self.serving:
+            loop.create_task(self._serve(handle))
+
+    def _replay(self, handle: WorkerHandle) -> None:
+        """The accepted state, one full update per type, dependencies first."""
+        from agent.config import resources
+
+        order = (resources.CLUSTER, resources.ENDPOINT, resources.ROUTE, resources.META_ROUTE,
+                 resources.LISTENER)
+        for type_url in order:
+            messages = self.store.messages(type_url)
+            if not messages and type_url not in self.versions:
+                continue
+            encoded = {"type_url": type_url, "version": self.versions.get(type_url, ""),
+                       "removed": (), "replace": True,
+                       "resources": {n: m.SerializeToString() for n, m in messages.items()}}
+            handle.channel.send("update", encoded)
+
+    def _on_message(self, channel: Channel, msg) -> None:
+        kind, _, payload = msg
+        if kind == "drained":
+            self.drain_cut += int(payload.get("cut", 0))
+
+    async def _serve(self, handle: WorkerHandle) -> None:
+        try:
+            handle.listening = await handle.channel.request("serve", timeout=30)
+            handle.served = True
+        except (ChannelClosed, asyncio.TimeoutError) as exc:
+            log.error("worker %d did not start serving: %s", handle.index, exc)
+
+    async def _monitor(self) -> None:
+        """Restart crashed workers (not while draining); finish when a drain is over."""
+        while True:
+            await asyncio.sleep(0.2)
+            now = time.monotonic()
+            for handle in self.workers:
+                if handle.proc is None or handle.proc.poll() is None:
+                    continue
+                if self.draining:
+                    continue
+                if handle.restart_at is None:
+                    code = handle.proc.returncode
+                    lived = now - handle.started
+                    handle.backoff = self.settings.restart_backoff if lived > HEALTHY_RUN or \
+                        not handle.backoff else min(handle.backoff * 2, MAX_BACKOFF)
+                    handle.restart_at = now + handle.backoff
+                    handle.served = False
+                    log.error("worker %d (pid %d) exited with %s; restarting in %.1fs",
+                              handle.index, handle.proc.pid, code, handle.backoff)
+                elif now >= handle.restart_at:
+                    handle.restart_at = None
+                    handle.restarts += 1
+                    await self._spawn(handle)
+            if self.draining and all(h.proc is None or h.proc.poll() is not None
+                                     for h in self.workers):
+                if not self.finished.done():
+                    self.finished.set_result(0)
+
+    def _kill(self, handle: WorkerHandle) -> None:
+        if handle.proc is not None and handle.proc.poll() is None:
+            handle.proc.kill()
+            handle.proc.wait(5)
+        if handle.channel is not None:
+            handle.channel.close()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    async def _relay(self) -> None:
+        from agent.config import resources
+
+        loop = asyncio.get_running_loop()
+        async for update in self.source.updates():
+            self.apply(update)
+            if self.serving:
+                continue
+            if update.type_url == resources.LISTENER and self._warm_timer is None:
+                self._warm_timer = loop.call_later(
+                    WARMING_GRACE, lambda: loop.create_task(self._start_serving()))
+            if self._warm_timer is not None and not any(self.store.missing().values()):
+                self._warm_timer.cancel()
+                await self._start_serving()
+
+    def apply(self, update) -> None:
+        """Validate in our store (for /config_dump and replays), relay to every worker."""
+        result = self.store.update(update.type_url, update.resources, update.version,
+                                   removed=update.removed, replace=update.replace)
+        self.versions[update.type_url] = update.version
+        for err in result.errors:
+            log.warning("configuration rejected: %s", err)
+        self.config_errors = [str(e) for e in result.errors][-20:] if result.errors else \
+            self.config_errors
+        encoded = encode_update(update)
+        for handle in self.workers:
+            if handle.alive:
+                handle.channel.send("update", encoded)
+
+    async def _start_serving(self) -> None:
+        if self.serving or self.draining:
+            return
+        self.serving = True
+        await asyncio.gather(*(self._serve(h) for h in self.workers if h.alive))
+
+    # -- drain ---------------------------------------------------------------------------------
+
+    async def drain(self, deadline: float) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        log.warning("draining: deadline %.1fs", deadline)
+        for handle in self.workers:
+            if handle.alive:
+                try:
+                    handle.channel.send("drain", deadline)
+                except ChannelClosed:
+                    pass
+        asyncio.get_running_loop().call_later(deadline + 5.0, self._force_end)
+
+    def _force_end(self) -> None:
+        for handle in self.workers:
+            self._kill(handle)
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(0)
+
+    # -- reports (admin API) --------------------------------------------------------------------
+
+    def ready(self) -> tuple:
+        if self.draining:
+            return False, "draining"
+        if not self.serving:
+            return False, "waiting for configuration"
+        for h in self.workers:
+            if not h.alive or not h.served:
+                return False, f"worker {h.index} not serving"
+            errors = h.listening.get("errors") if isinstance(h.listening, dict) else None
+            if errors:
+                return False, f"worker {h.index}: cannot listen: {'; '.join(errors.values())}"
+        return True, "ok"
+
+    async def gather(self, kind: str, timeout: float = 2.0) -> Dict[int, dict]:
+        live = [h for h in self.workers if h.alive]
+        results = await asyncio.gather(*(h.channel.request(kind, timeout=timeout) for h in live),
+                                       return_exceptions=True)
+        return {h.index: r for h, r in zip(live, results) if not isinstance(r, BaseException)}

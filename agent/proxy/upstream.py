@@ -1,0 +1,277 @@
+"""One pooled upstream connection: requests out, responses back to their requests.
+
+Two shapes, chosen by the codec's traits:
+- ordered (Redis, HTTP/1.1, length-field without id): responses come back in
+  the order requests went out; a FIFO of requests in flight. A request that
+  timed out stays in the FIFO as a ghost so later responses still line up,
+  and the connection takes no new request until the ghosts are answered.
+- multiplexed (Dubbo, Thrift, length-field with id): each request gets a
+  connection-unique id written into its id field; the response is matched
+  by id and gets the client's id back. Responses may come in any order.
+Writes are corked: the worker flushes every touched connection once per
+event-loop iteration, so a burst of requests becomes one send().
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from agent.codec import CodecError
+
+from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
+    DUBBO_READONLY_EVENT, id_encoding, id_range, write_id
+
+_READONLY_BODY = DUBBO_READONLY_EVENT[16:]
+
+
+class UpstreamConn(asyncio.Protocol):
+    __slots__ = ("pool", "worker", "cluster", "host", "chain", "traits", "transport", "decoder",
+                 "out", "marked", "inflight", "served", "last_active", "blocked", "retiring",
+                 "stalled", "closed", "in_ready", "stream_to", "_ids", "http")
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.worker = pool.worker
+        self.cluster = pool.cluster
+        self.host = pool.host
+        self.chain = pool.chain
+        self.traits = pool.chain.traits
+        self.transport = None
+        self.decoder = pool.chain.response_decoder()
+        self.out = []
+        self.marked = False
+        self.inflight = {} if self.traits.multiplexed else deque()
+        self.served = 0
+        self.last_active = self.worker.now
+        self.blocked = False      # write buffer above the high-water mark
+        self.retiring = False     # max_requests_per_connection reached, or provider readonly
+        self.stalled = False      # ordered: a ghost (timed-out request) is still unanswered
+        self.closed = False
+        self.in_ready = False
+        self.stream_to = None     # HTTP body until close: the session that gets the bytes
+        self._ids = {}            # multiplexed: (encoding, width) -> next id
+        self.http = self.traits.name == "http1"
+
+    # -- asyncio callbacks -----------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.worker.settings.write_high_water)
+
+    def pause_writing(self):
+        self.blocked = True
+
+    def resume_writing(self):
+        self.blocked = False
+        self.pool.has_room(self)
+
+    def data_received(self, data):
+        self.last_active = self.worker.now
+        if self.stream_to is not None:
+            self.stream_to.stream_bytes(data)
+            return
+        try:
+            frames = self.decoder.feed(data)
+        except CodecError as exc:
+            self._garbage(str(exc))
+            return
+        if frames:
+            if self.traits.multiplexed:
+                self._responses_by_id(frames)
+            else:
+                self._responses_in_order(frames)
+        if not self.closed:
+            self._after_responses()
+
+    def eof_received(self):
+        if self.stream_to is not None:
+            self.stream_to.stream_end()
+            self.stream_to = None
+        return False
+
+    def connection_lost(self, exc):
+        if self.closed:
+            return
+        self.closed = True
+        if self.stream_to is not None:
+            self.stream_to.stream_end()
+            self.stream_to = None
+        self.pool.lost(self)
+        self._fail_inflight("reset", FLAG_RESET)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def has_room(self) -> bool:
+        return not (self.blocked or self.retiring or self.stalled or self.closed) and \
+            len(self.inflight) < self.pool.depth
+
+    def send(self, req) -> bool:
+        """Queue the request's bytes (flushed at the end of this loop iteration)."""
+        data = req.data
+        if self.traits.multiplexed:
+            data = self._assign_id(req)
+            if data is None:
+                return False
+            self.inflight[req.up_id] = req
+        else:
+            self.inflight.append(req)
+            if self.http:
+                _http_expect(self.decoder, data, self.pool.depth)
+        req.conn = self
+        req.sent = True
+        self.served += 1
+        limit = self.cluster.model.max_requests_per_connection
+        if limit and self.served >= limit:
+            self.retiring = True
+        self.out.append(data)
+        self.worker.mark(self)
+        return True
+
+    def send_oneway(self, data):
+        self.out.append(data)
+        self.worker.mark(self)
+
+    def flush(self):
+        out = self.out
+        if self.closed or self.transport is None:
+            out.clear()
+            return
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def _assign_id(self, req):
+        frame = req.frame
+        width = frame.id_length
+        if not width:
+            return req.data
+        enc = id_encoding(self.traits, frame)
+        first, last = id_range(enc, width)
+        key = (enc, width)
+        nxt = self._ids.get(key, first)
+        inflight = self.inflight
+        for _ in range(min(last - first + 1, len(inflight) + 1)):
+            if nxt > last:
+                nxt = first
+            if nxt not in inflight:
+                break
+            nxt += 1
+        else:
+            return None                       # every id of this width is in use here
+        self._ids[key] = nxt + 1
+        req.up_id = nxt
+        buf = bytearray(req.data)
+        write_id(buf, frame.id_offset, width, enc, nxt)
+        return bytes(buf)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _responses_in_order(self, frames):
+        inflight, cluster = self.inflight, self.cluster
+        for frame in frames:
+            kind = frame.kind
+            if kind == "event":                   # HTTP 1xx interim, RESP3 push: not an answer
+                if self.http and inflight and not inflight[0].done:
+                    inflight[0].session.interim(inflight[0], frame.data)
+                continue
+            if not inflight:
+                self._garbage("response with no request in flight")
+                return
+            req = inflight.popleft()
+            if self.http:
+                if not frame.flags & FRAME_KEEPALIVE:
+                    self.retiring = True
+                if frame.flags & FRAME_UNTIL_CLOSE and not req.done:
+                    self.stream_to = req.session
+                    self.retiring = True
+            if req.done:                          # a ghost: its client already got a timeout
+                continue
+            req.conn = None
+            cluster.on_response(req, frame, frame.data)
+        if self.stalled and not inflight:
+            self.stalled = False
+
+    def _responses_by_id(self, frames):
+        inflight, cluster = self.inflight, self.cluster
+        for frame in frames:
+            kind = frame.kind
+            if kind == "heartbeat":
+                if not frame.status:              # the provider's keep-alive: answer it
+                    try:
+                        self.out.append(self.decoder.heartbeat_reply(frame))
+                        self.worker.mark(self)
+                    except CodecError:
+                        pass
+                continue
+            if kind == "event":
+                if frame.data[16:] == _READONLY_BODY:
+                    self.retiring = True          # provider going away: no new requests
+                continue
+            req = inflight.pop(frame.request_id, None)
+            if req is None or req.done:
+                continue                          # answered by a timeout already
+            req.conn = None
+            data = bytearray(frame.data)
+            write_id(data, frame.id_offset, frame.id_length, id_encoding(self.traits, frame),
+                     req.rid)
+            cluster.on_response(req, frame, bytes(data))
+
+    def _after_responses(self):
+        if self.retiring and not self.inflight and self.stream_to is None:
+            self.close()
+        elif self.has_room():
+            self.pool.has_room(self)
+
+    def forget(self, req):
+        """A request given up (timeout): drop it, or keep its slot as a ghost if ordered."""
+        if self.traits.multiplexed:
+            self.inflight.pop(req.up_id, None)
+        else:
+            self.stalled = True
+
+    # -- failures ----------------------------------------------------------------------------
+
+    def _garbage(self, why: str):
+        self.worker.stats.inc("nodemesh_upstream_cx_protocol_error_total",
+                              (("cluster", self.cluster.name),))
+        self.cluster.report(self.host, False, "garbage")
+        self.close()
+
+    def _fail_inflight(self, reason: str, flag: str):
+        reqs = list(self.inflight.values()) if self.traits.multiplexed else list(self.inflight)
+        self.inflight.clear()
+        if any(not r.done for r in reqs):
+            self.worker.stats.inc("nodemesh_upstream_cx_destroy_with_active_rq_total",
+                                  (("cluster", self.cluster.name),))
+        for req in reqs:
+            if not req.done and req.conn is self:
+                req.conn = None
+                self.cluster.on_failure(req, reason, True, flag)
+
+    def close(self):
+        """Close now; requests in flight fail as reset (garbage: upstream protocol error)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.pool.lost(self)
+        if self.transport is not None:
+            self.transport.abort() if self.inflight else self.transport.close()
+        self._fail_inflight("reset", FLAG_UPSTREAM_PROTOCOL)
+
+
+def _http_expect(decoder, data: bytes, pool_depth: int) -> None:
+    """Tell the HTTP response decoder which responses have no body (HEAD) or may
+    open a tunnel (CONNECT). With one request per connection only those need a
+    call; with pipelining every request queues its expectation in order."""
+    head = data[:8].lstrip(b"\r\n")
+    if head.startswith(b"HEAD "):
+        what = 1
+    elif head.startswith(b"CONNECT "):
+        what = 2
+    elif pool_depth > 1:
+        what = 0
+    else:
+        return
+    from agent.codec._native import lib
+
+    lib.nm_http1_expect(decoder._d, what)

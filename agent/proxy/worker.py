@@ -1,0 +1,372 @@
+"""One worker process's runtime: its snapshot, sessions, clusters, timers, counters.
+
+A worker runs one event loop (uvloop in production). It serves every
+listener of the snapshot on its own SO_REUSEPORT sockets, so N workers share
+the load with no hand-off between them. apply_snapshot() swaps the whole
+configuration at once: sessions of listeners that remain take the new
+routes for their next request, requests in flight finish where they were
+sent, sessions of removed listeners close at a request boundary.
+
+Writes are corked: mark() queues a connection and one call_soon per
+loop iteration flushes every queued connection, so the requests (or
+replies) of one epoll wake-up leave in one send() per socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections import deque
+from statistics import median
+from typing import Dict, Optional
+
+from agent.config.model import Snapshot
+
+from .accesslog import AccessLog
+from .cluster import ClusterRuntime
+from .fairness import PodFairness
+from .listeners import listeners_for
+from .metrics import WorkerStats
+from .request import Request
+from .router import ChainRuntime, build_chain
+
+log = logging.getLogger("nodemesh.proxy")
+LAG_WINDOW_S = 5.0
+
+
+class MirrorSink:
+    """The 'client' of mirrored copies: their replies are dropped, timeouts still apply."""
+
+    chain = None
+
+    def __init__(self):
+        self.live = set()
+
+    def complete(self, req, frame, data, code, flag):
+        req.done = True
+        self.live.discard(req)
+
+    def fail(self, req, flag, detail=""):
+        req.done = True
+        self.live.discard(req)
+
+    def check_timeouts(self, now) -> bool:
+        for req in [r for r in self.live if r.deadline <= now]:
+            if req.cluster is not None:
+                req.cluster.abandon(req)
+            self.fail(req, None)
+        return True
+
+
+class Worker:
+    def __init__(self, settings, index: int = 0, workers: int = 1, loop=None):
+        import asyncio
+
+        self.settings = settings
+        self.index = index
+        self.workers = max(1, workers)
+        self.loop = loop or asyncio.get_event_loop()
+        self.now = time.monotonic()
+        self.snapshot = Snapshot()
+        self.chains: Dict[str, ChainRuntime] = {}
+        self.clusters: Dict[str, ClusterRuntime] = {}
+        self.retired = []                 # removed clusters still finishing requests
+        self.limiters = {}
+        self.sessions = set()
+        self.tcp_sessions = set()
+        self.busy = set()
+        self.stats = WorkerStats(settings.max_source_pod_labels)
+        self.fairness = PodFairness(max(1, settings.max_worker_inflight))
+        self.mirror_sink = MirrorSink()
+        self.access_log = AccessLog(settings.access_log) if settings.access_log else None
+        self.listeners = listeners_for(self)
+        self.dirty = []
+        self.flush_scheduled = False
+        self.shared_index = None          # remote role shared port: built on first use
+        self.lag = deque(maxlen=max(1, int(LAG_WINDOW_S / settings.tick_interval)))
+        self.draining = False
+        self.drain_deadline = None
+        self.cut_requests = 0
+        self.applied = False
+        self.on_drained = None             # callback when a drain is over
+        self._tick_due = 0.0
+        self._next_housekeeping = 0.0
+        self._timer = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self):
+        await self.listeners.open(self.snapshot)
+        self.now = time.monotonic()
+        self._tick_due = self.now + self.settings.tick_interval
+        self._next_housekeeping = self.now + self.settings.housekeeping_interval
+        self._timer = self.loop.call_later(self.settings.tick_interval, self._tick)
+        return self
+
+    async def stop(self):
+        """Close everything now (tests, or after a drain)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.listeners.close()
+        for s in list(self.sessions) + list(self.tcp_sessions):
+            if s.transport is not None:
+                s.transport.abort()
+        for c in list(self.clusters.values()) + self.retired:
+            c.close()
+            for pool in c.pools.values():
+                for conn in list(pool.conns):
+                    conn.close()
+        if self.access_log is not None:
+            self.access_log.close()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def apply_snapshot(self, snapshot: Snapshot) -> list:
+        """Swap to `snapshot`; returns the problems found (listeners that cannot run)."""
+        problems = []
+        self._apply_clusters(snapshot)
+        chains = {}
+        limiters = {}
+        for name, listener in snapshot.listeners.items():
+            try:
+                chain = build_chain(listener, snapshot, self.limiters, self.workers,
+                                    self.settings.default_request_timeout)
+            except (ValueError, KeyError) as exc:
+                problems.append(f"listener {name!r}: {exc}")
+                continue
+            chains[name] = chain
+        for key, limiter in self.limiters.items():
+            if key[0] in chains:
+                limiters[key] = limiter
+        self.snapshot, self.chains, self.limiters = snapshot, chains, limiters
+        self._rebind_sessions()
+        self._start_health_checks()
+        self.listeners.update(snapshot)
+        self.applied = True
+        return problems
+
+    def _apply_clusters(self, snapshot):
+        current = self.clusters
+        fresh = {}
+        for name, model in snapshot.clusters.items():
+            rt = current.get(name)
+            if rt is None:
+                rt = ClusterRuntime(self, model)
+            else:
+                rt.update(model)
+            fresh[name] = rt
+        for name, rt in current.items():
+            if name not in fresh:
+                rt.close()
+                self.retired.append(rt)
+        self.clusters = fresh
+
+    def _rebind_sessions(self):
+        self.shared_index = None
+        for s in list(self.sessions):
+            if s.chain is None or s.shared:
+                continue
+            new = self.chains.get(s.chain.name)
+            if new is None or new.identity != s.chain.identity:
+                s.drain()                     # listener gone or its codec changed
+            else:
+                s.bind(new)
+        for t in list(self.tcp_sessions):
+            new = self.chains.get(t.chain.name)
+            if new is None or new.tcp_cluster != t.chain.tcp_cluster:
+                t.retire(self.settings.drain_deadline)
+
+    def _start_health_checks(self):
+        from .health import HealthChecker
+
+        protocols = {}
+        for chain in self.chains.values():
+            for name in chain.clusters():
+                protocols.setdefault(name, (chain.codec or "tcp", chain.options))
+        for name, rt in self.clusters.items():
+            if rt.model.health_check is None or name not in protocols:
+                if rt.health is not None:
+                    rt.health.stop()
+                    rt.health = None
+                continue
+            codec, options = protocols[name]
+            if rt.health is not None and (rt.health.protocol, rt.health.cluster) == (codec, rt.model):
+                continue
+            if rt.health is not None:
+                rt.health.stop()
+            try:
+                rt.health = HealthChecker(rt.model, rt.hosts, codec, dict(options))
+            except ValueError as exc:
+                log.warning("cluster %s: no health checks: %s", name, exc)
+                rt.health = None
+                continue
+            rt.health_task = self.loop.create_task(rt.health.run())
+
+    # -- corked writes -----------------------------------------------------------------------------
+
+    def mark(self, conn) -> None:
+        if not conn.marked:
+            conn.marked = True
+            self.dirty.append(conn)
+            if not self.flush_scheduled:
+                self.flush_scheduled = True
+                self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.marked = False
+            conn.flush()
+
+    # -- sessions -------------------------------------------------------------------------------------
+
+    def session_opened(self, session, listener: str):
+        self.sessions.add(session)
+        self.stats.inc("nodemesh_downstream_cx_total", (("listener", listener),))
+
+    def session_closed(self, session):
+        self.sessions.discard(session)
+        self.busy.discard(session)
+
+    def rejected(self, reason: str):
+        self.stats.inc("nodemesh_downstream_cx_rejected_total", (("reason", reason),))
+
+    def mirror(self, req, mirrors):
+        for m in mirrors:
+            if m.percent < 100 and random.random() * 100 >= m.percent:
+                continue
+            cluster = self.clusters.get(m.cluster)
+            if cluster is None:
+                continue
+            copy = Request(self.mirror_sink, req.chain, req.frame, req.data, req.kind, 0,
+                           req.route, req.pod, req.start, req.deadline)
+            copy.mirror = True
+            copy.cluster = cluster
+            copy.hash_key = req.hash_key
+            cluster.mirrored += 1
+            if req.kind == "oneway":
+                cluster.send_oneway(copy)
+                continue
+            self.mirror_sink.live.add(copy)
+            cluster.dispatch(copy)
+
+    # -- timers ------------------------------------------------------------------------------------------
+
+    def _tick(self):
+        now = self.now = time.monotonic()
+        self.lag.append(max(0.0, now - self._tick_due))
+        for s in list(self.busy):
+            if not s.check_timeouts(now):
+                self.busy.discard(s)
+        if self.mirror_sink.live:
+            self.mirror_sink.check_timeouts(now)
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + self.settings.housekeeping_interval
+            self._housekeeping(now)
+        if self.draining:
+            self._drain_progress(now)
+        interval = self.settings.tick_interval
+        self._tick_due = now + interval
+        self._timer = self.loop.call_later(interval, self._tick)
+
+    def _housekeeping(self, now):
+        for s in list(self.sessions):
+            if s.chain is not None and s.idle_for(now) > s.chain.idle_timeout:
+                s.drain()
+            elif s.draining:
+                s.check_drain(now)
+        for t in list(self.tcp_sessions):
+            t.check_idle(now)
+        for rt in list(self.clusters.values()):
+            rt.outlier.tick()
+        if self.access_log is not None:
+            self.access_log.flush()
+        for rt in list(self.clusters.values()):
+            idle = rt.model.idle_timeout
+            for pool in rt.pools.values():
+                pool.close_idle(now, idle)
+        self.retired = [rt for rt in self.retired if not all(p.idle for p in rt.pools.values())]
+
+    # -- drain -----------------------------------------------------------------------------------------
+
+    async def drain(self, deadline: float):
+        """Stop accepting, close every connection at a request boundary, give up at the
+        deadline (seconds from now). on_drained(cut) is called when it is over."""
+        if self.draining:
+            return
+        self.draining = True
+        self.drain_deadline = time.monotonic() + max(0.0, deadline)
+        await self.listeners.close()
+        for s in list(self.sessions):
+            s.drain()
+        for t in list(self.tcp_sessions):
+            t.retire(deadline)
+        self._drain_progress(time.monotonic())
+
+    def _drain_progress(self, now):
+        for s in list(self.sessions):
+            s.check_drain(now)
+        if self.sessions or self.tcp_sessions:
+            if now < self.drain_deadline:
+                return
+            for s in list(self.sessions):
+                self.cut_requests += s.cut()
+            for t in list(self.tcp_sessions):
+                self.cut_requests += 1
+                t.close()
+            self.stats.inc("nodemesh_drain_cut_requests_total", (), self.cut_requests)
+            self.sessions.clear()
+            self.tcp_sessions.clear()
+        if self.on_drained is not None:
+            callback, self.on_drained = self.on_drained, None
+            self.loop.call_soon(callback, self.cut_requests)
+
+    # -- reports ---------------------------------------------------------------------------------------
+
+    def lag_ms(self) -> dict:
+        samples = list(self.lag)
+        if not samples:
+            return {"p50": 0.0, "max": 0.0, "samples": 0}
+        return {"p50": round(median(samples) * 1000, 3), "max": round(max(samples) * 1000, 3),
+                "samples": len(samples)}
+
+    def summary(self) -> dict:
+        active = sum(len(s.queue) + len(s.live) for s in self.sessions)
+        return {"index": self.index, "pid": os.getpid(), "event_loop_lag_ms": self.lag_ms(),
+                "connections_active": len(self.sessions) + len(self.tcp_sessions),
+                "requests_active": active, "draining": self.draining,
+                "config_applied": self.applied, "listening": self.listeners.describe(),
+                "pod_rates": {str(k): round(v, 3) for k, v in self.fairness.rates().items()},
+                "fairness": {k: v for k, v in self.fairness.stats().items() if k != "pods"}}
+
+    def export(self) -> dict:
+        gauges = []
+        for rt in self.clusters.values():
+            gauges += rt.gauges()
+        by_listener = {}
+        for s in self.sessions:
+            if s.chain is not None:
+                by_listener[s.chain.name] = by_listener.get(s.chain.name, 0) + 1
+        for t in self.tcp_sessions:
+            by_listener[t.chain.name] = by_listener.get(t.chain.name, 0) + 1
+        gauges += [("nodemesh_downstream_cx_active", (("listener", k),), v)
+                   for k, v in by_listener.items()]
+        gauges.append(("nodemesh_downstream_rq_active", (),
+                       sum(len(s.queue) + len(s.live) for s in self.sessions)))
+        lag = self.lag_ms()
+        gauges.append(("nodemesh_worker_event_loop_lag_max_ms", (("worker", str(self.index)),),
+                       lag["max"]))
+        counters = []
+        for rt in list(self.clusters.values()):
+            counters += rt.counters()
+        data = self.stats.export(gauges)
+        data["counters"] += [(n, list(l), v) for n, l, v in counters]
+        data["summary"] = self.summary()
+        return data
+
+    def clusters_state(self) -> dict:
+        return {name: rt.state() for name, rt in self.clusters.items()}
