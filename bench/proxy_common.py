@@ -352,7 +352,7 @@ def haproxy_peer(procs: Procs, ports: Ports, mode: str, backend_port: int, threa
     cfg.write_text(textwrap.dedent(f"""\
         global
             nbthread {threads}
-            maxconn 40000
+            maxconn 9000
         defaults
             mode {mode}
             timeout connect 2s
@@ -400,7 +400,10 @@ def alternate(peers: List[Peer], rounds: int, measure: Callable[[Peer], dict],
             sample = measure(peer)
             sample["proxy_cpu_s"] = cpu.stop() if peer.pids else 0.0
             if sample.get("count"):
-                sample["cpu_us_per_req"] = sample["proxy_cpu_s"] / sample["count"] * 1e6
+                n = sample["count"]
+                sample["cpu_us_per_req"] = sample["proxy_cpu_s"] / n * 1e6
+                sample["user_us_per_req"] = cpu.user / n * 1e6
+                sample["system_us_per_req"] = cpu.system / n * 1e6
             samples[peer.name].append(sample)
             print(f"  {label} round {r + 1}/{rounds} {peer.name:<18} "
                   f"{sample.get('rate', 0):>10,.0f} req/s  "
@@ -423,6 +426,8 @@ def summarize(samples: Dict[str, List[dict]], reference: str = "") -> List[dict]
                "rate_min": round(min(s["rate"] for s in ss), 1),
                "rate_max": round(max(s["rate"] for s in ss), 1),
                "cpu_us_per_req": round(med(ss, "cpu_us_per_req"), 2),
+               "user_us_per_req": round(med(ss, "user_us_per_req"), 2),
+               "system_us_per_req": round(med(ss, "system_us_per_req"), 2),
                "proxy_vcpu_per_1k_rps": round(med(ss, "cpu_us_per_req") / 1000, 4)}
         for key in ("p50_us", "p99_us", "errors"):
             if any(key in s for s in ss):
@@ -456,14 +461,14 @@ def _fmt(v):
 # -- profiles ------------------------------------------------------------------------------------
 
 def start_py_spy(pid: int, seconds: float, out: pathlib.Path, rate: int = 250):
-    """py-spy sampling one worker, native frames included, for `seconds` in the
-    background; None without py-spy."""
+    """py-spy sampling one worker, native frames included (which needs the process
+    paused for each sample: a few percent slower), for `seconds` in the background;
+    None without py-spy."""
     exe = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
     if not os.path.exists(exe):
         return None
     return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))),
-                             "-r", str(rate), "--native", "-f", "raw", "-o", str(out),
-                             "--nonblocking"],
+                             "-r", str(rate), "--native", "-f", "raw", "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
