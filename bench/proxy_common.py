@@ -187,8 +187,8 @@ class NodemeshProxy:
     name = "nodemesh"
 
     def __init__(self, procs: Procs, listeners: str, clusters: str, remote_ports: Dict[str, int],
-                 workers: int = 1):
-        self.procs, self.workers = procs, workers
+                 workers: int = 1, root: pathlib.Path = ROOT):
+        self.procs, self.workers, self.root = procs, workers, pathlib.Path(root)
         self.dir = pathlib.Path(tempfile.mkdtemp(dir=procs.tmp, prefix="nodemesh-"))
         self.bootstrap = self.dir / "bootstrap.yaml"
         ports = "".join(f"\n    {k}: {v}" for k, v in remote_ports.items())
@@ -201,12 +201,12 @@ class NodemeshProxy:
     def start(self) -> "NodemeshProxy":
         from agent.admin import AdminClient, AdminError
 
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "NODEMESH_LOG_LEVEL": "ERROR"}
+        env = {**os.environ, "PYTHONPATH": str(self.root), "NODEMESH_LOG_LEVEL": "ERROR"}
         self.proc = self.procs.start(
             [sys.executable, "-m", "agent.cli.main", "proxy", "--role", "remote",
              "--config", self.bootstrap, "--workers", self.workers, "--listen", f"{HOST}:0",
              "--admin", self.admin, "--drain-deadline", "1"],
-            cwd=ROOT, env=env, stderr=open(self.dir / "proxy.log", "w"))
+            cwd=self.root, env=env, stderr=open(self.dir / "proxy.log", "w"))
         client = AdminClient(self.admin, timeout=5)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -240,16 +240,28 @@ class NodemeshProxy:
                     os.kill(pid, signal.SIGKILL)
 
 
-def proxy_commit() -> dict:
+def proxy_commit(root: pathlib.Path = ROOT) -> dict:
     """The commit the measured proxy came from (and whether agent/proxy had local edits)."""
     def git(*args):
-        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
         return out.stdout.strip()
 
     return {"head": git("rev-parse", "HEAD"),
             "agent_proxy": git("log", "-1", "--format=%H", "--", "agent/proxy"),
             "agent_proxy_dirty": bool(git("status", "--porcelain", "--", "agent/proxy",
                                           "agent/codec", "native"))}
+
+
+def candidate_arg(ap) -> None:
+    ap.add_argument("--candidate", metavar="TREE",
+                    help="also run nodemesh from another checkout (a branch with a fix) as peer "
+                         "'candidate', in the same rounds: an A/B of the change")
+
+
+def candidate_info(tree) -> dict:
+    if not tree:
+        return {}
+    return {"candidate": {"tree": str(tree), **proxy_commit(pathlib.Path(tree))}}
 
 
 # -- bootstrap pieces ---------------------------------------------------------------------------

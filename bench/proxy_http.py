@@ -22,10 +22,10 @@ import re
 import subprocess
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, NodemeshProxy, Peer, Ports, Procs, alternate, build_load_tool,
-                                claim, cluster_yaml, direct_peer, haproxy_peer,
-                                http_listener_yaml, print_profile, print_rows, profile,
-                                proxy_commit, summarize)
+from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
+                                build_load_tool, candidate_arg, candidate_info, claim,
+                                cluster_yaml, direct_peer, haproxy_peer, http_listener_yaml,
+                                print_profile, print_rows, profile, proxy_commit, summarize)
 
 FULL = {"rounds": 3, "seconds": 4, "profile": True}
 QUICK = {"rounds": 1, "seconds": 2, "profile": False}
@@ -54,11 +54,13 @@ def wrk(port: int, seconds: float) -> dict:
     return sample
 
 
-def nodemesh_peer(procs: Procs, ports: Ports, backend_port: int, workers: int) -> Peer:
+def nodemesh_peer(procs: Procs, ports: Ports, backend_port: int, workers: int, root=ROOT,
+                  name="nodemesh") -> Peer:
     port = ports.take()
     proxy = NodemeshProxy(procs, http_listener_yaml("web", "198.18.29.2", 80, "web"),
-                          cluster_yaml("web", backend_port), {"web": port}, workers).start()
-    peer = Peer("nodemesh", port, proxy.pids, proxy.stop, f"--workers {workers}")
+                          cluster_yaml("web", backend_port), {"web": port}, workers,
+                          root).start()
+    peer = Peer(name, port, proxy.pids, proxy.stop, f"--workers {workers}")
     peer.proxy = proxy
     return peer
 
@@ -69,13 +71,14 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--profile", action="store_true")
+    candidate_arg(ap)
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     rounds = args.rounds or p["rounds"]
     ports = Ports()
     results = {"workers": args.workers, "haproxy_nbthread": args.workers, "connections": CONNS,
                "wrk_threads": THREADS, "seconds": p["seconds"], "rounds": rounds,
-               "proxy_commit": proxy_commit(), "profiles": []}
+               "proxy_commit": proxy_commit(), "profiles": [], **candidate_info(args.candidate)}
     with Procs() as procs:
         exe = build_load_tool(procs)
         backend_port = ports.take()
@@ -84,6 +87,9 @@ def main(argv=None) -> int:
         peers = [direct_peer(backend_port),
                  haproxy_peer(procs, ports, "http", backend_port, args.workers),
                  nodemesh_peer(procs, ports, backend_port, args.workers)]
+        if args.candidate:
+            peers.append(nodemesh_peer(procs, ports, backend_port, args.workers,
+                                       args.candidate, "candidate"))
         for peer in peers:
             wrk(peer.port, 1)                # warm up
         samples = alternate(peers, rounds, lambda peer: wrk(peer.port, p["seconds"]), "http")
@@ -92,7 +98,7 @@ def main(argv=None) -> int:
         print_rows(f"HTTP/1.1 keep-alive, wrk -c {CONNS} -t {THREADS} (medians of {rounds})",
                    rows, ["peer", "rate", "vs_haproxy", "p50_us", "p99_us", "errors",
                           "cpu_us_per_req", "proxy_vcpu_per_1k_rps"])
-        if p["profile"] or args.profile:
+        if (p["profile"] and not args.candidate) or args.profile:
             nm = peers[2]
             for peer in (nm, peers[1]):
                 prof = profile(peer, lambda: wrk(peer.port, 5), procs.tmp,
@@ -101,8 +107,9 @@ def main(argv=None) -> int:
                 print_profile(prof)
         for peer in peers:
             peer.stop()
-    results["claims"] = claims({r["peer"]: r for r in rows}, args.workers)
-    write_results("proxy_http", results)
+    if not args.candidate:                  # an A/B run is not the record
+        results["claims"] = claims({r["peer"]: r for r in rows}, args.workers)
+    write_results(f"proxy_http{'_ab' if args.candidate else ''}", results)
     return 0
 
 

@@ -23,7 +23,8 @@ import subprocess
 import time
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, Ports, Procs, claim, print_rows, proxy_commit, rss_bytes)
+from bench.proxy_common import (HOST, Ports, Procs, candidate_arg, candidate_info, claim,
+                                print_rows, proxy_commit, rss_bytes)
 from bench.proxy_redis import nodemesh_peer, nutcracker_peer
 
 CONNECTIONS = 10_000
@@ -168,6 +169,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--connections", type=int, default=CONNECTIONS)
+    candidate_arg(ap)
     args = ap.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = args.connections + 512
@@ -177,7 +179,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"RLIMIT_NOFILE hard limit {hard} < {need}: raise it to run this")
     ports = Ports()
     results = {"workers": args.workers, "connections": args.connections,
-               "proxy_commit": proxy_commit()}
+               "proxy_commit": proxy_commit(), **candidate_info(args.candidate)}
     rows = []
     with Procs() as procs:
         redis_port = ports.take()
@@ -185,8 +187,11 @@ def main(argv=None) -> int:
                      "--appendonly", "no", "--protected-mode", "no", "--maxclients", "1000"],
                     port=redis_port)
         peers = [nodemesh_peer(procs, ports, redis_port, args.workers)]
-        if not args.quick:
+        if not args.quick and not args.candidate:
             peers.append(nutcracker_peer(procs, ports, redis_port))
+        if args.candidate:
+            peers.append(nodemesh_peer(procs, ports, redis_port, args.workers,
+                                       root=args.candidate, name="candidate"))
         for peer in peers:
             rows.append(measure(peer, args.connections, repeat=not args.quick))
             peer.stop()
@@ -194,8 +199,9 @@ def main(argv=None) -> int:
     print_rows(f"RSS with {args.connections:,} client connections (MiB)", rows,
                ["peer", "processes", "rss_base_mib", "rss_idle_mib", "idle_mib_per_10k",
                 "rss_active_mib", "active_mib_per_10k", "rss_closed_mib", "rss_closed_again_mib"])
-    results["claims"] = claims({r["peer"]: r for r in rows})
-    write_results("proxy_memory", results)
+    if not args.candidate:                  # an A/B run is not the record
+        results["claims"] = claims({r["peer"]: r for r in rows})
+    write_results(f"proxy_memory{'_ab' if args.candidate else ''}", results)
     return 0
 
 

@@ -26,9 +26,10 @@ import subprocess
 import textwrap
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, NodemeshProxy, Peer, Ports, Procs, alternate, claim,
-                                cluster_yaml, direct_peer, meta_listener_yaml, print_profile,
-                                print_rows, profile, proxy_commit, summarize)
+from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
+                                candidate_arg, candidate_info, claim, cluster_yaml, direct_peer,
+                                meta_listener_yaml, print_profile, print_rows, profile,
+                                proxy_commit, summarize)
 
 FULL = {"rounds": 3, "n": {"unpipelined": 40_000, "pipelined16": 300_000}, "profile": True}
 QUICK = {"rounds": 1, "n": {"unpipelined": 10_000, "pipelined16": 60_000}, "profile": False}
@@ -85,13 +86,14 @@ ROUTE_BY_KEY = """\
 """
 
 
-def nodemesh_peer(procs: Procs, ports: Ports, redis_port: int, workers: int, routed=False):
+def nodemesh_peer(procs: Procs, ports: Ports, redis_port: int, workers: int, routed=False,
+                  root=ROOT, name=""):
     port = ports.take()
     listener = meta_listener_yaml("redis", "198.18.29.1", 6379, "redis",
                                   ROUTE_BY_KEY if routed else ROUTE_ALL)
     proxy = NodemeshProxy(procs, listener, cluster_yaml("redis", redis_port),
-                          {"redis": port}, workers).start()
-    name = "nodemesh-routed" if routed else "nodemesh"
+                          {"redis": port}, workers, root).start()
+    name = name or ("nodemesh-routed" if routed else "nodemesh")
     peer = Peer(name, port, proxy.pids, proxy.stop, f"--workers {workers}")
     peer.proxy = proxy
     return peer
@@ -103,12 +105,14 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--profile", action="store_true")
+    candidate_arg(ap)
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     rounds = args.rounds or p["rounds"]
     ports = Ports()
     results = {"workers": args.workers, "connections": CONNS, "rounds": rounds,
-               "proxy_commit": proxy_commit(), "rows": [], "profiles": []}
+               "proxy_commit": proxy_commit(), "rows": [], "profiles": [],
+               **candidate_info(args.candidate)}
     with Procs() as procs:
         redis_port = ports.take()
         redis = procs.start(["redis-server", "--port", redis_port, "--bind", HOST, "--save", "",
@@ -117,6 +121,9 @@ def main(argv=None) -> int:
                  nodemesh_peer(procs, ports, redis_port, args.workers)]
         if not args.quick:
             peers.append(nodemesh_peer(procs, ports, redis_port, args.workers, routed=True))
+        if args.candidate:
+            peers.append(nodemesh_peer(procs, ports, redis_port, args.workers,
+                                       root=args.candidate, name="candidate"))
         for peer in peers:                   # warm up: connections, pools, caches
             redis_benchmark(peer.port, 2000, 1)
         summaries = {}
@@ -134,7 +141,7 @@ def main(argv=None) -> int:
             print_rows(f"Redis GET+SET, {CONNS} connections, {mode} (medians of {rounds})", rows,
                        ["peer", "rate", "rate_get", "rate_set", "vs_nutcracker",
                         "cpu_us_per_req", "proxy_vcpu_per_1k_rps"])
-        if p["profile"] or args.profile:
+        if (p["profile"] and not args.candidate) or args.profile:
             nm = next(x for x in peers if x.name == "nodemesh")
             for mode in p["n"]:                # ~5 s of load at nodemesh's median rate
                 n = min(2_000_000, max(p["n"][mode], int(summaries[mode]["nodemesh"]["rate"] * 2.5)))
@@ -148,8 +155,9 @@ def main(argv=None) -> int:
         for peer in peers:
             peer.stop()
         procs.stop_one(redis)
-    results["claims"] = claims(summaries, args.workers)
-    write_results("proxy_redis", results)
+    if not args.candidate:                  # an A/B run is not the record
+        results["claims"] = claims(summaries, args.workers)
+    write_results(f"proxy_redis{'_ab' if args.candidate else ''}", results)
     return 0
 
 

@@ -35,7 +35,8 @@ import sys
 
 from bench.common import write_results
 from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
-                                build_load_tool, claim, cluster_yaml, direct_peer, haproxy_peer,
+                                build_load_tool, candidate_arg, candidate_info, claim,
+                                cluster_yaml, direct_peer, haproxy_peer,
                                 meta_listener_yaml, print_profile, print_rows, profile,
                                 proxy_commit, run_json, summarize, tcp_listener_yaml,
                                 uvloop_relay_peer)
@@ -154,7 +155,7 @@ def load(exe, proto: Protocol, port: int, depth: int, seconds: float) -> dict:
     return sample
 
 
-def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool):
+def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool, root=ROOT):
     """One nodemesh proxy with an L7 listener per protocol (and an L4 one with tcp)."""
     listeners, clusters, remote = "", "", {}
     for i, proto in enumerate(protos):
@@ -167,7 +168,7 @@ def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool
             listeners += tcp_listener_yaml(f"{proto.name}-tcp", f"198.18.29.{20 + i}", 20880,
                                            proto.name)
             remote[f"{proto.name}-tcp"] = ports.take()
-    return NodemeshProxy(procs, listeners, clusters, remote, workers).start(), remote
+    return NodemeshProxy(procs, listeners, clusters, remote, workers, root).start(), remote
 
 
 def main(argv=None) -> int:
@@ -176,12 +177,17 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--only", choices=("dubbo", "thrift"), help="one protocol")
+    ap.add_argument("--depth", type=int, action="append",
+                    help="requests in flight per connection (repeatable; default 1 and 16)")
+    candidate_arg(ap)
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     rounds = args.rounds or p["rounds"]
     ports = Ports()
     results = {"workers": args.workers, "connections": CONNS, "seconds": p["seconds"],
-               "rounds": rounds, "proxy_commit": proxy_commit(), "rows": [], "profiles": []}
+               "rounds": rounds, "proxy_commit": proxy_commit(), "rows": [], "profiles": [],
+               **candidate_info(args.candidate)}
     summaries = {}
     with Procs() as procs:
         exe = build_load_tool(procs)
@@ -195,7 +201,13 @@ def main(argv=None) -> int:
                         port=backends[proto.name], ready_line="ready")
         proxy, remote = nodemesh_proxy(procs, ports, backends, protos, args.workers,
                                        p["nodemesh_tcp"])
+        cand = cand_remote = None
+        if args.candidate:
+            cand, cand_remote = nodemesh_proxy(procs, ports, backends, protos, args.workers,
+                                               False, args.candidate)
         for proto in protos:
+            if args.only and proto.name != args.only:
+                continue
             backend = backends[proto.name]
             peers = [direct_peer(backend), uvloop_relay_peer(procs, ports, backend)]
             if p["haproxy"]:
@@ -206,9 +218,12 @@ def main(argv=None) -> int:
                                   note="nodemesh tcp_proxy chain"))
             nm = Peer("nodemesh", remote[proto.name], proxy.pids, note="MetaProtocol chain")
             peers.append(nm)
+            if cand is not None:
+                peers.append(Peer("candidate", cand_remote[proto.name], cand.pids,
+                                  note=f"nodemesh from {args.candidate}"))
             for peer in peers:
                 load(exe, proto, peer.port, 1, 0.3)          # warm up
-            for depth in p["depths"]:
+            for depth in args.depth or p["depths"]:
                 shape = f"{proto.name} depth {depth}"
                 samples = alternate(peers, rounds, lambda peer: load(
                     exe, proto, peer.port, depth, p["seconds"]), shape)
@@ -221,8 +236,8 @@ def main(argv=None) -> int:
                            f"(medians of {rounds})", rows,
                            ["peer", "rate", "vs_uvloop-relay", "p50_us", "p99_us",
                             "cpu_us_per_req", "user_us_per_req", "system_us_per_req"])
-            if p["profile"] or args.profile:
-                for depth in p["depths"]:
+            if (p["profile"] and not args.candidate) or args.profile:
+                for depth in args.depth or p["depths"]:
                     prof = profile(nm, lambda: load(exe, proto, nm.port, depth, 4.0), procs.tmp,
                                    spy_pid=proxy.worker_pids[0], seconds=3.0)
                     prof.update(protocol=proto.name, depth=depth)
@@ -231,8 +246,11 @@ def main(argv=None) -> int:
             for peer in peers:
                 peer.stop()
         proxy.stop()
-    results["claims"] = claims(summaries, args.workers)
-    write_results("proxy_rpc", results)
+        if cand is not None:
+            cand.stop()
+    if not args.candidate:                  # an A/B run is not the record
+        results["claims"] = claims(summaries, args.workers)
+    write_results(f"proxy_rpc{'_ab' if args.candidate else ''}", results)
     return 0
 
 
