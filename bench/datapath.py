@@ -10,10 +10,13 @@
                datapath does not pair (no sk_msg on either end);
      unix      the same server on a unix stream socket.
 2. Connect cost: connect + close from the enrolled cgroup to a VIP rewritten to
-   a local listener by connect4 (with the whole datapath attached, as deployed:
-   `bpf`, local mode, both ends join the sockhash; `bpf_remote_mode`, the same
-   rewrite with the proxy map in remote mode pointing at 127.0.0.1, so sockops
-   keeps its bookkeeping but pairs nothing), against no program at all (connect straight to the port from a cgroup with
+   a local listener by connect4, with the whole datapath attached as deployed:
+     bpf              local mode, a service without pairing (connect4 and the
+                      sockops bookkeeping: accept record, cleanup on close);
+     bpf_paired       the same for a service flagged for pairing: both ends
+                      also join the sockhash (psock setup and teardown);
+     bpf_remote_mode  the proxy map in remote mode pointing at 127.0.0.1;
+   against no program at all (connect straight to the port from a cgroup with
    no programs), against iptables REDIRECT in a network namespace of our own,
    plus two controls (enrolled cgroup, non-mesh destination; the netns with its
    nat rule, direct destination).
@@ -23,11 +26,12 @@ a Python client costs 10-20 us a round trip and hides what is measured.
 Peers are measured in the same rounds, in rotating order; figures are the
 medians over the rounds.
 
-Needs root, cgroup v2, bcc, iptables, cc. Owns: pin dir NODEMESH_PIN_DIR
-(default /sys/fs/bpf/nm-bench), cgroup <v2>/nm-bench/{client,proxy}, run dir
-/tmp/nm-bench-run, netns nm-bench-ipt; removes all of it at the end.
+Needs root, cgroup v2, bcc, iptables, cc. Owns (TAG = $NODEMESH_BENCH_TAG,
+default nm-bench): pin dir NODEMESH_PIN_DIR (default /sys/fs/bpf/TAG), cgroup
+<v2>/TAG/{client,proxy}, run dir /tmp/TAG-run, netns TAG-ipt, ports
+$NODEMESH_BENCH_PORT_BASE (default 15000) + 1..13; removes all of it at the end.
 
-    python -m bench.datapath [--quick]
+    python -m bench.datapath [--quick] [--only rr|connect] [--rounds N]
 """
 
 import argparse
@@ -42,29 +46,35 @@ import sys
 import tempfile
 import time
 
-from bench.common import print_table, write_results
+from bench.common import write_results
+from bench.datapath_report import report
 
 HERE = pathlib.Path(__file__).resolve().parent
 C_SOURCE = HERE / "datapath_rr.c"
 
-PIN_DIR = os.environ.get("NODEMESH_PIN_DIR", "/sys/fs/bpf/nm-bench")
+# Names and ports are overridable so that two people can run it side by side.
+TAG = os.environ.get("NODEMESH_BENCH_TAG", "nm-bench")
+PIN_DIR = os.environ.get("NODEMESH_PIN_DIR", f"/sys/fs/bpf/{TAG}")
 CGROUP_V2 = os.environ.get("NODEMESH_BENCH_CGROUP2", "/sys/fs/cgroup/unified")
-CGROUP_ROOT = os.path.join(CGROUP_V2, "nm-bench")
-RUN_DIR = "/tmp/nm-bench-run"
-NETNS = "nm-bench-ipt"
+CGROUP_ROOT = os.path.join(CGROUP_V2, TAG)
+RUN_DIR = f"/tmp/{TAG}-run"
+NETNS = f"{TAG}-ipt"
 GUARD_ROUTE = "198.18.0.0/15"
 
-VIP, VIP_PORT = "198.18.10.1", 80
-PROXY_RR = 15001        # the proxy address in the proxy map during the rr benchmark
-PLAIN_RR = 15002        # same server, a port the datapath does not pair
-PROXY_SINK = 15011      # the proxy address in the proxy map during the connect benchmark
-PLAIN_SINK = 15012      # sink outside the attach root: no program anywhere
-NETNS_SINK = 15013      # sink in the iptables netns
+VIP, VIP_PORT = "198.18.10.1", 80     # a service flagged for pairing (the default)
+VIP_NOPAIR = "198.18.10.2"             # the same service without pairing
+PORT_BASE = int(os.environ.get("NODEMESH_BENCH_PORT_BASE", "15000"))
+PROXY_RR = PORT_BASE + 1    # the proxy address in the proxy map during the rr benchmark
+PLAIN_RR = PORT_BASE + 2    # same server, a port the datapath does not pair
+PROXY_SINK = PORT_BASE + 11 # the proxy address in the proxy map during the connect benchmark
+PLAIN_SINK = PORT_BASE + 12 # sink outside the attach root: no program anywhere
+NETNS_SINK = PORT_BASE + 13 # sink in the iptables netns
 
 SIZES = (64, 4096, 65536)
 CONNS = (1, 8)
 RR_TRANSPORTS = ("redirect", "tcp", "unix")
-CONNECT_VARIANTS = ("bpf", "bpf_remote_mode", "none", "iptables", "enrolled_direct", "netns_direct")
+CONNECT_VARIANTS = ("bpf", "bpf_paired", "bpf_remote_mode", "none", "iptables",
+                    "enrolled_direct", "netns_direct")
 
 FULL = {"rounds": 11, "rr_seconds": 0.3, "conn_rounds": 11, "conn_seconds": 0.4}
 QUICK = {"rounds": 3, "rr_seconds": 0.2, "conn_rounds": 3, "conn_seconds": 0.3}
@@ -120,6 +130,8 @@ class Bench:
         self.ctl = Control(s)
         self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_RR}", mode="local")
         self.ctl.add_service(f"{VIP}:{VIP_PORT}", 1, "tcp", remote_port=PLAIN_SINK)
+        self.ctl.add_service(f"{VIP_NOPAIR}:{VIP_PORT}", 2, "tcp", remote_port=PLAIN_SINK,
+                             pair=False)
         self.ctl.enroll(self.client_cg)
 
     def netns(self):
@@ -300,15 +312,20 @@ class Bench:
 
     def conn_once(self, variant):
         base = ["conn", "-d", str(self.p["conn_seconds"]), "-n", str(MAX_CONNECTS)]
-        if variant in ("bpf", "bpf_remote_mode"):
-            reason = "local" if variant == "bpf" else "remote_mode"
-            self.ctl.set_proxy(mode=reason.split("_")[0])
-            before = self.counter(reason)
-            res = self.client(base + ["-a", f"{VIP}:{VIP_PORT}", "-g", self.client_cg],
-                              server=self.srv_proxy if variant == "bpf" else self.srv_plain)
-            steered = self.counter(reason) - before
-            res["steered"] = steered
-            res["valid"] = steered >= res["count"]
+        if variant.startswith("bpf"):
+            remote = variant == "bpf_remote_mode"
+            reason = "remote_mode" if remote else "local"
+            self.ctl.set_proxy(mode="remote" if remote else "local")
+            vip = VIP if variant == "bpf_paired" else VIP_NOPAIR
+            before = self.ctl.counters()
+            res = self.client(base + ["-a", f"{vip}:{VIP_PORT}", "-g", self.client_cg],
+                              server=self.srv_plain if remote else self.srv_proxy)
+            after = self.ctl.counters()
+            res["steered"] = after[reason] - before[reason]
+            paired = after["sockhash_added"] - before["sockhash_added"]
+            # every connect steered; both ends paired exactly when the service asks
+            res["valid"] = res["steered"] >= res["count"] and (
+                paired >= 2 * res["count"] if variant == "bpf_paired" else paired == 0)
             return res
         if variant == "none":
             return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}"], server=self.srv_plain)
@@ -347,6 +364,7 @@ class Bench:
         none = out["none"]["connects_per_s"]
         out["ratio_bpf_vs_none"] = round(out["bpf"]["connects_per_s"] / none, 3)
         out["ratio_iptables_vs_none"] = round(out["iptables"]["connects_per_s"] / none, 3)
+        out["ratio_bpf_paired_vs_none"] = round(out["bpf_paired"]["connects_per_s"] / none, 3)
         out["ratio_bpf_remote_mode_vs_none"] = round(
             out["bpf_remote_mode"]["connects_per_s"] / none, 3)
         out["ratio_bpf_vs_iptables"] = round(
@@ -373,7 +391,10 @@ def _cpu_ticks(pid) -> int:
 
 def _paired(a_runs, b_runs) -> float:
     """Median over rounds of a's rate / b's rate in the same round."""
-    return round(statistics.median(a["rate"] / b["rate"] for a, b in zip(a_runs, b_runs)), 3)
+    ratios = [a["rate"] / b["rate"] for a, b in zip(a_runs, b_runs) if b["rate"] > 0]
+    # a round where a peer completed nothing (a starved client on a loaded
+    # machine) has no ratio
+    return round(statistics.median(ratios), 3) if ratios else 0.0
 
 
 def leftovers() -> list:
@@ -384,21 +405,26 @@ def leftovers() -> list:
     if os.path.exists(CGROUP_ROOT):
         found.append(CGROUP_ROOT)
     tree = _run(["bpftool", "cgroup", "tree", CGROUP_V2], check=False).stdout
-    if "nm-bench" in tree:
-        found.append("bpftool cgroup tree shows nm-bench")
+    if TAG in tree:
+        found.append(f"bpftool cgroup tree shows {TAG}")
     if NETNS in _run(["ip", "netns", "list"], check=False).stdout:
         found.append(f"netns {NETNS}")
     return found
 
 
-def run(quick=False) -> dict:
+def run(quick=False, only=None, rounds=None) -> dict:
     b = Bench(quick=quick)
+    if rounds:
+        b.p = {**b.p, "rounds": rounds, "conn_rounds": rounds}
     started = time.monotonic()
     load_before = os.getloadavg()
+    rr = conn = None
     try:
         b.setup()
-        rr = b.rr()
-        conn = b.connect()
+        if only in (None, "rr"):
+            rr = b.rr()
+        if only in (None, "connect"):
+            conn = b.connect()
     finally:
         errors = b.teardown()
     return {
@@ -415,55 +441,16 @@ def run(quick=False) -> dict:
     }
 
 
-def report(res: dict) -> None:
-    rows = []
-    for key, fig in res["request_response"].items():
-        red, tcp, unix = fig["redirect"], fig["tcp"], fig["unix"]
-        rows.append([key,
-                     f"{red['requests_per_s']:.0f}" + ("" if red["valid"] else " INVALID"),
-                     f"{tcp['requests_per_s']:.0f}", f"{unix['requests_per_s']:.0f}",
-                     f"{fig['ratio_rps_redirect_vs_tcp']:.2f}x ({fig['paired_ratio_rps_redirect_vs_tcp']:.2f}x)",
-                     f"{fig['ratio_rps_redirect_vs_unix']:.2f}x ({fig['paired_ratio_rps_redirect_vs_unix']:.2f}x)",
-                     f"{red['p50_us']:.1f}/{red['p99_us']:.1f}",
-                     f"{tcp['p50_us']:.1f}/{tcp['p99_us']:.1f}",
-                     f"{unix['p50_us']:.1f}/{unix['p99_us']:.1f}",
-                     f"{fig['ratio_p50_redirect_vs_unix']:.2f}x",
-                     f"{red['cpu_us_per_req']:.1f}/{tcp['cpu_us_per_req']:.1f}/{unix['cpu_us_per_req']:.1f}",
-                     f"{fig['cpu_ratio_redirect_vs_tcp']:.2f}x",
-                     f"{fig['best_ratio_rps_redirect_vs_tcp']:.2f}x"])
-    print_table("request/response (size/connections): requests/s, p50/p99 us, medians"
-                " (ratio of medians; median of per-round ratios)",
-                ["case", "redirect", "tcp", "unix", "red/tcp", "red/unix",
-                 "red p50/p99", "tcp p50/p99", "unix p50/p99", "p50 red/unix",
-                 "cpu us/req red/tcp/unix", "req/cpu-s red/tcp", "best red/tcp"], rows)
-    c = res["connect"]
-    rows = []
-    for v in CONNECT_VARIANTS:
-        f = c[v]
-        rows.append([v, f"{f['connects_per_s']:.0f}" + ("" if f.get("valid", True) else " INVALID"),
-                     f"{f['connects_per_s'] / c['none']['connects_per_s']:.2f}x",
-                     f"{f.get('paired_ratio_vs_none', 1):.2f}x",
-                     f"{f['p50_us']:.1f}", f"{f.get('p50_ratio_vs_none', 1):.2f}x",
-                     f"{f['p99_us']:.1f}", f"{f['cpu_us_per_connect']:.1f}",
-                     f"{f.get('cpu_ratio_vs_none', 1):.2f}x",
-                     f"{f.get('best_ratio_vs_none', 1):.2f}x"])
-    print_table("connect + close: connects/s, medians",
-                ["variant", "connects/s", "vs none", "paired vs none", "p50 us",
-                 "none p50/p50", "p99 us", "cpu us/conn", "conn/cpu-s vs none",
-                 "best vs none"], rows)
-    print(f"\nbpf vs iptables: {c['ratio_bpf_vs_iptables']:.2f}x; "
-          f"run took {res['seconds']} s; load average {res['loadavg_before'][0]} -> "
-          f"{res['loadavg_after'][0]}; leftovers: {res['leftovers'] or 'none'}")
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (~1 minute)")
+    ap.add_argument("--only", choices=("rr", "connect"), help="one of the two benchmarks")
+    ap.add_argument("--rounds", type=int, help="rounds per case (default: 11, --quick 3)")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/datapath.json")
     args = ap.parse_args(argv)
-    res = run(quick=args.quick)
+    res = run(quick=args.quick, only=args.only, rounds=args.rounds)
     report(res)
-    if not args.no_write:
+    if not args.no_write and not args.only:
         print(f"wrote {write_results('datapath', res)}")
 
 

@@ -66,6 +66,18 @@ static int valid_bignum(const uint8_t *s, size_t n)
     return i < n && digits(s + i, n - i) == (int)(n - i);
 }
 
+/* One of "+-:$*_#,(!=%~>|." (a lookup, not memchr: this runs per value). */
+static int known_type(uint8_t t)
+{
+    switch (t) {
+    case '+': case '-': case ':': case '$': case '*': case '_': case '#': case ',':
+    case '(': case '!': case '=': case '%': case '~': case '>': case '|': case '.':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 /* The length/count line of a type whose line is a number. */
 static int numeric_line(uint8_t t)
 {
@@ -103,7 +115,7 @@ int nm_redis_reply_frame(nm_decoder *d, const uint8_t *buf, size_t len,
         if (p >= len)
             goto incomplete;
         const uint8_t t = buf[p];
-        if (!memchr("+-:$*_#,(!=%~>|.", t, 16))   /* fail on the first byte */
+        if (!known_type(t))   /* fail on the first byte */
             return nm_fail(d, NM_E_PROTOCOL, "unknown reply type");
         long cr = resp_line_end(buf, p + 1, len);
         if (cr == RESP_LINE_INCOMPLETE) {

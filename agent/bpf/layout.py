@@ -52,6 +52,22 @@ def be32_to_ip(value: int) -> str:
     return socket.inet_ntoa(int(value).to_bytes(4, "little"))
 
 
+def ip6_to_words(ip: str) -> list:
+    """'fd00::1' -> the four u32 whose memory is the address in network order."""
+    packed = ipaddress.IPv6Address(ip).packed
+    return [int.from_bytes(packed[i:i + 4], "little") for i in range(0, 16, 4)]
+
+
+def words_to_ip6(words) -> str:
+    """The inverse of ip6_to_words; IPv4-mapped addresses print as ::ffff:a.b.c.d."""
+    addr = ipaddress.IPv6Address(b"".join(int(w).to_bytes(4, "little") for w in words))
+    return f"::ffff:{addr.ipv4_mapped}" if addr.ipv4_mapped else str(addr)
+
+
+def words_are_zero(words) -> bool:
+    return not any(int(w) for w in words)
+
+
 def port_to_be16(port: int) -> int:
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"port {port} out of range")

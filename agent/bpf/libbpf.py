@@ -13,6 +13,8 @@ from cffi import FFI
 ffi = FFI()
 ffi.cdef("""
 int bpf_obj_pin(int fd, const char *pathname);
+int bpf_map_create(int map_type, const char *map_name, uint32_t key_size,
+                   uint32_t value_size, uint32_t max_entries, const void *opts);
 int bpf_obj_get(const char *pathname);
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
@@ -34,6 +36,7 @@ typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
 struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn sample_cb,
                                      void *ctx, const void *opts);
 int ring_buffer__poll(struct ring_buffer *rb, int timeout_ms);
+int ring_buffer__consume(struct ring_buffer *rb);
 void ring_buffer__free(struct ring_buffer *rb);
 
 /* enough of struct bpf_map_info / bpf_prog_info / bpf_link_info */
@@ -108,6 +111,13 @@ def obj_get(path: str) -> int:
 
 def obj_pin(fd: int, path: str) -> None:
     check(lib().bpf_obj_pin(fd, str(path).encode()), f"pin {path}")
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int,
+               max_entries: int) -> int:
+    """A new map's fd (tests build maps as an older version pinned them)."""
+    return check(lib().bpf_map_create(map_type, name.encode(), key_size, value_size,
+                                      max_entries, ffi.NULL), f"create map {name}")
 
 
 def num_cpus() -> int:

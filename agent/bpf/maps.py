@@ -8,16 +8,40 @@ from .layout import ffi
 
 DEFAULT_PIN_DIR = "/sys/fs/bpf/nodemesh"
 
-# name -> (key C type, value C type, per-CPU)
+# name -> (key C type, value C type, per-CPU): the maps Python reads and writes
 MAPS = {
     "services": ("struct nm_service_key", "struct nm_service", False),
+    "services6": ("struct nm_service6_key", "struct nm_service", False),
     "proxy": ("__u32", "struct nm_proxy_config", False),
     "enrolled": ("__u64", "struct nm_pod", False),
     "orig_dst": ("__u64", "struct nm_orig_dst", False),
     "accept_records": ("struct nm_addr_key", "struct nm_orig_dst", False),
+    "accept_records6": ("struct nm_addr6_key", "struct nm_orig_dst", False),
     "sock_pairs": ("struct nm_sock_key", "__u64", False),   # value: socket cookie
+    "sock_pairs6": ("struct nm_sock6_key", "__u64", False),
     "counters": ("__u32", "__u64", True),
 }
+
+# enum bpf_map_type (uapi/linux/bpf.h)
+HASH, ARRAY, PERCPU_ARRAY, LRU_HASH, SOCKHASH, RINGBUF = 1, 2, 6, 9, 18, 27
+
+# name -> (map type, capacity: a bpf/lib/config.h setting or a number) of
+# every pinned map, as bpf/lib/maps.h defines it: what a pinned map must
+# match to be adopted (agent/bpf/upgrade.py)
+KINDS = {
+    "services": (HASH, "NM_MAX_SERVICES"),
+    "services6": (HASH, "NM_MAX_SERVICES"),
+    "proxy": (ARRAY, 1),
+    "enrolled": (HASH, "NM_MAX_PODS"),
+    "orig_dst": (HASH, "NM_MAX_CONNS"),
+    "accept_records": (HASH, "NM_MAX_CONNS"),
+    "accept_records6": (HASH, "NM_MAX_CONNS"),
+    "sock_pairs": (SOCKHASH, "NM_MAX_CONNS"),
+    "sock_pairs6": (SOCKHASH, "NM_MAX_CONNS"),
+    "counters": (PERCPU_ARRAY, "NM_R_MAX"),
+    "trace_events": (RINGBUF, "NM_TRACE_BYTES"),
+}
+SOCKHASHES = ("sock_pairs", "sock_pairs6")   # sk_msg is attached to each
 
 
 class MapFullError(OSError):

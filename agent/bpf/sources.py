@@ -2,7 +2,7 @@
 
 import pathlib
 
-PROGRAMS = ("connect4", "getpeername4", "sockops", "sk_msg")
+PROGRAMS = ("connect4", "getpeername4", "sockops", "sk_msg", "connect6", "getpeername6")
 
 
 def source_dir() -> pathlib.Path:

@@ -8,7 +8,7 @@ connect program wrote (by socket cookie), the kernel's socket table
 
 from agent.bpf.datapath import orig_dst_dict
 
-from . import access, options, output, pod_names, sockets
+from . import access, options, output, pod_names, sockets, workload
 from .cgroups import CgroupIndex
 
 EPILOG = """examples:
@@ -31,7 +31,10 @@ def register(sub, common):
 
 
 def cmd_conns(args) -> int:
-    rows = collect(options.settings(args), args)
+    s = options.settings(args)
+    if args.pod:      # resolved first: an unknown pod is an error, not an empty list
+        args.pod_cgroup = workload.by_pod(args.pod, s.run_dir).cgroup
+    rows = collect(s, args)
     cols = [("POD", "pod"), ("PROCESS", "process"), ("ORIGINAL DST", "original_dst"),
             ("TARGET", "target"), ("STATE", "state")]
     wide = [("COOKIE", "cookie"), ("POD", "pod"), ("PID", "pid"), ("PROCESS", "process"),
@@ -43,8 +46,8 @@ def cmd_conns(args) -> int:
     return 0
 
 
-def collect(s, args=None) -> list:
-    c = access.control(args) if args is not None else None
+def collect(s, args) -> list:
+    c = access.control(args)
     try:
         records = {int(k[0]): orig_dst_dict(v) for k, v in c.map("orig_dst").items()}
     finally:
@@ -63,18 +66,19 @@ def collect(s, args=None) -> list:
             "target": rec["target"], "service_id": rec["service_id"],
             "state": sock.state if sock else "gone", "pid": pid, "process": proc,
             "cgroup_id": rec["cgroup_id"], "cgroup": cgroup,
-            "pod": names.get(rec["cgroup_id"]) or _short(cgroup),
+            "pod": names.get(rec["cgroup_id"]) or pod_names.owner(names, cgroup) or _short(cgroup),
         })
     return [r for r in rows if _wanted(r, args)]
 
 
 def _wanted(row, args) -> bool:
-    if args is None:
-        return True
     if getattr(args, "service", None) and row["original_dst"] != args.service:
         return False
-    pod = getattr(args, "pod", None)
-    return not pod or pod in (row["pod"], row["cgroup"])
+    pod = getattr(args, "pod_cgroup", None)
+    if not pod:
+        return True
+    return bool(row["cgroup"]) and (row["cgroup"] == pod or
+                                    row["cgroup"].startswith(pod.rstrip("/") + "/"))
 
 
 def _short(path):

@@ -14,15 +14,18 @@ import math
 from dataclasses import replace
 from typing import Dict, Optional
 
-from agent.config.model import CircuitBreakers, Cluster
+from agent.config.model import CircuitBreakers, Cluster, Endpoint
 
 from . import retry as retry_policy
 from .circuit import CircuitBreaker
-from .hosts import HostSet
+from .hosts import Host, HostSet
 from .lb import make_balancer
 from .outlier import OutlierDetector
 from .pool import HostPool
-from .protocols import FLAG_NO_HEALTHY, FLAG_NONE, FLAG_OVERFLOW, FLAG_RESET, FLAG_TIMEOUT
+from .protocols import FLAG_NO_HEALTHY, FLAG_NONE, FLAG_OVERFLOW
+
+
+MAX_PASSTHROUGH_HOSTS = 4096
 
 
 def per_worker(thresholds: CircuitBreakers, workers: int) -> CircuitBreakers:
@@ -45,6 +48,7 @@ class ClusterRuntime:
         self.outlier = OutlierDetector(model.outlier, self.hosts)
         self.breaker = CircuitBreaker(per_worker(model.circuit_breakers, worker.workers))
         self.pools: Dict[tuple, HostPool] = {}
+        self.passthrough: Dict[tuple, Host] = {}     # ORIGINAL_DST hosts by (address, port)
         self.health = None                     # HealthChecker, started by the worker
         self.health_task = None
         self.removed = False
@@ -54,7 +58,7 @@ class ClusterRuntime:
         self.pending_active = self.retries_active = 0
         self.mirrored = 0
 
-    # -- configuration ----------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     def update(self, model: Cluster) -> None:
         """A new version of this cluster: hosts keep their state, pools of hosts that
@@ -73,7 +77,7 @@ class ClusterRuntime:
 
     def close_removed_hosts(self) -> None:
         for key, pool in list(self.pools.items()):
-            if pool.host not in self.hosts:
+            if pool.host not in self.hosts and not self.model.original_dst:
                 pool.close()
                 if pool.idle:
                     del self.pools[key]
@@ -86,22 +90,25 @@ class ClusterRuntime:
         if self.health is not None:
             self.health.stop()
 
-    # -- requests ------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
     def dispatch(self, req) -> None:
         """Send one try of req (or fail it with a local reply)."""
         if not self.breaker.try_acquire("requests"):
             self._fail(req, FLAG_OVERFLOW, "overflow", False)
             return
-        host = self.balancer.pick(req.hash_key, req.excluded)
+        if self.model.original_dst:
+            host = self.original_host(getattr(req.session, "orig_dst", None))
+        else:
+            host = self.balancer.pick(req.hash_key, req.excluded)
         if host is None:
             self.breaker.release("requests")
             self._fail(req, FLAG_NO_HEALTHY, "no-host", False)
             return
         req.attempt += 1
         req.host = host
-        host.active_requests += 1
-        self.rq_total += 1
+        host.active_requests += req.count
+        self.rq_total += req.count
         self.rq_active += 1
         chain = req.chain
         key = (host, chain.identity)
@@ -109,6 +116,17 @@ class ClusterRuntime:
         if pool is None:
             pool = self.pools[key] = HostPool(self, host, chain)
         pool.send(req)
+
+    def original_host(self, dst):
+        """ORIGINAL_DST (Istio's PassthroughCluster): the address the client dialled."""
+        if dst is None:
+            return None
+        host = self.passthrough.get(dst)
+        if host is None:
+            if len(self.passthrough) >= MAX_PASSTHROUGH_HOSTS:
+                self.passthrough.pop(next(iter(self.passthrough)))
+            host = self.passthrough[dst] = Host(Endpoint(dst[0], dst[1]))
+        return host
 
     def send_oneway(self, req) -> bool:
         """Fire and forget (Dubbo/Thrift oneway): a picked host's pool, no slot, no retry."""
@@ -125,7 +143,7 @@ class ClusterRuntime:
     def _end_try(self, req) -> Optional[object]:
         host = req.host
         if host is not None:
-            host.active_requests -= 1
+            host.active_requests -= req.count
             req.host = None
             self.breaker.release("requests")
             self.rq_active -= 1
@@ -188,7 +206,7 @@ class ClusterRuntime:
     def _fail(self, req, flag, reason, reached) -> None:
         req.session.fail(req, flag, reason)
 
-    # -- retries -------------------------------------------------------------------------------
+    # -- retries ------------------------------------------------------------------------
 
     def _retry(self, req, host, reason: str, reached: bool) -> bool:
         policy = req.route.retry if req.route is not None else None
@@ -201,7 +219,12 @@ class ClusterRuntime:
         if not retry_policy.should_retry(policy, attempt=req.attempt, kind=req.kind,
                                          reached_upstream=reached, method=method, reason=reason):
             return False
-        budget = retry_policy.RetryBudget(policy.budget_percent, policy.min_retry_concurrency)
+        cb = self.model.circuit_breakers
+        if getattr(cb, "retry_budget_percent", None) is not None:
+            budget = retry_policy.RetryBudget(cb.retry_budget_percent,
+                                              cb.retry_budget_min_concurrency)
+        else:
+            budget = retry_policy.RetryBudget(policy.budget_percent, policy.min_retry_concurrency)
         if not budget.can_retry(self.rq_active + self.pending_active, self.retries_active) or \
                 not self.breaker.try_acquire("retries"):
             return False
@@ -225,7 +248,7 @@ class ClusterRuntime:
             req.try_deadline = min(req.deadline, now + req.route.retry.per_try_timeout)
         self.dispatch(req)
 
-    # -- introspection ----------------------------------------------------------------------------
+    # -- introspection ------------------------------------------------------------------
 
     def gauges(self):
         labels = (("cluster", self.name),)

@@ -63,11 +63,15 @@ class LocalBinding:
             return None
         vip, _, port = rec["original_dst"].rpartition(":")
         listener = worker.snapshot.listener_for(vip, int(port))
-        chain = worker.chains.get(listener.name) if listener is not None else None
-        if chain is None:
+        lr = worker.listener_rts.get(listener.name) if listener is not None else None
+        if lr is None:
             worker.rejected("no_listener")
             return None
-        return chain, str(rec["cgroup_id"])
+        chain = lr.chain_for(vip)
+        if chain is None:
+            worker.rejected("no_filter_chain")
+            return None
+        return chain, str(rec["cgroup_id"]), (vip, int(port))
 
     def close(self):
         if self._control is not None:
@@ -87,7 +91,7 @@ class PortBinding:
         if chain is None:
             worker.rejected("no_listener")
             return None
-        return chain, transport.get_extra_info("peername")[0]
+        return chain, transport.get_extra_info("peername")[0], None
 
 
 class _Listeners:
@@ -106,7 +110,8 @@ class _Listeners:
             return None
         self.errors.pop(port, None)
         bound = sock.getsockname()[1]
-        task = self.worker.loop.create_task(self.worker.loop.create_server(factory, sock=sock))
+        task = self.worker.loop.create_task(
+            self.worker.loop.create_server(factory, sock=sock, backlog=BACKLOG))
         self.servers[bound] = task
         return task
 
@@ -167,7 +172,7 @@ class RemoteListeners(_Listeners):
 
         if self.closed or not hasattr(self, "host"):
             return
-        want = {l.remote_port for l in snapshot.listeners.values() if l.remote_port}
+        want = {ln.remote_port for ln in snapshot.listeners.values() if ln.remote_port}
         shared = getattr(self, "shared_port", None)
         for port in sorted(want - set(self.servers)):
             binding = PortBinding(port)

@@ -37,8 +37,9 @@ class HostPool:
         self.oneway = []          # oneway frames waiting for a connection
         self.connecting = 0
         self.closed = False
+        self.tasks = set()        # connects in progress (cancelled when the worker stops)
 
-    # -- requests -------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
     def send(self, req) -> None:
         ready = self.ready
@@ -107,7 +108,7 @@ class HostPool:
             conn.in_ready = True
             self.ready.append(conn)
 
-    # -- connections ----------------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------
 
     def _connect(self):
         cluster = self.cluster
@@ -118,7 +119,9 @@ class HostPool:
                 self._fail_pending("overflow", FLAG_OVERFLOW)
             return
         self.connecting += 1
-        self.worker.loop.create_task(self._open())
+        task = self.worker.loop.create_task(self._open())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _open(self):
         cluster, host, loop = self.cluster, self.host, self.worker.loop
@@ -174,7 +177,7 @@ class HostPool:
             if not req.done:
                 self.cluster.on_failure(req, reason, False, flag)
 
-    # -- housekeeping -----------------------------------------------------------------------------
+    # -- housekeeping -------------------------------------------------------------------
 
     def close_idle(self, now: float, idle_timeout: float) -> None:
         for conn in list(self.conns):

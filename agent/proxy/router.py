@@ -10,30 +10,17 @@ common shape of a service with one destination.
 from __future__ import annotations
 
 import json
-import math
 import random
 from bisect import bisect_right
 from itertools import accumulate
 from typing import Dict, Optional
 
 from agent.codec import decoder_for
-from agent.config.model import FilterChain, Listener, RateLimitPolicy, Route, RouteTable
+from agent.config.model import FilterChain, Listener, Route, RouteTable
 
 from .protocols import Traits, traits_for
 
 INFINITE = float("inf")
-
-
-def per_worker(policy: RateLimitPolicy, workers: int) -> RateLimitPolicy:
-    """Split a token bucket between workers: same average rate and burst in total."""
-    if workers <= 1:
-        return policy
-    burst = max(1, math.ceil(policy.max_tokens / workers))
-    if policy.tokens_per_fill % workers == 0:
-        return RateLimitPolicy(burst, policy.tokens_per_fill // workers, policy.fill_interval,
-                               policy.per_source_pod)
-    return RateLimitPolicy(burst, policy.tokens_per_fill, policy.fill_interval * workers,
-                           policy.per_source_pod)
 
 
 class RouteRuntime:
@@ -76,13 +63,16 @@ class RouteRuntime:
 
 
 class ChainRuntime:
-    """A listener's filter chain: codec, traits, routes; shared by its sessions."""
+    """A listener's filter chain: codec, traits, routes; shared by its sessions.
+    `name` is the listener's (the service label), `chain_name` the filter chain's."""
 
     def __init__(self, listener: Listener, chain: FilterChain, table: Optional[RouteTable],
-                 routes: Dict[int, RouteRuntime], default_timeout: float):
+                 routes: Dict[int, RouteRuntime], default_timeout: float, rate_rules=()):
         self.listener = listener
         self.name = listener.name
+        self.chain_name = chain.name
         self.chain = chain
+        self.rate_rules = tuple(rate_rules)       # ((RateLimitRule, RateLimiter), ...)
         self.codec = chain.codec
         self.options = dict(chain.codec_options or {})
         self.traits: Optional[Traits] = traits_for(chain.codec, self.options) \
@@ -92,12 +82,20 @@ class ChainRuntime:
         self.ordered = list(routes.values())       # table order
         first = table.routes[0] if table is not None and table.routes else None
         self.default = routes[id(first)] if first is not None and not first.match \
-            and not first.any_of else None
+            and not first.any_of and first.clusters else None
+        self.batch_route = self.default if _batchable(self) else None
         self.request_timeout = chain.request_timeout or default_timeout
         self.idle_timeout = chain.idle_timeout
         self.tcp_cluster = chain.tcp_cluster
         # what a pooled upstream connection depends on: codec and options
         self.identity = (chain.codec, json.dumps(self.options, sort_keys=True, default=str))
+
+    def rate_limiter(self, frame):
+        """The listener-wide limiter of the first rule that matches the request, if any."""
+        for rule, limiter in self.rate_rules:
+            if not rule.match or rule.matches(frame.metadata):
+                return limiter
+        return None
 
     def select(self, frame) -> Optional[RouteRuntime]:
         if self.default is not None:
@@ -124,29 +122,70 @@ class ChainRuntime:
         return names
 
 
+def _batchable(chain: ChainRuntime) -> bool:
+    """Consecutive requests of a pipelining client may travel as one batch (agent.proxy.batch)
+    when nothing is decided per request: an ordered, non-HTTP protocol, one catch-all route
+    to one cluster, and no per-request policy on it."""
+    rt = chain.default
+    if rt is None or chain.traits is None or chain.traits.multiplexed or chain.codec == "http1":
+        return False
+    return (rt.single is not None and rt.limiter is None and rt.fault is None and not rt.retry
+            and not rt.mirrors and not rt.request_mutations and not rt.response_mutations
+            and not rt.hash_keys and not chain.rate_rules)
+
+
 def _route_timeout(route: Route, chain_timeout: float) -> float:
     timeout = route.timeout if route.timeout is not None else chain_timeout
     return INFINITE if not timeout else timeout     # 0 disables, as in Envoy
 
 
-def build_chain(listener: Listener, snapshot, limiters: dict, workers: int,
-                default_timeout: float) -> ChainRuntime:
-    """The ChainRuntime of a listener; rate limiters are reused from `limiters` (keyed
-    by listener, route and policy) so a config change does not refill their buckets."""
+class ListenerRuntime:
+    """A listener's filter chains; the one a connection uses depends on its original
+    destination (Envoy's filter_chain_match prefix ranges: Listener.chain_for)."""
+
+    def __init__(self, listener: Listener, chains: Dict[int, ChainRuntime]):
+        self.listener = listener
+        self.by_chain = chains                    # id(model FilterChain) -> ChainRuntime
+        self.by_name = {c.chain_name: c for c in chains.values()}
+        self.default = self.chain_for(listener.address) or next(iter(chains.values()), None)
+
+    def chain_for(self, address: str) -> Optional[ChainRuntime]:
+        chain = self.listener.chain_for(address)
+        return self.by_chain.get(id(chain)) if chain is not None else None
+
+
+def build_listener(listener: Listener, snapshot, limiters: dict, workers: int,
+                   default_timeout: float, kept: Optional[dict] = None) -> ListenerRuntime:
+    """Runtimes for every filter chain of a listener. Rate limiters are reused from
+    `limiters` (keyed by listener, chain, position and policy) so a configuration change
+    does not refill their buckets; the ones used are put in `kept`."""
     from .ratelimit import RateLimiter    # policies module
 
     if not listener.filter_chains:
         raise ValueError(f"listener {listener.name!r}: no filter chain")
-    chain = listener.filter_chains[0]
-    table = snapshot.route_table(chain) if chain.codec else None
-    chain_timeout = chain.request_timeout or default_timeout
-    routes: Dict[int, RouteRuntime] = {}
-    for index, route in enumerate(table.routes if table is not None else ()):
-        limiter = None
-        if route.rate_limit is not None:
-            key = (listener.name, index, route.name, route.rate_limit)
-            limiter = limiters.get(key)
-            if limiter is None:
-                limiter = limiters[key] = RateLimiter(per_worker(route.rate_limit, workers))
-        routes[id(route)] = RouteRuntime(route, limiter, _route_timeout(route, chain_timeout))
-    return ChainRuntime(listener, chain, table, routes, default_timeout)
+
+    kept = limiters if kept is None else kept
+
+    def limiter(key, policy):
+        found = kept.get(key) or limiters.get(key)
+        if found is None:
+            found = RateLimiter(policy, workers=workers)
+        kept[key] = found
+        return found
+
+    chains = {}
+    for chain in listener.filter_chains:
+        table = snapshot.route_table(chain) if chain.codec else None
+        if chain.codec and chain.route_config_name and table is None:
+            raise ValueError(f"filter chain {chain.name!r}: route configuration "
+                             f"{chain.route_config_name!r} not received yet")
+        chain_timeout = chain.request_timeout or default_timeout
+        routes: Dict[int, RouteRuntime] = {}
+        for index, route in enumerate(table.routes if table is not None else ()):
+            rl = limiter((listener.name, chain.name, "route", index, route.name,
+                          route.rate_limit), route.rate_limit) if route.rate_limit else None
+            routes[id(route)] = RouteRuntime(route, rl, _route_timeout(route, chain_timeout))
+        rules = [(rule, limiter((listener.name, chain.name, "listener", i, rule), rule.policy))
+                 for i, rule in enumerate(getattr(chain, "rate_limits", ()))]
+        chains[id(chain)] = ChainRuntime(listener, chain, table, routes, default_timeout, rules)
+    return ListenerRuntime(listener, chains)

@@ -53,8 +53,9 @@ class _Upstream(asyncio.Protocol):
 
 
 class TcpSession(asyncio.Protocol):
-    def __init__(self, worker, chain, pod):
+    def __init__(self, worker, chain, pod, orig_dst=None):
         self.worker = worker
+        self.orig_dst = orig_dst
         self.chain = chain
         self.pod = pod
         self.transport = None
@@ -70,6 +71,7 @@ class TcpSession(asyncio.Protocol):
         self.eof_up = self.eof_down = False       # half-closes seen from each side
         self.start = time.monotonic()
         self.slot = None
+        self.connect_task = None
 
     def connection_made(self, transport):
         self.transport = transport
@@ -83,12 +85,13 @@ class TcpSession(asyncio.Protocol):
             return self._give_up(FLAG_NO_HEALTHY)
         if not cluster.breaker.try_acquire("connections"):
             return self._give_up(FLAG_OVERFLOW)
-        self.host = cluster.balancer.pick()
+        self.host = cluster.original_host(self.orig_dst) if cluster.model.original_dst \
+            else cluster.balancer.pick()
         if self.host is None:
             cluster.breaker.release("connections")
             return self._give_up(FLAG_NO_HEALTHY)
         self.host.active_requests += 1
-        w.loop.create_task(self._connect())
+        self.connect_task = w.loop.create_task(self._connect())
 
     async def _connect(self):
         cluster, host = self.cluster, self.host
@@ -162,7 +165,7 @@ class TcpSession(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()      # close() sends what is still buffered first
 
-    # -- housekeeping ------------------------------------------------------------------
+    # -- housekeeping -------------------------------------------------------------------
 
     def check_idle(self, now):
         if self.retire_at is not None and now >= self.retire_at:

@@ -20,7 +20,7 @@ import random
 import time
 from collections import deque
 from statistics import median
-from typing import Dict, Optional
+from typing import Dict
 
 from agent.config.model import Snapshot
 
@@ -30,7 +30,7 @@ from .fairness import PodFairness
 from .listeners import listeners_for
 from .metrics import WorkerStats
 from .request import Request
-from .router import ChainRuntime, build_chain
+from .router import ChainRuntime, ListenerRuntime, build_listener
 
 log = logging.getLogger("nodemesh.proxy")
 LAG_WINDOW_S = 5.0
@@ -70,7 +70,8 @@ class Worker:
         self.loop = loop or asyncio.get_event_loop()
         self.now = time.monotonic()
         self.snapshot = Snapshot()
-        self.chains: Dict[str, ChainRuntime] = {}
+        self.listener_rts: Dict[str, ListenerRuntime] = {}
+        self.chains: Dict[str, ChainRuntime] = {}     # listener -> the chain for its own address
         self.clusters: Dict[str, ClusterRuntime] = {}
         self.retired = []                 # removed clusters still finishing requests
         self.limiters = {}
@@ -95,7 +96,7 @@ class Worker:
         self._next_housekeeping = 0.0
         self._timer = None
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self):
         await self.listeners.open(self.snapshot)
@@ -107,41 +108,52 @@ class Worker:
 
     async def stop(self):
         """Close everything now (tests, or after a drain)."""
+        import asyncio
+
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         await self.listeners.close()
+        pending = []
         for s in list(self.sessions) + list(self.tcp_sessions):
             if s.transport is not None:
                 s.transport.abort()
+            task = getattr(s, "connect_task", None)
+            if task is not None and not task.done():
+                task.cancel()
+                pending.append(task)
         for c in list(self.clusters.values()) + self.retired:
             c.close()
+            if c.health_task is not None:
+                c.health_task.cancel()
+                pending.append(c.health_task)
             for pool in c.pools.values():
+                for task in list(pool.tasks):
+                    task.cancel()
+                    pending.append(task)
                 for conn in list(pool.conns):
                     conn.close()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self.access_log is not None:
             self.access_log.close()
 
-    # -- configuration -------------------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     def apply_snapshot(self, snapshot: Snapshot) -> list:
         """Swap to `snapshot`; returns the problems found (listeners that cannot run)."""
         problems = []
         self._apply_clusters(snapshot)
-        chains = {}
-        limiters = {}
+        runtimes, kept = {}, {}
         for name, listener in snapshot.listeners.items():
             try:
-                chain = build_chain(listener, snapshot, self.limiters, self.workers,
-                                    self.settings.default_request_timeout)
+                runtimes[name] = build_listener(listener, snapshot, self.limiters, self.workers,
+                                                self.settings.default_request_timeout, kept)
             except (ValueError, KeyError) as exc:
                 problems.append(f"listener {name!r}: {exc}")
-                continue
-            chains[name] = chain
-        for key, limiter in self.limiters.items():
-            if key[0] in chains:
-                limiters[key] = limiter
-        self.snapshot, self.chains, self.limiters = snapshot, chains, limiters
+        self.limiters = kept
+        self.snapshot, self.listener_rts = snapshot, runtimes
+        self.chains = {name: lr.default for name, lr in runtimes.items() if lr.default}
         self._rebind_sessions()
         self._start_health_checks()
         self.listeners.update(snapshot)
@@ -169,21 +181,25 @@ class Worker:
         for s in list(self.sessions):
             if s.chain is None or s.shared:
                 continue
-            new = self.chains.get(s.chain.name)
+            new = self._same_chain(s.chain)
             if new is None or new.identity != s.chain.identity:
-                s.drain()                     # listener gone or its codec changed
+                s.drain()                     # listener or chain gone, or its codec changed
             else:
                 s.bind(new)
         for t in list(self.tcp_sessions):
-            new = self.chains.get(t.chain.name)
+            new = self._same_chain(t.chain)
             if new is None or new.tcp_cluster != t.chain.tcp_cluster:
                 t.retire(self.settings.drain_deadline)
+
+    def _same_chain(self, chain):
+        lr = self.listener_rts.get(chain.name)
+        return lr.by_name.get(chain.chain_name) if lr is not None else None
 
     def _start_health_checks(self):
         from .health import HealthChecker
 
         protocols = {}
-        for chain in self.chains.values():
+        for chain in (c for lr in self.listener_rts.values() for c in lr.by_chain.values()):
             for name in chain.clusters():
                 protocols.setdefault(name, (chain.codec or "tcp", chain.options))
         for name, rt in self.clusters.items():
@@ -193,7 +209,8 @@ class Worker:
                     rt.health = None
                 continue
             codec, options = protocols[name]
-            if rt.health is not None and (rt.health.protocol, rt.health.cluster) == (codec, rt.model):
+            if rt.health is not None and \
+                    (rt.health.protocol, rt.health.cluster) == (codec, rt.model):
                 continue
             if rt.health is not None:
                 rt.health.stop()
@@ -205,7 +222,7 @@ class Worker:
                 continue
             rt.health_task = self.loop.create_task(rt.health.run())
 
-    # -- corked writes -----------------------------------------------------------------------------
+    # -- corked writes ------------------------------------------------------------------
 
     def mark(self, conn) -> None:
         if not conn.marked:
@@ -222,7 +239,7 @@ class Worker:
             conn.marked = False
             conn.flush()
 
-    # -- sessions -------------------------------------------------------------------------------------
+    # -- sessions -----------------------------------------------------------------------
 
     def session_opened(self, session, listener: str):
         self.sessions.add(session)
@@ -254,7 +271,7 @@ class Worker:
             self.mirror_sink.live.add(copy)
             cluster.dispatch(copy)
 
-    # -- timers ------------------------------------------------------------------------------------------
+    # -- timers -------------------------------------------------------------------------
 
     def _tick(self):
         now = self.now = time.monotonic()
@@ -291,7 +308,7 @@ class Worker:
                 pool.close_idle(now, idle)
         self.retired = [rt for rt in self.retired if not all(p.idle for p in rt.pools.values())]
 
-    # -- drain -----------------------------------------------------------------------------------------
+    # -- drain --------------------------------------------------------------------------
 
     async def drain(self, deadline: float):
         """Stop accepting, close every connection at a request boundary, give up at the
@@ -325,7 +342,7 @@ class Worker:
             callback, self.on_drained = self.on_drained, None
             self.loop.call_soon(callback, self.cut_requests)
 
-    # -- reports ---------------------------------------------------------------------------------------
+    # -- reports ------------------------------------------------------------------------
 
     def lag_ms(self) -> dict:
         samples = list(self.lag)
@@ -364,7 +381,7 @@ class Worker:
         for rt in list(self.clusters.values()):
             counters += rt.counters()
         data = self.stats.export(gauges)
-        data["counters"] += [(n, list(l), v) for n, l, v in counters]
+        data["counters"] += [(n, list(lb), v) for n, lb, v in counters]
         data["summary"] = self.summary()
         return data
 

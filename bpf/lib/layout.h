@@ -8,6 +8,10 @@
  * on each field says which.
  *
  * Codes are append-only: the agent, the CLI and dashboards key on them.
+ * Values grow only at their end: a datapath loaded over maps pinned by an
+ * older version re-creates the maps whose layout changed and copies their
+ * entries, zero-filling the new fields (agent/bpf/upgrade.py). A key never
+ * changes: a new key is a new map.
  */
 #ifndef NODEMESH_LAYOUT_H
 #define NODEMESH_LAYOUT_H
@@ -28,7 +32,8 @@ enum nm_target {
     NM_TARGET_REMOTE = 2
 };
 
-/* Per-CPU counters, one slot per reason. Never renumber. */
+/* Per-CPU counters, one slot per reason, both families (connect6 and
+ * getpeername6 count as their IPv4 twins do). Never renumber. */
 enum nm_reason {
     NM_R_NOT_SERVICE = 0,          /* connect4: not a mesh VIP:port, untouched */
     NM_R_NOT_ENROLLED = 1,         /* connect4: mesh service, pod not enrolled */
@@ -61,7 +66,15 @@ struct nm_service_key {
     __u16 pad;
 };
 
-/* services: value. */
+/* services6: key. An IPv6 mesh service's virtual address. IPv4-mapped
+ * destinations (::ffff:a.b.c.d) of IPv6 sockets are looked up in services. */
+struct nm_service6_key {
+    __u32 vip6[4];      /* network order */
+    __u16 port;         /* network order */
+    __u16 pad;
+};
+
+/* services, services6: value. */
 struct nm_service {
     __u32 id;           /* service id, also in accept records and traces */
     __u16 remote_port;  /* host order: the remote pool's port for it; 0 = none */
@@ -79,6 +92,12 @@ struct nm_proxy_config {
     __u8 flags;         /* NM_PROXY_* */
     __u16 pad;
     __u32 generation;   /* bumped by every write, for `status` */
+    /* IPv6 services go to these (the same local_port); IPv4 and IPv4-mapped
+     * destinations to the IPv4 ones above, written ::ffff:a.b.c.d for an
+     * IPv6 socket. A v6-only socket cannot reach an IPv4 proxy, so IPv6
+     * services never fall back to it. */
+    __u32 local_ip6[4]; /* network order; :: = no IPv6 local proxy */
+    __u32 remote_ip6[4];/* network order; :: = no IPv6 remote pool */
 };
 
 /* enrolled: value, keyed by cgroup v2 id (__u64). */
@@ -89,15 +108,18 @@ struct nm_pod {
     __u16 flags;
 };
 
-/* orig_dst (by socket cookie) and accept_records (by client address). */
+/* orig_dst (by socket cookie), accept_records and accept_records6 (by
+ * client address). */
 struct nm_orig_dst {
     __u64 cgroup_id;    /* the client's cgroup */
-    __u32 ip;           /* original destination, network order */
+    __u32 ip;           /* original IPv4 destination (also of an IPv6 socket
+                         * that dialled ::ffff:a.b.c.d), network order */
     __u32 service_id;
     __u16 port;         /* network order */
     __u8 target;        /* nm_target */
-    __u8 pad;
+    __u8 flags;         /* NM_ORIG_* */
     __u32 pad2;
+    __u32 ip6[4];       /* NM_ORIG_V6: what the IPv6 socket dialled */
 };
 
 /* accept_records: key. The client's address as the proxy sees it on accept. */
@@ -107,7 +129,15 @@ struct nm_addr_key {
     __u16 pad;
 };
 
-/* sock_pairs: key. Both ends of a same-node app <-> proxy connection. */
+/* accept_records6: key. An IPv6 client (IPv4-mapped ones use nm_addr_key). */
+struct nm_addr6_key {
+    __u32 ip6[4];       /* network order */
+    __u16 port;         /* network order */
+    __u16 pad;
+};
+
+/* sock_pairs: key. Both ends of a same-node app <-> proxy connection
+ * (IPv4, and IPv6 sockets with IPv4-mapped addresses). */
 struct nm_sock_key {
     __u32 local_ip;     /* network order */
     __u32 remote_ip;    /* network order */
@@ -115,21 +145,46 @@ struct nm_sock_key {
     __u32 remote_port;  /* host order */
 };
 
+/* sock_pairs6: key. The same for IPv6 sockets. */
+struct nm_sock6_key {
+    __u32 local_ip6[4]; /* network order */
+    __u32 remote_ip6[4];/* network order */
+    __u32 local_port;   /* host order */
+    __u32 remote_port;  /* host order */
+};
+
 /* trace_events: one connect decision. */
 struct nm_trace_event {
-    __u64 ts_ns;
-    __u64 cookie;
+    __u64 ts_ns;        /* bpf_ktime_get_ns: CLOCK_MONOTONIC */
+    __u64 cookie;       /* the socket's */
     __u64 cgroup_id;
-    __u32 orig_ip;      /* network order */
-    __u32 new_ip;       /* network order */
+    __u32 orig_ip;      /* family AF_INET: network order */
+    __u32 new_ip;       /* family AF_INET: network order */
     __u16 orig_port;    /* network order */
     __u16 new_port;     /* network order */
     __u32 service_id;
     __u32 reason;       /* nm_reason */
-    __u32 pid;
+    __u32 pid;          /* the process (tgid) */
+    __u32 tid;          /* the thread */
+    __u8 family;        /* AF_INET: orig_ip/new_ip; AF_INET6: orig_ip6/new_ip6 */
+    __u8 target;        /* nm_target */
+    __u16 pad;
+    __u32 orig_ip6[4];  /* family AF_INET6: network order */
+    __u32 new_ip6[4];
+    char comm[16];      /* the thread's name */
 };
 
 #define NM_SVC_DISABLED   1   /* present but not redirected (draining a VIP) */
+#define NM_SVC_NO_PAIR    2   /* do not pair app and local proxy sockets for
+                               * sk_msg: pairing's psock setup and teardown
+                               * (~3 us a connection) pays back after a few
+                               * requests, never for connect-and-close clients.
+                               * Off (0, pairing) is what a service written by
+                               * a version without the flag gets. */
+#define NM_ORIG_PAIR      1   /* steered locally for a service that pairs; in an
+                               * accept record: the app's end joined sock_pairs,
+                               * so the proxy's end joins too */
+#define NM_ORIG_V6        2   /* an IPv6 socket: ip6 is what it dialled */
 #define NM_PROXY_TRACE    1   /* emit every decision to trace_events */
 #define NM_SPILL_UNSET    65535
 #define NM_SPILL_SCALE    10000

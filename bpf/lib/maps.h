@@ -38,13 +38,18 @@
 
 /* services: mesh VIP:port -> service.
  * Writer: agent (from the config snapshot) or `nodemesh service add`.
- * Readers: connect4; CLI `services`, `explain`. */
+ * Readers: connect4, connect6 (IPv4-mapped destinations); CLI `services`. */
 BPF_TABLE_PINNED("hash", struct nm_service_key, struct nm_service, services,
                  NM_MAX_SERVICES, NM_PIN_DIR "/services");
 
+/* services6: mesh [VIP]:port -> service, for IPv6 VIPs.
+ * Writer: as services. Readers: connect6; CLI `services`. */
+BPF_TABLE_PINNED("hash", struct nm_service6_key, struct nm_service, services6,
+                 NM_MAX_SERVICES, NM_PIN_DIR "/services6");
+
 /* proxy: key 0 -> local/remote proxy addresses, mode, spill share.
  * Writer: agent failover controller or `nodemesh datapath set`.
- * Readers: connect4, sockops; CLI `status`, `failover status`. */
+ * Readers: connect4, connect6, sockops; CLI `status`, `failover status`. */
 BPF_TABLE_PINNED("array", __u32, struct nm_proxy_config, proxy, 1,
                  NM_PIN_DIR "/proxy");
 
@@ -55,21 +60,32 @@ BPF_TABLE_PINNED("hash", __u64, struct nm_pod, enrolled, NM_MAX_PODS,
                  NM_PIN_DIR "/enrolled");
 
 /* orig_dst: socket cookie -> original destination of a redirected socket.
- * Writer: connect4 (insert), sockops (delete on close).
- * Readers: sockops, getpeername4; CLI `conns`. Full -> fail open. */
+ * Writers: connect4, connect6 (insert), sockops (delete on close).
+ * Readers: sockops, getpeername4, getpeername6; CLI `conns`. Full -> fail open. */
 BPF_TABLE_PINNED("hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
                  NM_PIN_DIR "/orig_dst");
 
 /* accept_records: client (address, port) -> original destination + cgroup.
- * Writer: sockops on established. Reader and deleter: the proxy on accept.
- * LRU: a record the proxy never reads ages out instead of filling it. */
-BPF_TABLE_PINNED("lru_hash", struct nm_addr_key, struct nm_orig_dst,
+ * Writer: sockops on established. Deleters: the proxy on accept (it reads
+ * it), sockops when the client's socket closes: a record lives no longer
+ * than its connection, so a later connection from the same address never
+ * finds a stale one, and the map holds at most one per orig_dst entry. */
+BPF_TABLE_PINNED("hash", struct nm_addr_key, struct nm_orig_dst,
                  accept_records, NM_MAX_CONNS, NM_PIN_DIR "/accept_records");
+
+/* accept_records6: the same for IPv6 clients (IPv4-mapped ones are in
+ * accept_records, as the proxy sees them: a.b.c.d or ::ffff:a.b.c.d). */
+BPF_TABLE_PINNED("hash", struct nm_addr6_key, struct nm_orig_dst,
+                 accept_records6, NM_MAX_CONNS, NM_PIN_DIR "/accept_records6");
 
 /* sock_pairs: both ends of same-node app <-> local proxy connections.
  * Writer: sockops. Reader: sk_msg (redirect); CLI `conns`. */
 NM_SOCKHASH_PINNED(sock_pairs, struct nm_sock_key, NM_MAX_CONNS,
                    NM_PIN_DIR "/sock_pairs");
+
+/* sock_pairs6: the same for IPv6 sockets; sk_msg is attached to both. */
+NM_SOCKHASH_PINNED(sock_pairs6, struct nm_sock6_key, NM_MAX_CONNS,
+                   NM_PIN_DIR "/sock_pairs6");
 
 /* counters: per-CPU, indexed by enum nm_reason.
  * Writers: every program. Readers: CLI `stats`, agent metrics. */
@@ -77,7 +93,7 @@ BPF_TABLE_PINNED("percpu_array", __u32, __u64, counters, NM_R_MAX,
                  NM_PIN_DIR "/counters");
 
 /* trace_events: connect decisions, when the proxy map's NM_PROXY_TRACE is on.
- * Writer: connect4. Reader: CLI `trace`. */
+ * Writers: connect4, connect6. Reader: agent/bpf/trace.py (CLI `trace`). */
 NM_RINGBUF_PINNED(trace_events, NM_TRACE_BYTES, NM_PIN_DIR "/trace_events");
 
 #endif

@@ -2,6 +2,11 @@
  * The connect-time decision, in the order of DESIGN.md: local proxy if it
  * listens and the connection is not in the spill share; else the remote
  * pool at the service's remote port; else the original destination.
+ *
+ * One decision for both families: `v6` says which proxy addresses the
+ * connection uses (NM_V6 for an IPv6 service; NM_V4 for IPv4 ones, also
+ * when an IPv6 socket dials ::ffff:a.b.c.d). Call sites pass a constant, so
+ * each inlined copy keeps only its own family's code.
  */
 #ifndef NODEMESH_STEER_H
 #define NODEMESH_STEER_H
@@ -12,25 +17,81 @@
 #define BPF_F_CURRENT_NETNS (-1L)
 #endif
 
+#define NM_V4 0
+#define NM_V6 1
+
 struct steer {
-    __u32 ip;        /* network order */
-    __u16 port;      /* network order */
     __u8 target;     /* nm_target */
     __u32 reason;    /* nm_reason */
 };
 
+/* Four words of an IPv6 address. From a context (NM_CTX_IP6), one 4-byte
+ * load each: the compiler would otherwise merge two into an 8-byte load,
+ * or walk a pointer over the context, both of which the verifier refuses. */
+#define NM_COPY_IP6(dst, src) do {                                        \
+        (dst)[0] = (src)[0]; (dst)[1] = (src)[1];                         \
+        (dst)[2] = (src)[2]; (dst)[3] = (src)[3];                         \
+    } while (0)
+#define NM_CTX_WORD(x) (*(volatile __u32 *)&(x))
+#define NM_CTX_IP6(dst, src) do {                                         \
+        (dst)[0] = NM_CTX_WORD((src)[0]); (dst)[1] = NM_CTX_WORD((src)[1]); \
+        (dst)[2] = NM_CTX_WORD((src)[2]); (dst)[3] = NM_CTX_WORD((src)[3]); \
+    } while (0)
+#define NM_CTX_SET_IP6(dst, src) do {                                     \
+        NM_CTX_WORD((dst)[0]) = (src)[0]; NM_CTX_WORD((dst)[1]) = (src)[1]; \
+        NM_CTX_WORD((dst)[2]) = (src)[2]; NM_CTX_WORD((dst)[3]) = (src)[3]; \
+    } while (0)
+
+static __always_inline int ip6_is_zero(const __u32 *a)
+{
+    return (a[0] | a[1] | a[2] | a[3]) == 0;
+}
+
+static __always_inline int ip6_equal(const __u32 *a, const __u32 *b)
+{
+    return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0;
+}
+
+/* ::ffff:a.b.c.d, words in network order */
+static __always_inline int ip6_is_v4_mapped(const __u32 *a)
+{
+    return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+static __always_inline int local_configured(const struct nm_proxy_config *cfg, int v6)
+{
+    if (cfg->local_port == 0)
+        return 0;
+    return v6 ? !ip6_is_zero(cfg->local_ip6) : cfg->local_ip != 0;
+}
+
+static __always_inline int remote_configured(const struct nm_proxy_config *cfg,
+                                             const struct nm_service *svc, int v6)
+{
+    if (svc->remote_port == 0)
+        return 0;
+    return v6 ? !ip6_is_zero(cfg->remote_ip6) : cfg->remote_ip != 0;
+}
+
 /* A listening socket at the local proxy address, seen from the pod's netns. */
 static __always_inline int local_proxy_listens(struct bpf_sock_addr *ctx,
                                                const struct nm_proxy_config *cfg,
-                                               const struct nm_pod *pod)
+                                               const struct nm_pod *pod, int v6)
 {
     struct bpf_sock_tuple tuple = {};
-    tuple.ipv4.daddr = cfg->local_ip;
-    tuple.ipv4.dport = cfg->local_port;
+    __u32 size;
+    if (v6) {
+        NM_COPY_IP6(tuple.ipv6.daddr, cfg->local_ip6);
+        tuple.ipv6.dport = cfg->local_port;
+        size = sizeof(tuple.ipv6);
+    } else {
+        tuple.ipv4.daddr = cfg->local_ip;
+        tuple.ipv4.dport = cfg->local_port;
+        size = sizeof(tuple.ipv4);
+    }
     __u64 netns = pod->proxy_netns < 0 ? (__u64)BPF_F_CURRENT_NETNS
                                        : (__u64)pod->proxy_netns;
-    struct bpf_sock *sk = bpf_sk_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4),
-                                            netns, 0);
+    struct bpf_sock *sk = bpf_sk_lookup_tcp(ctx, &tuple, size, netns, 0);
     if (!sk)
         return 0;
     bpf_sk_release(sk);
@@ -49,14 +110,12 @@ static __always_inline int in_spill_share(const struct nm_proxy_config *cfg,
 static __always_inline void to_remote(struct steer *s,
                                       const struct nm_proxy_config *cfg,
                                       const struct nm_service *svc,
-                                      __u32 reason)
+                                      __u32 reason, int v6)
 {
-    if (cfg->remote_ip == 0 || svc->remote_port == 0) {
+    if (!remote_configured(cfg, svc, v6)) {
         s->reason = NM_R_FAILOPEN_NO_REMOTE;
         return;
     }
-    s->ip = cfg->remote_ip;
-    s->port = bpf_htons(svc->remote_port);
     s->target = NM_TARGET_REMOTE;
     s->reason = reason;
 }
@@ -64,30 +123,37 @@ static __always_inline void to_remote(struct steer *s,
 static __always_inline void steer(struct bpf_sock_addr *ctx,
                                   const struct nm_proxy_config *cfg,
                                   const struct nm_service *svc,
-                                  const struct nm_pod *pod, struct steer *s)
+                                  const struct nm_pod *pod, struct steer *s,
+                                  int v6)
 {
     s->target = NM_TARGET_ORIGINAL;
     /* if/else, not switch: a jump table would be an indirect jump */
     if (cfg->mode == NM_MODE_LOCAL) {
-        if (cfg->local_ip == 0 || cfg->local_port == 0)
-            to_remote(s, cfg, svc, NM_R_REMOTE_NO_LISTENER);
-        else if (!local_proxy_listens(ctx, cfg, pod))
-            to_remote(s, cfg, svc, NM_R_REMOTE_NO_LISTENER);
+        if (!local_configured(cfg, v6))
+            to_remote(s, cfg, svc, NM_R_REMOTE_NO_LISTENER, v6);
+        else if (!local_proxy_listens(ctx, cfg, pod, v6))
+            to_remote(s, cfg, svc, NM_R_REMOTE_NO_LISTENER, v6);
         else if (in_spill_share(cfg, pod))
-            to_remote(s, cfg, svc, NM_R_REMOTE_SPILL);
+            to_remote(s, cfg, svc, NM_R_REMOTE_SPILL, v6);
         else {
-            s->ip = cfg->local_ip;
-            s->port = cfg->local_port;
             s->target = NM_TARGET_LOCAL;
             s->reason = NM_R_LOCAL;
         }
     } else if (cfg->mode == NM_MODE_REMOTE) {
-        to_remote(s, cfg, svc, NM_R_REMOTE_MODE);
+        to_remote(s, cfg, svc, NM_R_REMOTE_MODE, v6);
     } else if (cfg->mode == NM_MODE_BYPASS) {
         s->reason = NM_R_BYPASS_MODE;
     } else {
         s->reason = NM_R_FAILOPEN_BAD_CONFIG;
     }
+}
+
+/* The port the chosen target listens on, network order. */
+static __always_inline __u16 target_port(const struct nm_proxy_config *cfg,
+                                         const struct nm_service *svc,
+                                         const struct steer *s)
+{
+    return s->target == NM_TARGET_LOCAL ? cfg->local_port : bpf_htons(svc->remote_port);
 }
 
 #endif

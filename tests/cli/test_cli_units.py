@@ -32,7 +32,7 @@ def test_every_help_has_examples():
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["service", "add", "198.18.0.10", "--protocol", "redis"], "expected IPv4:PORT"),
+    (["service", "add", "198.18.0.10", "--protocol", "redis"], "expected IP:PORT like"),
     (["service", "add", "198.18.0:80", "--protocol", "redis"], "not an IPv4 address"),
     (["service", "add", "198.18.0.10:99999", "--protocol", "redis"], "not in 1-65535"),
     (["service", "add", "198.18.0.10:80", "--protocol", "smtp"], "invalid choice: 'smtp'"),
@@ -68,7 +68,11 @@ def test_not_up_is_exit_3(nm, tmp_path):
 def test_not_root_is_exit_4(nm, monkeypatch, tmp_path):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     monkeypatch.setattr(privileges, "effective_caps", lambda *a: 0)
-    for argv in (["service", "list"], ["datapath", "up"], ["uninstall"], ["stats"]):
+    from agent.bpf import host
+
+    explain = ["explain", "--cgroup", host.cgroup2_mount() or "/sys/fs/cgroup", "198.18.0.1:80"]
+    for argv in (["service", "list"], ["datapath", "up"], ["uninstall"], ["stats"], ["trace"],
+                 explain):
         r = nm(*argv, "--pin-dir", tmp_path)
         assert r.code == errors.PERMISSION, r
         assert r.err.startswith("nodemesh: not root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN "

@@ -35,11 +35,19 @@ def join_cgroup_code(cgroup) -> str:
     return f"import os\nopen({str(cgroup) + '/cgroup.procs'!r}, 'w').write(str(os.getpid()))\n"
 
 
-def run_in(cgroup, code, timeout=60) -> str:
-    """Run Python code in a new process placed in `cgroup`; return its stdout."""
+def in_netns(netns, argv) -> list:
+    """argv run in a named netns. nsenter, not `ip netns exec`: that one
+    remounts /sys, and the cgroup mounts under it with it."""
+    return ([shutil.which("nsenter"), f"--net=/run/netns/{netns}"] if netns else []) + argv
+
+
+def run_in(cgroup, code, timeout=60, netns=None) -> str:
+    """Run Python code in a new process placed in `cgroup` (and network
+    namespace `netns`); return its stdout."""
     src = join_cgroup_code(cgroup) + textwrap.dedent(code)
-    res = subprocess.run([PY, "-c", src], capture_output=True, text=True, timeout=timeout,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(in_netns(netns, [PY, "-c", src]), capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
     if res.returncode != 0:
         raise AssertionError(f"client failed ({res.returncode}):\n{res.stderr}")
     return res.stdout
@@ -48,7 +56,7 @@ def run_in(cgroup, code, timeout=60) -> str:
 ECHO_SERVER = """
 import socket, sys, threading
 host, port = sys.argv[1], int(sys.argv[2])
-ls = socket.socket()
+ls = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
 ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind((host, port))
 ls.listen(512)
@@ -71,10 +79,11 @@ while True:
 class Listener:
     """An echo server in a cgroup; its greeting names it and the peer it saw."""
 
-    def __init__(self, cgroup, host_ip, port):
+    def __init__(self, cgroup, host_ip, port, netns=None):
         self.addr = (host_ip, port)
         src = join_cgroup_code(cgroup) + ECHO_SERVER
-        self.proc = subprocess.Popen([PY, "-c", src, host_ip, str(port)],
+        # nsenter execs the command: the PID we hold is the server's
+        self.proc = subprocess.Popen(in_netns(netns, [PY, "-c", src, host_ip, str(port)]),
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready"
 
@@ -121,20 +130,34 @@ class Node:
         for name in ("pod-a", "pod-b", "other", "proxy"):
             self.cg(name)
         self._add_route()
-        if loader == "subprocess":
-            self.up_in_subprocess_then_kill()
-        else:
-            Datapath(self.settings).up()
-        self.ctl = Control(self.settings)
+        try:
+            if loader == "subprocess":
+                import json
+
+                self.up_result = json.loads(self.up_in_subprocess_then_kill())
+            else:
+                self.up_result = Datapath(self.settings).up()
+            self.ctl = Control(self.settings)
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def settle(self, timeout=5.0):
+        """Wait until every steered socket of earlier tests has closed (their
+        close callbacks bump counters), so that counter deltas are exact."""
+        deadline = time.monotonic() + timeout
+        orig = self.ctl.map("orig_dst")
+        while len(orig) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _add_route(self):
         res = subprocess.run(["ip", "route", "add", "unreachable", UNREACHABLE],
                              capture_output=True, text=True)
         self._route_added = res.returncode == 0
 
-    def listen(self, host_ip, port, cgroup="proxy") -> Listener:
-        lst = Listener(self.cg(cgroup), host_ip, port)
+    def listen(self, host_ip, port, cgroup="proxy", netns=None) -> Listener:
+        lst = Listener(self.cg(cgroup), host_ip, port, netns)
         self.listeners.append(lst)
         return lst
 
@@ -190,7 +213,7 @@ def dial(addr, send=b"", timeout=5):
         greeting += chunk
     server, seen_peer = greeting.decode().split()
     out = {"server": server, "seen_peer": seen_peer,
-           "peername": "%s:%d" % s.getpeername(), "sockname": "%s:%d" % s.getsockname()}
+           "peername": "%s:%d" % s.getpeername()[:2], "sockname": "%s:%d" % s.getsockname()[:2]}
     if send:
         s.sendall(send)
         got = b""
@@ -202,12 +225,86 @@ def dial(addr, send=b"", timeout=5):
 """
 
 
-def dial(node, cgroup, addr, send=b"", count=1):
+def dial(node, cgroup, addr, send=b"", count=1, netns=None):
     """Connect from a process in `cgroup` to addr; list of what each connect saw."""
     code = CLIENT + f"print(json.dumps([dial({tuple(addr)!r}, {send!r}) for _ in range({count})]))\n"
     import json
 
-    return json.loads(run_in(node.cg(cgroup), code).strip().splitlines()[-1])
+    return json.loads(run_in(node.cg(cgroup), code, netns=netns).strip().splitlines()[-1])
 
 
-__all__ = ["Node", "Listener", "dial", "run_in", "free_port", "time"]
+HOLD = """
+import json, socket, sys
+s = socket.create_connection(ADDR, timeout=5)
+greeting = b""
+while not greeting.endswith(b"\\n"):
+    greeting += s.recv(256)
+server, seen_peer = greeting.decode().split()
+print(json.dumps({"server": server, "seen_peer": seen_peer,
+                  "peername": "%s:%d" % s.getpeername()[:2]}), flush=True)
+sys.stdin.readline()
+s.close()
+"""
+
+
+class Held:
+    """A connection from a process in a cgroup, open until close()."""
+
+    def __init__(self, node, cgroup, addr, netns=None):
+        src = join_cgroup_code(node.cg(cgroup)) + f"ADDR = {tuple(addr)!r}\n" + HOLD
+        self.proc = subprocess.Popen(in_netns(netns, [PY, "-c", src]), stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        import json
+
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(10)
+            raise AssertionError(f"client failed ({self.proc.returncode})")
+        self.seen = json.loads(line)
+        ip, port = self.seen["seen_peer"].rsplit(":", 1)
+        self.client = (ip, int(port))
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("\n")
+            self.proc.stdin.flush()
+            self.proc.wait(10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Netns:
+    """A network namespace of our own: lo up, the addresses we give it, no
+    default route; unreachable routes for the VIP ranges, so that a connect
+    the datapath did not steer fails at once and nothing leaves it."""
+
+    def __init__(self, tag):
+        self.name = f"{tag}-{os.getpid()}"
+        self._ip("netns", "add", self.name)
+        self._ip("-n", self.name, "link", "set", "lo", "up")
+
+    @staticmethod
+    def _ip(*args):
+        res = subprocess.run(["ip", *args], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise AssertionError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+
+    def add_address(self, ip):
+        if ":" in ip:
+            self._ip("-n", self.name, "-6", "addr", "add", f"{ip}/128", "dev", "lo", "nodad")
+        else:
+            self._ip("-n", self.name, "addr", "add", f"{ip}/32", "dev", "lo")
+
+    def unreachable(self, prefix):
+        self._ip("-n", self.name, "-6" if ":" in prefix else "-4", "route", "add",
+                 "unreachable", prefix)
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+__all__ = ["Node", "Listener", "Held", "Netns", "dial", "run_in", "free_port", "time"]

@@ -1,14 +1,14 @@
 """The kernel datapath on the real kernel: steering, records, sk_msg, failover."""
 
-import hashlib
 import os
 import signal
 
 import pytest
 
 from agent.bpf.loader import Datapath
+from agent.bpf.sources import PROGRAMS
 
-from .node import Node, dial, free_port, run_in
+from .node import Held, Node, dial, free_port, run_in
 
 pytestmark = pytest.mark.kernel
 
@@ -18,22 +18,25 @@ VIP = ("198.18.10.1", 80)
 @pytest.fixture(scope="module")
 def node():
     n = Node("nm-kt").start(loader="subprocess")
-    n.local = ("127.0.0.1", free_port("127.0.0.1"))
-    n.remote_port = free_port("127.0.0.2")
-    n.remote = ("127.0.0.2", n.remote_port)
-    n.local_listener = n.listen(*n.local)
-    n.remote_listener = n.listen(*n.remote)
-    n.ctl.set_proxy(local="%s:%d" % n.local, remote="127.0.0.2", mode="local", spill=0)
-    n.ctl.add_service("%s:%d" % VIP, 1, "http1", remote_port=n.remote_port)
-    n.ctl.enroll(n.cg("pod-a"))
-    n.ctl.enroll(n.cg("pod-b"))
-    yield n
-    n.stop()
+    try:
+        n.local = ("127.0.0.1", free_port("127.0.0.1"))
+        n.remote_port = free_port("127.0.0.2")
+        n.remote = ("127.0.0.2", n.remote_port)
+        n.local_listener = n.listen(*n.local)
+        n.remote_listener = n.listen(*n.remote)
+        n.ctl.set_proxy(local="%s:%d" % n.local, remote="127.0.0.2", mode="local", spill=0)
+        n.ctl.add_service("%s:%d" % VIP, 1, "http1", remote_port=n.remote_port)
+        n.ctl.enroll(n.cg("pod-a"))
+        n.ctl.enroll(n.cg("pod-b"))
+        yield n
+    finally:
+        n.stop()
 
 
 @pytest.fixture
 def counters(node):
     """Counter deltas over one test."""
+    node.settle()
     before = node.ctl.counters()
 
     def delta():
@@ -50,12 +53,13 @@ def test_loader_was_killed_and_datapath_works_without_it(node, counters):
 
 
 def test_redirect_records_original_destination_and_pod(node, counters):
-    [seen] = dial(node, "pod-a", VIP)
-    client_ip, client_port = seen["seen_peer"].split(":")
-    # the listener saw the client; the record for that address names the VIP and pod
-    rec = node.ctl.accept_record(client_ip, int(client_port))
-    assert rec == {"original_dst": "198.18.10.1:80", "service_id": 1,
-                   "cgroup_id": os.stat(node.cg("pod-a")).st_ino, "target": "local"}
+    with Held(node, "pod-a", VIP) as conn:
+        # the listener saw the client; the record for that address names the VIP and pod
+        rec = node.ctl.accept_record(*conn.client, delete=False)
+        assert rec == {"original_dst": "198.18.10.1:80", "service_id": 1,
+                       "cgroup_id": os.stat(node.cg("pod-a")).st_ino, "target": "local"}
+    # the record lives no longer than the client's socket
+    assert node.ctl.accept_record(*conn.client) is None
     assert counters()["record_added"] == 1
 
 
@@ -72,6 +76,29 @@ def test_sk_msg_pairs_and_redirects(node, counters):
     assert d["sockhash_added"] == 2          # the app's socket and the proxy's
     assert d["msg_redirected"] >= 2
     assert d["msg_redirected_bytes"] >= 200_000
+
+
+def test_service_without_pairing_skips_the_sockhash(node, counters):
+    node.ctl.add_service("198.18.10.3:80", 3, "http1", remote_port=node.remote_port, pair=False)
+    try:
+        [seen] = dial(node, "pod-a", ("198.18.10.3", 80), send=b"y" * 10_000)
+        with Held(node, "pod-a", ("198.18.10.3", 80)) as conn:
+            assert node.ctl.accept_record(*conn.client)["service_id"] == 3
+    finally:
+        node.ctl.del_service("198.18.10.3:80")
+    assert seen["echo_ok"] and seen["server"] == "%s:%d" % node.local
+    assert seen["peername"] == "198.18.10.3:80"
+    d = counters()
+    assert d["local"] == 2 and d["record_added"] == 2 and d["closed"] == 2
+    assert "sockhash_added" not in d and "msg_redirected" not in d
+
+
+def test_direct_connection_to_the_proxy_is_not_paired(node, counters):
+    # an enrolled pod dialling the proxy's own address: nothing to steer, and
+    # the proxy's accepted end has no paired client: no psock on either end
+    [seen] = dial(node, "pod-a", node.local, send=b"z" * 1000)
+    assert seen["echo_ok"] and seen["peername"] == "%s:%d" % node.local
+    assert counters() == {"not_service": 1}
 
 
 @pytest.mark.slow
@@ -283,13 +310,15 @@ def test_full_orig_dst_map_fails_open_and_counts():
 
 def test_uninstall_leaves_nothing():
     n = Node("nm-uninst").start(loader="inprocess")
-    ids = n.our_prog_ids()
-    assert len(ids) == 4
-    removed = Datapath(n.settings).uninstall()
-    assert "link/connect4" in removed and "map/services" in removed
-    assert not os.path.exists(n.settings.pin_dir)
-    assert n.attached_under_cgroup() == []
-    import subprocess
-    listed = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
-    assert not any(f"{i}:" in listed.split() for i in ids)
-    n.stop()
+    try:
+        ids = n.our_prog_ids()
+        assert len(ids) == len(PROGRAMS)
+        removed = Datapath(n.settings).uninstall()
+        assert {"link/connect4", "link/connect6", "map/services", "map/sock_pairs6"} <= set(removed)
+        assert not os.path.exists(n.settings.pin_dir)
+        assert n.attached_under_cgroup() == []
+        import subprocess
+        listed = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
+        assert not any(f"{i}:" in listed.split() for i in ids)
+    finally:
+        n.stop()

@@ -50,7 +50,7 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
-# -- configuration built directly from the model --------------------------------------------
+# -- configuration built directly from the model ---------------------------------------
 
 def match(key: str, value: str = "", kind: str = "exact", invert=False) -> MetadataMatch:
     import re
@@ -81,11 +81,23 @@ def cluster(name: str, ports, **kw) -> Cluster:
 
 
 def snapshot(listeners=(), clusters=()) -> Snapshot:
-    return Snapshot(listeners={l.name: l for l in listeners},
+    return Snapshot(listeners={ln.name: ln for ln in listeners},
                     clusters={c.name: c for c in clusters}, versions={"listener": "1"})
 
 
-# -- the proxy in a thread ---------------------------------------------------------------------------
+# -- the proxy in a thread -------------------------------------------------------------
+
+def new_loop():
+    """uvloop, or the default asyncio loop with NODEMESH_TEST_LOOP=asyncio (the suite
+    runs on both: protocol callbacks must not depend on uvloop's ordering)."""
+    import os
+
+    if os.environ.get("NODEMESH_TEST_LOOP") == "asyncio":
+        return asyncio.new_event_loop()
+    import uvloop
+
+    return uvloop.new_event_loop()
+
 
 class ProxyThread:
     def __init__(self, snap: Snapshot, **settings):
@@ -99,12 +111,13 @@ class ProxyThread:
         self._thread = None
         self._ready = threading.Event()
         self._error = None
+        self.loop_errors = []
 
     def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc):
-        self.stop()
+        self.stop(check=exc[0] is None)
 
     def start(self):
         self._thread = threading.Thread(target=self._run, name="proxy-worker", daemon=True)
@@ -125,12 +138,12 @@ class ProxyThread:
             time.sleep(0.01)
 
     def _run(self):
-        import uvloop
-
         from agent.proxy.worker import Worker
 
-        self.loop = uvloop.new_event_loop()
+        self.loop = new_loop()
         asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(lambda loop, ctx: self.loop_errors.append(
+            f"{ctx.get('message')}: {ctx.get('exception')!r}"))
         try:
             self.worker = Worker(self.settings, loop=self.loop)
             problems = self.worker.apply_snapshot(self.snapshot)
@@ -177,14 +190,17 @@ class ProxyThread:
                     out[(code, flags)] = out.get((code, flags), 0) + n
         return out
 
-    def stop(self):
+    def stop(self, check: bool = True):
+        """Stop the worker; an unhandled exception on its loop fails the test."""
         if self.loop is not None and self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(15)
+        if check and self.loop_errors:
+            raise AssertionError(f"event loop errors: {self.loop_errors}")
 
 
-# -- real servers -------------------------------------------------------------------------------------
+# -- real servers ----------------------------------------------------------------------
 
 class Process:
     """A server subprocess, killed (by its own pid) on stop()."""

@@ -77,7 +77,7 @@ def test_no_retry_for_oneway():
 
 def test_circuit_breaker_overflows_with_a_local_503(good):
     port = free_port()
-    limits = CircuitBreakers(max_connections=100, max_pending_requests=1, max_requests=2)
+    limits = CircuitBreakers(max_connections=100, max_pending_requests=4, max_requests=2)
     r = route("r", "c")
     with ProxyThread(web(port, r, [cluster("c", [good.port], circuit_breakers=limits)])) as proxy:
         def slow(_):

@@ -15,7 +15,21 @@ STRUCTS = [name for name in re.findall(r"^struct (nm_\w+) \{",
 
 def test_every_struct_is_known():
     assert {"nm_service_key", "nm_service", "nm_proxy_config", "nm_pod", "nm_orig_dst",
-            "nm_addr_key", "nm_sock_key", "nm_trace_event"} <= set(STRUCTS)
+            "nm_addr_key", "nm_sock_key", "nm_trace_event", "nm_service6_key",
+            "nm_addr6_key", "nm_sock6_key"} <= set(STRUCTS)
+
+
+def test_values_only_grow_at_their_end():
+    # maps pinned by an older version are upgraded by copying each value as a
+    # prefix (agent/bpf/upgrade.py): the fields of the first IPv4-only layout
+    # must keep their offsets
+    first = {"nm_proxy_config": {"local_ip": 0, "remote_ip": 4, "local_port": 8, "spill": 10,
+                                 "mode": 12, "flags": 13, "generation": 16},
+             "nm_orig_dst": {"cgroup_id": 0, "ip": 8, "service_id": 12, "port": 16,
+                             "target": 18}}
+    for struct, fields in first.items():
+        for field, offset in fields.items():
+            assert layout.ffi.offsetof(f"struct {struct}", field) == offset, (struct, field)
 
 
 @pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
@@ -49,10 +63,17 @@ def test_reason_codes_are_stable():
     r = layout.reasons()
     assert r[0] == "not_service" and r[2] == "local" and r[9] == "failopen_map_full"
     assert r[15] == "msg_redirected" and r[20] == "closed"
+    assert layout.C.NM_R_MAX >= len(r)
 
 
 def test_address_helpers_round_trip():
     assert layout.be32_to_ip(layout.ip_to_be32("198.18.0.1")) == "198.18.0.1"
+    assert layout.words_to_ip6(layout.ip6_to_words("fd00:6e6d::1")) == "fd00:6e6d::1"
+    assert layout.words_to_ip6(layout.ip6_to_words("::ffff:198.18.0.1")) == "::ffff:198.18.0.1"
+    # network order in memory, as the kernel hands addresses over
+    words = layout.ip6_to_words("fd00::ffff:1")
+    assert bytes(layout.ffi.buffer(layout.ffi.new("__u32[4]", words))) == \
+        bytes.fromhex("fd00 0000 0000 0000 0000 0000 ffff 0001")
     assert layout.be16_to_port(layout.port_to_be16(15001)) == 15001
     with pytest.raises(ValueError):
         layout.port_to_be16(70000)

@@ -1,0 +1,438 @@
+"""xDS apply: from a control plane's DiscoveryResponse to the configuration serving.
+
+    python -m bench.xds_apply [--sizes 1000,10000,50000] [--changes 20] [--no-kernel]
+
+Three processes, as on a node: this one is the control plane (nodemesh's
+own xDS server, delta ADS); `nodemesh agent` (its own BPF datapath in a pin
+dir and cgroup of this benchmark's, unless --no-kernel) relays to a proxy
+stand-in (an XdsSource feeding a ConfigStore, as the proxy supervisor
+does, printing what it applied). A service is a MetaProtocol listener with
+its RDS route table, an EDS cluster and its endpoints (4 resources).
+
+Measured, wall clock from the moment the control plane publishes:
+- initial load of N services: until the last service is in the BPF services
+  map, and until the proxy's store has all N listeners and clusters;
+- one-service change at 10,000 (a listener's remote port): until the BPF map
+  entry and the proxy's listener show it (median and p90 of --changes runs);
+- the agent's RSS after the initial load (psutil).
+Targets: 10,000 services <= 1 s, one change <= 10 ms, agent RSS <= 150 MB at 10k.
+Needs root for the datapath (pin dir /sys/fs/bpf/nm-xds-bench, cgroup
+<v2>/nm-xds-bench); --no-kernel measures the store and relay only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import queue
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PIN_DIR = "/sys/fs/bpf/nm-xds-bench"
+CGROUP_V2 = os.environ.get("NODEMESH_BENCH_CGROUP2", "/sys/fs/cgroup/unified")
+TARGETS = {"initial_10k_s": 1.0, "change_ms": 10.0, "rss_10k_mb": 150.0}
+
+
+# -- resources ------------------------------------------------------------------------
+
+class Builder:
+    """Service i's four resources, built from templates (fast enough for 50k)."""
+
+    def __init__(self):
+        sys.path.insert(0, ROOT)
+        from tests.xds import fixtures as f
+
+        self.f = f
+        self.tpl = {"listener": f.listener(0, remote_port=20000), "route": f.route(0),
+                    "cluster": f.cluster(0), "endpoints": f.endpoints(0)}
+        from agent.config.protos.aeraki import meta_protocol_proxy_pb2 as mpp
+
+        self.mp = mpp.MetaProtocolProxy()
+        self.tpl["listener"].filter_chains[0].filters[0].typed_config.Unpack(self.mp)
+
+    def listener(self, i, remote_port):
+        m = type(self.tpl["listener"])()
+        m.CopyFrom(self.tpl["listener"])
+        m.name = f"svc-{i}"
+        m.address.socket_address.address = self.f.vip(i)
+        m.metadata.filter_metadata["nodemesh"]["remote_port"] = remote_port
+        self.mp.rds.route_config_name = f"rt-{i}"
+        self.mp.stat_prefix = m.name
+        m.filter_chains[0].filters[0].typed_config.Pack(self.mp)
+        return m
+
+    def route(self, i):
+        m = type(self.tpl["route"])()
+        m.CopyFrom(self.tpl["route"])
+        m.name = f"rt-{i}"
+        m.virtual_hosts[0].routes[0].route.cluster = f"c-{i}"
+        return m
+
+    def cluster(self, i):
+        m = type(self.tpl["cluster"])()
+        m.CopyFrom(self.tpl["cluster"])
+        m.name = f"c-{i}"
+        return m
+
+    def endpoints(self, i):
+        m = type(self.tpl["endpoints"])()
+        m.CopyFrom(self.tpl["endpoints"])
+        m.cluster_name = f"c-{i}"
+        sa = m.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+        sa.address = f"10.{i // 250 % 250}.{i % 250}.1"
+        return m
+
+
+def remote_port(i, generation=0):
+    return 20000 + (i + generation * 7919) % 40000
+
+
+def packed(builder, n):
+    from agent.xds.served import content_version
+    from agent.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+    out = {LISTENER: {}, ROUTE: {}, CLUSTER: {}, ENDPOINT: {}}
+    for i in range(n):
+        for t, name, msg in ((LISTENER, f"svc-{i}", builder.listener(i, remote_port(i))),
+                             (ROUTE, f"rt-{i}", builder.route(i)),
+                             (CLUSTER, f"c-{i}", builder.cluster(i)),
+                             (ENDPOINT, f"c-{i}", builder.endpoints(i))):
+            any_ = builder.f.pack(msg)
+            out[t][name] = (content_version(any_), any_)
+    return out
+
+
+# -- the control plane, on its own loop thread ------------------------------------------
+
+class ControlPlane:
+    def __init__(self):
+        from agent.xds.served import ServedResources
+        from agent.xds.server import XdsServer
+
+        self.served = ServedResources()
+        self.server = XdsServer(self.served)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.address = self.call(self.server.start("127.0.0.1:0"))
+
+    def call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
+
+    def publish(self, updates, removed=None) -> float:
+        """Publish on the server's loop; returns the wall time it happened."""
+        async def do():
+            from agent.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+
+            t0 = time.time()
+            for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):
+                if t in updates or (removed and t in removed):
+                    self.served.update(t, updates.get(t, {}), (removed or {}).get(t, ()))
+            return t0
+        return self.call(do())
+
+    def stop(self):
+        self.call(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+# -- the proxy stand-in ------------------------------------------------------------------
+
+def proxy_probe(address):
+    """Run as `python -m bench.xds_apply --proxy-probe ADDR`: apply and report."""
+    from agent.config.store import ConfigStore
+    from agent.xds.source import XdsSource
+    from agent.xds.types import LISTENER
+
+    async def main():
+        store = ConfigStore()
+        async for u in XdsSource(address).updates():
+            store.update(u.type_url, u.resources, u.version, removed=u.removed)
+            snap = store.snapshot()
+            line = {"t": time.time(), "listeners": len(snap.listeners),
+                    "clusters": sum(1 for c in snap.clusters.values() if c.endpoints)}
+            if u.type_url == LISTENER and len(u.resources) <= 16:
+                line["ports"] = {n: snap.listeners[n].remote_port for n in u.resources}
+            print(json.dumps(line), flush=True)
+    asyncio.run(main())
+
+
+class Probe:
+    def __init__(self, address):
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.xds_apply", "--proxy-probe",
+                                      address], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": ROOT})
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            if os.environ.get("XDS_BENCH_DEBUG"):
+                print("probe:", line.strip()[:200], flush=True)
+            self.lines.put(json.loads(line))
+
+    def wait(self, pred, timeout=float(os.environ.get("XDS_BENCH_TIMEOUT", 120))):
+        end = time.time() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.01, end - time.time()))
+            if pred(line):
+                return line
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# -- the agent ---------------------------------------------------------------------------
+
+BOOT = """
+node: {{id: bench-node, cluster: nodemesh}}
+dynamic_resources:
+  ads_config:
+    api_type: DELTA_GRPC
+    transport_api_version: V3
+    grpc_services: [{{envoy_grpc: {{cluster_name: xds}}}}]
+  cds_config: {{ads: {{}}}}
+  lds_config: {{ads: {{}}}}
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: xds
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address:
+                  {{address: 127.0.0.1, port_value: {port}}}}}}}}}]}}]
+nodemesh:
+  xds: {{plaintext: true, persist_path: "{persist}"}}
+"""
+
+
+class AgentProc:
+    def __init__(self, cp_address, run_dir, kernel):
+        port = cp_address.rsplit(":", 1)[1]
+        boot = os.path.join(run_dir, "bootstrap.yaml")
+        with open(boot, "w") as fh:
+            fh.write(BOOT.format(port=port, persist=os.path.join(run_dir, "last-good.pb")))
+        profile = os.environ.get("XDS_BENCH_PROFILE")      # a cProfile output path
+        cmd = [sys.executable] + (["-m", "cProfile", "-o", profile] if profile else []) + [
+               "-m", "agent.cli.main", "agent", "--config", boot,
+               "--run-dir", run_dir, "--log-level", "warning"]
+        env = {**os.environ, "PYTHONPATH": ROOT}
+        if kernel:
+            cmd += ["--pin-dir", PIN_DIR, "--cgroup-root", os.path.join(CGROUP_V2,
+                                                                        "nm-xds-bench")]
+        else:
+            cmd.append("--no-datapath")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+        self.admin = os.path.join(run_dir, "admin.sock")
+        from agent.admin import AdminClient
+
+        self.client = AdminClient(self.admin, timeout=10)
+        for _ in range(6000):                      # the datapath compiles: minutes under load
+            if self.client.alive() and self.client.request("GET", "/ready",
+                                                           ok=(200, 503))[0] == 200:
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the agent exited with {self.proc.returncode}")
+            time.sleep(0.05)
+        else:
+            raise RuntimeError("the agent did not become ready")
+
+    def rss_mb(self) -> float:
+        import psutil
+
+        return psutil.Process(self.proc.pid).memory_info().rss / 2**20
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+class Map:
+    """Reads of the agent's BPF services map, by key."""
+
+    def __init__(self):
+        from agent.bpf.datapath import Control
+        from agent.bpf.loader import Settings
+
+        self.ctl = Control(Settings(pin_dir=PIN_DIR))
+
+    def remote_port(self, vip, port=6379):
+        from agent.bpf import addresses
+
+        name, key = addresses.service_key(f"{vip}:{port}")
+        value = self.ctl.map(name).get(key)
+        return None if value is None else value.remote_port
+
+    def count(self) -> int:
+        return sum(1 for _ in self.ctl.map("services").items())
+
+
+def wait_until(pred, timeout=120.0, step=0.0005):
+    end = time.time() + timeout
+    while not pred():
+        if time.time() > end:
+            raise TimeoutError
+        time.sleep(step)
+    return time.time()
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+def run_size(n, builder, kernel, changes, tmp):
+    from agent.xds.types import LISTENER
+
+    cp = ControlPlane()
+    run_dir = tempfile.mkdtemp(prefix=f"nm-xds-bench-{n}-", dir=tmp)
+    agent = AgentProc(cp.address, run_dir, kernel)
+    probe = Probe("unix:" + os.path.join(run_dir, "xds.sock"))
+    bpf = Map() if kernel else None
+    result = {"services": n}
+    try:
+        resources = packed(builder, n)
+        t0 = cp.publish(resources)
+        done = probe.wait(lambda l: l["listeners"] >= n and l["clusters"] >= n,
+                          timeout=120 + n / 100)
+        result["initial_proxy_s"] = round(done["t"] - t0, 3)
+        if bpf:
+            last = builder.f.vip(n - 1)
+            t_bpf = wait_until(lambda: bpf.remote_port(last) == remote_port(n - 1),
+                               timeout=120 + n / 100)
+            result["initial_bpf_s"] = round(t_bpf - t0, 3)
+            result["bpf_entries"] = bpf.count()
+        result["initial_s"] = max(result["initial_proxy_s"], result.get("initial_bpf_s", 0))
+        time.sleep(1.0)
+        result["agent_rss_mb"] = round(agent.rss_mb(), 1)
+        stats = agent.client.get("/stats")
+        result["agent_apply_total_s"] = round(stats["apply"]["total_seconds"], 3)
+        if changes:
+            result.update(measure_changes(n, builder, cp, probe, bpf, agent, changes))
+    finally:
+        probe.stop()
+        agent.stop()
+        cp.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return result
+
+
+def measure_changes(n, builder, cp, probe, bpf, agent, changes):
+    from agent.xds.served import content_version
+    from agent.xds.types import LISTENER
+
+    proxy_ms, bpf_ms, apply_ms = [], [], []
+    for k in range(changes):
+        i = (k * 7919) % n
+        port = remote_port(i, k + 1)
+        msg = builder.f.pack(builder.listener(i, port))
+        name = f"svc-{i}"
+        t0 = cp.publish({LISTENER: {name: (content_version(msg), msg)}})
+        line = probe.wait(lambda l: l.get("ports", {}).get(name) == port, timeout=30)
+        proxy_ms.append((line["t"] - t0) * 1000)
+        if bpf:
+            t = wait_until(lambda: bpf.remote_port(builder.f.vip(i)) == port, timeout=30)
+            bpf_ms.append((t - t0) * 1000)
+        apply_ms.append(agent.client.get("/stats")["apply"]["last_seconds"] * 1000)
+        time.sleep(0.05)
+
+    def summary(xs):
+        xs = sorted(xs)
+        return {"median_ms": round(statistics.median(xs), 2),
+                "p90_ms": round(xs[int(len(xs) * 0.9) - 1], 2)} if xs else None
+
+    out = {"change_proxy": summary(proxy_ms), "change_agent_apply": summary(apply_ms)}
+    if bpf_ms:
+        out["change_bpf"] = summary(bpf_ms)
+    return out
+
+
+def kernel_setup():
+    cg = os.path.join(CGROUP_V2, "nm-xds-bench")
+    os.makedirs(cg, exist_ok=True)
+    return cg
+
+
+def kernel_teardown():
+    from agent.bpf.loader import Datapath, Settings
+
+    Datapath(Settings(pin_dir=PIN_DIR, cgroup_root=os.path.join(CGROUP_V2, "nm-xds-bench"),
+                      run_dir=tempfile.gettempdir())).uninstall()
+    try:
+        os.rmdir(os.path.join(CGROUP_V2, "nm-xds-bench"))
+    except OSError:
+        pass
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="1000,10000,50000")
+    p.add_argument("--changes", type=int, default=20)
+    p.add_argument("--no-kernel", action="store_true")
+    p.add_argument("--quick", action="store_true", help="1000 and 10000, 10 changes")
+    p.add_argument("--proxy-probe", metavar="ADDR", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.proxy_probe:
+        proxy_probe(args.proxy_probe)
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.quick:
+        sizes, args.changes = [s for s in sizes if s <= 10000], min(args.changes, 10)
+    kernel = not args.no_kernel and os.geteuid() == 0
+    builder = Builder()
+    results, tmp = [], tempfile.mkdtemp(prefix="nm-xds-bench-")
+    if kernel:
+        kernel_setup()
+    try:
+        for n in sizes:
+            changes = args.changes if n == 10000 else 0
+            res = run_size(n, builder, kernel, changes, tmp)
+            results.append(res)
+            print(json.dumps(res), flush=True)
+    finally:
+        if kernel:
+            kernel_teardown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report(results, kernel)
+    return 0
+
+
+def report(results, kernel):
+    from bench.common import print_table, write_results
+
+    rows = [[r["services"], r.get("initial_bpf_s", "-"), r["initial_proxy_s"],
+             r["agent_rss_mb"], r["agent_apply_total_s"]] for r in results]
+    print_table("xDS apply: initial load (s from the control plane's push)",
+                ["services", "bpf map", "proxy store", "agent RSS MB", "agent apply s"], rows)
+    ten = next((r for r in results if r["services"] == 10000), None)
+    verdict = {}
+    if ten:
+        verdict["initial_10k_s"] = ten["initial_s"]
+        verdict["rss_10k_mb"] = ten["agent_rss_mb"]
+        change = ten.get("change_bpf") or ten.get("change_proxy")
+        if ten.get("change_proxy"):
+            verdict["change_ms"] = max(ten["change_proxy"]["median_ms"],
+                                       (ten.get("change_bpf") or {}).get("median_ms", 0))
+            print_table("one-service change at 10,000 (ms)", ["path", "median", "p90"],
+                        [[k, v["median_ms"], v["p90_ms"]] for k, v in ten.items()
+                         if k.startswith("change_") and v])
+        del change
+    checks = {k: {"value": v, "target": TARGETS[k], "ok": v <= TARGETS[k]}
+              for k, v in verdict.items()}
+    print_table("targets", ["what", "value", "target", "ok"],
+                [[k, c["value"], c["target"], c["ok"]] for k, c in checks.items()])
+    path = write_results("xds_apply", {"kernel": kernel, "results": results, "targets": checks,
+                                       "load_average": os.getloadavg()})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
