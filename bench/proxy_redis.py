@@ -1,12 +1,20 @@
-"""Redis GET/SET through nodemesh vs nutcracker (twemproxy) vs direct, in one run.
+"""Redis through the proxy: nodemesh vs nutcracker (twemproxy) vs redis-server direct.
 
-    python -m bench.proxy_redis [--rounds 5] [--requests 100000]
+    python -m bench.proxy_redis [--quick] [--workers N] [--rounds R] [--profile]
 
-redis-benchmark, 32 connections, unpipelined and pipelined 16; peers take
-turns in every round and the medians are compared. The proxy has as many
-cores as its peer: one worker process against nutcracker's one thread. CPU
-per request is the proxy's (or nutcracker's) own. Target: >= 1.0x
-nutcracker's requests/s in both modes (issue 4).
+`redis-benchmark -t get,set -c 32 -n N [-P 16]` against each peer in rotating
+order, `rounds` times; medians. Peers:
+  direct        redis-server itself (the ceiling);
+  nutcracker    twemproxy 0.5 in front of the same redis-server (one process:
+                it is single-threaded, so nodemesh runs --workers 1 unless told);
+  nodemesh      `nodemesh proxy --role remote`, one route to the redis cluster
+                (the route matches everything, so no metadata is decoded);
+  nodemesh-routed  (full run) the same with a key-prefix route, so every
+                request's key is decoded and matched, as a real routing table does.
+Reported per peer: requests/s (GET and SET, and both together), the peer's
+own CPU per request (psutil over its processes), and vCPU per 1,000 req/s.
+A full run (or --profile) adds one profiled run of nodemesh (py-spy on the
+worker, syscalls per request with perf) and of nutcracker (syscalls).
 """
 
 from __future__ import annotations
@@ -15,89 +23,162 @@ import argparse
 import csv
 import io
 import subprocess
+import textwrap
 
-from bench.common import print_table, write_results
-from bench.proxy_common import WORK, Nodemesh, Proc, measured, medians, port, ratio, started
+from bench.common import write_results
+from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
+                                candidate_arg, candidate_info, claim, cluster_yaml, direct_peer,
+                                meta_listener_yaml, print_profile, print_rows, profile,
+                                proxy_commit, summarize)
 
-
-def redis_benchmark(p: int, requests: int, pipeline: int):
-    out = subprocess.run(["redis-benchmark", "-p", str(p), "-c", "32", "-n", str(requests),
-                          "-P", str(pipeline), "-t", "set,get", "--csv"],
-                         capture_output=True, text=True, timeout=600)
-    rows = {r[0]: float(r[1]) for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] != "test"}
-    if set(rows) != {"SET", "GET"}:
-        raise RuntimeError(f"redis-benchmark on {p}: {out.stdout[-300:]} {out.stderr[-300:]}")
-    return rows
-
-
-def one_round(peers, n: int, pipeline: int) -> dict:
-    """Every peer once; rates per test (SET, GET), CPU over both."""
-    row = {}
-    for peer, (pp, pids) in peers.items():
-        got = {}
-
-        def run():
-            got.update(redis_benchmark(pp, n, pipeline))
-            return min(got.values()), 2 * n
-
-        m = measured(run, pids)
-        for test, rate in got.items():
-            row[f"{peer}:{test}"] = {**m, "rate": rate}
-    return row
+FULL = {"rounds": 3, "n": {"unpipelined": 40_000, "pipelined16": 300_000}, "profile": True}
+QUICK = {"rounds": 1, "n": {"unpipelined": 10_000, "pipelined16": 60_000}, "profile": False}
+PIPELINE = {"unpipelined": 1, "pipelined16": 16}
+CONNS = 32
+TIMEOUT = 120          # one redis-benchmark run, at most
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--requests", type=int, default=100_000, help="per test, unpipelined")
-    args = p.parse_args(argv)
-    redis_port, nut_port, nm_port = port(), port(), port()
-    results = {}
-    with started() as procs:
-        procs.append(Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
-                           "--save", "", "--appendonly", "no"], port_=redis_port))
-        conf = WORK / "nutcracker.yml"
-        conf.write_text(f"alpha:\n  listen: 127.0.0.1:{nut_port}\n  redis: true\n"
-                        f"  hash: fnv1a_64\n  distribution: ketama\n  server_connections: 1\n"
-                        f"  servers:\n   - 127.0.0.1:{redis_port}:1\n")
-        nut = procs.append(Proc(["nutcracker", "-c", str(conf), "-s", str(port()), "-a",
-                                 "127.0.0.1"], port_=nut_port))
-        nm = procs.append(Nodemesh([("redis", "redis", nm_port, redis_port)], workers=1))
-        peers = {"direct": (redis_port, []), "nutcracker": (nut_port, [nut.pid]),
-                 "nodemesh": (nm_port, nm.pids)}
-        for mode, pipeline, n in (("unpipelined", 1, args.requests),
-                                  ("pipelined16", 16, args.requests * 5)):
-            results[mode] = medians([one_round(peers, n, pipeline) for _ in range(args.rounds)])
-    report(results)
-    write_results("proxy_redis", {"benchmark": "redis-benchmark -c 32 GET/SET", "results": results,
-                                  "ratios": ratios(results)})
+def redis_benchmark(port: int, n: int, pipeline: int) -> dict:
+    """One run of GET and SET; rates per command and for both together."""
+    args = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get,set", "-c", str(CONNS),
+            "-n", str(n), "-P", str(pipeline), "--csv"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
+    rates = {row["test"].lower(): float(row["rps"]) for row in csv.DictReader(
+        io.StringIO(out.stdout)) if row.get("rps")}
+    if set(rates) != {"get", "set"}:
+        raise RuntimeError(f"redis-benchmark on :{port}: {out.stdout[-300:]} {out.stderr[-300:]}")
+    both = 2 * n / (n / rates["get"] + n / rates["set"])
+    return {"count": 2 * n, "rate": both, "rate_get": rates["get"], "rate_set": rates["set"]}
 
 
-def ratios(results) -> dict:
-    out = {}
-    for mode, peers in results.items():
-        for test in ("GET", "SET"):
-            nm = peers[f"nodemesh:{test}"]["rate"]
-            out[f"{mode}:{test}"] = {
-                "vs_nutcracker": ratio(nm, peers[f"nutcracker:{test}"]["rate"]),
-                "vs_direct": ratio(nm, peers[f"direct:{test}"]["rate"])}
+def nutcracker_peer(procs: Procs, ports: Ports, redis_port: int) -> Peer:
+    port, stats = ports.take(), ports.take()
+    cfg = procs.tmp / "nutcracker.yml"
+    cfg.write_text(textwrap.dedent(f"""\
+        bench:
+          listen: {HOST}:{port}
+          hash: fnv1a_64
+          distribution: ketama
+          redis: true
+          auto_eject_hosts: false
+          timeout: 2000
+          servers:
+           - {HOST}:{redis_port}:1
+        """))
+    proc = procs.start(["nutcracker", "-c", cfg, "-s", stats, "-a", HOST,
+                        "-o", procs.tmp / "nutcracker.log"], port=port)
+    return Peer("nutcracker", port, [proc.pid], lambda: procs.stop_one(proc),
+                "twemproxy 0.5, one process")
+
+
+ROUTE_ALL = """\
+- name: all
+  route: {cluster: redis}
+"""
+ROUTE_BY_KEY = """\
+- name: keys
+  match:
+    metadata:
+    - {name: key, prefix_match: "key:"}
+  route: {cluster: redis}
+- name: rest
+  route: {cluster: redis}
+"""
+
+
+def nodemesh_peer(procs: Procs, ports: Ports, redis_port: int, workers: int, routed=False,
+                  root=ROOT, name=""):
+    port = ports.take()
+    listener = meta_listener_yaml("redis", "198.18.29.1", 6379, "redis",
+                                  ROUTE_BY_KEY if routed else ROUTE_ALL)
+    proxy = NodemeshProxy(procs, listener, cluster_yaml("redis", redis_port),
+                          {"redis": port}, workers, root).start()
+    name = name or ("nodemesh-routed" if routed else "nodemesh")
+    peer = Peer(name, port, proxy.pids, proxy.stop, f"--workers {workers}")
+    peer.proxy = proxy
+    return peer
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.proxy_redis")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--profile", action="store_true")
+    candidate_arg(ap)
+    args = ap.parse_args(argv)
+    p = QUICK if args.quick else FULL
+    rounds = args.rounds or p["rounds"]
+    ports = Ports()
+    results = {"workers": args.workers, "connections": CONNS, "rounds": rounds,
+               "proxy_commit": proxy_commit(), "rows": [], "profiles": [],
+               **candidate_info(args.candidate)}
+    with Procs() as procs:
+        redis_port = ports.take()
+        redis = procs.start(["redis-server", "--port", redis_port, "--bind", HOST, "--save", "",
+                             "--appendonly", "no", "--protected-mode", "no"], port=redis_port)
+        peers = [direct_peer(redis_port), nutcracker_peer(procs, ports, redis_port),
+                 nodemesh_peer(procs, ports, redis_port, args.workers)]
+        if not args.quick:
+            peers.append(nodemesh_peer(procs, ports, redis_port, args.workers, routed=True))
+        if args.candidate:
+            peers.append(nodemesh_peer(procs, ports, redis_port, args.workers,
+                                       root=args.candidate, name="candidate"))
+        for peer in peers:                   # warm up: connections, pools, caches
+            redis_benchmark(peer.port, 2000, 1)
+        summaries = {}
+        for mode, n in p["n"].items():
+            samples = alternate(peers, rounds,
+                                lambda peer: redis_benchmark(peer.port, n, PIPELINE[mode]), mode)
+            rows = summarize(samples, reference="nutcracker")
+            for row in rows:
+                row["mode"] = mode
+                ss = samples[row["peer"]]
+                for cmd in ("get", "set"):
+                    row[f"rate_{cmd}"] = round(sorted(s[f"rate_{cmd}"] for s in ss)[len(ss) // 2])
+            summaries[mode] = {r["peer"]: r for r in rows}
+            results["rows"] += rows
+            print_rows(f"Redis GET+SET, {CONNS} connections, {mode} (medians of {rounds})", rows,
+                       ["peer", "rate", "rate_get", "rate_set", "vs_nutcracker",
+                        "cpu_us_per_req", "proxy_vcpu_per_1k_rps"])
+        if (p["profile"] and not args.candidate) or args.profile:
+            nm = next(x for x in peers if x.name == "nodemesh")
+            for mode in p["n"]:                # ~5 s of load at nodemesh's median rate
+                n = min(2_000_000, max(p["n"][mode], int(summaries[mode]["nodemesh"]["rate"] * 2.5)))
+                for peer in (nm, peers[1]):
+                    prof = profile(peer, lambda: redis_benchmark(peer.port, n, PIPELINE[mode]),
+                                   procs.tmp, spy_pid=peer.proxy.worker_pids[0]
+                                   if peer is nm else 0)
+                    prof["mode"] = mode
+                    results["profiles"].append(prof)
+                    print_profile(prof)
+        for peer in peers:
+            peer.stop()
+        procs.stop_one(redis)
+    if not args.candidate:                  # an A/B run is not the record
+        results["claims"] = claims(summaries, args.workers)
+    write_results(f"proxy_redis{'_ab' if args.candidate else ''}", results)
+    return 0
+
+
+def claims(s: dict, workers: int) -> list:
+    out = []
+    for mode in PIPELINE:
+        nm, nut = s[mode]["nodemesh"], s[mode]["nutcracker"]
+        out.append(claim(f"Redis GET+SET {mode}, 32 connections: nodemesh req/s vs nutcracker "
+                         f"(--workers {workers} vs one nutcracker process)",
+                         nm["vs_nutcracker"], 1.0,
+                         note=f"GET {nm['rate_get'] / max(nut['rate_get'], 1):.2f}x, "
+                              f"SET {nm['rate_set'] / max(nut['rate_set'], 1):.2f}x; "
+                              f"CPU/request {nm['cpu_us_per_req']:.1f} us vs "
+                              f"{nut['cpu_us_per_req']:.1f} us"))
+    for mode in PIPELINE:
+        nm = s[mode]["nodemesh"]
+        out.append(claim(f"Redis {mode}: nodemesh vCPU per 1,000 req/s (Istio sidecar 0.20, "
+                         "waypoint 0.25)", nm["proxy_vcpu_per_1k_rps"], 0.05, "<=", "vCPU",
+                         note=f"{nm['cpu_us_per_req']:.1f} us CPU per request"))
     return out
 
 
-def report(results) -> None:
-    rows = []
-    r = ratios(results)
-    for mode, peers in results.items():
-        for test in ("GET", "SET"):
-            nm, nut = peers[f"nodemesh:{test}"], peers[f"nutcracker:{test}"]
-            direct = peers[f"direct:{test}"]["rate"]
-            rows.append([mode, test, f"{direct:.0f}", f"{nut['rate']:.0f}",
-                         f"{nm['rate']:.0f}", r[f"{mode}:{test}"]["vs_nutcracker"],
-                         nm.get("cpu_us_per_request"), nut.get("cpu_us_per_request")])
-    print_table("Redis through a proxy (requests/s, medians)",
-                ["mode", "test", "direct", "nutcracker", "nodemesh", "nm/nut",
-                 "nm us/req", "nut us/req"], rows)
-
-
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

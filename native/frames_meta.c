@@ -276,10 +276,11 @@ static int spans_inside(const nmf_batch *b, const nm_meta *m)
 static PyObject *pool[POOL_MAX];
 static int npool;
 
+static int reusable(PyObject *dict);
+
 void nmf_metadata_release(PyObject *dict)
 {
-    if (dict && npool < POOL_MAX && Py_REFCNT(dict) == 1 && PyDict_CheckExact(dict) &&
-        !PyObject_GC_IsTracked(dict)) {
+    if (dict && npool < POOL_MAX && reusable(dict)) {
         pool[npool++] = dict;
         return;
     }
@@ -380,16 +381,42 @@ static int fill(PyObject *dict, const nmf_batch *b, const nm_frame *f, const uin
     return 0;
 }
 
-PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f)
+/* A dict only this code holds, with nothing but atomic values in it. */
+static int reusable(PyObject *dict)
+{
+    return Py_REFCNT(dict) == 1 && PyDict_CheckExact(dict) && !PyObject_GC_IsTracked(dict);
+}
+
+/* A new dict with the keys and values of last (the previous frame's), whose
+ * shape a connection's next frame most likely has. */
+static PyObject *copy_of(PyObject *last, const nm_frame *f)
+{
+    if (!last || PyDict_GET_SIZE(last) != (Py_ssize_t)f->meta_count)
+        return NULL;
+    PyObject *dict = PyDict_Copy(last);
+    if (!dict)
+        PyErr_Clear();      /* a fresh dict is built instead */
+    return dict;
+}
+
+PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f, PyObject **last)
 {
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start;
-    PyObject *dict;
-    if (npool) {
+    PyObject *dict = NULL;
+    if (last && *last && reusable(*last)) {     /* the previous frame is gone */
+        dict = *last;
+        *last = NULL;
+    } else if (npool) {
         dict = pool[--npool];
+    } else {
+        dict = copy_of(last ? *last : NULL, f);
+    }
+    if (dict) {
         int rc = refill(dict, b, f, base);
-        if (rc > 0)
-            return dict;
-        PyDict_Clear(dict);
+        if (rc == 0) {
+            PyDict_Clear(dict);
+            rc = fill(dict, b, f, base) == 0 ? 1 : -1;
+        }
         if (rc < 0)
             goto fail;
     } else {
@@ -397,9 +424,16 @@ PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f)
         dict = f->meta_count > 5 ? _PyDict_NewPresized(f->meta_count) : PyDict_New();
         if (!dict)
             return NULL;
+        if (fill(dict, b, f, base) < 0)
+            goto fail;
     }
-    if (fill(dict, b, f, base) == 0)
-        return dict;
+    if (last) {             /* the model for the next frame */
+        Py_INCREF(dict);
+        PyObject *old = *last;
+        *last = dict;
+        nmf_metadata_release(old);
+    }
+    return dict;
 fail:
     Py_DECREF(dict);
     return NULL;
