@@ -45,7 +45,9 @@ def send(session, frames, now, route, data, fed) -> None:
     """One batch of request frames to the route's cluster."""
     chain, w = session.chain, session.worker
     body = payload(frames, data, fed)
-    req = Request(session, chain, frames[0], body, "request", 0, route, session.pod, now,
+    first = frames[0]
+    req = Request(session, chain, first, body, "request",
+                  first.request_id if session.mux else 0, route, session.pod, now,
                   now + route.timeout)
     req.count, req.frames = len(frames), frames
     session.held += len(body)

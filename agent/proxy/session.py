@@ -179,7 +179,7 @@ class Session(Delivery, asyncio.Protocol):
                 kind = frame.kind
                 if kind == "request":
                     if batch_route is not None:     # even a run of one: the lean path
-                        run = 1 if n == 1 else \
+                        run = 1 if n == 1 or self.mux else \
                             batch.run_length(frames, i, self.max_inflight - self.tracked)
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
