@@ -32,6 +32,7 @@ from .replies import fault_reply, http_reply
 from .request import Request
 
 _monotonic = time.monotonic
+_HTTP_CHECK = FRAME_KEEPALIVE | FRAME_UPGRADE   # keep-alive and no upgrade: the lean path
 
 
 class Session(Delivery, asyncio.Protocol):
@@ -178,8 +179,10 @@ class Session(Delivery, asyncio.Protocol):
                 frame = frames[i]
                 kind = frame.kind
                 if kind == "request":
-                    if batch_route is not None:     # even a run of one: the lean path
-                        run = 1 if n == 1 or self.mux else \
+                    if batch_route is not None and (not self.http or frame.flags & _HTTP_CHECK
+                                                    == FRAME_KEEPALIVE):
+                        # the lean path, even for one request (HTTP: a plain keep-alive one)
+                        run = 1 if n == 1 or self.mux or self.http else \
                             batch.run_length(frames, i, self.max_inflight - self.tracked)
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
