@@ -182,7 +182,7 @@ class Session(Delivery, asyncio.Protocol):
                     if batch_route is not None and (not self.http or frame.flags & _HTTP_CHECK
                                                     == FRAME_KEEPALIVE):
                         # the lean path, even for one request (HTTP: a plain keep-alive one)
-                        run = 1 if n == 1 or self.mux or self.http else \
+                        run = 1 if n == 1 or self.http else \
                             batch.run_length(frames, i, self.max_inflight - self.tracked)
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
