@@ -387,11 +387,14 @@ static int reusable(PyObject *dict)
     return Py_REFCNT(dict) == 1 && PyDict_CheckExact(dict) && !PyObject_GC_IsTracked(dict);
 }
 
+#define COPY_MIN 3
+
 /* A new dict with the keys and values of last (the previous frame's), whose
  * shape a connection's next frame most likely has. */
 static PyObject *copy_of(PyObject *last, const nm_frame *f)
 {
-    if (!last || PyDict_GET_SIZE(last) != (Py_ssize_t)f->meta_count)
+    /* below a few entries, building is as cheap as copying */
+    if (!last || f->meta_count < COPY_MIN || PyDict_GET_SIZE(last) != (Py_ssize_t)f->meta_count)
         return NULL;
     PyObject *dict = PyDict_Copy(last);
     if (!dict)
