@@ -30,10 +30,17 @@ typedef struct {
  * and names repeat across connections. The GIL serializes access. */
 static memo_entry memo[MEMO_SIZE];
 
+/* Small values in decimal, made once: integer fields (versions, flags,
+ * header lengths) mostly hold a few small values. */
+#define SMALL_DECIMALS 1024
+static PyObject *small_decimals[SMALL_DECIMALS];
+
 void nmf_strings_clear(void)
 {
     for (size_t i = 0; i < MEMO_SIZE; i++)
         Py_CLEAR(memo[i].str);
+    for (size_t i = 0; i < SMALL_DECIMALS; i++)
+        Py_CLEAR(small_decimals[i]);
 }
 
 /* Constant-time hash over length, head and tail; collisions only evict. */
@@ -202,9 +209,20 @@ static PyObject *integer_str(const uint8_t *p, size_t n, int little)
         PyErr_SetString(PyExc_SystemError, "codec integer field wider than 8 bytes");
         return NULL;
     }
+    uint64_t v = field_value(p, n, little);
+    PyObject **slot = v < SMALL_DECIMALS ? &small_decimals[v] : NULL;
+    if (slot && *slot) {
+        Py_INCREF(*slot);
+        return *slot;
+    }
     char text[20];
-    size_t len = decimal(field_value(p, n, little), text);
-    return PyUnicode_FromStringAndSize(text, (Py_ssize_t)len);
+    size_t len = decimal(v, text);
+    PyObject *s = PyUnicode_FromStringAndSize(text, (Py_ssize_t)len);
+    if (s && slot) {
+        Py_INCREF(s);
+        *slot = s;
+    }
+    return s;
 }
 
 static PyObject *key_of(const nmf_batch *b, const uint8_t *base, const nm_meta *m)
@@ -387,11 +405,14 @@ static int reusable(PyObject *dict)
     return Py_REFCNT(dict) == 1 && PyDict_CheckExact(dict) && !PyObject_GC_IsTracked(dict);
 }
 
+#define COPY_MIN 3
+
 /* A new dict with the keys and values of last (the previous frame's), whose
  * shape a connection's next frame most likely has. */
 static PyObject *copy_of(PyObject *last, const nm_frame *f)
 {
-    if (!last || PyDict_GET_SIZE(last) != (Py_ssize_t)f->meta_count)
+    /* below a few entries, building is as cheap as copying */
+    if (!last || f->meta_count < COPY_MIN || PyDict_GET_SIZE(last) != (Py_ssize_t)f->meta_count)
         return NULL;
     PyObject *dict = PyDict_Copy(last);
     if (!dict)
