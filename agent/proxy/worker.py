@@ -95,6 +95,9 @@ class Worker:
         self.cut_requests = 0
         self.applied = False
         self.on_drained = None             # callback when a drain is over
+        self.pod_rates = {}               # source pod -> requests/s (housekeeping period)
+        self._pod_totals = {}
+        self._rates_at = 0.0
         self._tick_due = 0.0
         self._next_housekeeping = 0.0
         self._timer = None
@@ -309,11 +312,25 @@ class Worker:
             rt.outlier.tick()
         if self.access_log is not None:
             self.access_log.flush()
+        self._pod_rates(now)
         for rt in list(self.clusters.values()):
             idle = rt.model.idle_timeout
             for pool in rt.pools.values():
                 pool.close_idle(now, idle)
         self.retired = [rt for rt in self.retired if not all(p.idle for p in rt.pools.values())]
+
+    def _pod_rates(self, now) -> None:
+        """Requests per second per source pod over the last housekeeping period, from the
+        per-request counters (batches count each request)."""
+        totals = {}
+        for (_, _, _, pod), slot in self.stats.slots.items():
+            totals[pod] = totals.get(pod, 0) + sum(slot.codes.values())
+        dt = now - self._rates_at if self._rates_at else 0.0
+        if dt > 0:
+            last = self._pod_totals
+            self.pod_rates = {pod: round((n - last.get(pod, 0)) / dt, 3)
+                              for pod, n in totals.items() if n > last.get(pod, 0)}
+        self._pod_totals, self._rates_at = totals, now
 
     # -- drain --------------------------------------------------------------------------
 
@@ -364,7 +381,7 @@ class Worker:
                 "connections_active": len(self.sessions) + len(self.tcp_sessions),
                 "requests_active": active, "draining": self.draining,
                 "config_applied": self.applied, "listening": self.listeners.describe(),
-                "pod_rates": {str(k): round(v, 3) for k, v in self.fairness.rates().items()},
+                "pod_rates": dict(self.pod_rates),
                 "fairness": {k: v for k, v in self.fairness.stats().items() if k != "pods"}}
 
     def export(self) -> dict:

@@ -88,3 +88,24 @@ def test_access_log_has_one_json_line_per_request(tmp_path, redis_a):
         assert all(x["listener"] == "redis" and x["upstream_cluster"] == "c" and
                    x["source_pod"] == "127.0.0.1" and x["duration_ms"] >= 0 for x in data)
         assert proxy.requests(route="r")
+
+
+def test_per_pod_request_rates_count_every_request(redis_a):
+    port = free_port()
+    snap = snapshot([listener("redis", port, "redis", [route("r", "c")])],
+                    [cluster("c", [redis_a.port])])
+    with ProxyThread(snap, housekeeping_interval=0.3) as proxy:
+        busy, quiet = (socket.create_connection(("127.0.0.1", port), source_address=(src, 0))
+                       for src in ("127.0.0.1", "127.0.0.2"))
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            busy.sendall(b"*1\r\n$4\r\nPING\r\n" * 16)      # pipelined: batches of 16
+            got = b""
+            while got.count(b"\r\n") < 16:
+                got += busy.recv(4096)
+            quiet.sendall(b"*1\r\n$4\r\nPING\r\n")
+            quiet.recv(100)
+        rates = proxy.call(lambda: proxy.worker.summary()["pod_rates"])
+        assert rates["127.0.0.1"] > 8 * rates["127.0.0.2"] > 0, rates
+        busy.close()
+        quiet.close()
