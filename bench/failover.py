@@ -3,7 +3,8 @@
 The scenarios are the tests' (tests/failover/scenarios.py) on the same
 namespace-built node: pods with real clients (redis-py and a raw TCP
 request/response client, 250 requests/s each, a new connection every 5
-requests), a local proxy, a remote pool, fail-open to the backends. Each runs
+requests), the real `nodemesh proxy` locally and as the remote pool, the real
+`nodemesh agent` for restart and drain, fail-open to the backends. Each runs
 --repeat times with the controller's default settings (a node's), and once
 more with the tests' fast tick (probe every 0.1 s) to show what the tick buys.
 
@@ -35,11 +36,12 @@ def plans(profile):
 
     if profile == "fast":
         s = sc.FAST
+        load = {**sc.LOAD, "duration": 6.0, "max_requests": 6000}
         return {
-            "kill_local": lambda t: sc.kill_local(t, settings=s),
-            "drain_upgrade": lambda t: sc.drain_upgrade(t, settings=s),
-            "kill_agent": lambda t: sc.kill_agent(t, settings=s),
-            "remote_down": lambda t: sc.remote_down(t, settings=s),
+            "kill_local": lambda t: sc.kill_local(t, load=load, settings=s),
+            "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s),
+            "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s),
+            "remote_down": lambda t: sc.remote_down(t, load=load, settings=s),
             "flap": lambda t: sc.flap(t, settings=s),
             "overload": lambda t: sc.overload(t, settings=s),
         }
