@@ -16,7 +16,7 @@ its mode change) and to return.
 Owns: netns nm-failover-<pid>-*, cgroup <v2>/nm-failover-<pid>, pin dir
 /sys/fs/bpf/nm-failover-<pid>, all removed at the end. Needs root and bcc.
 
-    python -m bench.failover [--quick] [--repeat N]
+    python -m bench.failover [--quick] [--repeat N] [--only SCENARIO ...]
 """
 
 import argparse
@@ -48,7 +48,8 @@ def plans(profile):
     s = sc.DEFAULT
     load = {**sc.LOAD, "duration": 8.0, "max_requests": 8000}
     return {
-        "kill_local": lambda t: sc.kill_local(t, load=load, settings=s, down_s=2.0),
+        "kill_local": lambda t: sc.kill_local(t, load={**load, "duration": 11.0, "max_requests":
+                                                       11000}, settings=s, down_s=1.0),
         "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s, lead_s=1.5),
         "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s, down_s=2.0),
         "remote_down": lambda t: sc.remote_down(t, load=load, settings=s, local_down_s=1.0),
@@ -89,7 +90,7 @@ def summarize(name, runs) -> dict:
     return out
 
 
-def run(profiles, repeat) -> dict:
+def run(profiles, repeat, only=None) -> dict:
     from tests.failover import scenarios as sc
     from tests.failover.topology import Topology
 
@@ -99,6 +100,8 @@ def run(profiles, repeat) -> dict:
         topo.start_remote_proxy()
         for profile in profiles:
             for name, fn in plans(profile).items():
+                if only and name not in only:
+                    continue
                 runs = []
                 for _ in range(repeat if profile == "default" else 1):
                     try:
@@ -114,6 +117,21 @@ def run(profiles, repeat) -> dict:
     finally:
         topo.stop()
     return results
+
+
+def merged(fresh: dict) -> dict:
+    """The results file's scenarios with the freshly run ones replaced."""
+    import json
+
+    from bench.common import RESULTS
+
+    try:
+        old = json.loads((RESULTS / "failover.json").read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return fresh
+    for profile, scen in fresh.items():
+        old.setdefault(profile, {}).update(scen)
+    return old
 
 
 def table(results):
@@ -141,10 +159,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.failover")
     p.add_argument("--quick", action="store_true", help="default profile only, one run each")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", action="append", metavar="SCENARIO",
+                   help="run these scenarios only; their results replace theirs in the file")
     a = p.parse_args(argv)
     started = time.monotonic()
     profiles = ["default"] if a.quick else ["default", "fast"]
-    results = run(profiles, 1 if a.quick else a.repeat)
+    results = run(profiles, 1 if a.quick else a.repeat, a.only)
+    if a.only:
+        results = merged(results)
     table(results)
     path = write_results("failover", {"profiles": profiles, "results": results,
                                       "seconds": round(time.monotonic() - started, 1)})
