@@ -88,7 +88,7 @@ def settings_from(args, node_settings):
 
     listen = args.listen
     if listen is None and args.role == "local" and node_settings is not None:
-        listen = node_settings.local_proxy_address()
+        listen = node_settings.local_proxy_address
     admin = args.admin or ""
     if not admin and node_settings is not None and args.role == "local" and \
             getattr(node_settings, "proxy_admin", None):

@@ -22,7 +22,7 @@ from .hosts import Host, HostSet
 from .lb import make_balancer
 from .outlier import OutlierDetector
 from .pool import HostPool
-from .protocols import FLAG_NO_HEALTHY, FLAG_NONE, FLAG_OVERFLOW, FLAG_RESET, FLAG_TIMEOUT
+from .protocols import FLAG_NO_HEALTHY, FLAG_NONE, FLAG_OVERFLOW
 
 
 MAX_PASSTHROUGH_HOSTS = 4096
@@ -58,7 +58,7 @@ class ClusterRuntime:
         self.pending_active = self.retries_active = 0
         self.mirrored = 0
 
-    # -- configuration ----------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     def update(self, model: Cluster) -> None:
         """A new version of this cluster: hosts keep their state, pools of hosts that
@@ -90,7 +90,7 @@ class ClusterRuntime:
         if self.health is not None:
             self.health.stop()
 
-    # -- requests ------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
     def dispatch(self, req) -> None:
         """Send one try of req (or fail it with a local reply)."""
@@ -107,8 +107,8 @@ class ClusterRuntime:
             return
         req.attempt += 1
         req.host = host
-        host.active_requests += 1
-        self.rq_total += 1
+        host.active_requests += req.count
+        self.rq_total += req.count
         self.rq_active += 1
         chain = req.chain
         key = (host, chain.identity)
@@ -143,7 +143,7 @@ class ClusterRuntime:
     def _end_try(self, req) -> Optional[object]:
         host = req.host
         if host is not None:
-            host.active_requests -= 1
+            host.active_requests -= req.count
             req.host = None
             self.breaker.release("requests")
             self.rq_active -= 1
@@ -206,7 +206,7 @@ class ClusterRuntime:
     def _fail(self, req, flag, reason, reached) -> None:
         req.session.fail(req, flag, reason)
 
-    # -- retries -------------------------------------------------------------------------------
+    # -- retries ------------------------------------------------------------------------
 
     def _retry(self, req, host, reason: str, reached: bool) -> bool:
         policy = req.route.retry if req.route is not None else None
@@ -220,9 +220,11 @@ class ClusterRuntime:
                                          reached_upstream=reached, method=method, reason=reason):
             return False
         cb = self.model.circuit_breakers
-        budget = retry_policy.RetryBudget(cb.retry_budget_percent, cb.retry_budget_min_concurrency) \
-            if getattr(cb, "retry_budget_percent", None) is not None else \
-            retry_policy.RetryBudget(policy.budget_percent, policy.min_retry_concurrency)
+        if getattr(cb, "retry_budget_percent", None) is not None:
+            budget = retry_policy.RetryBudget(cb.retry_budget_percent,
+                                              cb.retry_budget_min_concurrency)
+        else:
+            budget = retry_policy.RetryBudget(policy.budget_percent, policy.min_retry_concurrency)
         if not budget.can_retry(self.rq_active + self.pending_active, self.retries_active) or \
                 not self.breaker.try_acquire("retries"):
             return False
@@ -246,7 +248,7 @@ class ClusterRuntime:
             req.try_deadline = min(req.deadline, now + req.route.retry.per_try_timeout)
         self.dispatch(req)
 
-    # -- introspection ----------------------------------------------------------------------------
+    # -- introspection ------------------------------------------------------------------
 
     def gauges(self):
         labels = (("cluster", self.name),)

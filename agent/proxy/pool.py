@@ -39,7 +39,7 @@ class HostPool:
         self.closed = False
         self.tasks = set()        # connects in progress (cancelled when the worker stops)
 
-    # -- requests -------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
     def send(self, req) -> None:
         ready = self.ready
@@ -108,7 +108,7 @@ class HostPool:
             conn.in_ready = True
             self.ready.append(conn)
 
-    # -- connections ----------------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------
 
     def _connect(self):
         cluster = self.cluster
@@ -177,7 +177,7 @@ class HostPool:
             if not req.done:
                 self.cluster.on_failure(req, reason, False, flag)
 
-    # -- housekeeping -----------------------------------------------------------------------------
+    # -- housekeeping -------------------------------------------------------------------
 
     def close_idle(self, now: float, idle_timeout: float) -> None:
         for conn in list(self.conns):

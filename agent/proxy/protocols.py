@@ -123,7 +123,7 @@ def traits_for(codec: str, options: Mapping[str, object]) -> Traits:
     raise ValueError(f"unknown codec {codec!r}")
 
 
-# -- request ids -------------------------------------------------------------------
+# -- request ids -----------------------------------------------------------------------
 
 def id_encoding(traits: Traits, frame) -> str:
     """Thrift compact writes the seqid as a varint; everything else fixed width."""

@@ -19,6 +19,7 @@ from collections import deque
 
 from agent.codec import CodecError
 
+from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
     DUBBO_READONLY_EVENT, id_encoding, id_range, write_id
 
@@ -53,7 +54,7 @@ class UpstreamConn(asyncio.Protocol):
         self._ids = {}            # multiplexed: (encoding, width) -> next id
         self.http = self.traits.name == "http1"
 
-    # -- asyncio callbacks -----------------------------------------------------------
+    # -- asyncio callbacks --------------------------------------------------------------
 
     def connection_made(self, transport):
         self.transport = transport
@@ -100,7 +101,7 @@ class UpstreamConn(asyncio.Protocol):
         self.pool.lost(self)
         self._fail_inflight("reset", FLAG_RESET)
 
-    # -- sending -------------------------------------------------------------------------
+    # -- sending ------------------------------------------------------------------------
 
     def has_room(self) -> bool:
         return not (self.blocked or self.retiring or self.stalled or self.closed) and \
@@ -164,7 +165,7 @@ class UpstreamConn(asyncio.Protocol):
         write_id(buf, frame.id_offset, width, enc, nxt)
         return bytes(buf)
 
-    # -- receiving --------------------------------------------------------------------------
+    # -- receiving ----------------------------------------------------------------------
 
     def _responses_in_order(self, frames):
         inflight, cluster = self.inflight, self.cluster
@@ -177,7 +178,16 @@ class UpstreamConn(asyncio.Protocol):
             if not inflight:
                 self._garbage("response with no request in flight")
                 return
-            req = inflight.popleft()
+            req = inflight[0]
+            if req.count > 1:                     # a pipelined batch: its next reply
+                if not batch.collect(req, frame, self.traits.response_code):
+                    continue
+                inflight.popleft()
+                if not req.done:
+                    req.conn = None
+                    cluster.on_response(req, frame, b"".join(req.parts))
+                continue
+            inflight.popleft()
             if self.http:
                 if not frame.flags & FRAME_KEEPALIVE:
                     self.retiring = True
@@ -229,7 +239,7 @@ class UpstreamConn(asyncio.Protocol):
         else:
             self.stalled = True
 
-    # -- failures ----------------------------------------------------------------------------
+    # -- failures -----------------------------------------------------------------------
 
     def _garbage(self, why: str):
         self.worker.stats.inc("nodemesh_upstream_cx_protocol_error_total",

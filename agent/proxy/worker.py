@@ -20,7 +20,7 @@ import random
 import time
 from collections import deque
 from statistics import median
-from typing import Dict, Optional
+from typing import Dict
 
 from agent.config.model import Snapshot
 
@@ -96,7 +96,7 @@ class Worker:
         self._next_housekeeping = 0.0
         self._timer = None
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self):
         await self.listeners.open(self.snapshot)
@@ -138,7 +138,7 @@ class Worker:
         if self.access_log is not None:
             self.access_log.close()
 
-    # -- configuration -------------------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     def apply_snapshot(self, snapshot: Snapshot) -> list:
         """Swap to `snapshot`; returns the problems found (listeners that cannot run)."""
@@ -209,7 +209,8 @@ class Worker:
                     rt.health = None
                 continue
             codec, options = protocols[name]
-            if rt.health is not None and (rt.health.protocol, rt.health.cluster) == (codec, rt.model):
+            if rt.health is not None and \
+                    (rt.health.protocol, rt.health.cluster) == (codec, rt.model):
                 continue
             if rt.health is not None:
                 rt.health.stop()
@@ -221,7 +222,7 @@ class Worker:
                 continue
             rt.health_task = self.loop.create_task(rt.health.run())
 
-    # -- corked writes -----------------------------------------------------------------------------
+    # -- corked writes ------------------------------------------------------------------
 
     def mark(self, conn) -> None:
         if not conn.marked:
@@ -238,7 +239,7 @@ class Worker:
             conn.marked = False
             conn.flush()
 
-    # -- sessions -------------------------------------------------------------------------------------
+    # -- sessions -----------------------------------------------------------------------
 
     def session_opened(self, session, listener: str):
         self.sessions.add(session)
@@ -270,7 +271,7 @@ class Worker:
             self.mirror_sink.live.add(copy)
             cluster.dispatch(copy)
 
-    # -- timers ------------------------------------------------------------------------------------------
+    # -- timers -------------------------------------------------------------------------
 
     def _tick(self):
         now = self.now = time.monotonic()
@@ -307,7 +308,7 @@ class Worker:
                 pool.close_idle(now, idle)
         self.retired = [rt for rt in self.retired if not all(p.idle for p in rt.pools.values())]
 
-    # -- drain -----------------------------------------------------------------------------------------
+    # -- drain --------------------------------------------------------------------------
 
     async def drain(self, deadline: float):
         """Stop accepting, close every connection at a request boundary, give up at the
@@ -341,7 +342,7 @@ class Worker:
             callback, self.on_drained = self.on_drained, None
             self.loop.call_soon(callback, self.cut_requests)
 
-    # -- reports ---------------------------------------------------------------------------------------
+    # -- reports ------------------------------------------------------------------------
 
     def lag_ms(self) -> dict:
         samples = list(self.lag)
@@ -380,7 +381,7 @@ class Worker:
         for rt in list(self.clusters.values()):
             counters += rt.counters()
         data = self.stats.export(gauges)
-        data["counters"] += [(n, list(l), v) for n, l, v in counters]
+        data["counters"] += [(n, list(lb), v) for n, lb, v in counters]
         data["summary"] = self.summary()
         return data
 
