@@ -59,6 +59,16 @@ def plans(profile):
     }
 
 
+def compact(run: dict) -> dict:
+    """A run as kept in the results file: counts and percentiles, not the
+    per-request traces the divert times were computed from."""
+    run = {k: v for k, v in run.items() if k not in ("transitions", "cli")}
+    run["clients"] = {name: {k: v for k, v in c.items() if k not in ("path_changes",
+                                                                    "failures_at")}
+                      for name, c in run["clients"].items()}
+    return run
+
+
 def med(values):
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 1) if values else None
@@ -108,8 +118,7 @@ def run(profiles, repeat, only=None) -> dict:
                         r = fn(topo)
                     finally:
                         sc.reset(topo)
-                    r.pop("transitions", None)
-                    runs.append(r)
+                    runs.append(compact(r))
                 results.setdefault(profile, {})[name] = {"summary": summarize(name, runs),
                                                          "runs": runs}
                 print(f"  {profile:<8} {name:<14} {results[profile][name]['summary']}",
