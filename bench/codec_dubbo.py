@@ -1,16 +1,20 @@
 """Dubbo request metadata: nodemesh's C decoder vs pyhessian's hessian2 parser.
 
 Both sides take the same realistic request frames (a String and an int
-argument, nine attachments) and extract the same things: the header's
-request id and kind, the five leading strings and the attachments.
+argument, nine attachments; request id, order id and traceId differ from
+frame to frame, and the bench cycles through 8 such streams) and deliver the same things: the header's request id and
+kind, and a dict of the five leading strings (dubbo version, interface,
+version, method, parameter types) and the attachments, as str.
+Target: >= 5x. Run: ``python -m bench.codec_dubbo [--quick]``.
 """
 
 import io
 import re
 import struct
+import sys
 
 from agent.codec import decoder_for
-from bench.common import median_rate, print_table, write_results
+from bench.codec_common import interleaved, require_c_reader, row, settings
 from tests.codec.dubbo_wire import body, int_, request, str_attachments, string
 
 ATTACH = {"path": "com.example.order.OrderService", "interface": "com.example.order.OrderService",
@@ -18,21 +22,25 @@ ATTACH = {"path": "com.example.order.OrderService", "interface": "com.example.or
           "remote.application": "shop-web", "traceId": "c8164cae90e94fe68493c106ea95f1ee",
           "sw8-x": "0"}
 PARAM = re.compile(r"\[*(?:L[^;]*;|[ZBCSIJFD])")
+TARGET = 5.0
 
 
-def frames(n=64):
-    one = request(body(dubbo="2.0.2", path=ATTACH["path"], version="1.2.0", method="getOrder",
-                       desc="Ljava/lang/String;I", args=[string("order-20240607-0001"), int_(3)],
-                       attach=str_attachments(ATTACH)), rid=1)
-    return one * n, n
+def frames(n=64, first=0):
+    out = b""
+    for i in range(first, first + n):
+        attach = dict(ATTACH, traceId=f"{0xc8164cae90e94fe68493c106ea95f1ee + i:032x}")
+        out += request(body(dubbo="2.0.2", path=ATTACH["path"], version="1.2.0", method="getOrder",
+                            desc="Ljava/lang/String;I",
+                            args=[string(f"order-20240607-{i:04d}"), int_(3)],
+                            attach=str_attachments(attach)), rid=1000 + i)
+    return out, n
 
 
-def nodemesh(stream):
-    dec = decoder_for("dubbo")
-    frames = dec.feed(stream)
-    while dec.buffered:     # feed() stops early when the metadata array fills
-        frames += dec.feed(b"")
-    return [(f.request_id, f.kind, f.metadata) for f in frames]
+STREAMS = 8     # distinct streams the bench cycles through (ids differ in each)
+
+
+def nodemesh(dec, stream):
+    return [(f.request_id, f.kind, f.metadata) for f in dec.feed(stream)]
 
 
 def pyhessian(stream):
@@ -55,25 +63,36 @@ def pyhessian(stream):
     return out
 
 
+def cycling(fn, streams):
+    state = {"i": 0}
+
+    def run():
+        i = state["i"]
+        state["i"] = (i + 1) % len(streams)
+        return fn(streams[i])
+    return run
+
+
 def run(quick=False):
-    stream, n = frames()
-    ours, theirs = nodemesh(stream), pyhessian(stream)
-    assert ours == theirs and len(ours) == n
-    repeat, min_time = (3, 0.05) if quick else (7, 0.2)
-    ours_fps = median_rate(lambda: nodemesh(stream), n, repeat, min_time)
-    peer_fps = median_rate(lambda: pyhessian(stream), n, repeat, min_time)
-    mb = len(stream) / n / 1e6
-    return [
-        {"benchmark": "dubbo request metadata (frames/s)", "nodemesh_per_s": round(ours_fps),
-         "peer": "pyhessian ParserV2", "peer_per_s": round(peer_fps),
-         "ratio": round(ours_fps / peer_fps, 1), "target": 5.0},
-        {"benchmark": "dubbo request metadata (MB/s)", "nodemesh_per_s": round(ours_fps * mb, 1),
-         "peer": "pyhessian ParserV2", "peer_per_s": round(peer_fps * mb, 2),
-         "ratio": round(ours_fps / peer_fps, 1), "target": 5.0},
-    ]
+    require_c_reader()
+    streams = [frames(64, 64 * s)[0] for s in range(STREAMS)]
+    n = 64
+    dec = decoder_for("dubbo")
+    for stream in streams[:2]:
+        ours, theirs = nodemesh(dec, stream), pyhessian(stream)
+        assert ours == theirs and len(ours) == n
+    repeat, min_time = settings(quick)
+    got = interleaved({"ours": cycling(lambda s: nodemesh(dec, s), streams),
+                       "peer": cycling(pyhessian, streams)}, n, repeat, min_time)
+    mb = len(streams[0]) / n / 1e6
+    return [row("dubbo request metadata", got["ours"], "pyhessian ParserV2", got["peer"], TARGET,
+                nodemesh_mb_per_s=round(got["ours"] * mb, 1),
+                peer_mb_per_s=round(got["peer"] * mb, 2))]
 
 
 if __name__ == "__main__":
-    rows = run()
+    from bench.common import print_table, write_results
+
+    rows = run(quick="--quick" in sys.argv)
     print_table("codec: dubbo", list(rows[0]), [list(r.values()) for r in rows])
     print(write_results("codec_dubbo", {"rows": rows}))

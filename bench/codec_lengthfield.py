@@ -6,14 +6,11 @@ Both sides get the same stream in 64 KiB reads (a socket's recv size) and
 touch the same things per frame: request id, kind, every metadata value.
 """
 
-import pathlib
 import struct
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from agent.codec import decoder_for  # noqa: E402
-from bench.common import median_rate, print_table  # noqa: E402
+from agent.codec import decoder_for
+from bench.codec_common import interleaved, require_c_reader, row, settings
 
 TRPC = dict(magic=0x0930, magic_size=2, kind_offset=2, kind_response_mask=0x01,
             kind_oneway_mask=0x02, length_offset=4, length_size=4, length_includes_header=1,
@@ -35,8 +32,8 @@ def trpc_stream(n, body=200):
 
 def kv_stream(n, body=200):
     out = bytearray()
-    kv = b"trace-id=4bf92f3577b34da6&tenant=acme&env=prod&caller=checkout"
     for i in range(n):
+        kv = b"trace-id=%016x&tenant=acme&env=prod&caller=checkout" % (0x4bf92f3577b34da6 + i)
         frame = struct.pack(">HIQB11sH", 0x4E4D, 0, i, 0, b"GetOrder", len(kv)) + kv + bytes(body)
         frame = frame[:2] + struct.pack(">I", len(frame) - 6) + frame[6:]
         out += frame
@@ -86,48 +83,37 @@ def py_kv(stream):
     return out
 
 
-def nodemesh(cfg, stream):
-    dec = decoder_for("lengthfield", **cfg)
+def nodemesh(dec, stream):
     out = []
     for i in range(0, len(stream), READ):
-        chunk = memoryview(stream)[i:i + READ]
-        while True:   # Decoder.feed stops when its metadata array fills: drain
-            frames = dec.feed(chunk)
-            for f in frames:
-                out.append((f.request_id, f.kind, f.metadata))
-            if not frames:
-                break
-            chunk = b""
+        for f in dec.feed(memoryview(stream)[i:i + READ]):
+            out.append((f.request_id, f.kind, f.metadata))
     return out
 
 
-def same_answers(cfg, ours, theirs):
-    """Equal, once custom field keys ("64" + i until decoder.py names them) are named."""
-    names = {str(64 + i): f["name"] for i, f in enumerate(cfg.get("fields", []))}
-    ours = [(rid, kind, {names.get(k, k): v for k, v in meta.items()}) for rid, kind, meta in ours]
-    return ours == theirs
-
-
 def run(quick=False):
-    n = 2000 if quick else 20000
-    repeat, min_time = (3, 0.1) if quick else (7, 0.3)
+    require_c_reader()
+    n = 20000
+    repeat, min_time = settings(quick)
     rows = []
     for name, cfg, stream, peer in (("trpc-like 216 B", TRPC, trpc_stream(n), py_trpc),
                                     ("kv headers 291 B", KV, kv_stream(n), py_kv)):
-        assert same_answers(cfg, nodemesh(cfg, stream), peer(stream)), name
-        ours = median_rate(lambda: nodemesh(cfg, stream), n, repeat, min_time)
-        theirs = median_rate(lambda: peer(stream), n, repeat, min_time)
+        dec = decoder_for("lengthfield", **cfg)
+        assert nodemesh(dec, stream) == peer(stream), name
+        got = interleaved({"ours": lambda: nodemesh(dec, stream), "peer": lambda: peer(stream)},
+                          n, repeat, min_time)
         mb = len(stream) / n / 1e6
-        for unit, scale in (("frames/s", 1), ("MB/s", mb)):
-            rows.append({"benchmark": f"lengthfield {name} {unit}",
-                         "nodemesh_per_s": round(ours * scale, 1),
-                         "peer": "python struct splitter", "peer_per_s": round(theirs * scale, 1),
-                         "ratio": round(ours / theirs, 2), "target": ">= 1.5x the Python peer"})
+        rows.append(row(f"lengthfield {name}", got["ours"], "python struct splitter", got["peer"],
+                        ">= 1.5x the Python peer", nodemesh_mb_per_s=round(got["ours"] * mb, 1),
+                        peer_mb_per_s=round(got["peer"] * mb, 1)))
     return rows
 
 
 if __name__ == "__main__":
+    from bench.common import print_table, write_results
+
     rows = run(quick="--quick" in sys.argv)
+    write_results("codec_lengthfield", {"rows": rows})
     print_table("lengthfield codec", ["benchmark", "nodemesh/s", "peer", "peer/s", "ratio"],
                 [[r["benchmark"], r["nodemesh_per_s"], r["peer"], r["peer_per_s"], r["ratio"]]
                  for r in rows])

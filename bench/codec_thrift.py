@@ -3,9 +3,12 @@ and full-message framing of realistic calls, nodemesh vs the `thrift`
 package's accelerated protocols and thriftpy2's Cython binary protocol.
 
 Both sides do the same work per message: find where it ends (skip the whole
-struct) and produce the method name (str), the message type and the seqid.
-The peers run readMessageBegin + skip(STRUCT) + readMessageEnd; for framed
-transport they also read the 4-byte frame length.
+struct, which nodemesh also does for framed messages, to check the frame)
+and produce the method name (str), the message type and the seqid. nodemesh:
+one Decoder.feed over 1000 messages, then (metadata["method"], status,
+request_id) per Frame; the peers run readMessageBegin + skip(STRUCT) +
+readMessageEnd per message (and read the 4-byte frame length when framed).
+Target: >= 5x each peer. Run: ``python -m bench.codec_thrift [--quick]``.
 """
 
 import struct
@@ -18,8 +21,7 @@ from thriftpy2.protocol import TCyBinaryProtocolFactory
 from thriftpy2.transport import TCyMemoryBuffer
 
 from agent.codec import decoder_for
-from agent.codec._native import ffi, lib
-from bench.common import median_rate, print_table, write_results
+from bench.codec_common import interleaved, require_c_reader, row, settings
 
 TARGET = 5.0
 
@@ -96,49 +98,11 @@ def stream(proto, framed, n, users=1):
     return out.getvalue()
 
 
-def feed_all(dec, data):
-    """Decoder.feed returns at most max_headers + 64 metadata entries' worth
-    of frames per call (agent/codec/decoder.py stops when nm_decode fills its
-    meta array); drain the rest with empty feeds."""
-    frames = dec.feed(data)
-    while dec.buffered:
-        more = dec.feed(b"")
-        if not more:
-            break
-        frames += more
-    return frames
-
-
 def nodemesh_fn(data, n):
     dec = decoder_for("thrift")
 
     def run():
-        out = [(f.metadata["method"], f.status, f.request_id) for f in feed_all(dec, data)]
-        assert len(out) == n
-    return run
-
-
-# nm_frame -> (request_id, status, meta_start); nm_meta -> (value.off, value.len)
-_FRAME_IDS = struct.Struct("=16xQi4xI20x")
-_META_VALUE = struct.Struct("=16xII")
-
-
-def nodemesh_cffi_fn(data, n):
-    """The same extraction straight from nm_decode's arrays: what the C codec
-    costs without the wrapper's per-frame Frame object and metadata dict."""
-    assert _FRAME_IDS.size == ffi.sizeof("nm_frame") and _META_VALUE.size == ffi.sizeof("nm_meta")
-    d = ffi.new("nm_decoder *")
-    assert lib.nm_decoder_init(d, lib.NM_PROTO_THRIFT, ffi.NULL) == 0
-    frames, meta = ffi.new("nm_frame[]", n), ffi.new("nm_meta[]", 2 * n)
-    consumed = ffi.new("size_t *")
-
-    def run():
-        got = lib.nm_decode(d, ffi.from_buffer(data), len(data), frames, n, meta, 2 * n, consumed)
-        nmeta = frames[got - 1].meta_start + frames[got - 1].meta_count
-        spans = list(_META_VALUE.iter_unpack(ffi.buffer(meta, nmeta * _META_VALUE.size)))
-        out = [(data[o:o + ln].decode(), status, rid)
-               for rid, status, ms in _FRAME_IDS.iter_unpack(ffi.buffer(frames, got * _FRAME_IDS.size))
-               for o, ln in (spans[ms],)]
+        out = [(f.metadata["method"], f.status, f.request_id) for f in dec.feed(data)]
         assert len(out) == n
     return run
 
@@ -183,7 +147,7 @@ def thriftpy2_fn(data, n, framed):
 def _check_same(data, n, framed, proto):
     """The peers and nodemesh see the same messages."""
     dec = decoder_for("thrift")
-    ours = [(f.metadata["method"], f.status, f.request_id) for f in feed_all(dec, data)]
+    ours = [(f.metadata["method"], f.status, f.request_id) for f in dec.feed(data)]
     trans = TTransport.TMemoryBuffer(data)
     p = (TCompactProtocol.TCompactProtocol if proto == "compact"
          else TBinaryProtocol.TBinaryProtocol)(trans)
@@ -197,8 +161,9 @@ def _check_same(data, n, framed, proto):
 
 
 def run(quick=False) -> list:
-    repeat, min_time = (3, 0.05) if quick else (7, 0.2)
-    n = 200 if quick else 1000
+    require_c_reader()
+    repeat, min_time = settings(quick)
+    n = 1000    # messages per feed: within max_pipelined (1024)
     cases = [
         ("header, binary unframed calls", "binary", False, 1, "frames/s"),
         ("header, binary framed calls", "binary", True, 1, "frames/s"),
@@ -208,31 +173,29 @@ def run(quick=False) -> list:
     ]
     rows = []
     for name, proto, framed, users, unit in cases:
-        count = n if users == 1 else max(n // 50, 4)
+        count = n if users == 1 else 20
         data = stream(proto, framed, count, users)
         _check_same(data, count, framed, proto)
         units = count if unit == "frames/s" else len(data) / 1e6
-        ours = {"Decoder.feed": median_rate(nodemesh_fn(data, count), units, repeat, min_time),
-                "cffi arrays": median_rate(nodemesh_cffi_fn(data, count), units, repeat,
-                                           min_time)}
-        peers = [("thrift accelerated", thrift_fn(data, count, proto, framed))]
+        sides = {"ours": nodemesh_fn(data, count),
+                 "thrift accelerated": thrift_fn(data, count, proto, framed)}
         if proto == "binary":
-            peers.append(("thriftpy2 cybin", thriftpy2_fn(data, count, framed)))
-        for peer, fn in peers:
-            theirs = median_rate(fn, units, repeat, min_time)
-            for api, rate in ours.items():
-                rows.append({"benchmark": f"{name}, {len(data) // count} B ({unit})", "nodemesh_api": api,
-                             "nodemesh_per_s": round(rate, 1), "peer": peer,
-                             "peer_per_s": round(theirs, 1), "ratio": round(rate / theirs, 2),
-                             "target": TARGET, "message_bytes": len(data) // count})
+            sides["thriftpy2 cybin"] = thriftpy2_fn(data, count, framed)
+        got = interleaved(sides, units, repeat, min_time)
+        for peer in sides:
+            if peer != "ours":
+                rows.append(row(f"{name}, {len(data) // count} B", got["ours"], peer, got[peer],
+                                TARGET, unit=unit, message_bytes=len(data) // count))
     return rows
 
 
 if __name__ == "__main__":
+    from bench.common import print_table, write_results
+
     results = run(quick="--quick" in sys.argv)
     write_results("codec_thrift", {"rows": results})
     print_table("thrift codec (medians; ratio = nodemesh / peer)",
-                ["benchmark", "nodemesh via", "nodemesh", "peer", "peer/s", "ratio", "target"],
-                [[r["benchmark"], r["nodemesh_api"], f"{r['nodemesh_per_s']:,.0f}", r["peer"],
+                ["benchmark", "unit", "nodemesh", "peer", "peer/s", "ratio", "target"],
+                [[r["benchmark"], r["unit"], f"{r['nodemesh_per_s']:,.0f}", r["peer"],
                   f"{r['peer_per_s']:,.0f}", f"{r['ratio']:.1f}x", f"{r['target']:.0f}x"]
                  for r in results])

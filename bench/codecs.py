@@ -6,6 +6,7 @@ Writes bench/results/codecs.json (bench.common.write_results).
 """
 
 import importlib
+import os
 import pathlib
 import sys
 import traceback
@@ -35,17 +36,22 @@ def run(quick=False):
 
 def main(argv):
     quick = "--quick" in argv
+    load_before = os.getloadavg()
     rows, missing, failed = run(quick)
-    print_table("codecs (nodemesh vs peer, same run)",
-                ["benchmark", "nodemesh/s", "peer", "peer/s", "ratio", "target"],
-                [[r["benchmark"], r["nodemesh_per_s"], r["peer"], r["peer_per_s"], r["ratio"],
-                  r.get("target", "")] for r in rows])
+    load = {"before": [round(x, 2) for x in load_before],
+            "after": [round(x, 2) for x in os.getloadavg()]}
+    print_table("codecs (nodemesh vs peer, same run; medians of interleaved rounds)",
+                ["benchmark", "unit", "nodemesh/s", "peer", "peer/s", "ratio", "target"],
+                [[r["benchmark"], r.get("unit", ""), f'{r["nodemesh_per_s"]:,.0f}', r["peer"],
+                  f'{r["peer_per_s"]:,.0f}', r["ratio"], r.get("target", "")] for r in rows])
     if missing:
         print(f"\nno bench yet: {', '.join(missing)}")
     for proto, tb in failed.items():
         print(f"\n{proto} bench failed:\n{tb}")
+    print(f"\nload average (1, 5, 15 min) before {load['before']}, after {load['after']} "
+          f"on {os.cpu_count()} CPUs; rates per second of the bench thread's CPU time")
     path = write_results("codecs", {"quick": quick, "rows": rows, "missing": missing,
-                                    "failed": sorted(failed)})
+                                    "failed": sorted(failed), "load_average": load})
     print(f"\nwrote {path}")
     return 1 if failed else 0
 

@@ -175,7 +175,8 @@ def _cpu_us(r) -> float:
 def _paired_cpu(x_runs, base_runs) -> float:
     """Median over rounds of base's CPU per connect / x's (like a rate ratio:
     above 1, x is cheaper)."""
-    return round(statistics.median(_cpu_us(b) / _cpu_us(x) for x, b in zip(x_runs, base_runs)), 3)
+    ratios = [_cpu_us(b) / _cpu_us(x) for x, b in zip(x_runs, base_runs) if _cpu_us(x) > 0]
+    return round(statistics.median(ratios), 3) if ratios else 0.0
 
 
 def report(res: dict) -> None:

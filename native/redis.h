@@ -17,10 +17,19 @@ static inline long resp_line_end(const uint8_t *buf, size_t start, size_t len)
 {
     if (start >= len)
         return RESP_LINE_INCOMPLETE;
-    const uint8_t *nl = memchr(buf + start, '\n', len - start);
-    if (!nl)
-        return RESP_LINE_INCOMPLETE;
-    size_t i = (size_t)(nl - buf);
+    /* Most lines are a few bytes ("$10", ":1234"): scan those inline; a
+     * libc memchr call costs more than it saves below ~16 bytes. */
+    size_t i = start, stop = len - start > 16 ? start + 16 : len;
+    while (i < stop && buf[i] != '\n')
+        i++;
+    if (i == stop) {
+        if (stop == len)
+            return RESP_LINE_INCOMPLETE;
+        const uint8_t *nl = memchr(buf + stop, '\n', len - stop);
+        if (!nl)
+            return RESP_LINE_INCOMPLETE;
+        i = (size_t)(nl - buf);
+    }
     if (i == start || buf[i - 1] != '\r')
         return RESP_LINE_BAD;
     return (long)(i - 1);
@@ -45,6 +54,13 @@ static inline int resp_parse_i64(const uint8_t *s, size_t n, int64_t *out)
     }
     if (i >= n || s[i] < '1' || s[i] > '9')
         return 0;
+    /* 19 digits cannot overflow 64 bits: check overflow only past them */
+    size_t safe = n - i > 19 ? i + 19 : n;
+    for (; i < safe; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
     for (; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
             return 0;
@@ -75,6 +91,10 @@ static inline int resp_parse_i64(const uint8_t *s, size_t n, int64_t *out)
 
 int nm_redis_reply_frame(nm_decoder *d, const uint8_t *buf, size_t len,
                          size_t pos, nm_frame *f, nm_out *o);
+
+/* Fast path for a complete top-level :, $, + or - reply (0: use the above). */
+int nm_redis_reply_simple(const nm_decoder *d, const uint8_t *buf, size_t len,
+                          size_t pos, nm_frame *f, nm_out *o);
 
 /* A decoded request: enough of it for metadata and the reply builders. */
 typedef struct {

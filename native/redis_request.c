@@ -3,6 +3,8 @@
  * commands (split as redis-server's sdssplitargs does), with the command
  * and its first key found through a small table of key positions.
  */
+#include <pthread.h>
+
 #include "redis.h"
 
 enum { KEY_AT, KEY_NONE, KEY_NUMKEYS, KEY_STREAMS };
@@ -53,6 +55,7 @@ static const key_rule RULES[] = {
 };
 
 #define NAME_MAX_LEN 16
+#define NRULES (sizeof(RULES) / sizeof(RULES[0]))
 
 static int ieq(const uint8_t *s, size_t n, const char *lower)
 {
@@ -64,6 +67,42 @@ static int ieq(const uint8_t *s, size_t n, const char *lower)
             return 0;
     }
     return lower[n] == 0;
+}
+
+/* RULES by a hash of (length, first, last letter), built once: a command
+ * costs a probe or two instead of a scan of the table. */
+#define SLOTS 256
+static uint8_t rule_slot[SLOTS];      /* rule index + 1; 0: empty */
+static pthread_once_t rules_once = PTHREAD_ONCE_INIT;
+
+static unsigned rule_hash(size_t n, uint8_t first, uint8_t last)
+{
+    return ((unsigned)n * 53u + (first | 0x20u) * 7u + (last | 0x20u) * 131u) & (SLOTS - 1);
+}
+
+static void index_rules(void)
+{
+    _Static_assert(NRULES < SLOTS / 2 && NRULES < 255, "rule table too large for its index");
+    for (size_t j = 0; j < NRULES; j++) {
+        const char *name = RULES[j].name;
+        unsigned h = rule_hash(RULES[j].len, (uint8_t)name[0], (uint8_t)name[RULES[j].len - 1]);
+        while (rule_slot[h])
+            h = (h + 1) & (SLOTS - 1);
+        rule_slot[h] = (uint8_t)(j + 1);
+    }
+}
+
+static const key_rule *find_rule(const uint8_t *s, size_t n)
+{
+    if (n == 0 || n > NAME_MAX_LEN)
+        return NULL;
+    pthread_once(&rules_once, index_rules);
+    for (unsigned h = rule_hash(n, s[0], s[n - 1]); rule_slot[h]; h = (h + 1) & (SLOTS - 1)) {
+        const key_rule *r = &RULES[rule_slot[h] - 1];
+        if (r->len == n && ieq(s, n, r->name))
+            return r;
+    }
+    return NULL;
 }
 
 typedef struct {
@@ -79,17 +118,9 @@ static void on_arg(key_finder *k, uint32_t i, size_t off, size_t n)
     if (i == 0) {
         r->cmd.off = (uint32_t)off;
         r->cmd.len = (uint32_t)n;
-        k->mode = KEY_AT;
-        k->target = 1;
-        const uint8_t first = (uint8_t)(k->buf[off] | 0x20);
-        if (n && n <= NAME_MAX_LEN)
-            for (size_t j = 0; j < sizeof(RULES) / sizeof(RULES[0]); j++)
-                if (RULES[j].len == n && (uint8_t)RULES[j].name[0] == first &&
-                    ieq(k->buf + off, n, RULES[j].name)) {
-                    k->mode = RULES[j].mode;
-                    k->target = RULES[j].arg;
-                    break;
-                }
+        const key_rule *rule = find_rule(k->buf + off, n);
+        k->mode = rule ? rule->mode : KEY_AT;
+        k->target = rule ? rule->arg : 1;
         return;
     }
     if (i == 1) {

@@ -13,6 +13,8 @@ APT_PACKAGES=(
   clang llvm libclang-rt-14-dev                        # libFuzzer, sanitizers
   iproute2 iptables procps psmisc curl                 # namespaces, peers
   redis-server redis-tools nutcracker haproxy wrk      # real servers and load
+  linux-perf                                           # bench/proxy_*: CPU and syscall profiles
+  zsh                                                  # `nodemesh completion zsh` tests
 )
 
 need_apt=()

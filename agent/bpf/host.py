@@ -152,3 +152,19 @@ def ensure_kernel_headers() -> Headers:
         if not link.exists():
             link.symlink_to(target)
     return found
+
+
+CAP_PERFMON = 38
+
+
+def effective_capabilities(status_path="/proc/self/status") -> int:
+    """This process's effective capability bits (CapEff)."""
+    with open(status_path) as fh:
+        for line in fh:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def has_capability(bit: int) -> bool:
+    return bool(effective_capabilities() >> bit & 1)

@@ -92,6 +92,10 @@ class Datapath:
         src = source_dir()
         flags = [f"-I{src}", f'-DNM_PIN_DIR="{self.s.pin_dir}"']
         flags += [f"-D{k}={v}" for k, v in sorted(self.s.defines.items())]
+        if host.has_capability(host.CAP_PERFMON):
+            # bpf_get_current_comm in cgroup programs needs CAP_PERFMON (6.x): without it,
+            # trace events carry the pid only and readers look the name up in /proc
+            flags.append("-DNM_TRACE_COMM=1")
         return flags
 
     def bundle(self) -> str:

@@ -66,7 +66,7 @@ def decode(raw: bytes, reasons=None, clock_offset=None) -> TraceEvent:
     return TraceEvent(
         ts_ns=int(ev.ts_ns), time=ev.ts_ns / 1e9 + offset, cookie=int(ev.cookie),
         cgroup_id=int(ev.cgroup_id), pid=ev.pid, tid=ev.tid,
-        comm=layout.ffi.string(ev.comm).decode(errors="replace"),
+        comm=layout.ffi.string(ev.comm).decode(errors="replace") or _comm(ev.pid),
         original_dst=_hostport(ev.family, ev.orig_ip, ev.orig_ip6, ev.orig_port),
         target_dst=_hostport(ev.family, ev.new_ip, ev.new_ip6, ev.new_port),
         target=layout.TARGETS.get(ev.target, str(ev.target)),
@@ -151,3 +151,12 @@ class TraceReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _comm(pid: int) -> str:
+    """The name, when the kernel could not record it (the loader lacked CAP_PERFMON)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""      # already gone: a short-lived process

@@ -30,6 +30,7 @@ EPILOG_SOURCE = """examples:
 EPILOG_SET = """examples:
   nodemesh datapath set --local-proxy 127.0.0.1:15001 --mode local
   nodemesh datapath set --remote-proxy 198.18.0.50 --spill 10
+  nodemesh datapath set --local-proxy 127.0.0.1:15001,[fd00::1]:15001
   nodemesh datapath set --mode bypass
   nodemesh datapath set --trace on
 """
@@ -70,9 +71,11 @@ def register(sub, common):
                         help="proxy addresses, mode, spill share, tracing",
                         formatter_class=options.formatter, epilog=EPILOG_SET)
     s.add_argument("--local-proxy", metavar="HOST:PORT", type=_local_proxy,
-                   help="the node proxy's listener ('' clears)")
+                   help="the node proxy's listener: IP:PORT, [IPv6]:PORT or one of each "
+                        "with one port, comma-separated ('' clears)")
     s.add_argument("--remote-proxy", metavar="HOST", type=_remote_proxy,
-                   help="the remote proxy pool's address ('' clears)")
+                   help="the remote proxy pool's address: IPv4, IPv6 or both "
+                        "comma-separated ('' clears)")
     s.add_argument("--mode", choices=("local", "remote", "bypass"))
     s.add_argument("--spill", metavar="PERCENT", type=options.percent,
                    help="share of new connections sent remote in local mode")
@@ -93,11 +96,11 @@ def _defines(p):
 
 
 def _local_proxy(text):
-    return "" if text == "" else options.hostport(text)
+    return "" if text == "" else options.hostports(text)
 
 
 def _remote_proxy(text):
-    return "" if text == "" else options.ipv4(text)
+    return "" if text == "" else options.addresses(text)
 
 
 # -- up -------------------------------------------------------------------------
@@ -210,7 +213,8 @@ def _status_text(d, wide) -> str:
     rows = []
     for prog in d["programs"]:
         link = next((x for x in d["links"] if x["name"] == prog["name"]), None)
-        where = (f"{link['attach_type']} {link['cgroup'] or link['cgroup_id']}" if link and link["id"]
+        where = (f"{link['attach_type']} {link['cgroup'] or link['cgroup_id']}"
+                 if link and link["id"]
                  else "sk_msg_verdict sock_pairs" if prog["name"] == "sk_msg"
                  and d["sk_msg_attached"] else "-")
         rows.append({"program": prog["name"], "id": prog["id"], "tag": prog["tag"],
@@ -246,7 +250,8 @@ def cmd_source(args) -> int:
 # -- set ------------------------------------------------------------------------------
 
 def cmd_set(args) -> int:
-    values = {k: getattr(args, k) for k in ("local_proxy", "remote_proxy", "mode", "spill", "trace")}
+    values = {k: getattr(args, k)
+              for k in ("local_proxy", "remote_proxy", "mode", "spill", "trace")}
     if all(v is None for v in values.values()):
         raise CLIError("datapath set: nothing to change",
                        "pass --local-proxy, --remote-proxy, --mode, --spill or --trace", 2)

@@ -12,6 +12,7 @@ USAGE = 2          # bad command line (argparse's own code)
 NOT_UP = 3         # the datapath is not loaded in this pin dir
 PERMISSION = 4     # not root / missing capability
 UNSUPPORTED = 5    # this node cannot run the datapath
+UNAVAILABLE = 6    # what the command reads is not running (no admin socket answers)
 
 
 class CLIError(Exception):
@@ -31,8 +32,17 @@ def not_up(pin_dir: str) -> CLIError:
 
 
 def permission(what: str) -> CLIError:
-    return CLIError(what, "run as root (needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)",
+    from .privileges import NEEDED
+
+    return CLIError(what, f"run as root (needs {', '.join(NEEDED)})",
                     PERMISSION)
+
+
+def unavailable(what: str, reasons: dict) -> CLIError:
+    """None of the components that hold `what` answered; reasons: component -> why."""
+    why = "; ".join(f"{k}: {v}" for k, v in sorted(reasons.items())) or "nothing answered"
+    return CLIError(f"{what} unavailable ({why})",
+                    "start the proxy or the agent, or pass the --run-dir they use", UNAVAILABLE)
 
 
 def from_exception(exc: BaseException):

@@ -6,8 +6,27 @@ errors.py); the datapath commands work without any agent running.
 
 import sys
 
-from . import (agent_cmd, conns, datapath, demo, doctor, failover, options, pods, services, stats,
-               status, top, xds)
+from . import (
+    agent_cmd,
+    clusters,
+    completion,
+    conns,
+    datapath,
+    demo,
+    doctor,
+    explain,
+    failover,
+    options,
+    pods,
+    routes,
+    service_join,
+    services,
+    stats,
+    status,
+    top,
+    trace,
+    xds,
+)
 from .errors import from_exception, report
 
 EPILOG = """examples:
@@ -16,11 +35,13 @@ EPILOG = """examples:
   nodemesh datapath set --local-proxy 127.0.0.1:15001 --mode local
   nodemesh service add 198.18.0.10:6379 --protocol redis
   nodemesh enroll --cgroup /sys/fs/cgroup/demo && nodemesh stats
+  nodemesh explain --pod shop/cart-0 198.18.0.10:6379 --meta key=user:42
+  nodemesh services && nodemesh routes && nodemesh clusters
   nodemesh failover status && nodemesh drain --deadline 30
   nodemesh uninstall
 
 exit codes: 0 ok, 1 failed, 2 usage, 3 datapath not up, 4 not root,
-            5 node cannot run the datapath
+            5 node cannot run the datapath, 6 proxy/agent not answering
 environment: NODEMESH_PIN_DIR, NODEMESH_CGROUP_ROOT, NODEMESH_RUN_DIR, NO_COLOR
 """
 
@@ -53,13 +74,19 @@ def parser() -> options.Parser:
     common = options.common()
     datapath.register(sub, common)
     services.register(sub, common)
+    service_join.register(sub, common)
     pods.register(sub, common)
     stats.register(sub, common)
     status.register(sub, common)
     conns.register(sub, common)
+    routes.register(sub, common)
+    clusters.register(sub, common)
+    explain.register(sub, common)
+    trace.register(sub, common)
     top.register(sub, common)
     doctor.register(sub, common)
     demo.register(sub, common)
+    completion.register(sub, common)
     from . import proxy as proxy_command
     proxy_command.register(sub, common)
     failover.register(sub, common)

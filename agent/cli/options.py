@@ -74,8 +74,21 @@ def _address(text: str, default_port=None):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def ipv4(text: str) -> str:
-    return _address(text, 1)[0]
+def addresses(text: str) -> str:
+    """'198.18.0.50' or 'fd00::50' or both, comma-separated (one per family): the
+    remote pool's addresses, as Control.set_proxy takes them."""
+    from agent.bpf.datapath import format_hostport
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an address like 198.18.0.50")
+    ips = [format_hostport(_address(p, 1)[0], 1).rpartition(":")[0].strip("[]") for p in parts]
+    return ",".join(ips)
+
+
+def hostports(text: str) -> str:
+    """'IP:PORT', '[IPv6]:PORT' or one of each, comma-separated (the local proxy)."""
+    return ",".join(hostport(p.strip()) for p in text.split(",") if p.strip())
 
 
 def port(text: str) -> int:
@@ -89,10 +102,13 @@ def port(text: str) -> int:
 
 
 def hostport(text: str) -> str:
-    """'198.18.0.10:80', checked; returned as given for the datapath API."""
+    """'198.18.0.10:80' or '[fd00::10]:80', checked and written as the maps show it."""
+    from agent.bpf.datapath import format_hostport
+
     if ":" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected IPv4:PORT like 198.18.0.10:80")
-    return "%s:%d" % _address(text)
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected IP:PORT like 198.18.0.10:80 or [fd00::10]:80")
+    return format_hostport(*_address(text))
 
 
 def percent(text: str) -> float:
@@ -119,3 +135,37 @@ def on_off(text: str) -> bool:
     if text not in ("on", "off"):
         raise argparse.ArgumentTypeError(f"{text!r}: expected on or off")
     return text == "on"
+
+
+def config_source() -> Parser:
+    """Parent parser: which component's admin API to read configuration from."""
+    p = Parser(add_help=False)
+    p.add_argument("--from", dest="source", choices=("proxy", "agent", "remote"),
+                   help="read this component only (default: the local proxy, else the "
+                        "agent); exit 6 if it does not answer")
+    return p
+
+
+def meta(text: str):
+    """--meta key=value: one request metadata entry."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE like interface=org.Foo")
+    return key, value
+
+
+def positive_int(text: str) -> int:
+    """A count or a process id: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds > 0")
+    return value

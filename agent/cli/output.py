@@ -80,6 +80,24 @@ def pairs(items: list, limit=WIDTH) -> str:
     return "\n".join(out)
 
 
+def clip(text: str, limit=WIDTH) -> str:
+    """One line cut to the terminal width."""
+    return text if len(text) <= limit else text[:limit - len(ELLIPSIS)] + ELLIPSIS
+
+
+def unavailable_text(unavailable: dict, limit=WIDTH) -> str:
+    """The `unavailable:` block commands print under partial results."""
+    if not unavailable:
+        return ""
+    import textwrap
+
+    lines = ["unavailable:"]
+    for k, v in sorted(unavailable.items()):
+        lines += textwrap.wrap(f"{k}: {v}", limit, initial_indent="  ", subsequent_indent="    ",
+                               break_on_hyphens=False)
+    return "\n".join(lines)
+
+
 def emit(data, fmt: str, human, stream=None):
     """Print data as json/yaml, or human(wide: bool) -> str for table/wide."""
     stream = stream or sys.stdout

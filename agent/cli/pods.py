@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from . import access, agent_link, options, output
+from . import access, agent_link, options, output, pod_names
 from .cgroups import CgroupIndex
 from .errors import CLIError
 
@@ -12,6 +12,7 @@ EPILOG = """examples:
   nodemesh enroll --cgroup /sys/fs/cgroup/unified/demo --spill 25
   nodemesh unenroll --cgroup /sys/fs/cgroup/unified/demo
   nodemesh pods -o wide
+  nodemesh pods -o json | jq -r '.pods[] | select(.enrolled) | .pod'
 """
 
 
@@ -74,14 +75,35 @@ def cmd_pods(args) -> int:
         rows = c.enrolled()
     finally:
         c.close()
-    index = CgroupIndex()
-    for r in rows:
-        r["cgroup"] = index.path(r["cgroup_id"])
-    rows.sort(key=lambda r: (r["pod_index"], r["cgroup_id"]))
-    cols = [("CGROUP ID", "cgroup_id"), ("POD", "pod_index"), ("SPILL%", "spill"),
+    rows = with_names(rows, c.s.run_dir)
+    cols = [("POD", "pod"), ("CGROUP ID", "cgroup_id"), ("SPILL%", "spill"),
             ("CGROUP", "cgroup")]
-    wide_cols = cols[:3] + [("PROXY NETNS", "proxy_netns")] + cols[3:]
+    wide_cols = cols[:3] + [("INDEX", "pod_index"), ("PROXY NETNS", "proxy_netns"),
+                            ("ENROLLED", "enrolled")] + cols[3:]
     output.emit({"pods": rows}, args.output,
                 lambda wide: output.table(rows, wide_cols if wide else cols, wide)
                 if rows else "no enrolled pods")
     return 0
+
+
+def with_names(rows: list, run_dir: str) -> list:
+    """Enrolled-map rows with their cgroup path and, from pods.json, the pod's
+    namespace and name; pods.json entries missing from the map are added with
+    enrolled false (the enroller believes they are in the mesh; the kernel does not)."""
+    index, named = CgroupIndex(), pod_names.pods(run_dir)
+    for r in rows:
+        pod = named.get(r["cgroup_id"])
+        r.update(enrolled=True, cgroup=index.path(r["cgroup_id"]),
+                 namespace=pod["namespace"] if pod else None,
+                 name=pod["name"] if pod else None,
+                 pod=pod_names.full_name(pod) if pod else None)
+    in_map = {r["cgroup_id"] for r in rows}
+    for cid, pod in named.items():
+        if cid not in in_map:
+            rows.append({"cgroup_id": cid, "pod_index": None, "proxy_netns": None,
+                         "spill": None, "enrolled": False,
+                         "cgroup": pod.get("cgroup") or index.path(cid),
+                         "namespace": pod["namespace"], "name": pod["name"],
+                         "pod": pod_names.full_name(pod)})
+    rows.sort(key=lambda r: (not r["enrolled"], r["pod"] or "~", r["cgroup_id"]))
+    return rows

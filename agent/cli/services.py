@@ -7,7 +7,9 @@ from .errors import CLIError
 
 EPILOG = """examples:
   nodemesh service add 198.18.0.10:6379 --protocol redis
-  nodemesh service add 198.18.0.11:20880 --protocol dubbo --id 7 --remote-port 20007
+  nodemesh service add 198.18.0.11:20880 --protocol dubbo --id 7 \\
+      --remote-port 20007
+  nodemesh service add [fd00::10]:80 --protocol http1 --pair off
   nodemesh service del 198.18.0.10:6379
   nodemesh service list -o json
 """
@@ -25,6 +27,9 @@ def register(sub, common):
     add.add_argument("--id", type=int, metavar="N", help="service id (default: next free)")
     add.add_argument("--remote-port", type=options.port, default=0, metavar="N",
                      help="the remote proxy pool's port for this service")
+    add.add_argument("--pair", type=options.on_off, default=True, metavar="on|off",
+                     help="same-node bytes skip TCP/IP through sk_msg (default on; off for "
+                          "services whose clients connect, ask once and close)")
     add.set_defaults(func=cmd_add)
     rm = ssub.add_parser("del", parents=[common, options.force()], help="remove a service",
                          formatter_class=options.formatter, epilog=EPILOG)
@@ -52,10 +57,12 @@ def cmd_add(args) -> int:
         if args.id is None:
             sid = same["id"] if same else next_free_id(current)
         elif not 0 < args.id < 2 ** 32:
-            raise CLIError(f"service id {args.id} out of range", "pass --id between 1 and 2^32-1", 2)
+            raise CLIError(f"service id {args.id} out of range",
+                           "pass --id between 1 and 2^32-1", 2)
         else:
             sid = args.id
-        c.add_service(args.vip, sid, protocol=args.protocol, remote_port=args.remote_port)
+        c.add_service(args.vip, sid, protocol=args.protocol, remote_port=args.remote_port,
+                      pair=args.pair)
         row = next(s for s in c.services() if s["vip"] == args.vip)
     finally:
         c.close()
@@ -85,6 +92,8 @@ def cmd_list(args) -> int:
         c.close()
     cols = [("ID", "id"), ("VIP:PORT", "vip"), ("PROTOCOL", "protocol"),
             ("REMOTE PORT", "remote_port"), ("DISABLED", "disabled")]
+    wide_cols = cols + [("PAIR", "pair")]
     output.emit({"services": rows}, args.output,
-                lambda wide: output.table(rows, cols, wide) if rows else "no services")
+                lambda wide: output.table(rows, wide_cols if wide else cols, wide)
+                if rows else "no services")
     return 0

@@ -114,6 +114,5 @@ def render(data) -> str:
             items.append(("  failover", failover["state"]))
     text = output.pairs(items)
     if data["unavailable"]:
-        text += "\n\nunavailable:\n" + "\n".join(
-            f"  {k}: {v}" for k, v in sorted(data["unavailable"].items()))
+        text += "\n\n" + output.unavailable_text(data["unavailable"])
     return text

@@ -12,7 +12,7 @@ import time
 
 from agent.bpf.datapath import Control
 
-from . import access, admin_link, options, output
+from . import access, admin_link, options, output, pod_names
 
 EPILOG = """examples:
   nodemesh top
@@ -32,8 +32,11 @@ def register(sub, common):
 def sample(control: Control, run_dir: str) -> dict:
     unavailable = {}
     stats = admin_link.read(run_dir, "proxy", "/stats", unavailable) or {}
+    names = pod_names.load(run_dir)
+    pods = {names.get(int(k), k) if str(k).isdigit() else k: v
+            for k, v in _requests(stats.get("pods")).items()}
     return {"t": time.monotonic(), "kernel": control.counters(),
-            "services": _requests(stats.get("services")), "pods": _requests(stats.get("pods")),
+            "services": _requests(stats.get("services")), "pods": pods,
             "unavailable": unavailable}
 
 
@@ -47,8 +50,11 @@ def _requests(table) -> dict:
 
 def rates(before: dict, after: dict) -> dict:
     dt = max(after["t"] - before["t"], 1e-6)
-    diff = lambda a, b: {k: round((a.get(k, 0) - b.get(k, 0)) / dt, 1)
-                         for k in a if a.get(k, 0) - b.get(k, 0) > 0}
+
+    def diff(a, b):
+        return {k: round((a.get(k, 0) - b.get(k, 0)) / dt, 1)
+                for k in a if a.get(k, 0) - b.get(k, 0) > 0}
+
     return {"interval_s": round(dt, 2),
             "kernel_per_s": diff(after["kernel"], before["kernel"]),
             "services_per_s": diff(after["services"], before["services"]),

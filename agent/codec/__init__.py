@@ -2,8 +2,11 @@
 
 A decoder is fed bytes as they arrive and returns the frames completed so
 far. It keeps only the unconsumed tail of the stream; frames carry their
-offset in the stream, their kind, request id, status and metadata (decoded
-from spans on first access).
+offset in the stream, their kind, request id, status and metadata (a dict of
+str, decoded with the frame on request decoders and on first access on
+response decoders). Frames are built in C (agent.codec._frames, calling the
+codecs through the cffi module); ``ACCELERATED`` is False when that extension
+was not built and the pure-Python reader (agent.codec.pyframes) is in use.
 """
 
 from .errors import (  # noqa: F401  (the public exception tree)
@@ -17,4 +20,5 @@ from .errors import (  # noqa: F401  (the public exception tree)
     TooManyHeaders,
     Unsupported,
 )
-from .decoder import PROTOCOLS, REPLY_REASONS, Decoder, Frame, decoder_for, limits  # noqa: F401
+from .decoder import (  # noqa: F401
+    ACCELERATED, PROTOCOLS, REPLY_REASONS, Decoder, Frame, decoder_for, limits)

@@ -1,7 +1,11 @@
-"""Decoder and Frame: a thin, copy-avoiding wrapper over native/codec.h."""
+"""Decoder: options in, frames out, replies and rewrites, over native/codec.h.
 
-import struct
-from itertools import count, repeat
+feed() itself is the frame reader's (agent.codec._frames in C, or
+agent.codec.pyframes); the rest - options, error replies, heartbeats,
+request-id rewrites - goes through the cffi module directly.
+"""
+
+import sys
 
 from ._native import ffi, lib
 from .errors import CodecError, error_for
@@ -54,21 +58,19 @@ _KEYS = {
 KEY_NAMES = {proto: dict(_KEYS) for proto in PROTOCOLS}
 KEY_NAMES["http1"][lib.NM_KEY_METHOD] = ":method"
 
-# nm_frame and nm_meta as seen from Python. feed() unpacks only what every
-# consumer reads (offset, length, kind); the rest is read on first use from
-# a copy of the batch's C arrays.
-_FRAME = struct.Struct("=QIIQiIIIIIII")
-_HEAD = struct.Struct("=QII16xII16x")   # offset, length, kind, meta_start, meta_count
-_REST = struct.Struct("=16xQi7I")  # request_id, status, flags, meta_start .. variant
-_META = struct.Struct("=6I")
-_META_WORDS = 6
-_LOWER_KEY = lib.NM_META_LOWERCASE_KEY
-_INTEGER = lib.NM_META_INTEGER_BE | lib.NM_META_INTEGER_LE
-_LOWER_VALUE = lib.NM_META_LOWERCASE_VALUE
-assert _FRAME.size == _HEAD.size == _REST.size == ffi.sizeof("nm_frame"), "nm_frame layout changed"
-assert _META.size == ffi.sizeof("nm_meta"), "nm_meta layout changed"
+try:    # the C reader (native/frames*.c); pyframes is its reference and fallback
+    from . import _frames as _impl
+    ACCELERATED = True
+except ImportError:     # a tree with only the cffi module built
+    from . import pyframes as _impl
+    ACCELERATED = False
 
-_FRAME_BATCH = 256
+Frame = _impl.Frame
+_NAMES = lib.NM_KEY_LF_FIELD0 + lib.NM_LF_MAX_FIELDS   # key ids with a name slot
+_KIND_NAMES = tuple(KINDS.get(code) or "unknown" for code in range(max(KINDS) + 1))
+_DECODE = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nm_decode")))
+_STRERROR = int(ffi.cast("uintptr_t", ffi.addressof(lib, "nm_strerror")))
+_META_WORDS = ffi.sizeof("nm_meta") // 4
 
 
 def limits() -> dict:
@@ -83,110 +85,39 @@ def limits() -> dict:
     }
 
 
-class _Batch:
-    """What the frames of one nm_decode() call share: the input they point
-    into, their stream offset, and copies of the nm_frame / nm_meta arrays."""
-
-    __slots__ = ("view", "base", "frames", "meta", "keys", "_words")
-
-    def __init__(self, view, base, frames, meta, keys):
-        self.view, self.base, self.frames, self.meta, self.keys = view, base, frames, meta, keys
-        self._words = None
-
-    def words(self) -> list:
-        """The nm_meta array as a list of uint32 words (built on first use)."""
-        if self._words is None:
-            self._words = memoryview(self.meta).cast("I").tolist() if self.meta else []
-        return self._words
+def _name_table(keys: dict) -> tuple:
+    """Key id -> metadata key name, as a tuple indexed by key id."""
+    return tuple(sys.intern(keys[i]) if i in keys else None for i in range(_NAMES))
 
 
-class Frame:
-    """One complete frame. ``metadata`` is decoded from spans on first use."""
+def make_reader(d, protocol: str, keys: dict, accelerated: bool = ACCELERATED):
+    """The feed() engine for decoder state d: the C reader, or the Python one.
 
-    __slots__ = ("kind", "offset", "length", "_head", "_batch", "_index", "_rest", "_metadata")
+    A request decoder's frames get their metadata decoded with them (the
+    router reads it for every request); a response decoder's on first use
+    (a proxy rarely looks at response headers)."""
+    names = _name_table(keys)
+    eager = d.opt.direction == lib.NM_DIR_REQUEST
+    meta_cap = d.opt.limits.max_headers + 64
+    pipelined = d.opt.limits.max_pipelined
+    if accelerated:
+        from . import _frames
 
-    def __init__(self, head, batch, index):
-        pos, self.length, kind, _ms, _mc = self._head = head
-        self.kind = KINDS.get(kind, "unknown")
-        self.offset = batch.base + pos
-        self._batch = batch
-        self._index = index
-        self._rest = self._metadata = None
+        return _frames.Reader(d, int(ffi.cast("uintptr_t", d)), _DECODE, _STRERROR, names,
+                              _KIND_NAMES, pipelined, meta_cap, error_for, protocol, eager)
+    from . import pyframes
 
-    def _fields(self):
-        if self._rest is None:
-            self._rest = _REST.unpack_from(self._batch.frames, self._index * _REST.size)
-        return self._rest
-
-    request_id = property(lambda self: self._fields()[0])
-    status = property(lambda self: self._fields()[1])
-    flags = property(lambda self: self._fields()[2])
-    body_offset = property(lambda self: self._fields()[5])
-    id_offset = property(lambda self: self._fields()[6])
-    id_length = property(lambda self: self._fields()[7])
-    variant = property(lambda self: self._fields()[8])
-
-    @property
-    def _buf(self):
-        return self._batch.view
-
-    @property
-    def _pos(self):
-        return self.offset - self._batch.base
-
-    @property
-    def _spans(self) -> list:
-        _, _, _, ms, mc = self._head
-        return self._batch.words()[ms * _META_WORDS:(ms + mc) * _META_WORDS]
-
-    @property
-    def data(self) -> bytes:
-        """The frame's bytes."""
-        pos = self._pos
-        return bytes(self._batch.view[pos:pos + self.length])
-
-    @property
-    def metadata(self) -> dict:
-        if self._metadata is None:
-            self._metadata = self._decode_metadata()
-        return self._metadata
-
-    def _decode_metadata(self) -> dict:
-        _, _, _, ms, mc = self._head
-        if not mc:
-            return {}
-        batch, out = self._batch, {}
-        buf, keys, words = batch.view, batch.keys, batch.words()
-        for i in range(ms * _META_WORDS, (ms + mc) * _META_WORDS, _META_WORDS):
-            key_id, flags, koff, klen, voff, vlen = words[i:i + _META_WORDS]
-            if key_id:
-                key = keys.get(key_id, str(key_id))
-            else:
-                key = str(buf[koff:koff + klen], "latin-1")
-                if flags & _LOWER_KEY:
-                    key = key.lower()
-            if flags & _INTEGER:
-                order = "little" if flags & lib.NM_META_INTEGER_LE else "big"
-                value = str(int.from_bytes(buf[voff:voff + vlen], order))
-            else:
-                value = str(buf[voff:voff + vlen], "utf-8", "replace")
-            if flags & _LOWER_VALUE:
-                value = value.lower()
-            if key in out:   # repeated headers join as Envoy does
-                out[key] = out[key] + "," + value
-            else:
-                out[key] = value
-        return out
-
-    def __repr__(self):
-        return (f"Frame({self.kind}, id={self.request_id}, status={self.status}, "
-                f"offset={self.offset}, length={self.length})")
+    return pyframes.Reader(d, names, _KIND_NAMES, pipelined, meta_cap, error_for, protocol)
 
 
 class Decoder:
-    """Resumable decoder for one direction of one connection."""
+    """Resumable decoder for one direction of one connection.
 
-    def __init__(self, protocol: str, **options):
+    ``accelerated=False`` uses the pure-Python reader (agent.codec.pyframes),
+    the reference the C one is tested against; the default is the C reader
+    when it is built."""
+
+    def __init__(self, protocol: str, *, accelerated: bool = ACCELERATED, **options):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
         self.protocol = protocol
@@ -196,66 +127,28 @@ class Decoder:
         if rc != 0:
             why = self._d.error_reason or lib.nm_strerror(rc)
             raise ValueError(f"{protocol}: invalid options: {ffi.string(why).decode()}")
-        meta_cap = self._d.opt.limits.max_headers + 64
-        self._frames = ffi.new("nm_frame[]", _FRAME_BATCH)
-        self._meta = ffi.new("nm_meta[]", meta_cap)
-        self._meta_words = ffi.cast("uint32_t *", self._meta)
-        self._meta_cap = meta_cap
-        self._consumed = ffi.new("size_t *")
-        self._pipelined = self._d.opt.limits.max_pipelined
-        self._keys = KEY_NAMES[protocol]
+        keys = KEY_NAMES[protocol]
         if protocol == "lengthfield":   # custom field names live in the options
             cfg = self._d.opt.lengthfield
-            self._keys = {**self._keys, **{
+            keys = {**keys, **{
                 lib.NM_KEY_LF_FIELD0 + i: ffi.string(cfg.fields[i].name).decode()
                 for i in range(cfg.nfields)}}
-        self._tail = b""
-        self._base = 0
+        if accelerated and not ACCELERATED:
+            raise ValueError("agent.codec._frames is not built (native/build_codec.py)")
+        self._reader = make_reader(self._d, protocol, keys, accelerated)
+        # The hot path: dec.feed(data) calls the reader's feed directly, with
+        # no Python frame in between (the method below documents it).
+        self.feed = self._reader.feed
+
+    def feed(self, data) -> list:
+        """Add bytes (bytes, bytearray, memoryview); return the frames they
+        completed. Raises CodecError (sticky: every later feed raises too)."""
+        return self._reader.feed(data)
 
     @property
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a frame."""
-        return len(self._tail)
-
-    def feed(self, data) -> list:
-        """Add bytes; return the frames they completed. Raises CodecError."""
-        buf = self._tail + bytes(data) if self._tail else bytes(data)
-        frames, pos = [], 0
-        view = ffi.from_buffer(buf)
-        while True:
-            room = min(_FRAME_BATCH, self._pipelined - len(frames))
-            n = lib.nm_decode(self._d, view + pos, len(buf) - pos, self._frames,
-                              room, self._meta, self._meta_cap, self._consumed)
-            if n < 0:
-                if frames:      # sticky: raised by the next feed()
-                    break
-                self._raise(n, pos)
-            if n:
-                self._collect(frames, buf, pos, n)
-            pos += self._consumed[0]
-            # n == 0: the rest is an incomplete frame. A short batch can also
-            # mean the metadata array filled up: go on while there is progress,
-            # up to max_pipelined frames a feed.
-            if n == 0 or pos >= len(buf) or self._d.error or len(frames) >= self._pipelined:
-                break
-        self._tail = buf[pos:]
-        self._base += pos
-        return frames
-
-    def _collect(self, frames, buf, pos, n):
-        raw = ffi.buffer(self._frames, n * _FRAME.size)[:]
-        last = self._frames[n - 1]
-        nmeta = last.meta_start + last.meta_count
-        meta = ffi.buffer(self._meta, nmeta * _META.size)[:] if nmeta else b""
-        view = memoryview(buf)[pos:] if pos else buf
-        batch = _Batch(view, self._base + pos, raw, meta, self._keys)
-        frames.extend(map(Frame, _HEAD.iter_unpack(raw), repeat(batch), count()))
-
-    def _raise(self, status, pos):
-        reason = ffi.string(self._d.error_reason).decode() if self._d.error_reason else \
-            ffi.string(lib.nm_strerror(status)).decode()
-        raise error_for(status, f"{self.protocol}: {reason}",
-                        self._base + pos + self._d.error_offset)
+        return self._reader.buffered
 
     # -- replies and rewrites (off the hot path) -----------------------------
 

@@ -36,11 +36,11 @@ def _choose(table, value, what):
 
 
 def _lengthfield(cfg, options):
+    if "kind_offset" in options or options.get("kind_response_mask"):
+        cfg.kind_present = 1
     for key in LENGTHFIELD_KEYS:
         if key in options:
             setattr(cfg, key, int(options.pop(key)))
-    if "kind_offset" in options or cfg.kind_response_mask:
-        cfg.kind_present = 1
     for name in ("kv_pair_sep", "kv_sep"):
         if name in options:
             sep = options.pop(name)

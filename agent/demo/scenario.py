@@ -1,196 +1,248 @@
-"""`nodemesh demo`: a simulated node that shows the datapath at work.
+"""`nodemesh demo`: a whole node at work, its failures, and nothing left behind.
 
-Two pods (cgroups) run Redis clients against a mesh VIP; the kernel steers
-them to a local relay (standing in for the node proxy); the relay is killed
-with SIGKILL and new connections go to the remote relay; it comes back and
-traffic returns. Everything it creates is removed at the end, also on Ctrl-C.
+    summary = run(DemoSettings(duration=40), output="text")
+
+Phases, while two pods send Redis, Thrift, Dubbo and HTTP requests to mesh
+VIPs: 1 steady on the local proxy; 2 the HTTP route's weights rewritten in
+xds-serve's directory (100/0 -> 50/50 -> 0/100); 3 the local proxy killed
+with SIGKILL (the kernel sends new connections to the remote proxy); 4 it
+restarts and traffic returns after the controller's hysteresis; 5 `nodemesh
+drain`, the old proxy exits after its requests in flight, a new one takes
+over. Then the summary. SIGINT/SIGTERM at any point take the node down.
 """
 
-import json
-import os
-import shutil
+from __future__ import annotations
+
+import concurrent.futures
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, List, Optional
 
-from agent.bpf import host
-from agent.bpf.datapath import Control
-from agent.bpf.loader import Datapath, Settings
+from . import display, preflight
+from .node import DemoNode
+from .paths import Paths
+from .settings import PROTOCOLS, DemoSettings
+from .traffic import Fleet
 
-VIP = ("198.18.0.10", 6379)
-UNREACHABLE = "198.18.0.0/15"
-PODS = ("pod-a", "pod-b")
-
-
-def _free_port(ip):
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
+MIN_PHASE_S = 3.0       # each phase shows at least three one-second lines
+SETTLE_S = 2.0          # after a phase's action: lines that show its effect
 
 
-class DemoNode:
-    def __init__(self):
-        tag = f"nodemesh-demo-{os.getpid()}"
-        self.cgroup = os.path.join(host.ensure_cgroup2(), tag)
-        self.tmp = tempfile.mkdtemp(prefix=tag)
-        self.settings = Settings(pin_dir=f"/sys/fs/bpf/{tag}", cgroup_root=self.cgroup,
-                                 run_dir=self.tmp)
-        self.procs, self.route_added = {}, False
-
-    def cg(self, name):
-        path = os.path.join(self.cgroup, name)
-        os.makedirs(path, exist_ok=True)
-        return path
-
-    def spawn(self, name, argv, wait_ready=False):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             text=True, env=env)
-        self.procs[name] = p
-        if wait_ready and p.stdout.readline().strip() != "ready":
-            raise RuntimeError(f"{name} did not start")
-        return p
-
-    def up(self):
-        os.makedirs(self.cgroup, exist_ok=True)
-        res = subprocess.run(["ip", "route", "add", "unreachable", UNREACHABLE],
-                             capture_output=True)
-        self.route_added = res.returncode == 0
-        Datapath(self.settings).up()
-        self.ctl = Control(self.settings)
-        self.redis_port = _free_port("127.0.0.1")
-        self.spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", self.tmp])
-        _wait_port(("127.0.0.1", self.redis_port))
-        self.local = ("127.0.0.1", _free_port("127.0.0.1"))
-        self.remote_port = _free_port("127.0.0.2")
-        self.start_local_relay()
-        self.spawn("remote-relay", self._relay("remote", "127.0.0.2", self.remote_port,
-                                               {self.remote_port: ["127.0.0.1", self.redis_port]}),
-                   wait_ready=True)
-        self.ctl.set_proxy(local="%s:%d" % self.local, remote="127.0.0.2", mode="local")
-        self.ctl.add_service("%s:%d" % VIP, 1, "redis", remote_port=self.remote_port)
-        for pod in PODS:
-            self.ctl.enroll(self.cg(pod))
-
-    def _relay(self, role, ip, port, backends):
-        return [sys.executable, "-m", "agent.demo.relay", "--role", role, "--host", ip,
-                "--port", str(port), "--backends", json.dumps(backends),
-                "--pin-dir", self.settings.pin_dir, "--cgroup", self.cg("proxy")]
-
-    def start_local_relay(self):
-        self.spawn("local-relay", self._relay("local", *self.local, {1: ["127.0.0.1", self.redis_port]}),
-                   wait_ready=True)
-
-    def kill(self, name):
-        p = self.procs.pop(name)
-        p.send_signal(signal.SIGKILL)
-        p.wait(10)
-
-    def down(self):
-        for name in list(self.procs):
-            p = self.procs.pop(name)
-            if p.poll() is None:
-                p.send_signal(signal.SIGKILL)
-                p.wait(10)
-        if hasattr(self, "ctl"):
-            self.ctl.close()
-        Datapath(self.settings).uninstall()
-        for name in sorted(os.listdir(self.cgroup), reverse=True) if os.path.isdir(self.cgroup) else []:
-            if os.path.isdir(os.path.join(self.cgroup, name)):
-                os.rmdir(os.path.join(self.cgroup, name))
-        if os.path.isdir(self.cgroup):
-            os.rmdir(self.cgroup)
-        if self.route_added:
-            subprocess.run(["ip", "route", "del", "unreachable", UNREACHABLE], capture_output=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+@dataclass
+class Phase:
+    name: str                            # 15 characters at most (the live view's column)
+    share: float                         # of --duration
+    action: Optional[Callable[[], str]]  # returns what happened, for the event line
 
 
-def _wait_port(addr, timeout=10):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(addr, timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{addr} did not open")
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: stop, take the node down, exit 130."""
 
 
-def run(duration=20.0, output="text", out=sys.stdout):
-    """Run the demo; return the summary dict."""
-    if os.geteuid() != 0:
-        raise PermissionError("the demo builds cgroups and loads BPF programs: run it as root")
-    node = DemoNode()
-    previous = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
-    say = (lambda *a: print(*a, file=out, flush=True)) if output == "text" else (lambda *a: None)
-    summary = {"duration_s": duration, "phases": [], "pods": {}}
+def run(settings: DemoSettings, output: str = "text", out=None) -> dict:
+    """Run the demo; return the summary (also printed: a table, or JSON with -o json)."""
+    out = out or sys.stdout          # the current one: a default would be bound at import
+    say = (lambda text: print(text, file=out, flush=True)) if output == "text" else \
+        (lambda text: None)
+    node = DemoNode(settings)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C raises even where SIGINT was inherited ignored (`nodemesh demo &` in a script)
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        node.up()
-        say(f"node up: VIP {VIP[0]}:{VIP[1]} -> local relay {node.local[0]}:{node.local[1]}, "
-            f"remote relay 127.0.0.2:{node.remote_port}, backend redis-server")
-        clients = {pod: node.spawn(pod, [sys.executable, "-m", "agent.demo.client", node.cg(pod),
-                                         VIP[0], str(VIP[1]), str(duration)]) for pod in PODS}
-        plan = [(0.0, "steady on local"), (duration * 0.35, "local relay killed (SIGKILL)"),
-                (duration * 0.7, "local relay back")]
-        start, last = time.monotonic(), {pod: {} for pod in PODS}
-        phase_idx, counters0 = 0, node.ctl.counters()
-        say(f"{'t':>5}  {'phase':<30} {'pod-a ok/fail':>14} {'pod-b ok/fail':>14} {'local':>6} {'remote':>6}")
-        while any(c.poll() is None for c in clients.values()):
-            t = time.monotonic() - start
-            while phase_idx < len(plan) and t >= plan[phase_idx][0]:
-                _, name = plan[phase_idx]
-                if "killed" in name:
-                    node.kill("local-relay")
-                elif "back" in name:
-                    node.start_local_relay()
-                summary["phases"].append({"at_s": round(t, 2), "phase": name})
-                phase_idx += 1
-            fresh = False
-            for pod, c in clients.items():
-                line = c.stdout.readline()   # one report a second per client
-                if line:
-                    last[pod], fresh = json.loads(line), True
-            if not fresh:
-                continue
-            c = node.ctl.counters()
-            local = c["local"] - counters0["local"]
-            remote = sum(c[k] - counters0[k] for k in ("remote_no_listener", "remote_spill", "remote_mode"))
-            cells = [f"{last[p].get('ok', 0)}/{last[p].get('connect_failed', 0) + last[p].get('lost_in_flight', 0)}"
-                     for p in PODS]
-            say(f"{t:5.1f}  {summary['phases'][-1]['phase'] if summary['phases'] else '':<30} "
-                f"{cells[0]:>14} {cells[1]:>14} {local:>6} {remote:>6}")
-        c = node.ctl.counters()
-        summary["pods"] = last
-        summary["kernel"] = {k: c[k] - counters0[k] for k in c if c[k] != counters0[k]}
-        summary["requests_ok"] = sum(p.get("ok", 0) for p in last.values())
-        summary["failed_new_connections"] = sum(p.get("connect_failed", 0) for p in last.values())
-        summary["lost_in_flight"] = sum(p.get("lost_in_flight", 0) for p in last.values())
-        summary["ok"] = summary["failed_new_connections"] == 0 and summary["requests_ok"] > 0
+        say("checking the node (nodemesh doctor) ...")
+        preflight.check(settings, node.pin_dir, "/tmp")
+        try:
+            node.build(say)
+            summary = Scenario(node, settings, say).play()
+        finally:
+            _shielded(node.close)
     finally:
-        node.down()
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
+    summary["node"] = node.names()
+    summary["leftovers"] = node.leftovers()
+    summary["ok"], summary["problems"] = judge(summary)
     if output == "json":
-        print(json.dumps(summary, indent=2), file=out)
+        import json
+
+        print(json.dumps(summary, indent=2), file=out, flush=True)
     else:
-        say(f"\nsummary: {summary['requests_ok']} request batches ok, "
-            f"{summary['failed_new_connections']} failed new connections, "
-            f"{summary['lost_in_flight']} lost in flight; kernel: {summary['kernel']}")
-        say("node torn down: no cgroups, pins, attachments or processes left")
+        say(display.summary_text(summary))
     return summary
 
 
-if __name__ == "__main__":
-    import argparse
+def _interrupt(signum, frame):
+    raise Interrupted()
 
-    ap = argparse.ArgumentParser(prog="nodemesh demo")
-    ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    a = ap.parse_args()
+
+def _shielded(fn):
+    """Run fn with SIGINT/SIGTERM held off: a second Ctrl-C must not stop the cleanup."""
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        sys.exit(0 if run(a.duration, a.output)["ok"] else 1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+        return fn()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+class Scenario:
+    def __init__(self, node: DemoNode, settings: DemoSettings, say):
+        self.node, self.s, self.say = node, settings, say
+        self.fleet = Fleet(node, settings)
+        self.records: List[dict] = []
+        self.t0 = 0.0
+
+    def phases(self) -> List[Phase]:
+        _, half, full = self.s.splits
+        return [
+            Phase("1 steady", 0.2, None),
+            Phase(f"2 route {half[0]}/{half[1]}", 0.1, lambda: self._split(half)),
+            Phase(f"2 route {full[0]}/{full[1]}", 0.1, lambda: self._split(full)),
+            Phase("3 kill local", 0.15, self._kill),
+            Phase("4 restart", 0.2, self._restart),
+            Phase("5 drain+upgrade", 0.25, self._drain_and_upgrade),
+        ]
+
+    # -- the play --------------------------------------------------------------------------
+
+    def play(self) -> dict:
+        phases = self.phases()
+        budget = 2 * self.s.duration + len(phases) * (self.s.step_timeout + MIN_PHASE_S)
+        self.fleet.start(seconds=budget)
+        self.node.wait("every client's first report", self.fleet.reported)
+        self.paths = Paths(self.node)
+        self.t0 = time.monotonic()
+        self.next_tick = self.t0 + 1.0
+        self.say(display.LEGEND)
+        self.say(display.header())
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="demo-step") as pool:
+            try:
+                for phase in phases:
+                    self._phase(phase, pool)
+            except BaseException:
+                self.node.stopping = True        # the step thread stops waiting; pool joins it
+                raise
+        self.fleet.stop()
+        return self.summary()
+
+    def _phase(self, phase: Phase, pool) -> None:
+        self.fleet.set_phase(phase.name)
+        start = time.monotonic()
+        record = {"name": phase.name, "started_s": round(start - self.t0, 1)}
+        self.records.append(record)
+        step = pool.submit(phase.action) if phase.action else None
+        dwell = max(MIN_PHASE_S, phase.share * self.s.duration)
+        while True:
+            now = time.monotonic()
+            if step is not None and step.done():
+                record["event"] = step.result()            # raises what the step raised
+                self.say(display.event(now - self.t0, record["event"]))
+                step, dwell = None, max(dwell, now - start + SETTLE_S)
+            if step is None and now - start >= dwell:
+                break
+            time.sleep(max(0.0, min(self.next_tick, start + dwell) - now, 0.05 if step else 0))
+            if time.monotonic() >= self.next_tick:
+                self.next_tick += 1.0
+                self._tick(phase.name)
+        record["seconds"] = round(time.monotonic() - start, 1)
+
+    def _tick(self, phase: str) -> None:
+        second, paths = self.fleet.second(), self.paths.read()
+        if self.fleet.running() == 0:
+            raise RuntimeError("every client has stopped; see their logs")
+        self.say(display.line(time.monotonic() - self.t0, phase, second, paths, self.s.pods))
+
+    # -- the actions (on the step thread) ------------------------------------------------
+
+    def _split(self, weights) -> str:
+        """Responses count for the new split from one report after the local proxy has
+        the new route: a report spans a second, and the push takes a few hundred ms."""
+        self.fleet.split_from = float("inf")
+        started = time.monotonic()
+        before = self.node.config_versions()
+        self.node.set_split(weights)
+        self.node.wait("the new route at the local proxy",
+                       lambda: self.node.config_versions() != before)
+        applied = time.monotonic()
+        self.fleet.split_from = applied + 1.0
+        return (f"routes.yaml: http v1/v2 = {weights[0]}/{weights[1]}; at the local proxy "
+                f"{applied - started:.1f} s later")
+
+    def _kill(self) -> str:
+        started = time.monotonic()
+        self.node.kill_local_proxy()
+        self.node.wait_state("remote")
+        return (f"local proxy SIGKILLed; kernel: no listener -> remote; controller: remote "
+                f"after {time.monotonic() - started:.1f} s")
+
+    def _restart(self) -> str:
+        started = time.monotonic()
+        self.node.start_local_proxy()
+        ready = time.monotonic() - started
+        self.node.wait_state("local")
+        return (f"local proxy restarted, ready in {ready:.1f} s; back on local after "
+                f"{time.monotonic() - started:.1f} s (hysteresis)")
+
+    def _drain_and_upgrade(self) -> str:
+        started = time.monotonic()
+        code = self.node.drain()
+        old_gone = time.monotonic() - started
+        self.node.start_local_proxy()
+        self.node.wait_state("local")
+        return (f"nodemesh drain: old proxy exited ({code}) after {old_gone:.1f} s; "
+                f"new one on local after {time.monotonic() - started:.1f} s")
+
+    # -- the summary -------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        snap = self.fleet.snapshot()
+        protocols = {p: {pod: _counts(snap["totals"].get((p, pod), {})) for pod in self.s.pods}
+                     for p in PROTOCOLS}
+        phases = []
+        for r in self.records:
+            per = snap["phases"].get(r["name"], {})
+            total = sum(per.values(), Counter())
+            phases.append({**r, **_counts(total),
+                           "by_protocol": {p: _counts(per.get(p, {})) for p in PROTOCOLS}})
+        split = {}
+        for r in self.records:
+            if r["name"].startswith(("1 ", "2 ")):
+                weights = r["name"].split()[-1] if r["name"].startswith("2 ") else \
+                    "/".join(map(str, self.s.splits[0]))
+                split[weights] = dict(snap["backends"].get(r["name"], {}))
+        try:
+            transitions = [f"{t['from']}->{t['to']} ({t['event']})"
+                           for t in self.node.failover()["transitions"] if t["from"]]
+        except Exception as exc:      # noqa: BLE001 - the summary still stands
+            transitions = [f"unavailable: {exc}"]
+        return {"duration_s": round(time.monotonic() - self.t0, 1), "protocols": protocols,
+                "phases": phases, "split": split,
+                "paths": {"requests": dict(self.paths.requests),
+                          "connections": self.paths.connections(),
+                          "kernel": self.paths.kernel()},
+                "failover_transitions": transitions, "errors": snap["errors"]}
+
+
+def _counts(c) -> dict:
+    return {"ok": c.get("ok", 0), "failed": c.get("failed", 0), "retried": c.get("retried", 0)}
+
+
+def judge(s: dict):
+    """(ok, problems): what a reader must know went wrong."""
+    problems = []
+    for proto, pods in s["protocols"].items():
+        for pod, c in pods.items():
+            if c["ok"] == 0:
+                problems.append(f"{proto} from {pod}: no request served")
+    for ph in s["phases"]:
+        if ph["failed"]:
+            problems.append(f"phase {ph['name']}: {ph['failed']} failed requests")
+    first, *_, last = list(s["split"].values()) or [{}, {}]
+    if not (first.get("http-v1", 0) > 0 and last.get("http-v2", 0) > last.get("http-v1", 0)):
+        problems.append(f"the HTTP split did not move: {s['split']}")
+    if s["leftovers"]:
+        problems.append(f"left behind: {', '.join(s['leftovers'])}")
+    return not problems, problems

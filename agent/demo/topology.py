@@ -49,10 +49,16 @@ class Member:
 @dataclass
 class Topology:
     tag: str
+    node_address: str = NODE_ADDRESS
+    """The node's address on lo; a node per address at a time (two would remove each
+    other's), so concurrent users pick different ones."""
+    links: str = str(LINKS)
+    """Where the /30 of each member comes from; distinct per concurrent node too."""
     members: Dict[str, Member] = field(default_factory=dict)
     procs: List[subprocess.Popen] = field(default_factory=list)
     _route_added: bool = False
     _dummy: Optional[str] = None      # where the node address lives
+    _had_address: Optional[str] = None   # we added it once (leftovers() checks it is gone)
 
     def __post_init__(self):
         self.prefix = f"nm-{self.tag}-{os.getpid()}"
@@ -64,17 +70,20 @@ class Topology:
     def node(self) -> str:
         """Give the node its address (on lo: no dummy module needed) and the catch-all route."""
         if self._dummy is None:
-            self._dummy = "lo"
-            ip("addr", "add", f"{NODE_ADDRESS}/32", "dev", "lo")
+            # fails when another node (demo, test) has it: then it is not ours to remove
+            ip("addr", "add", f"{self.node_address}/32", "dev", "lo")
+            self._dummy = self._had_address = "lo"
             self._route_added = ip("route", "add", "unreachable", UNREACHABLE, check=False) == 0
-        return NODE_ADDRESS
+        return self.node_address
 
     def add(self, name: str, cgroup: bool = False) -> Member:
         self.node()
         index = len(self.members)
-        subnet = list(LINKS.subnets(new_prefix=30))[index]
+        subnet = list(ipaddress.ip_network(self.links).subnets(new_prefix=30))[index]
         gw, addr = str(subnet[1]), str(subnet[2])
         netns, host_if = f"{self.prefix}-{name}", f"{self.short}{index}"
+        member = Member(name, netns, addr, gw, host_if)
+        self.members[name] = member           # before it exists: close() undoes a half-made one
         ip("netns", "add", netns)
         ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns)
         ip("addr", "add", f"{gw}/30", "dev", host_if)
@@ -84,11 +93,10 @@ class Topology:
         ip("-n", netns, "link", "set", "eth0", "up")
         ip("-n", netns, "link", "set", "lo", "up")
         ip("-n", netns, "route", "add", UNREACHABLE, "via", gw)
-        member = Member(name, netns, addr, gw, host_if, node_nsid=_link_nsid(netns))
+        member.node_nsid = _link_nsid(netns)
         if cgroup:
             member.cgroup = os.path.join(self.cgroup_root, name)
             os.makedirs(member.cgroup, exist_ok=True)
-        self.members[name] = member
         return member
 
     def cgroup(self, name: str) -> str:
@@ -149,7 +157,7 @@ class Topology:
             ip("link", "del", member.host_if, check=False)
         self.members.clear()
         if self._dummy:
-            ip("addr", "del", f"{NODE_ADDRESS}/32", "dev", "lo", check=False)
+            ip("addr", "del", f"{self.node_address}/32", "dev", "lo", check=False)
             self._dummy = None
         if self._route_added:
             ip("route", "del", "unreachable", UNREACHABLE, check=False)
@@ -162,8 +170,8 @@ class Topology:
         links = json.loads(_out(["ip", "-j", "link", "show"]) or "[]")
         left += [l["ifname"] for l in links if l["ifname"].startswith(self.short)]
         addrs = _out(["ip", "-o", "addr", "show", "dev", "lo"])
-        if f" {NODE_ADDRESS}/32 " in addrs:
-            left.append(f"{NODE_ADDRESS} on lo")
+        if self._had_address and f" {self.node_address}/32 " in addrs:
+            left.append(f"{self.node_address} on lo")
         if os.path.exists(self.cgroup_root):
             left.append(self.cgroup_root)
         return left

@@ -22,7 +22,7 @@ from .hosts import Host, HostSet
 from .lb import make_balancer
 from .outlier import OutlierDetector
 from .pool import HostPool
-from .protocols import FLAG_NO_HEALTHY, FLAG_NONE, FLAG_OVERFLOW, FLAG_RESET, FLAG_TIMEOUT
+from .protocols import FLAG_NO_HEALTHY, FLAG_NONE, FLAG_OVERFLOW
 
 
 MAX_PASSTHROUGH_HOSTS = 4096
@@ -46,6 +46,7 @@ class ClusterRuntime:
         self.hosts = HostSet(model)
         self.balancer = make_balancer(model, self.hosts)
         self.outlier = OutlierDetector(model.outlier, self.hosts)
+        self.outlier_on = model.outlier is not None
         self.breaker = CircuitBreaker(per_worker(model.circuit_breakers, worker.workers))
         self.pools: Dict[tuple, HostPool] = {}
         self.passthrough: Dict[tuple, Host] = {}     # ORIGINAL_DST hosts by (address, port)
@@ -58,7 +59,7 @@ class ClusterRuntime:
         self.pending_active = self.retries_active = 0
         self.mirrored = 0
 
-    # -- configuration ----------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     def update(self, model: Cluster) -> None:
         """A new version of this cluster: hosts keep their state, pools of hosts that
@@ -70,6 +71,7 @@ class ClusterRuntime:
         self.hosts.update_cluster(model)
         self.breaker.update(per_worker(model.circuit_breakers, self.worker.workers))
         self.outlier.update(model.outlier)
+        self.outlier_on = model.outlier is not None
         if replace(old, endpoints=(), version="", endpoints_version="") != \
                 replace(model, endpoints=(), version="", endpoints_version=""):
             self.balancer = make_balancer(model, self.hosts)
@@ -90,7 +92,7 @@ class ClusterRuntime:
         if self.health is not None:
             self.health.stop()
 
-    # -- requests ------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
     def dispatch(self, req) -> None:
         """Send one try of req (or fail it with a local reply)."""
@@ -107,15 +109,28 @@ class ClusterRuntime:
             return
         req.attempt += 1
         req.host = host
-        host.active_requests += 1
-        self.rq_total += 1
+        host.active_requests += req.count
+        self.rq_total += req.count
         self.rq_active += 1
-        chain = req.chain
+        pool = self.pools.get(host)
+        if pool is None or pool.identity is not req.chain.identity:
+            pool = self._pool(host, req.chain)
+        pool.send(req)
+
+    def _pool(self, host, chain) -> HostPool:
+        """The pool for a host and a codec; pools[host] holds the one used first (the
+        usual single codec per cluster), other codecs are kept under (host, identity)."""
+        first = self.pools.get(host)
+        if first is None:
+            pool = self.pools[host] = HostPool(self, host, chain)
+            return pool
+        if first.identity == chain.identity:
+            return first
         key = (host, chain.identity)
         pool = self.pools.get(key)
         if pool is None:
             pool = self.pools[key] = HostPool(self, host, chain)
-        pool.send(req)
+        return pool
 
     def original_host(self, dst):
         """ORIGINAL_DST (Istio's PassthroughCluster): the address the client dialled."""
@@ -133,17 +148,14 @@ class ClusterRuntime:
         host = self.balancer.pick(req.hash_key)
         if host is None:
             return False
-        chain = req.chain
-        pool = self.pools.get((host, chain.identity))
-        if pool is None:
-            pool = self.pools[(host, chain.identity)] = HostPool(self, host, chain)
+        pool = self._pool(host, req.chain)
         self.rq_total += 1
         return pool.send_oneway(req.data)
 
     def _end_try(self, req) -> Optional[object]:
         host = req.host
         if host is not None:
-            host.active_requests -= 1
+            host.active_requests -= req.count
             req.host = None
             self.breaker.release("requests")
             self.rq_active -= 1
@@ -157,8 +169,8 @@ class ClusterRuntime:
     def on_response(self, req, frame, data) -> None:
         host = self._end_try(req)
         traits = req.chain.traits
-        failed = traits.upstream_failed(frame)
-        if host is not None and self.outlier.enabled:
+        failed = traits.can_fail and traits.upstream_failed(frame)
+        if host is not None and self.outlier_on:
             self.outlier.report(host, not failed, "error")
         code = traits.response_code(frame)
         if failed and self._retry(req, host, "5xx" if traits.name == "http1" else "error", True):
@@ -206,7 +218,7 @@ class ClusterRuntime:
     def _fail(self, req, flag, reason, reached) -> None:
         req.session.fail(req, flag, reason)
 
-    # -- retries -------------------------------------------------------------------------------
+    # -- retries ------------------------------------------------------------------------
 
     def _retry(self, req, host, reason: str, reached: bool) -> bool:
         policy = req.route.retry if req.route is not None else None
@@ -220,9 +232,11 @@ class ClusterRuntime:
                                          reached_upstream=reached, method=method, reason=reason):
             return False
         cb = self.model.circuit_breakers
-        budget = retry_policy.RetryBudget(cb.retry_budget_percent, cb.retry_budget_min_concurrency) \
-            if getattr(cb, "retry_budget_percent", None) is not None else \
-            retry_policy.RetryBudget(policy.budget_percent, policy.min_retry_concurrency)
+        if getattr(cb, "retry_budget_percent", None) is not None:
+            budget = retry_policy.RetryBudget(cb.retry_budget_percent,
+                                              cb.retry_budget_min_concurrency)
+        else:
+            budget = retry_policy.RetryBudget(policy.budget_percent, policy.min_retry_concurrency)
         if not budget.can_retry(self.rq_active + self.pending_active, self.retries_active) or \
                 not self.breaker.try_acquire("retries"):
             return False
@@ -246,7 +260,7 @@ class ClusterRuntime:
             req.try_deadline = min(req.deadline, now + req.route.retry.per_try_timeout)
         self.dispatch(req)
 
-    # -- introspection ----------------------------------------------------------------------------
+    # -- introspection ------------------------------------------------------------------
 
     def gauges(self):
         labels = (("cluster", self.name),)

@@ -110,7 +110,8 @@ class _Listeners:
             return None
         self.errors.pop(port, None)
         bound = sock.getsockname()[1]
-        task = self.worker.loop.create_task(self.worker.loop.create_server(factory, sock=sock))
+        task = self.worker.loop.create_task(
+            self.worker.loop.create_server(factory, sock=sock, backlog=BACKLOG))
         self.servers[bound] = task
         return task
 
@@ -171,7 +172,7 @@ class RemoteListeners(_Listeners):
 
         if self.closed or not hasattr(self, "host"):
             return
-        want = {l.remote_port for l in snapshot.listeners.values() if l.remote_port}
+        want = {ln.remote_port for ln in snapshot.listeners.values() if ln.remote_port}
         shared = getattr(self, "shared_port", None)
         for port in sorted(want - set(self.servers)):
             binding = PortBinding(port)

@@ -36,7 +36,7 @@ HELP = {
     "nodemesh_downstream_cx_active": "Client connections open.",
     "nodemesh_downstream_cx_rejected_total": "Client connections closed at accept (no record, "
                                              "no listener, draining).",
-    "nodemesh_downstream_cx_protocol_error_total": "Client connections closed on a malformed frame.",
+    "nodemesh_downstream_cx_protocol_error_total": "Client connections closed on bad frames.",
     "nodemesh_downstream_rq_active": "Requests in flight from clients.",
     "nodemesh_upstream_cx_total": "Upstream connections opened.",
     "nodemesh_upstream_cx_active": "Upstream connections open.",
@@ -64,6 +64,13 @@ class Slot:
         self.codes: Dict[Tuple[str, str], int] = {}
         self.buckets = [0] * (len(_BOUNDS_S) + 1)
         self.sum_ms = 0.0
+
+    def observe_n(self, code: str, flags: str, seconds: float, n: int) -> None:
+        """n requests that ended together (a pipelined batch)."""
+        key = (code, flags)
+        self.codes[key] = self.codes.get(key, 0) + n
+        self.buckets[bisect_left(_BOUNDS_S, seconds)] += n
+        self.sum_ms += seconds * 1000.0 * n
 
     def observe(self, code: str, flags: str, seconds: float) -> None:
         key = (code, flags)
@@ -100,14 +107,14 @@ class WorkerStats:
     def export(self, gauges: Iterable = ()) -> dict:
         """Plain data: counters and gauges as (name, labels, value), slots as lists."""
         return {
-            "counters": [(n, list(l), v) for (n, l), v in self.counters.items()],
-            "gauges": [(n, list(l), v) for n, l, v in gauges],
+            "counters": [(n, list(lb), v) for (n, lb), v in self.counters.items()],
+            "gauges": [(n, list(lb), v) for n, lb, v in gauges],
             "slots": [(list(s.labels), [(c, f, n) for (c, f), n in s.codes.items()],
                        list(s.buckets), s.sum_ms) for s in self.slots.values()],
         }
 
 
-# -- supervisor side: merge and render ----------------------------------------------------
+# -- supervisor side: merge and render -------------------------------------------------
 
 def merge(exports: List[dict]) -> dict:
     counters, gauges, slots = {}, {}, {}
@@ -168,7 +175,8 @@ def _render_requests(out: List[str], slots: dict) -> None:
     for labels, (codes, _, _) in sorted(slots.items()):
         base = list(zip(SLOT_LABELS, labels))
         for (code, flags), n in sorted(codes.items()):
-            out.append(f"{name}{_labels(base + [('response_code', code), ('response_flags', flags)])} {n}")
+            labels = base + [("response_code", code), ("response_flags", flags)]
+            out.append(f"{name}{_labels(labels)} {n}")
     name = "nodemesh_request_duration_milliseconds"
     out += [f"# HELP {name} {HELP[name]}", f"# TYPE {name} histogram"]
     for labels, (_, buckets, sum_ms) in sorted(slots.items()):

@@ -29,7 +29,7 @@ def _clean(text: str, what: str) -> bytes:
     return raw
 
 
-# -- HTTP/1.1 ------------------------------------------------------------------------
+# -- HTTP/1.1 --------------------------------------------------------------------------
 
 def http_set_headers(data: bytes, body_offset: int, mutations: Iterable[Mutation]) -> bytes:
     """The message with its header section changed; the body is untouched."""
@@ -69,7 +69,7 @@ def http_connection_close(data: bytes, body_offset: int) -> bytes:
     return http_set_headers(data, body_offset, (Mutation("Connection", "close"),))
 
 
-# -- Dubbo (hessian2) -------------------------------------------------------------------
+# -- Dubbo (hessian2) ------------------------------------------------------------------
 
 def hessian_string(text: str) -> bytes:
     """hessian2 string: compact forms by UTF-16 length, else 'S' chunks of 65535."""

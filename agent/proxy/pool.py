@@ -22,6 +22,7 @@ class HostPool:
         self.worker = cluster.worker
         self.host = host
         self.chain = chain
+        self.identity = chain.identity
         s = self.worker.settings
         traits = chain.traits
         if traits.multiplexed:
@@ -39,14 +40,14 @@ class HostPool:
         self.closed = False
         self.tasks = set()        # connects in progress (cancelled when the worker stops)
 
-    # -- requests -------------------------------------------------------------------------
+    # -- requests -----------------------------------------------------------------------
 
     def send(self, req) -> None:
         ready = self.ready
         while ready:
             conn = ready[-1]
-            if conn.has_room() and conn.send(req):
-                if not conn.has_room():
+            if not conn.busy and len(conn.inflight) < conn.depth and conn.send(req):
+                if conn.busy or len(conn.inflight) >= conn.depth:
                     ready.pop()
                     conn.in_ready = False
                 return
@@ -108,7 +109,7 @@ class HostPool:
             conn.in_ready = True
             self.ready.append(conn)
 
-    # -- connections ----------------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------
 
     def _connect(self):
         cluster = self.cluster
@@ -177,7 +178,7 @@ class HostPool:
             if not req.done:
                 self.cluster.on_failure(req, reason, False, flag)
 
-    # -- housekeeping -----------------------------------------------------------------------------
+    # -- housekeeping -------------------------------------------------------------------
 
     def close_idle(self, now: float, idle_timeout: float) -> None:
         for conn in list(self.conns):
@@ -190,6 +191,7 @@ class HostPool:
         for conn in list(self.conns):
             if conn.inflight:
                 conn.retiring = True
+                conn._update_busy()
             else:
                 conn.close()
         self._fail_pending("connect-failure", FLAG_CONNECT_FAIL)

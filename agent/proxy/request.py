@@ -22,6 +22,8 @@ class Request:
         "attempt", "host", "conn", "up_id", "sent", "excluded", "holds_retry",
         # the outcome
         "reply", "done", "close_after", "mirror",
+        # a pipelined batch (agent.proxy.batch): frames sent as one, replies collected
+        "count", "frames", "parts", "codes", "ids",
     )
 
     def __init__(self, session, chain, frame, data, kind, rid, route, pod, start, deadline):
@@ -53,6 +55,11 @@ class Request:
         self.done = False
         self.close_after = False
         self.mirror = False
+        self.count = 1
+        self.frames = None
+        self.parts = None
+        self.codes = None
+        self.ids = None
 
     def __repr__(self):
         state = "done" if self.done else ("sent" if self.sent else "waiting")

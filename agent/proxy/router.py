@@ -10,7 +10,6 @@ common shape of a service with one destination.
 from __future__ import annotations
 
 import json
-import math
 import random
 from bisect import bisect_right
 from itertools import accumulate
@@ -84,6 +83,7 @@ class ChainRuntime:
         first = table.routes[0] if table is not None and table.routes else None
         self.default = routes[id(first)] if first is not None and not first.match \
             and not first.any_of and first.clusters else None
+        self.batch_route = self.default if _batchable(self) else None
         self.request_timeout = chain.request_timeout or default_timeout
         self.idle_timeout = chain.idle_timeout
         self.tcp_cluster = chain.tcp_cluster
@@ -120,6 +120,20 @@ class ChainRuntime:
             names.update(rt.clusters)
             names.update(m.cluster for m in rt.mirrors)
         return names
+
+
+def _batchable(chain: ChainRuntime) -> bool:
+    """Requests may take the lean path of agent.proxy.batch when nothing is decided per
+    request: one catch-all route to one cluster and no per-request policy on it. Ordered
+    protocols send a run of such requests as one batch; multiplexed ones and HTTP/1.1 one
+    at a time (each needs its own upstream id; HTTP keeps one request per upstream
+    connection, and a request that closes or upgrades takes the full path)."""
+    rt = chain.default
+    if rt is None or chain.traits is None:
+        return False
+    return (rt.single is not None and rt.limiter is None and rt.fault is None and not rt.retry
+            and not rt.mirrors and not rt.request_mutations and not rt.response_mutations
+            and not rt.hash_keys and not chain.rate_rules)
 
 
 def _route_timeout(route: Route, chain_timeout: float) -> float:

@@ -9,48 +9,39 @@ when its requests went to different upstreams.
 
 Bounded: at most max_inflight_per_connection requests and max_buffered_bytes
 held per connection, and a client that does not read its replies stops
-being read (pause_reading) until its transport drains.
+being read (pause_reading) until its transport drains. The output side
+(reply order, flushing, closing, drain, timeouts) is agent.proxy.delivery.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import random
-import socket
 import time
 from collections import deque
 
 from agent.codec import CodecError
 
+from . import batch
 from . import fault as fault_policy
 from . import mutations
-from .protocols import (DUBBO_READONLY_EVENT, FLAG_CONNECT_FAIL, FLAG_DOWNSTREAM_CLOSED,
-                        FLAG_DRAIN_CUT, FLAG_FAULT, FLAG_NO_HEALTHY, FLAG_NO_ROUTE, FLAG_NONE, FLAG_OVERFLOW,
-                        FLAG_OVERLOADED, FLAG_RATE_LIMITED, FLAG_RESET, FLAG_TIMEOUT,
-                        FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, REASON_FOR_FLAG)
-from .replies import fault_reply, malformed_reply
+from .delivery import PAUSE_LIMITS as _PAUSE_LIMITS, PAUSE_WRITE as _PAUSE_WRITE, Delivery
+from .protocols import (FLAG_DOWNSTREAM_CLOSED, FLAG_FAULT, FLAG_NO_HEALTHY, FLAG_NO_ROUTE,
+                        FLAG_NONE, FLAG_OVERLOADED, FLAG_RATE_LIMITED, FLAG_UPGRADE,
+                        FRAME_KEEPALIVE, FRAME_UPGRADE)
+from .replies import fault_reply, http_reply
 from .request import Request
 
 _monotonic = time.monotonic
-_PAUSE_LIMITS, _PAUSE_WRITE = 1, 2
-
-# Local reply texts, as Envoy words them where it has one.
-MESSAGES = {FLAG_NO_ROUTE: "no route", FLAG_NO_HEALTHY: "no healthy upstream",
-            FLAG_RATE_LIMITED: "local rate limited", FLAG_TIMEOUT: "upstream request timeout",
-            FLAG_OVERLOADED: "overloaded: per-pod fairness", FLAG_DRAIN_CUT: "proxy draining",
-            FLAG_CONNECT_FAIL: "upstream connect error: connection failure",
-            FLAG_RESET: "upstream reset before response",
-            FLAG_OVERFLOW: "upstream overflow: circuit breaker open",
-            FLAG_UPSTREAM_PROTOCOL: "upstream protocol error"}
+_HTTP_CHECK = FRAME_KEEPALIVE | FRAME_UPGRADE   # keep-alive and no upgrade: the lean path
 
 
-class Session(asyncio.Protocol):
+class Session(Delivery, asyncio.Protocol):
     shared = False               # the remote role's shared port (agent.proxy.shared_port)
     __slots__ = ("worker", "binding", "transport", "chain", "traits", "mux", "http", "decoder",
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
-                 "stream_source", "busy", "orig_dst", "deferred", "processing")
+                 "stream_source", "busy", "orig_dst", "deferred", "processing", "fed",
+                 "tracked", "batch_slot", "max_inflight", "max_held")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -58,8 +49,8 @@ class Session(asyncio.Protocol):
         self.transport = None
         self.chain = None
         self.decoder = None          # created on the first bytes: idle connections cost less
-        self.queue = deque()         # ordered: requests in arrival order, replies pending
-        self.live = set()            # multiplexed: requests in flight
+        self.queue = ()              # ordered: requests in arrival order, replies pending
+        self.live = frozenset()      # multiplexed: requests in flight (both made by bind())
         self.held = 0                # request + undelivered reply bytes held for this client
         self.out = []
         self.marked = False
@@ -76,8 +67,13 @@ class Session(asyncio.Protocol):
         self.orig_dst = None         # (address, port) the client dialled (local role)
         self.deferred = None         # (frames, arrival time) decoded but held back by limits
         self.processing = False
+        self.fed = 0                 # bytes given to the decoder so far (stream offset)
+        self.tracked = 0             # requests in `queue` / `live` (a batch counts each)
+        self.batch_slot = None       # (route, counters) of the last batch
+        self.max_inflight = worker.settings.max_inflight_per_connection
+        self.max_held = worker.settings.max_buffered_bytes
 
-    # -- connection lifecycle ------------------------------------------------------------
+    # -- connection lifecycle -----------------------------------------------------------
 
     def connection_made(self, transport):
         self.transport = transport
@@ -107,6 +103,8 @@ class Session(asyncio.Protocol):
         self.traits = chain.traits
         self.mux = chain.traits.multiplexed
         self.http = chain.codec == "http1"
+        if self.mux and not isinstance(self.live, set):
+            self.live = set()
 
     def connection_lost(self, exc):
         if self.closed and self.chain is None:
@@ -118,8 +116,8 @@ class Session(asyncio.Protocol):
                 if req.cluster is not None:
                     req.cluster.abandon(req, timed_out=False)
                 self._finish(req, None, "-", FLAG_DOWNSTREAM_CLOSED)
-        self.queue.clear()
-        self.live.clear()
+        self.queue, self.live = (), frozenset()
+        self.tracked = 0
         if self.stream_source is not None:
             self.stream_source.close()
         w.session_closed(self)
@@ -146,50 +144,63 @@ class Session(asyncio.Protocol):
             if not self.paused and not self.closed:
                 self.transport.resume_reading()
 
-    # -- requests in -----------------------------------------------------------------------
+    # -- requests in --------------------------------------------------------------------
 
     def data_received(self, data):
         if self.stop_reading:
             return
         dec = self.decoder
         if dec is None:
-            dec = self.decoder = self.chain.request_decoder()
-        before = dec.buffered
+            dec = self.decoder = self.worker.decoders.take(self.chain)
+        before, fed = dec.buffered, self.fed
+        self.fed = fed + len(data)
         try:
             frames = dec.feed(data)
         except CodecError as exc:
             self._malformed(exc, data if not before else b"")
             return
         self.last_active = _monotonic()
-        self._process(frames, self.last_active)
+        self._process(frames, self.last_active, data, fed)
 
-    def _process(self, frames, now):
+    def _process(self, frames, now, data=None, fed=0):
         """Dispatch frames in order; past a limit, keep the rest for later (no more is
-        read meanwhile) so what one client has in flight stays bounded."""
+        read meanwhile) so what one client has in flight stays bounded. `data` is the
+        read the frames came from, starting at stream offset `fed` (batches slice it)."""
         self.processing = True
+        batch_route = self.chain.batch_route
         try:
-            for i, frame in enumerate(frames):
+            i, n = 0, len(frames)
+            while i < n:
                 if self.stop_reading:
                     break
                 if self._full():
                     self.deferred = (frames[i:], now)
                     break
+                frame = frames[i]
                 kind = frame.kind
                 if kind == "request":
+                    if batch_route is not None and (not self.http or frame.flags & _HTTP_CHECK
+                                                    == FRAME_KEEPALIVE):
+                        # the lean path, even for one request (HTTP: a plain keep-alive one)
+                        run = 1 if n == 1 or self.http else \
+                            batch.run_length(frames, i, self.max_inflight - self.tracked)
+                        batch.send(self, frames[i:i + run], now, batch_route, data, fed)
+                        i += run
+                        continue
                     self._request(frame, now, False)
                 elif kind == "oneway":
                     self._request(frame, now, True)
                 elif kind == "heartbeat":
                     self._heartbeat(frame)
+                i += 1
         finally:
             self.processing = False
         if self.deferred is not None or self._full():
             self._pause(_PAUSE_LIMITS)
 
     def _full(self) -> bool:
-        s = self.worker.settings
-        return bool(self.paused & _PAUSE_WRITE) or self.held > s.max_buffered_bytes or \
-            len(self.queue) + len(self.live) >= s.max_inflight_per_connection
+        return bool(self.paused & _PAUSE_WRITE) or self.held > self.max_held or \
+            self.tracked >= self.max_inflight
 
     def _unblock(self) -> None:
         """Room again (a reply went out, the client read): deferred frames first."""
@@ -217,6 +228,9 @@ class Session(asyncio.Protocol):
             req.keepalive = False
             req.close_after = True
             self.stop_reading = True            # read nothing after a `Connection: close`
+        if self.http and frame.flags & FRAME_UPGRADE:
+            self._refuse_upgrade(req, chain)
+            return
         if not oneway or not self.mux:
             self._track(req)
         if route is None:
@@ -239,6 +253,16 @@ class Session(asyncio.Protocol):
                 self._inject(req, fault, cluster_name)
                 return
         self._forward(req, cluster_name)
+
+    def _refuse_upgrade(self, req, chain):
+        """Upgrade and CONNECT would turn the connection into a tunnel, which the L7 path
+        does not carry: a 501 and close (an L4 chain serves such services)."""
+        req.close_after = True
+        self.stop_reading = True
+        self._track(req)
+        req.slot = self._slot(chain, "-", "-")
+        self._finish(req, http_reply(501, b"upgrade not supported by this listener", False),
+                     "501", FLAG_UPGRADE)
 
     def _forward(self, req, cluster_name):
         w = self.worker
@@ -292,7 +316,7 @@ class Session(asyncio.Protocol):
 
     def _heartbeat(self, frame):
         try:
-            reply = self.decoder.heartbeat_reply(frame)
+            reply = self.decoder.heartbeat_reply(frame)       # the decoder that read it
         except CodecError:
             return
         if self.mux:
@@ -303,17 +327,31 @@ class Session(asyncio.Protocol):
             req.done = True
             req.reply = reply
             self.held += len(reply)
-            self.queue.append(req)
+            self.tracked += 1
+            self.ordered().append(req)
             self._pump()
 
     def _track(self, req):
+        self.tracked += req.count
         if self.mux:
             self.live.add(req)
         else:
-            self.queue.append(req)
+            self.ordered().append(req)
         if not self.busy:
             self.busy = True
             self.worker.busy.add(self)
+
+    def ordered(self) -> deque:
+        """The reorder queue, made on the first request (idle connections cost less)."""
+        if self.queue.__class__ is not deque:
+            self.queue = deque()
+        return self.queue
+
+    def release_decoder(self) -> None:
+        """Idle with no partial frame: hand the decoder back (agent.proxy.decoders)."""
+        if self.decoder is not None and not self.decoder.buffered and not self.stop_reading:
+            if self.worker.decoders.give(self.chain, self.decoder):
+                self.decoder = None
 
     def _slot(self, chain, route_name, cluster_name):
         key = (chain.name, route_name, cluster_name)
@@ -322,245 +360,3 @@ class Session(asyncio.Protocol):
             slot = self.slots[key] = self.worker.stats.slot(chain.name, route_name,
                                                              cluster_name, self.pod)
         return slot
-
-    # -- replies out --------------------------------------------------------------------------
-
-    def complete(self, req, frame, data, code, flag):
-        """The upstream answered (data: the reply, request id already restored)."""
-        if req.done:
-            return
-        if self.http and req.route.response_mutations:
-            data = mutations.apply_response("http1", frame, data, req.route.response_mutations) \
-                or data
-        self._finish(req, data, code, flag)
-
-    def fail(self, req, flag, detail: str = ""):
-        """A local reply in the protocol's own format (none for oneway)."""
-        if req.done:
-            return
-        reason = REASON_FOR_FLAG.get(flag, "internal")
-        reply = None
-        if req.kind != "oneway" and self.decoder is not None:
-            message = MESSAGES.get(flag, detail or reason)
-            try:
-                reply = self.decoder.error_reply(req.frame, reason, message)
-            except CodecError:
-                reply = None
-        self._finish(req, reply, self.traits.local_code(reason), flag)
-
-    def interim(self, req, data):
-        """HTTP 1xx for the request at the head of the queue: pass it on now."""
-        if self.queue and self.queue[0] is req:
-            self._write(data)
-
-    def _finish(self, req, reply, code, flag):
-        req.done = True
-        now = _monotonic()
-        if req.slot is not None:
-            req.slot.observe(code, flag, now - req.start)
-        if req.admitted:
-            req.admitted = False
-            self.worker.fairness.done(req.pod)
-        self.held -= len(req.data)
-        log = self.worker.access_log
-        if log is not None:
-            log.write(req, code, flag, now, len(reply) if reply else 0)
-        if self.closed:
-            return
-        if self.mux:
-            self.live.discard(req)
-            if reply:
-                self._write(reply)
-        else:
-            req.reply = reply if reply is not None else b""
-            self.held += len(req.reply)
-            self._pump()
-        if self.paused & _PAUSE_LIMITS:
-            self._unblock()
-        if self.draining and not self._in_flight():
-            self._close_soon()
-
-    def _pump(self):
-        """Write the replies at the head of the queue, in request order."""
-        q = self.queue
-        while q and q[0].done:
-            req = q.popleft()
-            reply = req.reply
-            last = req.close_after or (self.draining and not q and not self._partial())
-            if last and self.http and reply:
-                self.held += len(_connection_close(reply)) - len(reply)
-                reply = _connection_close(reply)
-            if reply:
-                self.out.append(reply)          # still held until flush() writes it
-            if last:
-                self.close_when_flushed = self.stop_reading = True
-                for rest in q:                    # nothing is owed after a closing reply
-                    if not rest.done and rest.cluster is not None:
-                        rest.cluster.abandon(rest, timed_out=False)
-                    rest.done = True
-                q.clear()
-                break
-        if self.out or self.close_when_flushed:
-            self.worker.mark(self)
-
-    def _write(self, data):
-        self.held += len(data)
-        self.out.append(data)
-        self.worker.mark(self)
-
-    def flush(self):
-        out = self.out
-        if self.closed:
-            out.clear()
-            return
-        data = (out[0] if len(out) == 1 else b"".join(out)) if out else b""
-        out.clear()
-        self.held -= len(data)                  # the transport holds it now (pause_writing)
-        if self.close_when_flushed:
-            _write_then_fin(self.transport, data)
-            self.transport.close()
-            return
-        if data:
-            self.transport.write(data)
-        if self.paused & _PAUSE_LIMITS:
-            self._unblock()
-
-    def _close_soon(self):
-        self.close_when_flushed = self.stop_reading = True
-        self.worker.mark(self)
-
-    def _partial(self) -> bool:
-        return not self.stop_reading and self.decoder is not None and self.decoder.buffered > 0
-
-    def _in_flight(self) -> bool:
-        return bool(self.queue or self.live or self.deferred) or self._partial()
-
-    # -- bad input -------------------------------------------------------------------------------
-
-    def _malformed(self, exc, data):
-        """Close only this connection; answer with the protocol's error where it has one
-        (after the replies already owed, so in-flight requests are not lost)."""
-        w = self.worker
-        w.stats.inc("nodemesh_downstream_cx_protocol_error_total", (("listener", self.chain.name),))
-        reply = malformed_reply(self.chain.codec, data, exc)
-        self.draining = self.stop_reading = True  # the decoder's error is sticky: read no more
-        self.transport.pause_reading()
-        if self.mux or not self.queue:
-            if reply:
-                self._write(reply)
-            if not self._in_flight():
-                self._close_soon()
-        else:
-            req = Request(self, self.chain, None, b"", "error", 0, None, self.pod,
-                          self.last_active, float("inf"))
-            req.done = True
-            req.reply = reply or b""
-            self.held += len(req.reply)
-            req.close_after = True
-            self.queue.append(req)
-            self._pump()
-
-    # -- drain, timeouts, idle ---------------------------------------------------------------------
-
-    def drain(self):
-        """Close at the next request boundary, with the protocol's graceful signal.
-
-        A busy connection closes right after the reply that leaves nothing in flight
-        (the FIN follows that reply, so a client that checks before reusing the
-        connection never writes into a closed one). An idle one closes once it has
-        been quiet for drain_idle_grace: closing it at once would race with a client
-        that is just sending its next request."""
-        if self.draining or self.closed:
-            return
-        self.draining = True
-        if self.chain.codec == "dubbo":
-            self._write(DUBBO_READONLY_EVENT)
-        self.check_drain(self.worker.now)
-
-    def check_drain(self, now) -> None:
-        if self.draining and not self.close_when_flushed and not self._in_flight() and \
-                now - self.last_active >= self.worker.settings.drain_idle_grace:
-            self._close_soon()
-
-    def cut(self) -> int:
-        """Drain deadline: fail what is still in flight, close. Returns how many were cut."""
-        cut = len(self.deferred[0]) if self.deferred else 0     # read, never dispatched
-        self.deferred = None
-        for req in list(self.queue) + list(self.live):
-            if not req.done:
-                cut += 1
-                if req.cluster is not None:
-                    req.cluster.abandon(req, timed_out=False)
-                self.fail(req, FLAG_DRAIN_CUT)
-        self._close_soon()
-        return cut
-
-    def check_timeouts(self, now) -> bool:
-        """Called every tick while busy; False when nothing is in flight any more."""
-        reqs = self.live if self.mux else self.queue
-        if not reqs:
-            self.busy = False
-            return False
-        for req in [r for r in reqs if not r.done and r.try_deadline <= now]:
-            cluster = req.cluster
-            if req.deadline > now and cluster is not None and cluster.try_timed_out(req):
-                continue
-            if cluster is not None and req.deadline <= now:
-                cluster.abandon(req)
-            self.fail(req, FLAG_TIMEOUT)
-        return True
-
-    def idle_for(self, now) -> float:
-        return 0.0 if self._in_flight() else now - self.last_active
-
-    # -- HTTP body until close -----------------------------------------------------------------------
-
-    def stream_bytes(self, data):
-        if self.queue and self.queue[-1].done:
-            self.queue[-1].reply += data
-            self.held += len(data)
-        else:
-            self._write(data)
-
-    def stream_end(self):
-        self.stream_source = None
-        self._close_soon()
-
-
-def _write_then_fin(transport, data: bytes) -> None:
-    """The last reply and the FIN in one segment: corked, written, shut down. A client
-    that checks for EOF before reusing its connection then always sees the FIN with the
-    reply (transport.close() alone would send it only at the end of the loop iteration,
-    and two separate segments leave a window in which the client writes its next request
-    into a closing socket)."""
-    sock = transport.get_extra_info("socket")
-    dup = None
-    if sock is not None:
-        try:
-            dup = socket.socket(fileno=os.dup(sock.fileno()))
-            dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
-        except OSError:
-            dup = None
-    if data:
-        transport.write(data)
-    if dup is None:
-        return
-    with dup:
-        try:
-            if transport.get_write_buffer_size():      # not all in: let the rest flow
-                dup.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
-            else:
-                dup.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-
-def _connection_close(reply: bytes) -> bytes:
-    head_end = reply.find(b"\r\n\r\n")
-    if head_end < 0:
-        return reply
-    return mutations.http_connection_close(reply, head_end + 4)
-
-
-def _mirror_pick(percent: float) -> bool:
-    return percent >= 100 or random.random() * 100 < percent

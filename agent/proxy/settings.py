@@ -43,7 +43,7 @@ class ProxySettings:
         default_factory=lambda: os.environ.get("NODEMESH_PIN_DIR", "/sys/fs/bpf/nodemesh"))
     """Where the datapath's accept_records map is pinned (local role)."""
 
-    # -- connection limits -------------------------------------------------------
+    # -- connection limits --------------------------------------------------------------
     max_inflight_per_connection: int = 1024
     """Requests one client connection may have in flight before the proxy stops reading
     from it: the codec's default max_pipelined, so a pipelining client is never cut short,
@@ -63,7 +63,7 @@ class ProxySettings:
     """Per-source-pod fairness (policies' PodFairness) starts above this many requests in
     flight in one worker: below it every pod is admitted."""
 
-    # -- upstream pools -------------------------------------------------------------
+    # -- upstream pools -----------------------------------------------------------------
     pipelined_connections_per_host: int = 2
     """Redis and other pipelined protocols: connections per upstream host per worker. Two
     keep one busy connection from stalling the next batch (nutcracker uses one)."""
@@ -83,7 +83,7 @@ class ProxySettings:
     max_multiplexed_per_connection: int = 10_000
     """Requests in flight on one multiplexed upstream connection."""
 
-    # -- timers ------------------------------------------------------------------
+    # -- timers -------------------------------------------------------------------------
     default_request_timeout: float = 15.0
     """Per request when neither route nor filter chain sets one (Envoy's route default)."""
 
@@ -93,7 +93,7 @@ class ProxySettings:
     housekeeping_interval: float = 1.0
     """Idle timeouts, outlier detector ticks, per-pod rates."""
 
-    # -- behaviour -------------------------------------------------------------------
+    # -- behaviour ----------------------------------------------------------------------
     access_log: Optional[str] = None
     """Path of a JSON-lines access log (one line per request, per worker); None = off."""
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -74,7 +73,7 @@ class Supervisor:
         self._warm_timer = None
         self._admin = None
 
-    # -- main --------------------------------------------------------------------------------
+    # -- main ---------------------------------------------------------------------------
 
     async def run(self) -> int:
         from agent.admin import AdminServer
@@ -104,7 +103,7 @@ class Supervisor:
                 self._kill(handle)
             await self._admin.close()
 
-    # -- workers -----------------------------------------------------------------------------
+    # -- workers ------------------------------------------------------------------------
 
     async def _spawn(self, handle: WorkerHandle) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -185,7 +184,7 @@ class Supervisor:
         if handle.channel is not None:
             handle.channel.close()
 
-    # -- configuration -------------------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     async def _relay(self) -> None:
         from agent.config import resources
@@ -222,7 +221,7 @@ class Supervisor:
         self.serving = True
         await asyncio.gather(*(self._serve(h) for h in self.workers if h.alive))
 
-    # -- drain ---------------------------------------------------------------------------------
+    # -- drain --------------------------------------------------------------------------
 
     async def drain(self, deadline: float) -> None:
         if self.draining:
@@ -243,7 +242,7 @@ class Supervisor:
         if self.finished is not None and not self.finished.done():
             self.finished.set_result(0)
 
-    # -- reports (admin API) --------------------------------------------------------------------
+    # -- reports (admin API) ------------------------------------------------------------
 
     def ready(self) -> tuple:
         if self.draining:

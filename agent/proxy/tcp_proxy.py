@@ -165,7 +165,7 @@ class TcpSession(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()      # close() sends what is still buffered first
 
-    # -- housekeeping ------------------------------------------------------------------
+    # -- housekeeping -------------------------------------------------------------------
 
     def check_idle(self, now):
         if self.retire_at is not None and now >= self.retire_at:

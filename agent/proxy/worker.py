@@ -15,17 +15,17 @@ replies) of one epoll wake-up leave in one send() per socket.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections import deque
-from statistics import median
-from typing import Dict, Optional
+from typing import Dict
 
 from agent.config.model import Snapshot
 
+from . import worker_report
 from .accesslog import AccessLog
 from .cluster import ClusterRuntime
+from .decoders import DecoderPool
 from .fairness import PodFairness
 from .listeners import listeners_for
 from .metrics import WorkerStats
@@ -33,7 +33,7 @@ from .request import Request
 from .router import ChainRuntime, ListenerRuntime, build_listener
 
 log = logging.getLogger("nodemesh.proxy")
-LAG_WINDOW_S = 5.0
+DECODER_IDLE = 2.0                    # seconds idle before a session gives its decoder back
 
 
 class MirrorSink:
@@ -81,22 +81,26 @@ class Worker:
         self.stats = WorkerStats(settings.max_source_pod_labels)
         self.fairness = PodFairness(max(1, settings.max_worker_inflight))
         self.mirror_sink = MirrorSink()
+        self.decoders = DecoderPool()
         self.access_log = AccessLog(settings.access_log) if settings.access_log else None
         self.listeners = listeners_for(self)
         self.dirty = []
         self.flush_scheduled = False
         self.shared_index = None          # remote role shared port: built on first use
-        self.lag = deque(maxlen=max(1, int(LAG_WINDOW_S / settings.tick_interval)))
+        self.lag = deque(maxlen=max(1, int(worker_report.LAG_WINDOW_S / settings.tick_interval)))
         self.draining = False
         self.drain_deadline = None
         self.cut_requests = 0
         self.applied = False
         self.on_drained = None             # callback when a drain is over
+        self.pod_rates = {}               # source pod -> requests/s (housekeeping period)
+        self._pod_totals = {}
+        self._rates_at = 0.0
         self._tick_due = 0.0
         self._next_housekeeping = 0.0
         self._timer = None
 
-    # -- lifecycle ---------------------------------------------------------------------
+    # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self):
         await self.listeners.open(self.snapshot)
@@ -138,7 +142,7 @@ class Worker:
         if self.access_log is not None:
             self.access_log.close()
 
-    # -- configuration -------------------------------------------------------------------------
+    # -- configuration ------------------------------------------------------------------
 
     def apply_snapshot(self, snapshot: Snapshot) -> list:
         """Swap to `snapshot`; returns the problems found (listeners that cannot run)."""
@@ -152,6 +156,7 @@ class Worker:
             except (ValueError, KeyError) as exc:
                 problems.append(f"listener {name!r}: {exc}")
         self.limiters = kept
+        self.decoders.clear()             # options may have changed: new decoders from now on
         self.snapshot, self.listener_rts = snapshot, runtimes
         self.chains = {name: lr.default for name, lr in runtimes.items() if lr.default}
         self._rebind_sessions()
@@ -209,7 +214,8 @@ class Worker:
                     rt.health = None
                 continue
             codec, options = protocols[name]
-            if rt.health is not None and (rt.health.protocol, rt.health.cluster) == (codec, rt.model):
+            if rt.health is not None and \
+                    (rt.health.protocol, rt.health.cluster) == (codec, rt.model):
                 continue
             if rt.health is not None:
                 rt.health.stop()
@@ -221,7 +227,7 @@ class Worker:
                 continue
             rt.health_task = self.loop.create_task(rt.health.run())
 
-    # -- corked writes -----------------------------------------------------------------------------
+    # -- corked writes ------------------------------------------------------------------
 
     def mark(self, conn) -> None:
         if not conn.marked:
@@ -238,7 +244,7 @@ class Worker:
             conn.marked = False
             conn.flush()
 
-    # -- sessions -------------------------------------------------------------------------------------
+    # -- sessions -----------------------------------------------------------------------
 
     def session_opened(self, session, listener: str):
         self.sessions.add(session)
@@ -270,7 +276,7 @@ class Worker:
             self.mirror_sink.live.add(copy)
             cluster.dispatch(copy)
 
-    # -- timers ------------------------------------------------------------------------------------------
+    # -- timers -------------------------------------------------------------------------
 
     def _tick(self):
         now = self.now = time.monotonic()
@@ -291,23 +297,27 @@ class Worker:
 
     def _housekeeping(self, now):
         for s in list(self.sessions):
-            if s.chain is not None and s.idle_for(now) > s.chain.idle_timeout:
+            idle = s.idle_for(now) if s.chain is not None else 0.0
+            if idle > s.chain.idle_timeout:
                 s.drain()
             elif s.draining:
                 s.check_drain(now)
+            elif idle > DECODER_IDLE and s.decoder is not None:
+                s.release_decoder()
         for t in list(self.tcp_sessions):
             t.check_idle(now)
         for rt in list(self.clusters.values()):
             rt.outlier.tick()
         if self.access_log is not None:
             self.access_log.flush()
+        worker_report.update_pod_rates(self, now)
         for rt in list(self.clusters.values()):
             idle = rt.model.idle_timeout
             for pool in rt.pools.values():
                 pool.close_idle(now, idle)
         self.retired = [rt for rt in self.retired if not all(p.idle for p in rt.pools.values())]
 
-    # -- drain -----------------------------------------------------------------------------------------
+    # -- drain --------------------------------------------------------------------------
 
     async def drain(self, deadline: float):
         """Stop accepting, close every connection at a request boundary, give up at the
@@ -341,48 +351,13 @@ class Worker:
             callback, self.on_drained = self.on_drained, None
             self.loop.call_soon(callback, self.cut_requests)
 
-    # -- reports ---------------------------------------------------------------------------------------
-
-    def lag_ms(self) -> dict:
-        samples = list(self.lag)
-        if not samples:
-            return {"p50": 0.0, "max": 0.0, "samples": 0}
-        return {"p50": round(median(samples) * 1000, 3), "max": round(max(samples) * 1000, 3),
-                "samples": len(samples)}
+    # -- reports (agent.proxy.worker_report) ----------------------------------------------
 
     def summary(self) -> dict:
-        active = sum(len(s.queue) + len(s.live) for s in self.sessions)
-        return {"index": self.index, "pid": os.getpid(), "event_loop_lag_ms": self.lag_ms(),
-                "connections_active": len(self.sessions) + len(self.tcp_sessions),
-                "requests_active": active, "draining": self.draining,
-                "config_applied": self.applied, "listening": self.listeners.describe(),
-                "pod_rates": {str(k): round(v, 3) for k, v in self.fairness.rates().items()},
-                "fairness": {k: v for k, v in self.fairness.stats().items() if k != "pods"}}
+        return worker_report.summary(self)
 
     def export(self) -> dict:
-        gauges = []
-        for rt in self.clusters.values():
-            gauges += rt.gauges()
-        by_listener = {}
-        for s in self.sessions:
-            if s.chain is not None:
-                by_listener[s.chain.name] = by_listener.get(s.chain.name, 0) + 1
-        for t in self.tcp_sessions:
-            by_listener[t.chain.name] = by_listener.get(t.chain.name, 0) + 1
-        gauges += [("nodemesh_downstream_cx_active", (("listener", k),), v)
-                   for k, v in by_listener.items()]
-        gauges.append(("nodemesh_downstream_rq_active", (),
-                       sum(len(s.queue) + len(s.live) for s in self.sessions)))
-        lag = self.lag_ms()
-        gauges.append(("nodemesh_worker_event_loop_lag_max_ms", (("worker", str(self.index)),),
-                       lag["max"]))
-        counters = []
-        for rt in list(self.clusters.values()):
-            counters += rt.counters()
-        data = self.stats.export(gauges)
-        data["counters"] += [(n, list(l), v) for n, l, v in counters]
-        data["summary"] = self.summary()
-        return data
+        return worker_report.export(self)
 
     def clusters_state(self) -> dict:
         return {name: rt.state() for name, rt in self.clusters.items()}

@@ -65,7 +65,9 @@ static __always_inline void trace_start(struct nm_trace_event *ev, __u64 cookie,
     ev->target = s->target;
     ev->pid = pid_tgid >> 32;
     ev->tid = (__u32)pid_tgid;
+#ifdef NM_TRACE_COMM
     bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+#endif
 }
 
 static __always_inline void trace_emit(struct nm_trace_event *ev)

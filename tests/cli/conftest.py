@@ -14,8 +14,8 @@ import pytest
 
 from agent.cli.main import main
 
-PIN_DIR = "/sys/fs/bpf/nm-cli-test"
-CGROUP_ROOT = "/sys/fs/cgroup/unified/nm-cli-test"
+PIN_DIR = "/sys/fs/bpf/nm-cli2-test"
+CGROUP_ROOT = "/sys/fs/cgroup/unified/nm-cli2-test"
 TEST_ENV = ("NODEMESH_PIN_DIR", "NODEMESH_CGROUP_ROOT", "NODEMESH_RUN_DIR", "NO_COLOR",
             "BCC_KERNEL_SOURCE")
 
@@ -96,7 +96,7 @@ def node(tmp_path_factory):
 
     if kernel_ready():
         pytest.skip(kernel_ready())
-    run_dir = str(tmp_path_factory.mktemp("nm-cli-run"))
+    run_dir = str(tmp_path_factory.mktemp("nm-cli2-run"))
     settings = Settings(pin_dir=PIN_DIR, cgroup_root=CGROUP_ROOT, run_dir=run_dir)
     os.makedirs(CGROUP_ROOT, exist_ok=True)
     env = {"NODEMESH_PIN_DIR": PIN_DIR, "NODEMESH_CGROUP_ROOT": CGROUP_ROOT,

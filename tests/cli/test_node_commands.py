@@ -29,7 +29,7 @@ sys.stdin.readline()
 @pytest.fixture(scope="module")
 def live():
     """A node with a local proxy listener, one service, one pod holding a connection."""
-    node = Node("nm-cli-conns").start(loader="inprocess")
+    node = Node("nm-cli2-conns").start(loader="inprocess")
     port = free_port()
     try:
         node.listen("127.0.0.1", port)
@@ -70,6 +70,7 @@ def test_conns_shows_the_held_connection_end_to_end(nm, env):
     assert row["state"] == "ESTABLISHED"
     assert row["pid"] == env["client"].pid
     assert row["cgroup"].endswith("/pod-a")
+    assert row["paired"] is True          # same-node: the sockhash carries its bytes
     r = nm("conns")
     assert r.code == 0 and "pod-a" in r.out and f"{VIP}:6379" in r.out
     assert all(len(line) <= 80 for line in r.out.splitlines())
@@ -124,12 +125,14 @@ def test_top_counts_new_connects(nm, env):
 
     node = env["node"]
     code = (f"import socket\nfor _ in range(20):\n"
-            f"    s = socket.create_connection(({VIP!r}, 6379), timeout=5); s.recv(64); s.close()\n")
+            f"    s = socket.create_connection(({VIP!r}, 6379), timeout=5)\n"
+            f"    s.recv(64); s.close()\n")
     t = threading.Thread(target=lambda: [run_in(node.cg("pod-a"), code) for _ in range(3)])
     t.start()
     r = nm("top", "--interval", "1.5", "--iterations", "1", "-o", "json")
     t.join()
     assert r.code == 0, r
     sample = json.loads(r.out.splitlines()[0])
+    jsonschema.validate(sample, schemas.TOP)
     assert sample["kernel_per_s"].get("local", 0) > 0, sample
     assert "proxy /stats" in sample["unavailable"]

@@ -162,9 +162,7 @@ BAD_CONFIGS = [
     (dict(length_size=2, id_offset=2, id_size=4), "request id"),
     (dict(length_size=2, id_size=9, header_length=16), "id_size"),
     (dict(length_size=2, kind_offset=2, kind_response_mask=1), "kind byte"),
-    # options.py sets kind_present only with a response mask (it pops
-    # kind_offset before testing for it): heartbeat-only layouts are refused
-    (dict(length_size=2, header_length=4, kind_offset=2, kind_heartbeat_mask=1), "need kind_offset"),
+    (dict(length_size=2, header_length=4, kind_heartbeat_mask=1), "need kind_offset"),
     (dict(length_size=2, kind_response_mask=0x100, kind_offset=0), "one byte"),
     (dict(length_size=2, fields=[{"name": "x", "offset": 2}]), "metadata field"),
     (dict(length_size=2, header_length=8, fields=[{"name": "x", "offset": 4, "length": 6}]),
@@ -186,6 +184,13 @@ BAD_CONFIGS = [
     (dict(length_size=2, header_length=8, id_offset=4, id_size=4,
           fields=[{"name": "status", "offset": 6, "length": 1, "integer": True}]), "fields overlap"),
 ]
+
+
+def test_a_kind_byte_with_only_a_heartbeat_mask():
+    dec = decoder_for("lengthfield", length_size=4, length_includes_header=1, header_length=8,
+                      kind_offset=4, kind_heartbeat_mask=1)
+    frames = dec.feed(b"\0\0\0\x08\x01\0\0\0" + b"\0\0\0\x08\0\0\0\0")
+    assert [f.kind for f in frames] == ["heartbeat", "request"]
 
 
 @pytest.mark.parametrize("options,reason", BAD_CONFIGS)

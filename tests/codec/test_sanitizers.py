@@ -1,6 +1,7 @@
-"""The codec unit tests against an ASan/UBSan build of the cffi extension.
+"""The codec unit tests against an ASan/UBSan build of the extensions.
 
-Builds agent.codec._native with NODEMESH_SANITIZE=1 into a temporary copy of
+Builds agent.codec._native (the codecs, cffi) and agent.codec._frames (the
+frame reader) with NODEMESH_SANITIZE=1 into a temporary copy of
 the package (the working tree's build is untouched) and runs tests/codec in a
 subprocess with the compiler's ASan runtime preloaded (the interpreter itself
 is not instrumented). ASAN_OPTIONS=detect_leaks=0: CPython leaks by design.
@@ -18,8 +19,9 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-# The codec unit tests (the slow ones are this file and the fuzzers).
-SKIP = {"test_fuzz.py", "test_sanitizers.py"}
+# The codec unit tests (the slow ones are this file and the fuzzers; the
+# bench smoke test needs bench/, which the copy leaves out).
+SKIP = {"test_fuzz.py", "test_sanitizers.py", "test_bench_codecs.py"}
 
 
 def asan_runtime(cc):
@@ -35,10 +37,10 @@ def asan_runtime(cc):
 def test_codec_tests_under_asan_and_ubsan(tmp_path):
     cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
     runtime = asan_runtime(cc)
-    shutil.copytree(ROOT / "native", tmp_path / "native",
-                    ignore=shutil.ignore_patterns("fuzz", "out"))
+    shutil.copytree(ROOT / "native", tmp_path / "native",   # fuzz/: seeds for test_frames
+                    ignore=shutil.ignore_patterns("out", "crash-*"))
     shutil.copytree(ROOT / "agent", tmp_path / "agent",
-                    ignore=shutil.ignore_patterns("_native*", "__pycache__"))
+                    ignore=shutil.ignore_patterns("_native*", "_frames*", "__pycache__"))
     shutil.copytree(ROOT / "tests", tmp_path / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     env = dict(os.environ, NODEMESH_SANITIZE="1", PYTHONPATH=str(tmp_path))
     build = subprocess.run([sys.executable, "native/build_codec.py"], cwd=tmp_path, env=env,
@@ -60,6 +62,7 @@ def test_codec_tests_under_asan_and_ubsan(tmp_path):
     assert proc.returncode == 0, report
     assert " passed" in proc.stdout, report
     assert "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr, report
-    # the build really is instrumented
-    lib = next((tmp_path / "agent" / "codec").glob("_native*.so"))
-    assert b"__asan_" in lib.read_bytes()
+    # the build really is instrumented: the codecs and the frame reader
+    for name in ("_native", "_frames"):
+        lib = next((tmp_path / "agent" / "codec").glob(name + "*.so"))
+        assert b"__asan_" in lib.read_bytes(), lib

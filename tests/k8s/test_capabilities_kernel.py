@@ -76,10 +76,10 @@ def settings_json(node):
 
 def test_agent_capabilities_are_enough_and_each_needed(node):
     caps = manifest_caps("agent")
-    assert set(caps) == {"BPF", "NET_ADMIN", "SYS_RESOURCE"}
+    assert set(caps) == {"BPF", "NET_ADMIN", "PERFMON", "SYS_RESOURCE"}
     local = ("127.0.0.1", free_port())
     args = (settings_json(node), str(node.cg("pod")), "%s:%d" % local, "%s:%d" % VIP)
-    for missing in ("BPF", "NET_ADMIN"):
+    for missing in ("BPF", "NET_ADMIN", "PERFMON"):
         out = run_with_caps([c for c in caps if c != missing], AGENT, *args)
         assert not out["ok"], f"the datapath loaded without CAP_{missing}"
         assert not os.path.exists(os.path.join(node.settings.pin_dir, "links")), \

@@ -19,7 +19,7 @@ OVERLAYS = list(TARGETS)
 # Kubernetes versions the manifests must pass: the oldest we support (1.30:
 # securityContext.appArmorProfile) and the newest schema the validator ships.
 VERSIONS = ["1.30.0", kubernetes_validate.utils.latest_version()]
-AGENT_CAPS = {"agent": {"BPF", "NET_ADMIN", "SYS_RESOURCE"}, "proxy": {"BPF"}}
+AGENT_CAPS = {"agent": {"BPF", "NET_ADMIN", "PERFMON", "SYS_RESOURCE"}, "proxy": {"BPF"}}
 HOST_PATHS = {"/sys/fs/bpf": False, "/sys/fs/cgroup": True, "/lib/modules": True,
               "/usr/src": True, "/run/nodemesh": False}   # path -> mounted read-only
 DRAIN_DEADLINE = re.compile(r"--deadline (\d+)")

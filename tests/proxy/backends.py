@@ -19,7 +19,6 @@ Each prints "ready" once listening.
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import socketserver
@@ -42,7 +41,7 @@ def _ready() -> None:
     print("ready", flush=True)
 
 
-# -- HTTP/1.1 ------------------------------------------------------------------------------
+# -- HTTP/1.1 --------------------------------------------------------------------------
 
 def http(host, port, name, *opts):
     fixed = int(opts[0].split("=", 1)[1]) if opts and opts[0].startswith("status=") else None
@@ -94,7 +93,7 @@ def http(host, port, name, *opts):
     server.serve_forever()
 
 
-# -- Dubbo --------------------------------------------------------------------------------------
+# -- Dubbo -----------------------------------------------------------------------------
 
 DUBBO_HEADER = struct.Struct(">HBBqI")
 
@@ -232,7 +231,7 @@ def _threaded_tcp(host, port, handler):
     server.serve_forever()
 
 
-# -- Thrift (the `thrift` package) ------------------------------------------------------------------
+# -- Thrift (the `thrift` package) -----------------------------------------------------
 
 class ThriftProcessor:
     """echo/sleep/count and oneway note, written against TProtocol directly."""
@@ -305,7 +304,7 @@ def thrift(host, port, name, protocol="binary", transport="framed"):
     server.serve()
 
 
-# -- a private length-field protocol (see LF_OPTIONS) ----------------------------------------
+# -- a private length-field protocol (see LF_OPTIONS) ----------------------------------
 
 LF_HEADER = struct.Struct(">HBBII8s")      # magic, kind, status, length (whole frame), id, method
 LF_OPTIONS = {"magic": 0x4E4D, "magic_size": 2, "length_offset": 4, "length_size": 4,
@@ -340,7 +339,7 @@ def lengthfield(host, port, name, *_):
     _threaded_tcp(host, port, Handler)
 
 
-# -- garbage ------------------------------------------------------------------------------------------
+# -- garbage ---------------------------------------------------------------------------
 
 def garbage(host, port, name, *_):
     class Handler(socketserver.BaseRequestHandler):

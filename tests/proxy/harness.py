@@ -50,7 +50,7 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
     raise TimeoutError(f"nothing listens on {host}:{port}")
 
 
-# -- configuration built directly from the model --------------------------------------------
+# -- configuration built directly from the model ---------------------------------------
 
 def match(key: str, value: str = "", kind: str = "exact", invert=False) -> MetadataMatch:
     import re
@@ -81,11 +81,11 @@ def cluster(name: str, ports, **kw) -> Cluster:
 
 
 def snapshot(listeners=(), clusters=()) -> Snapshot:
-    return Snapshot(listeners={l.name: l for l in listeners},
+    return Snapshot(listeners={ln.name: ln for ln in listeners},
                     clusters={c.name: c for c in clusters}, versions={"listener": "1"})
 
 
-# -- the proxy in a thread ---------------------------------------------------------------------------
+# -- the proxy in a thread -------------------------------------------------------------
 
 def new_loop():
     """uvloop, or the default asyncio loop with NODEMESH_TEST_LOOP=asyncio (the suite
@@ -200,7 +200,7 @@ class ProxyThread:
             raise AssertionError(f"event loop errors: {self.loop_errors}")
 
 
-# -- real servers -------------------------------------------------------------------------------------
+# -- real servers ----------------------------------------------------------------------
 
 class Process:
     """A server subprocess, killed (by its own pid) on stop()."""

@@ -42,8 +42,9 @@ def test_routes_on_configured_fields_and_multiplexes():
 def test_no_route_reply_carries_the_status_field():
     a = backend("lengthfield", "lf-a")
     port = free_port()
-    snap = snapshot([listener("lf", port, "lengthfield", [route("only", "a", [match("method", "x")])],
-                              LF_OPTIONS)], [cluster("a", [a.port])])
+    only = [route("only", "a", [match("method", "x")])]
+    snap = snapshot([listener("lf", port, "lengthfield", only, LF_OPTIONS)],
+                    [cluster("a", [a.port])])
     try:
         with ProxyThread(snap):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

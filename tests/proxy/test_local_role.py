@@ -27,10 +27,10 @@ def node():
 
 
 def local_listener(name, vip, codec, routes, tcp_cluster=None):
-    l = listener(name, vip[1], codec, routes, tcp_cluster=tcp_cluster)
     from dataclasses import replace
 
-    return replace(l, address=vip[0], remote_port=None)
+    base = listener(name, vip[1], codec, routes, tcp_cluster=tcp_cluster)
+    return replace(base, address=vip[0], remote_port=None)
 
 
 def test_pods_reach_their_services_through_the_local_proxy(node, redis_a):
@@ -71,7 +71,7 @@ def test_pods_reach_their_services_through_the_local_proxy(node, redis_a):
             pod = str(os.stat(node.cg("pod-a")).st_ino)
             counts = proxy.requests(service="redis", source_pod=pod)
             assert counts.get(("ok", "-"), 0) >= 2
-            rejected = {tuple(l): v for n, l, v in proxy.export()["counters"]
+            rejected = {tuple(lb): v for n, lb, v in proxy.export()["counters"]
                         if n == "nodemesh_downstream_cx_rejected_total"}
             assert rejected == {(("reason", "no_listener"),): 1}
     finally:
@@ -87,6 +87,6 @@ def test_a_connection_without_a_record_is_closed_and_counted(node):
                      pin_dir=node.settings.pin_dir) as proxy:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             assert s.recv(10) == b""
-        rejected = {tuple(l): v for n, l, v in proxy.export()["counters"]
+        rejected = {tuple(lb): v for n, lb, v in proxy.export()["counters"]
                     if n == "nodemesh_downstream_cx_rejected_total"}
         assert rejected == {(("reason", "no_record"),): 1}

@@ -81,3 +81,37 @@ def test_redis_benchmark_through_the_proxy(redis_a):
         counts = proxy.requests(route="r")
         assert counts.get(("ok", "-"), 0) >= 8000
         assert set(counts) == {("ok", "-")}
+
+
+def test_pipelined_batches_count_each_request_and_fail_each_one(redis_a):
+    port, dead = free_port(), free_port()
+    routes = [route("r", "a")]                 # one catch-all route: requests travel in batches
+    snap = snapshot([listener("redis", port, "redis", routes),
+                     listener("dead", dead + 0, "redis", [route("d", "gone")])],
+                    [cluster("a", [redis_a.port]), cluster("gone", [free_port()],
+                                                           connect_timeout=1)])
+    with ProxyThread(snap) as proxy:
+        assert proxy.call(lambda: proxy.worker.chains["redis"].batch_route is not None)
+        r = redis.Redis(port=port)
+        r.ping()                               # the client's handshake, counted before
+        before = proxy.requests(route="r")
+        pipe = r.pipeline(transaction=False)
+        pipe.set("batch-s", "x")
+        for i in range(8):
+            pipe.get("batch-s")
+        pipe.incr("batch-s")                   # WRONGTYPE-ish: not an integer
+        out = pipe.execute(raise_on_error=False)
+        assert out[:9] == [True] + [b"x"] * 8 and isinstance(out[9], redis.ResponseError)
+        after = proxy.requests(route="r")
+        assert {k: after[k] - before.get(k, 0) for k in after} == {("ok", "-"): 9,
+                                                                  ("error", "-"): 1}
+        import socket
+
+        with socket.create_connection(("127.0.0.1", dead), timeout=5) as s:
+            s.sendall(b"".join(b"*2\r\n$3\r\nGET\r\n$2\r\nk%d\r\n" % i for i in range(5)))
+            out = b""
+            while out.count(b"\r\n") < 5:
+                out += s.recv(4096)
+        assert out.split(b"\r\n")[:5] == [b"-ERR no healthy upstream: upstream connect error: "
+                                           b"connection failure"] * 5
+        assert proxy.requests(route="d") == {("error", "UF"): 5}

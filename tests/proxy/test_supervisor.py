@@ -45,7 +45,8 @@ static_resources:
       cluster_name: redis-a
       endpoints:
       - lb_endpoints:
-        - endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {redis_port}}}}}}}
+        - endpoint:
+            address: {{socket_address: {{address: 127.0.0.1, port_value: {redis_port}}}}}
 """
 
 

@@ -1,0 +1,149 @@
+"""`nodemesh completion bash|zsh`: shell completion generated from the argparse tree.
+
+The parser that runs the commands is walked once: every command path, its
+subcommands and options, the choices of each option (`-o`, `--mode`,
+`--reason`...) and which options take a file or directory. The script holds
+those tables and a small lookup function, so completing never starts Python
+(argcomplete would, on every TAB, and it would be a new dependency for what
+a table does). zsh gets the same tables in its own syntax.
+"""
+
+import argparse
+import re
+
+from . import options
+
+EPILOG = """examples:
+  source <(nodemesh completion bash)
+  nodemesh completion bash > /etc/bash_completion.d/nodemesh
+  nodemesh completion zsh > "${fpath[1]}/_nodemesh"    # then: compinit
+"""
+PATHY = re.compile(r"PATH|DIR|FILE|CGROUP|BOOTSTRAP")
+"""Metavars of options whose value is a file or directory."""
+
+
+def register(sub, common):
+    c = sub.add_parser("completion", help="print a shell completion script",
+                       formatter_class=options.formatter, epilog=EPILOG)
+    c.add_argument("shell", choices=("bash", "zsh"))
+    c.set_defaults(func=cmd_completion)
+
+
+def cmd_completion(args) -> int:
+    from .main import parser
+
+    tables = walk(parser())
+    print(bash(tables) if args.shell == "bash" else zsh(tables), end="")
+    return 0
+
+
+def walk(p: argparse.ArgumentParser, path: str = "nodemesh", out=None) -> dict:
+    """{"words": {path: [subcommands and options]}, "choices": {"path opt": [...]},
+    "paths": {"path opt"}, "values": {"path opt"}, "cmds": {"path sub"}}."""
+    out = out or {"words": {}, "choices": {}, "paths": set(), "values": set(), "cmds": set()}
+    words = []
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                words.append(name)
+                out["cmds"].add(f"{path} {name}")
+                walk(sub, f"{path} {name}", out)
+            continue
+        if action.help == argparse.SUPPRESS:
+            continue
+        for opt in action.option_strings:
+            words.append(opt)
+            if action.nargs == 0:
+                continue
+            key = f"{path} {opt}"
+            choices = action.choices or getattr(action, "completion_choices", None)
+            if choices:
+                out["choices"][key] = [str(c) for c in choices]
+            elif action.metavar and PATHY.search(str(action.metavar)):
+                out["paths"].add(key)
+            else:
+                out["values"].add(key)
+        if not action.option_strings and action.choices and \
+                not isinstance(action, argparse._SubParsersAction):
+            words += [str(c) for c in action.choices]      # positional choices (shells)
+    out["words"][path] = words
+    return out
+
+
+def _q(text: str) -> str:
+    """Single-quoted for both shells."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _assoc(name: str, table: dict) -> str:
+    rows = "\n".join(f"  [{_q(k)}]={_q(' '.join(v))}" for k, v in sorted(table.items()))
+    return f"{name}=(\n{rows}\n)"
+
+
+def _set(name: str, keys) -> str:
+    return _assoc(name, {k: ["1"] for k in keys})
+
+
+BASH_FUNCTION = r"""
+_nodemesh() {
+  local cur prev cmdpath i w key
+  cur="${COMP_WORDS[COMP_CWORD]}"
+  prev="${COMP_WORDS[COMP_CWORD-1]}"
+  cmdpath=nodemesh
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w="${COMP_WORDS[i]}"
+    [[ -n "${_nodemesh_cmds["$cmdpath $w"]+x}" ]] && cmdpath="$cmdpath $w"
+  done
+  key="$cmdpath $prev"
+  if [[ -n "${_nodemesh_choices[$key]+x}" ]]; then
+    COMPREPLY=($(compgen -W "${_nodemesh_choices[$key]}" -- "$cur"))
+  elif [[ -n "${_nodemesh_paths[$key]+x}" ]]; then
+    COMPREPLY=($(compgen -f -- "$cur"))
+  elif [[ -n "${_nodemesh_values[$key]+x}" ]]; then
+    COMPREPLY=()
+  else
+    COMPREPLY=($(compgen -W "${_nodemesh_words[$cmdpath]}" -- "$cur"))
+  fi
+}
+complete -o default -F _nodemesh nodemesh
+"""
+
+ZSH_FUNCTION = r"""
+_nodemesh() {
+  local cmdpath=nodemesh i w key
+  for (( i = 2; i < CURRENT; i++ )); do
+    w=${words[i]}
+    (( ${+_nodemesh_cmds[$cmdpath $w]} )) && cmdpath="$cmdpath $w"
+  done
+  key="$cmdpath ${words[CURRENT-1]}"
+  if (( ${+_nodemesh_choices[$key]} )); then
+    compadd -- ${=_nodemesh_choices[$key]}
+  elif (( ${+_nodemesh_paths[$key]} )); then
+    _files
+  elif (( ${+_nodemesh_values[$key]} )); then
+    _message 'value'
+  else
+    compadd -- ${=_nodemesh_words[$cmdpath]}
+  fi
+}
+compdef _nodemesh nodemesh
+"""
+
+
+def _tables(t: dict, declare: str) -> str:
+    parts = [f"{declare} _nodemesh_words _nodemesh_choices _nodemesh_paths _nodemesh_values "
+             "_nodemesh_cmds",
+             _assoc("_nodemesh_words", t["words"]), _assoc("_nodemesh_choices", t["choices"]),
+             _set("_nodemesh_paths", t["paths"]), _set("_nodemesh_values", t["values"]),
+             _set("_nodemesh_cmds", t["cmds"])]
+    return "\n".join(parts)
+
+
+def bash(t: dict) -> str:
+    return ("# nodemesh bash completion (generated by `nodemesh completion bash`)\n"
+            + _tables(t, "declare -gA") + "\n" + BASH_FUNCTION)
+
+
+def zsh(t: dict) -> str:
+    return ("#compdef nodemesh\n# nodemesh zsh completion (generated by `nodemesh completion "
+            "zsh`)\n" + _tables(t, "typeset -gA") + "\n" + ZSH_FUNCTION)

@@ -1,0 +1,90 @@
+"""Batches: consecutive requests of one read that all go the same way, as one.
+
+A pipelining client (redis-benchmark -P 16, a Redis pipeline) sends many
+requests in one read. When the chain routes every request the same way
+(ChainRuntime.batch_route: one catch-all route to one cluster, no per-request
+policy), the run of request frames is forwarded as one contiguous slice of
+the read, occupies one place in the upstream connection's FIFO, and its
+replies (the next `count` reply frames) go back to the client as one write.
+Per request the proxy then does little more than the codec's framing.
+
+Multiplexed protocols (Dubbo, Thrift) batch the same way: the run goes out
+in one copy with a connection-unique id written into each frame, and each
+reply goes back to the client as it comes (its own id restored).
+
+What stays per request: counters (by reply code), the byte limits, and the
+local error replies (one per frame, built from each frame). What is per batch:
+the timeout, the circuit-breaker slot, the fairness admission and the host
+pick; docs/proxy.md lists these differences.
+"""
+
+from __future__ import annotations
+
+from .protocols import FLAG_NO_HEALTHY, FLAG_OVERLOADED
+from .request import Request
+
+MAX_BATCH = 64        # frames per batch: bounds one failure's blast radius and reply size
+
+
+def run_length(frames, start: int, room: int) -> int:
+    """How many request frames from `start` can travel together (at most `room`)."""
+    end, limit = start + 1, min(len(frames), start + min(MAX_BATCH, room))
+    while end < limit and frames[end].kind == "request":
+        end += 1
+    return end - start
+
+
+def payload(frames, data, fed: int) -> bytes:
+    """The frames' bytes: one slice of this read when they all lie in it."""
+    first, last = frames[0], frames[-1]
+    if data is not None and first.offset == fed and last.offset + last.length - fed == len(data):
+        return data                          # the whole read (the common case): no copy
+    start, end = first.offset - fed, last.offset + last.length - fed
+    if data is not None and 0 <= start and end <= len(data):
+        return bytes(data[start:end])
+    return b"".join(f.data for f in frames)
+
+
+def send(session, frames, now, route, data, fed) -> None:
+    """One batch of request frames to the route's cluster."""
+    chain, w = session.chain, session.worker
+    body = payload(frames, data, fed)
+    first = frames[0]
+    req = Request(session, chain, first, body, "request",
+                  first.request_id if session.mux else 0, route, session.pod, now,
+                  now + route.timeout)
+    req.count, req.frames = len(frames), frames
+    session.held += len(body)
+    session._track(req)
+    slot = session.batch_slot
+    if slot is None or slot[0] is not route:
+        slot = session.batch_slot = (route, session._slot(chain, route.name, route.single))
+    req.slot = slot[1]
+    if not w.fairness.admit(session.pod):
+        session.fail(req, FLAG_OVERLOADED)
+        return
+    req.admitted = True
+    cluster = w.clusters.get(route.single)
+    if cluster is None:
+        session.fail(req, FLAG_NO_HEALTHY, f"cluster {route.single!r} not found")
+        return
+    req.cluster = cluster
+    cluster.dispatch(req)
+
+
+def collect(req, frame, response_code) -> bool:
+    """One reply frame for a batch (counted by its own code); True when the batch has all
+    its replies."""
+    if req.parts is None:
+        req.parts, req.codes = [], {}
+    req.parts.append(frame.data)
+    code = response_code(frame)
+    req.codes[code] = req.codes.get(code, 0) + 1
+    return len(req.parts) == req.count
+
+
+def error_replies(decoder, req, reason: str, message: str) -> bytes:
+    """One local error reply per request of the batch still unanswered, in order (a
+    multiplexed batch may have had some replies already)."""
+    frames = req.frames if req.ids is None else [req.frames[i] for i in sorted(req.ids.values())]
+    return b"".join(decoder.error_reply(f, reason, message) for f in frames)

@@ -1,0 +1,664 @@
+"""What the proxy benchmarks share: ports, processes, the proxy under test, its peers,
+CPU accounting, alternating rounds, profiles.
+
+Every benchmark runs nodemesh next to its peers (nutcracker, HAProxy, a plain
+relay, the backend direct) in the same run, in rotating order, and reports
+medians over the rounds: this 2-core machine is shared, so a figure means
+something only next to the peer measured a moment before. Besides requests/s
+each peer's own CPU per request is measured (psutil, over the peer's
+processes only): it moves far less with the machine's load than throughput.
+
+Processes are started here and killed here, by pid, whatever happens
+(Procs). Ports come from 29000-29999 (this benchmark's range).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from typing import Callable, Dict, Iterable, List, Optional
+
+import psutil
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+C_SOURCE = ROOT / "bench" / "proxy_load.c"
+PORTS = (29000, 29999)
+HOST = "127.0.0.1"
+START_TIMEOUT = 30.0
+
+
+# -- ports and processes --------------------------------------------------------------------
+
+class Ports:
+    """Free ports from this benchmark's range, handed out once each per run."""
+
+    def __init__(self, first: int = PORTS[0], last: int = PORTS[1]):
+        self.next, self.last, self.first = first + os.getpid() % (last - first + 1), last, first
+
+    def take(self) -> int:
+        for _ in range(self.last - self.first + 1):
+            port = self.next
+            self.next = port + 1 if port < self.last else self.first
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((HOST, port))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError(f"no free port in {self.first}-{self.last}")
+
+
+def wait_port(port: int, timeout: float = START_TIMEOUT, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on {HOST}:{port}")
+
+
+class Procs:
+    """Processes this run started; stop() kills each by its own pid (and the pids it
+    registered, e.g. the proxy's workers), never by name."""
+
+    def __init__(self):
+        self.procs: List[subprocess.Popen] = []
+        self.extra_pids: List[int] = []
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="nm-proxybench-"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def start(self, args, port: Optional[int] = None, ready_line: Optional[str] = None,
+              **popen) -> subprocess.Popen:
+        popen.setdefault("stdout", subprocess.PIPE if ready_line else subprocess.DEVNULL)
+        popen.setdefault("stderr", subprocess.DEVNULL)
+        proc = subprocess.Popen([str(a) for a in args], text=True, **popen)
+        self.procs.append(proc)
+        if ready_line:
+            line = proc.stdout.readline()
+            if ready_line not in line:
+                raise RuntimeError(f"{args[0]} did not start: {line!r}")
+        if port:
+            wait_port(port, proc=proc)
+        return proc
+
+    def stop_one(self, proc: subprocess.Popen, term_first: bool = False) -> None:
+        if proc.poll() is None:
+            if term_first:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop_one(proc)
+        self.procs.clear()
+        for pid in self.extra_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.extra_pids.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# -- the C backends and load generator --------------------------------------------------------
+
+def build_load_tool(procs: Procs) -> pathlib.Path:
+    exe = procs.tmp / "proxy_load"
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(exe), str(C_SOURCE)], check=True,
+                   capture_output=True, timeout=120)
+    return exe
+
+
+def run_json(args, timeout: float) -> dict:
+    """Run a client that prints one JSON line; its dict."""
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode not in (0, 1) or not out.stdout.strip():
+        raise RuntimeError(f"{args[0]} failed ({out.returncode}): {out.stderr.strip()[:300]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- CPU of the process tree under test ---------------------------------------------------------
+
+class CpuMeter:
+    """User + system seconds of a set of processes between start() and stop()."""
+
+    def __init__(self, pids: Iterable[int]):
+        self.procs = [psutil.Process(p) for p in pids]
+        self._start = (0.0, 0.0)
+        self.user = self.system = 0.0
+
+    def _now(self) -> tuple:
+        user = system = 0.0
+        for p in self.procs:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                user, system = user + t.user, system + t.system
+        return user, system
+
+    def start(self) -> "CpuMeter":
+        self._start = self._now()
+        return self
+
+    def stop(self) -> float:
+        user, system = self._now()
+        self.user, self.system = user - self._start[0], system - self._start[1]
+        return self.user + self.system
+
+
+def rss_bytes(pids: Iterable[int]) -> int:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return total
+
+
+# -- the proxy under test -----------------------------------------------------------------------
+
+class NodemeshProxy:
+    """`nodemesh proxy --role remote` from a bootstrap: supervisor + N workers."""
+
+    name = "nodemesh"
+
+    def __init__(self, procs: Procs, listeners: str, clusters: str, remote_ports: Dict[str, int],
+                 workers: int = 1, root: pathlib.Path = ROOT):
+        self.procs, self.workers, self.root = procs, workers, pathlib.Path(root)
+        self.dir = pathlib.Path(tempfile.mkdtemp(dir=procs.tmp, prefix="nodemesh-"))
+        self.bootstrap = self.dir / "bootstrap.yaml"
+        ports = "".join(f"\n    {k}: {v}" for k, v in remote_ports.items())
+        self.bootstrap.write_text(f"nodemesh:\n  remote_ports:{ports}\nstatic_resources:\n"
+                                  f"  listeners:\n{listeners}  clusters:\n{clusters}")
+        self.admin = str(self.dir / "admin.sock")
+        self.proc = None
+        self.worker_pids: List[int] = []
+
+    def start(self) -> "NodemeshProxy":
+        from agent.admin import AdminClient, AdminError
+
+        env = {**os.environ, "PYTHONPATH": str(self.root), "NODEMESH_LOG_LEVEL": "ERROR"}
+        self.proc = self.procs.start(
+            [sys.executable, "-m", "agent.cli.main", "proxy", "--role", "remote",
+             "--config", self.bootstrap, "--workers", self.workers, "--listen", f"{HOST}:0",
+             "--admin", self.admin, "--drain-deadline", "1"],
+            cwd=self.root, env=env, stderr=open(self.dir / "proxy.log", "w"))
+        client = AdminClient(self.admin, timeout=5)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                if client.request("GET", "/ready", ok=(200, 503))[0] == 200:
+                    break
+            except AdminError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log = (self.dir / "proxy.log").read_text()[-2000:]
+                raise RuntimeError(f"nodemesh proxy did not get ready:\n{log}")
+            time.sleep(0.1)
+        self.worker_pids = [w["pid"] for w in client.get("/healthz")["workers"]]
+        self.procs.extra_pids += self.worker_pids
+        return self
+
+    @property
+    def pids(self) -> List[int]:
+        return [self.proc.pid] + self.worker_pids
+
+    def admin_get(self, target: str):
+        from agent.admin import AdminClient
+
+        return AdminClient(self.admin, timeout=5).get(target)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.procs.stop_one(self.proc, term_first=True)
+            for pid in self.worker_pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def proxy_commit(root: pathlib.Path = ROOT) -> dict:
+    """The commit the measured proxy came from (and whether agent/proxy had local edits)."""
+    def git(*args):
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    return {"head": git("rev-parse", "HEAD"),
+            "agent_proxy": git("log", "-1", "--format=%H", "--", "agent/proxy"),
+            "agent_proxy_dirty": bool(git("status", "--porcelain", "--", "agent/proxy",
+                                          "agent/codec", "native"))}
+
+
+def candidate_arg(ap) -> None:
+    ap.add_argument("--candidate", metavar="TREE",
+                    help="also run nodemesh from another checkout (a branch with a fix) as peer "
+                         "'candidate', in the same rounds: an A/B of the change")
+
+
+def candidate_info(tree) -> dict:
+    if not tree:
+        return {}
+    return {"candidate": {"tree": str(tree), **proxy_commit(pathlib.Path(tree))}}
+
+
+# -- bootstrap pieces ---------------------------------------------------------------------------
+
+def cluster_yaml(name: str, port: int, host: str = HOST) -> str:
+    return textwrap.indent(textwrap.dedent(f"""\
+        - name: {name}
+          type: STATIC
+          connect_timeout: 1s
+          load_assignment:
+            cluster_name: {name}
+            endpoints:
+            - lb_endpoints:
+              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}
+        """), "  ")
+
+
+def meta_listener_yaml(name: str, vip: str, port: int, codec: str, routes: str) -> str:
+    """An Aeraki MetaProtocolProxy listener; routes: YAML list items at column 0."""
+    body = textwrap.dedent(f"""\
+        - name: {name}
+          address: {{socket_address: {{address: {vip}, port_value: {port}}}}}
+          filter_chains:
+          - filters:
+            - name: envoy.filters.network.meta_protocol_proxy
+              typed_config:
+                "@type": type.googleapis.com/aeraki.meta_protocol_proxy.v1alpha.MetaProtocolProxy
+                stat_prefix: {name}
+                application_protocol: {codec}
+                codec: {{name: aeraki.meta_protocol.codec.{codec}}}
+                route_config:
+                  name: {name}-routes
+                  routes:
+        """)
+    return textwrap.indent(body + textwrap.indent(routes, " " * 10), "  ")
+
+
+def http_listener_yaml(name: str, vip: str, port: int, cluster: str) -> str:
+    return textwrap.indent(textwrap.dedent(f"""\
+        - name: {name}
+          address: {{socket_address: {{address: {vip}, port_value: {port}}}}}
+          filter_chains:
+          - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: {name}
+                codec_type: HTTP1
+                http_filters:
+                - name: envoy.filters.http.router
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+                route_config:
+                  name: {name}-routes
+                  virtual_hosts:
+                  - name: all
+                    domains: ["*"]
+                    routes:
+                    - name: all
+                      match: {{prefix: /}}
+                      route: {{cluster: {cluster}}}
+        """), "  ")
+
+
+def tcp_listener_yaml(name: str, vip: str, port: int, cluster: str) -> str:
+    return textwrap.indent(textwrap.dedent(f"""\
+        - name: {name}
+          address: {{socket_address: {{address: {vip}, port_value: {port}}}}}
+          filter_chains:
+          - filters:
+            - name: envoy.filters.network.tcp_proxy
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+                stat_prefix: {name}
+                cluster: {cluster}
+        """), "  ")
+
+
+# -- peers --------------------------------------------------------------------------------------
+
+class Peer:
+    """A proxy (or none: direct) that listens on `port` and has `pids` to account."""
+
+    def __init__(self, name: str, port: int, pids: List[int], stop: Callable[[], None] = None,
+                 note: str = ""):
+        self.name, self.port, self.pids, self._stop, self.note = name, port, pids, stop, note
+
+    def stop(self):
+        if self._stop:
+            self._stop()
+
+
+def haproxy_peer(procs: Procs, ports: Ports, mode: str, backend_port: int, threads: int,
+                 name: str = "haproxy") -> Peer:
+    """HAProxy 2.x in front of one backend: `mode http` (keep-alive both sides, reused
+    server connections) or `mode tcp` (a plain L4 relay)."""
+    port = ports.take()
+    http = mode == "http"
+    cfg = procs.tmp / f"{name}-{port}.cfg"
+    cfg.write_text(textwrap.dedent(f"""\
+        global
+            nbthread {threads}
+            maxconn 9000
+        defaults
+            mode {mode}
+            timeout connect 2s
+            timeout client 30s
+            timeout server 30s
+            {"option http-keep-alive" if http else ""}
+            {"http-reuse always" if http else ""}
+        frontend fe
+            bind {HOST}:{port}
+            default_backend be
+        backend be
+            server s1 {HOST}:{backend_port}
+        """))
+    proc = procs.start(["haproxy", "-f", cfg, "-db"], port=port)
+    return Peer(name, port, [proc.pid], lambda: procs.stop_one(proc),
+                f"haproxy {mode}, nbthread {threads}")
+
+
+def uvloop_relay_peer(procs: Procs, ports: Ports, backend_port: int) -> Peer:
+    """bench/proxy_relay.py: a plain byte relay on uvloop protocols (the proxy's runtime
+    without any L7 work)."""
+    port = ports.take()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = procs.start([sys.executable, "-m", "bench.proxy_relay", HOST, port, HOST,
+                        backend_port], port=port, cwd=ROOT, env=env)
+    return Peer("uvloop-relay", port, [proc.pid], lambda: procs.stop_one(proc),
+                "uvloop protocols, one process")
+
+
+def direct_peer(port: int) -> Peer:
+    return Peer("direct", port, [], note="client to backend")
+
+
+# -- rounds and summaries ------------------------------------------------------------------------
+
+def alternate(peers: List[Peer], rounds: int, measure: Callable[[Peer], dict],
+              label: str = "") -> Dict[str, List[dict]]:
+    """measure(peer) for every peer, `rounds` times, starting each round one peer
+    later, so no peer always runs first (or right after the same neighbour)."""
+    samples: Dict[str, List[dict]] = collections.defaultdict(list)
+    for r in range(rounds):
+        order = peers[r % len(peers):] + peers[:r % len(peers)]
+        for peer in order:
+            cpu = CpuMeter(peer.pids).start()
+            sample = measure(peer)
+            sample["proxy_cpu_s"] = cpu.stop() if peer.pids else 0.0
+            if sample.get("count"):
+                n = sample["count"]
+                sample["cpu_us_per_req"] = sample["proxy_cpu_s"] / n * 1e6
+                sample["user_us_per_req"] = cpu.user / n * 1e6
+                sample["system_us_per_req"] = cpu.system / n * 1e6
+            samples[peer.name].append(sample)
+            print(f"  {label} round {r + 1}/{rounds} {peer.name:<18} "
+                  f"{sample.get('rate', 0):>10,.0f} req/s  "
+                  f"{sample.get('cpu_us_per_req', 0):6.1f} us CPU/req", flush=True)
+    return samples
+
+
+def med(samples: List[dict], key: str) -> float:
+    values = [s[key] for s in samples if s.get(key) is not None]
+    return statistics.median(values) if values else 0.0
+
+
+def summarize(samples: Dict[str, List[dict]], reference: str = "") -> List[dict]:
+    """One row per peer: medians; ratio of requests/s to `reference`."""
+    rows = []
+    ref_rate = med(samples.get(reference, []), "rate") if reference else 0.0
+    for name, ss in samples.items():
+        rate = med(ss, "rate")
+        row = {"peer": name, "rate": round(rate, 1), "rounds": len(ss),
+               "rate_min": round(min(s["rate"] for s in ss), 1),
+               "rate_max": round(max(s["rate"] for s in ss), 1),
+               "cpu_us_per_req": round(med(ss, "cpu_us_per_req"), 2),
+               "user_us_per_req": round(med(ss, "user_us_per_req"), 2),
+               "system_us_per_req": round(med(ss, "system_us_per_req"), 2),
+               "proxy_vcpu_per_1k_rps": round(med(ss, "cpu_us_per_req") / 1000, 4)}
+        for key in ("p50_us", "p99_us", "errors"):
+            if any(key in s for s in ss):
+                row[key] = med(ss, key)
+        if ref_rate:
+            row[f"vs_{reference}"] = round(rate / ref_rate, 3)
+        rows.append(row)
+    return rows
+
+
+def claim(text: str, measured: float, target: float, kind: str = ">=", unit: str = "x",
+          note: str = "") -> dict:
+    met = measured >= target if kind == ">=" else measured <= target
+    fmt = (lambda v: f"{v:.2f}{unit}") if unit == "x" else (lambda v: f"{v:.3g} {unit}")
+    return {"claim": text, "measured": fmt(measured), "target": f"{kind} {fmt(target)}",
+            "met": bool(met), "note": note}
+
+
+def print_rows(title: str, rows: List[dict], columns: List[str]) -> None:
+    from bench.common import print_table
+
+    print_table(title, columns, [[_fmt(r.get(c, "")) for c in columns] for r in rows])
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return v
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+def start_py_spy(pid: int, seconds: float, out: pathlib.Path, rate: int = 250):
+    """py-spy sampling one worker, native frames included (which needs the process
+    paused for each sample: a few percent slower), for `seconds` in the background;
+    None without py-spy."""
+    exe = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
+    if not os.path.exists(exe):
+        return None
+    return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))),
+                             "-r", str(rate), "--native", "-f", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+_SYSCALL_LEAVES = {"write", "read", "epoll_pwait", "epoll_wait", "writev", "readv", "sendmsg",
+                   "recvmsg", "__GI___libc_write", "__libc_read"}
+
+
+def py_spy_report(proc, out: pathlib.Path, top: int = 25) -> Optional[dict]:
+    """Where one worker's samples fall. py-spy samples wall time, and on a loaded
+    2-core host a process is often preempted inside write() (the wake-up of the
+    peer it wrote to), so samples whose leaf is a syscall are counted apart and the
+    Python functions are ranked among the other samples only: `python_self` by the
+    innermost Python function of a sample, `python_inclusive` by any function on
+    its stack. Use the perf split (kernel vs user CPU) for how big each side is."""
+    if proc is None:
+        return None
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+    if not out.exists():
+        return None
+    leaves, own, incl = collections.Counter(), collections.Counter(), collections.Counter()
+    total = user = 0
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        n = int(n)
+        total += n
+        frames = stack.split(";")
+        leaf = frames[-1]
+        name, _, lib = leaf.partition(" (")
+        if name in _SYSCALL_LEAVES and "libc" in lib:
+            leaves[f"syscall {name}"] += n
+            continue
+        user += n
+        leaves["native " + lib.split(".")[0] if ".so" in lib else "python"] += n
+        funcs = [_function(f) for f in frames if ".py" in f]
+        if funcs:
+            own[funcs[-1]] += n
+            for f in set(funcs):
+                incl[f] += n
+    if not user:
+        return None
+    pct = lambda c, d: [[k, round(100 * v / d, 1)] for k, v in c.most_common(top)]  # noqa
+    return {"samples": total, "leaf_percent": pct(leaves, total),
+            "python_self": pct(own, user), "python_inclusive": pct(incl, user)}
+
+
+def _function(frame: str) -> str:
+    """'Session.flush (agent/proxy/session.py:386)' -> 'Session.flush (agent/proxy/session.py)'."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0]
+    return f"{name} ({_short(where)})"
+
+
+def perf_split(pid: int, seconds: float, out: pathlib.Path):
+    """perf record (CPU-time samples) of one process in the background; None without perf."""
+    perf = shutil.which("perf")
+    if not perf:
+        return None
+    return subprocess.Popen([perf, "record", "-q", "-F", "999", "-p", str(pid), "-o", str(out),
+                             "--", "sleep", str(seconds)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def perf_split_report(proc, out: pathlib.Path) -> Optional[dict]:
+    """CPU samples per binary: kernel, the interpreter, uvloop, cffi, the codecs."""
+    if proc is None:
+        return None
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return None
+    rep = subprocess.run(["perf", "report", "-i", str(out), "--sort", "dso", "--stdio"],
+                         capture_output=True, text=True, timeout=60)
+    split = {}
+    for line in rep.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0].endswith("%") and not line.startswith("#"):
+            name = parts[1]
+            name = {"[kernel.kallsyms]": "kernel", "python3.11": "python interpreter"}.get(
+                name, name.split(".")[0].lstrip("_"))
+            split[name] = split.get(name, 0.0) + float(parts[0].rstrip("%"))
+    return {k: round(v, 1) for k, v in sorted(split.items(), key=lambda kv: -kv[1])} or None
+
+
+def profile(peer: Peer, load: Callable[[], dict], tmp: pathlib.Path, spy_pid: int = 0,
+            seconds: float = 3.0) -> dict:
+    """One extra load run with the peer's syscalls counted and (nodemesh) one worker
+    sampled by py-spy and perf: where its CPU goes, per request. The load must last
+    longer than `seconds`. Not used for the ratios (sampling costs a little)."""
+    spy_out, perf_out = tmp / f"pyspy-{peer.name}.txt", tmp / f"perf-{peer.name}.data"
+    spy = start_py_spy(spy_pid, seconds, spy_out) if spy_pid else None
+    perf = perf_split(spy_pid, seconds, perf_out) if spy_pid else None
+    counter = SyscallCounter(peer.pids).start()
+    cpu = CpuMeter(peer.pids).start()
+    sample = load()
+    cpu.stop()
+    calls = counter.stop()
+    n = sample.get("count") or 0
+    result = {"peer": peer.name, "rate": round(sample.get("rate", 0), 1), "requests": n,
+              "user_us_per_req": round(cpu.user / n * 1e6, 2) if n else None,
+              "system_us_per_req": round(cpu.system / n * 1e6, 2) if n else None,
+              "syscalls_per_request": per_request(calls, n)}
+    if spy_pid:
+        result["cpu_by_binary_percent"] = perf_split_report(perf, perf_out)
+        result["py_spy"] = py_spy_report(spy, spy_out)
+    return result
+
+
+def print_profile(p: dict) -> None:
+    print(f"\n  profile {p['peer']}: {p['rate']:,.0f} req/s, user {p['user_us_per_req']} us/req, "
+          f"system {p['system_us_per_req']} us/req")
+    if p.get("syscalls_per_request"):
+        print("    syscalls/req: " + ", ".join(f"{k} {v}" for k, v in
+                                             list(p["syscalls_per_request"].items())[:8]))
+    if p.get("cpu_by_binary_percent"):
+        print("    CPU by binary: " + ", ".join(f"{k} {v}%" for k, v in
+                                              list(p["cpu_by_binary_percent"].items())[:6]))
+    spy = p.get("py_spy")
+    if spy:
+        print("    py-spy leaves: " + ", ".join(f"{k} {v}%" for k, v in spy["leaf_percent"][:6]))
+        for frame, pct in spy["python_self"][:12]:
+            print(f"    {pct:5.1f}% of non-syscall samples in {frame}")
+
+
+def _short(frame: str) -> str:
+    """'Session.flush (agent/proxy/session.py:386)' stays; site-packages paths shrink."""
+    return frame.replace(str(ROOT) + "/", "").split("site-packages/")[-1]
+
+
+SYSCALLS = ("read", "write", "recvfrom", "sendto", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+            "epoll_ctl", "writev", "recvmsg", "sendmsg", "futex", "ioctl", "getpid",
+            "readv", "getsockopt", "setsockopt", "accept4", "connect", "close")
+
+
+class SyscallCounter:
+    """Syscalls made by pids between start() and stop(), counted with perf tracepoints
+    (no ptrace: the process runs at full speed). stop() returns None without perf."""
+
+    def __init__(self, pids: List[int]):
+        self.pids = pids
+        self.proc = None
+
+    def start(self) -> "SyscallCounter":
+        perf = shutil.which("perf")
+        if perf and self.pids:
+            events = ",".join(f"syscalls:sys_enter_{s}" for s in SYSCALLS)
+            self.proc = subprocess.Popen(
+                [perf, "stat", "-x", ",", "-e", events + ",raw_syscalls:sys_enter",
+                 "-p", ",".join(map(str, self.pids))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(0.3)                     # perf attaches before the load starts
+        return self
+
+    def stop(self) -> Optional[dict]:
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        counts = {}
+        for line in err.splitlines():
+            parts = line.split(",")
+            if len(parts) > 2 and parts[0].strip().isdigit():
+                name = parts[2].split(":")[-1].replace("sys_enter_", "")
+                counts["all" if name == "sys_enter" else name] = int(parts[0])
+        return {k: v for k, v in counts.items() if v} or None
+
+
+def per_request(counts: Optional[dict], requests: int) -> Optional[dict]:
+    if not counts or not requests:
+        return None
+    return {k: round(v / requests, 3) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
