@@ -311,7 +311,7 @@ def run_size(n, builder, kernel, changes, tmp):
             t_bpf = wait_until(lambda: bpf.remote_port(last) == remote_port(n - 1),
                                timeout=120 + n / 100, step=0.002)
             result["initial_bpf_s"] = round(t_bpf - t0, 3)
-        done = probe.wait(lambda l: l["listeners"] >= n and l["clusters"] >= n,
+        done = probe.wait(lambda line: line["listeners"] >= n and line["clusters"] >= n,
                           timeout=120 + n / 100)
         result["initial_proxy_s"] = round(done["t"] - t0, 3)
         if bpf:
@@ -345,7 +345,7 @@ def measure_changes(n, builder, cp, probe, bpf, agent, changes):
         if bpf:     # polled first: the proxy's line carries its own timestamp
             t = wait_until(lambda: bpf.remote_port(builder.f.vip(i)) == port, timeout=30)
             bpf_ms.append((t - t0) * 1000)
-        line = probe.wait(lambda l: l.get("ports", {}).get(name) == port, timeout=30)
+        line = probe.wait(lambda out: out.get("ports", {}).get(name) == port, timeout=30)
         proxy_ms.append((line["t"] - t0) * 1000)
         stats = agent.client.get("/stats")
         apply_ms.append(stats["apply"]["last_seconds"] * 1000)

@@ -5,10 +5,11 @@
 
 Start order: static resources (a bad bootstrap stops here) -> admin API
 (so probes answer while the rest comes up) -> datapath up (or adopted
-after a restart) -> relay -> ADS client -> first configuration (the control plane's, or the last good
-one when the control plane does not answer in time) -> BPF services map
-reconciled -> components. Stop order is the reverse; the datapath stays up
-(it keeps steering without the agent, and the next agent adopts it).
+after a restart) -> relay -> ADS client -> first configuration (the
+control plane's, or the last good one when the control plane does not
+answer in time) -> BPF services map reconciled -> components. Stop order
+is the reverse; the datapath stays up (it keeps steering without the
+agent, and the next agent adopts it).
 """
 
 from __future__ import annotations

@@ -105,5 +105,5 @@ class LastGood:
             return
         self.stats.saves += 1
         self.stats.last_save_at, self.stats.last_save_bytes = time.time(), len(data)
-        del data, saved
+        data = None
         memory.trim()              # the encoding was a copy of everything: give it back

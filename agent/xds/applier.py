@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from google.protobuf import any_pb2
@@ -32,7 +31,9 @@ from .config_api import ConfigError, ConfigStore, resource_name
 from .incoming import Incoming, Unwrapped
 from .references import References
 from .types import (ADS, APPLY_ORDER, CHILD_TYPES, CLUSTER, ENDPOINT, LISTENER, META_ROUTE,
-                    ROUTE, ROUTE_TYPES, STATE_OF_THE_WORLD)
+                    ROUTE, ROUTE_TYPES)
+from .records import ApplyStats, Outcome, Record, ServedChange, Sink  # noqa: F401 (API)
+from .warming import Warming
 
 log = logging.getLogger("nodemesh.xds")
 
@@ -42,52 +43,6 @@ DEFAULT_WARMING_TIMEOUT = 15.0
 (Envoy's initial_fetch_timeout default; the xDS spec recommends 15 s)."""
 
 
-@dataclass(slots=True)
-class Record:
-    """One accepted resource as received: what is relayed and persisted.
-
-    Kept as its serialized bytes, not as a message: 10,000 services are 40,000
-    records, and a protobuf object costs several times its wire size."""
-
-    version: str
-    type_url: str                      # of the payload (routes come in two shapes)
-    value: bytes
-    source: str                        # ADS, an RDS stream's cluster, STATIC
-    updated: float                     # wall clock, for /config_dump
-    expires: Optional[float] = None    # monotonic deadline from the resource TTL
-
-    @property
-    def payload(self) -> any_pb2.Any:
-        return any_pb2.Any(type_url=self.type_url, value=self.value)
-
-
-@dataclass
-class ServedChange:
-    """What changed in the served configuration for one type."""
-
-    type_url: str
-    upserts: Dict[str, Record]
-    removed: Tuple[str, ...]
-    version: str
-    messages: Dict[str, object] = field(default_factory=dict)   # decoded, where at hand
-
-
-@dataclass
-class ApplyStats:
-    applies: int = 0
-    resources: int = 0                 # resources in the responses applied
-    last_seconds: float = 0.0          # the last apply, store + warming + publication
-    total_seconds: float = 0.0
-
-
-@dataclass
-class Outcome:
-    errors: List[ConfigError]
-    changed: bool
-    published: List[ServedChange]
-
-
-Sink = Callable[["Applier", List[ServedChange]], None]
 
 
 class Applier:
@@ -107,15 +62,11 @@ class Applier:
         """hash(payload bytes) -> name: recognises a resent resource without a decode
         (hashes, not the bytes again: a second copy of every resource otherwise)."""
         self.refs = References(own_sources=rds_sources, name_sources=rds_name_sources)
-        self.warming: Dict[Tuple[str, str], float] = {}          # (type, name) -> deadline
-        self._overrides: Dict[Tuple[str, str], object] = {}      # served model object or None
+        self._warming = Warming(self.refs, self._received, warming_timeout, clock)
         self.deferred: set = set()                                # (type, name) removals held
-        self._waiting: Dict[Tuple[str, str], set] = {}            # (kind, dep) -> warming keys
-        self._deps: Dict[Tuple[str, str], list] = {}              # warming key -> its (kind, dep)
         self._expiring: Dict[Tuple[str, str], float] = {}         # (type, name) -> TTL deadline
         self.versions: Dict[str, str] = {}                        # type -> last applied version
         self.ref_listeners: List[Callable[[], None]] = []         # subscriptions may change
-        self._serving_cache = None
         self.stats = ApplyStats()
 
     # -- queries -----------------------------------------------------------------
@@ -135,29 +86,21 @@ class Applier:
     def has_route(self, name: str) -> bool:
         return name in self.records[ROUTE] or name in self.records[META_ROUTE]
 
+    def _received(self, kind: str, name: str) -> bool:
+        return self.has_route(name) if kind == "route" else name in self.records[ENDPOINT]
+
+    @property
+    def warming(self) -> Dict[Tuple[str, str], float]:
+        """(type, name) -> deadline of what is accepted but not served yet."""
+        return self._warming.deadlines
+
     def retained(self, type_url: str, source: str = ADS) -> Dict[str, str]:
         """name -> version of what this source delivered and we still hold (delta resume)."""
         return {n: r.version for n, r in self.records[type_url].items() if r.source == source}
 
     def serving_snapshot(self) -> model.Snapshot:
         """The store's snapshot with warming resources replaced by what they update."""
-        snap = self.store.snapshot()
-        if not self._overrides:
-            return snap
-        cached = self._serving_cache
-        if cached is not None and cached[0] is snap:
-            return cached[1]
-        listeners, clusters = dict(snap.listeners), dict(snap.clusters)
-        for (type_url, name), obj in self._overrides.items():
-            table = listeners if type_url == LISTENER else clusters
-            if obj is None:
-                table.pop(name, None)
-            else:
-                table[name] = obj
-        view = model.Snapshot(listeners=listeners, route_tables=snap.route_tables,
-                              clusters=clusters, versions=snap.versions)
-        self._serving_cache = (snap, view)
-        return view
+        return self._warming.serving(self.store.snapshot())
 
     def warming_names(self, type_url: Optional[str] = None) -> set:
         return {n for (t, n) in self.warming if type_url is None or t == type_url}
@@ -323,15 +266,17 @@ class Applier:
             table = snap.listeners if type_url == LISTENER else snap.clusters
             for name in accepted:
                 refs_changed |= self.refs.hold((type_url, name), type_url, table.get(name))
-                missing = self._missing(type_url, table.get(name))
+                missing = self._warming.missing(type_url, table.get(name))
                 if missing:
-                    refs_changed |= self._start_warming(type_url, name, before, missing)
+                    old = (before.listeners if type_url == LISTENER else before.clusters)
+                    refs_changed |= self._warming.start((type_url, name), missing,
+                                                        old.get(name))
                 else:
-                    refs_changed |= self._stop_warming(type_url, name)
+                    refs_changed |= self._warming.stop((type_url, name))
                     self._serve(changes, type_url, name, version, messages.get(name))
             for name in removed:
                 refs_changed |= self.refs.release((type_url, name))
-                refs_changed |= self._stop_warming(type_url, name)
+                refs_changed |= self._warming.stop((type_url, name))
                 self._unserve(changes, type_url, name, version)
             if refs_changed:
                 self._collect_children(type_url, changes, version)
@@ -342,71 +287,21 @@ class Applier:
                 self._unserve(changes, type_url, name, version)
             if accepted:
                 self._release_ready(changes, type_url, accepted, version)
-        self._serving_cache = None
         published = self._publish(changes)
         if refs_changed:
             for notify in self.ref_listeners:
                 notify()
         return published
 
-    def _missing(self, type_url, obj) -> List[Tuple[str, str]]:
-        """The (kind, name) dependencies of a listener/cluster not received yet."""
-        if obj is None:
-            return []
-        if type_url == CLUSTER:
-            eds = obj.eds_service_name
-            return [(ENDPOINT, eds)] if eds and eds not in self.records[ENDPOINT] else []
-        return [("route", fc.route_config_name) for fc in obj.filter_chains
-                if fc.route_config_name and not self.has_route(fc.route_config_name)]
-
-    def _start_warming(self, type_url, name, before, missing) -> bool:
-        key = (type_url, name)
-        self._unwait(key)
-        self.warming[key] = self.clock() + self.warming_timeout
-        self._deps[key] = missing
-        for dep in missing:
-            self._waiting.setdefault(dep, set()).add(key)
-        if key in self._overrides:
-            return False
-        table = before.listeners if type_url == LISTENER else before.clusters
-        old = table.get(name) if before is not None else None
-        self._overrides[key] = old
-        # what the served version refers to must stay too
-        return self.refs.hold(("served",) + key, type_url, old)
-
-    def _unwait(self, key):
-        for dep in self._deps.pop(key, ()):
-            keys = self._waiting.get(dep)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._waiting[dep]
-
-    def _stop_warming(self, type_url, name) -> bool:
-        key = (type_url, name)
-        self._unwait(key)
-        self.warming.pop(key, None)
-        if self._overrides.pop(key, 0) == 0:
-            return False
-        return self.refs.release(("served",) + key)
-
     def _release_ready(self, changes, child_type, names, version):
-        kind = "route" if child_type in ROUTE_TYPES else ENDPOINT
-        keys = set()
-        for name in names:
-            keys |= self._waiting.pop((kind, name), set())
-        if not keys:
-            return
         snap = self.store.snapshot()
-        for type_url, name in keys:
-            if (type_url, name) not in self.warming:
-                continue
+        for type_url, name in self._warming.waiting_for(child_type, names):
             table = snap.listeners if type_url == LISTENER else snap.clusters
-            if not self._missing(type_url, table.get(name)):
+            if not self._warming.missing(type_url, table.get(name)):
                 self._release(changes, type_url, name, version, "arrived")
 
     def _release(self, changes, type_url, name, version, why):
-        if self._stop_warming(type_url, name):
+        if self._warming.stop((type_url, name)):
             self._collect_children(type_url, changes, version)
         log.info("xds: %s %s warmed (%s)", type_url.rsplit(".", 1)[-1], name, why)
         self._serve(changes, type_url, name, version, None)
@@ -451,7 +346,9 @@ class Applier:
     # -- time ---------------------------------------------------------------------------
 
     def next_deadline(self) -> Optional[float]:
-        deadlines = [min(d.values()) for d in (self.warming, self._expiring) if d]
+        deadlines = [d for d in (self._warming.next_deadline(),
+                                 min(self._expiring.values()) if self._expiring else None)
+                     if d is not None]
         return min(deadlines) if deadlines else None
 
     def tick(self) -> List[ServedChange]:
@@ -467,13 +364,12 @@ class Applier:
                                         version=self.versions.get(type_url, ""),
                                         source=self.records[type_url][expired[0]].source
                                         ).published
-        timed_out = [key for key, deadline in self.warming.items() if deadline <= now]
+        timed_out = self._warming.timed_out()
         if timed_out:
             changes: Dict[str, ServedChange] = {}
             for type_url, name in timed_out:
                 self._release(changes, type_url, name, self.versions.get(type_url, ""),
                               "timed out: serving without its dependencies")
-            self._serving_cache = None
             published += self._publish(changes)
             for notify in self.ref_listeners:
                 notify()

@@ -62,8 +62,8 @@ def cluster_dict(i: int, *, eds=True, lb="ROUND_ROBIN") -> dict:
 
 def endpoints_dict(i: int, *, port=7000, hosts=1) -> dict:
     return {"cluster_name": f"c-{i}", "endpoints": [{"lb_endpoints": [
-        {"endpoint": {"address": {"socket_address": {"address": f"10.{i // 250 % 250}.{i % 250}.{h + 1}",
-                                                     "port_value": port}}}}
+        {"endpoint": {"address": {"socket_address": {
+            "address": f"10.{i // 250 % 250}.{i % 250}.{h + 1}", "port_value": port}}}}
         for h in range(hosts)]}]}
 
 

@@ -248,6 +248,8 @@ def test_flooding_control_plane_is_folded_and_latest_wins(run):
                         what="latest applied")
             last = n - 1
             assert set(s.snapshot().clusters) == {f"c-{j}" for j in range(last % 7, last % 7 + 20)}
+            await until(lambda: any(nonce == f"f{n - 1}" for nonce, _ in st.replies(CLUSTER)),
+                        what="the last response answered")
             replies = [nonce for nonce, _ in st.replies(CLUSTER)]
             assert replies[-1] == f"f{n - 1}" and len(replies) == len(set(replies))
             assert s.stream().stats.responses == n
