@@ -2,6 +2,7 @@
 frame builders, and the summaries that become claims. The benchmarks themselves run in
 bench/ (they take minutes); these check that what they measure with is right."""
 
+import json
 import shutil
 import socket
 import struct
@@ -129,3 +130,24 @@ def test_procs_kills_what_it_started(tmp_path):
         proc = p.start([sys.executable, "-c", "import time; time.sleep(60)"])
     assert proc.poll() is not None
     assert not p.tmp.exists()
+
+
+def test_report_rewrites_only_between_the_markers(tmp_path, monkeypatch):
+    from bench import proxy_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "proxy_http.json").write_text(json.dumps({
+        "rows": [{"peer": "haproxy", "rate": 100.0, "vs_haproxy": 1.0, "cpu_us_per_req": 2.0,
+                  "user_us_per_req": 1.0, "system_us_per_req": 1.0,
+                  "proxy_vcpu_per_1k_rps": 0.002}],
+        "claims": [{"claim": "c", "measured": "1.00x", "target": ">= 1.00x", "met": True}]}))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# t\nhand\n{proxy_report.START}\nold\n{proxy_report.END}\nafter\n")
+    monkeypatch.setattr(proxy_report, "RESULTS", results)
+    monkeypatch.setattr(proxy_report, "DOC", doc)
+    monkeypatch.setattr(proxy_report, "ROOT", tmp_path)
+    assert proxy_report.main() == 0
+    text = doc.read_text()
+    assert text.startswith("# t\nhand\n") and text.endswith(f"{proxy_report.END}\nafter\n")
+    assert "old" not in text and "| haproxy | 100.0 | 1.00x |" in text and "| c | 1.00x |" in text
