@@ -56,7 +56,7 @@ def rewrite_id_prototype(data: bytes, at: int, value: int) -> bytes:
 def cases():
     """(name, stmt, globals, note): each stmt is one request's worth of that step."""
     from agent.codec import decoder_for
-    from agent.config.model import Cluster, CircuitBreakers, Endpoint
+    from agent.config.model import CircuitBreakers, Cluster, Endpoint
     from agent.proxy.circuit import CircuitBreaker
     from agent.proxy.fairness import PodFairness
     from agent.proxy.hosts import HostSet
@@ -73,12 +73,12 @@ def cases():
     rframe = dec["redis"].feed(REDIS_GET)[0]
     traits = traits_for("dubbo", {})
     model = Cluster(name="c", version="1", endpoints=(Endpoint("127.0.0.1", 1),))
-    g = dict(dec=dec, rdec=rdec, dubbo_req=dubbo_req, dubbo_rep=dubbo_rep, REDIS_GET=REDIS_GET,
-             REDIS_REPLY=REDIS_REPLY, HTTP_GET=HTTP_GET, HTTP_REPLY=HTTP_REPLY, dframe=dframe,
-             hframe=hframe, rframe=rframe, traits=traits, id_encoding=id_encoding,
-             id_range=id_range, write_id=write_id, Request=Request, slot=Slot(("a", "b", "c", "d")),
-             fair=PodFairness(100_000), breaker=CircuitBreaker(CircuitBreakers()),
-             lb=make_balancer(model, HostSet(model)), rewrite_id_prototype=rewrite_id_prototype)
+    g = {"dec": dec, "rdec": rdec, "dubbo_req": dubbo_req, "dubbo_rep": dubbo_rep, "REDIS_GET": REDIS_GET,
+             "REDIS_REPLY": REDIS_REPLY, "HTTP_GET": HTTP_GET, "HTTP_REPLY": HTTP_REPLY, "dframe": dframe,
+             "hframe": hframe, "rframe": rframe, "traits": traits, "id_encoding": id_encoding,
+             "id_range": id_range, "write_id": write_id, "Request": Request, "slot": Slot(("a", "b", "c", "d")),
+             "fair": PodFairness(100_000), "breaker": CircuitBreaker(CircuitBreakers()),
+             "lb": make_balancer(model, HostSet(model)), "rewrite_id_prototype": rewrite_id_prototype}
     assign = ("f = dframe; w = f.id_length; e = id_encoding(traits, f); first, last = "
               "id_range(e, w); b = bytearray(f.data); write_id(b, f.id_offset, w, e, 5); bytes(b)")
     return g, [
@@ -99,8 +99,8 @@ def cases():
         ("mux", "dubbo upstream id: as UpstreamConn._assign_id", assign, ""),
         ("mux", "dubbo upstream id prototype: one struct.pack_into",
          "rewrite_id_prototype(dubbo_req, 4, 5)", ""),
-        ("state", "Request(...)", "Request(None, None, rframe, REDIS_GET, 'request', 0, None, "
-         "'', 0.0, 1.0)", ""),
+        ("state", "Request(...)", ("Request(None, None, rframe, REDIS_GET, 'request', 0, None, "
+         "'', 0.0, 1.0)"), ""),
         ("state", "Slot.observe (metrics)", "slot.observe('ok', '-', 0.0004)", ""),
         ("state", "PodFairness.admit + done", "fair.admit('p'); fair.done('p')", ""),
         ("state", "CircuitBreaker acquire + release (requests)",

@@ -26,10 +26,24 @@ import subprocess
 import textwrap
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
-                                candidate_arg, candidate_info, claim, cluster_yaml, direct_peer,
-                                meta_listener_yaml, print_profile, print_rows, profile,
-                                proxy_commit, summarize)
+from bench.proxy_bootstrap import cluster_yaml, meta_listener_yaml
+from bench.proxy_common import (
+    HOST,
+    ROOT,
+    NodemeshProxy,
+    Peer,
+    Ports,
+    Procs,
+    alternate,
+    candidate_arg,
+    candidate_info,
+    claim,
+    direct_peer,
+    print_rows,
+    proxy_commit,
+    summarize,
+)
+from bench.proxy_profile import print_profile, profile
 
 # Pipelined runs are short (well under a second a command) and swing most with the
 # machine's load: they get more rounds.
@@ -46,7 +60,7 @@ def redis_benchmark(port: int, n: int, pipeline: int) -> dict:
     """One run of GET and SET; rates per command and for both together."""
     args = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get,set", "-c", str(CONNS),
             "-n", str(n), "-P", str(pipeline), "--csv"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     rates = {row["test"].lower(): float(row["rps"]) for row in csv.DictReader(
         io.StringIO(out.stdout)) if row.get("rps")}
     if set(rates) != {"get", "set"}:
@@ -133,7 +147,8 @@ def main(argv=None) -> int:
         summaries = {}
         for mode, n in p["n"].items():
             samples = alternate(peers, rounds[mode],
-                                lambda peer: redis_benchmark(peer.port, n, PIPELINE[mode]), mode)
+                                lambda peer, n=n, mode=mode: redis_benchmark(peer.port, n, PIPELINE[mode]),
+                                mode)
             rows = summarize(samples, reference="nutcracker")
             for row in rows:
                 row["mode"] = mode
@@ -151,7 +166,8 @@ def main(argv=None) -> int:
             for mode in p["n"]:                # ~5 s of load at nodemesh's median rate
                 n = min(2_000_000, max(p["n"][mode], int(summaries[mode]["nodemesh"]["rate"] * 2.5)))
                 for peer in (nm, peers[1]):
-                    prof = profile(peer, lambda: redis_benchmark(peer.port, n, PIPELINE[mode]),
+                    prof = profile(peer, lambda peer=peer, n=n, mode=mode: redis_benchmark(
+                                       peer.port, n, PIPELINE[mode]),
                                    procs.tmp, spy_pid=peer.proxy.worker_pids[0]
                                    if peer is nm else 0)
                     prof["mode"] = mode

@@ -41,8 +41,8 @@ def _cpu(row: dict) -> str:
 
 
 def redis(r: dict) -> list:
-    out = ["**Redis** (`redis-benchmark -t get,set -c 32`; req/s of GET and SET together; "
-           "CPU per request of the proxy's own processes, user + system):", "",
+    out = [("**Redis** (`redis-benchmark -t get,set -c 32`; req/s of GET and SET together; "
+           "CPU per request of the proxy's own processes, user + system):"), "",
            "| mode | peer | req/s | GET | SET | vs nutcracker | CPU us/req | vCPU per 1k req/s |",
            "|---|---|---|---|---|---|---|---|"]
     for row in r.get("rows", []):
@@ -64,8 +64,8 @@ def http(h: dict) -> list:
 
 
 def rpc(p: dict) -> list:
-    out = ["**Dubbo and Thrift** (32 connections x depth in flight; ratio to the uvloop "
-           "L4 relay):", "",
+    out = [("**Dubbo and Thrift** (32 connections x depth in flight; ratio to the uvloop "
+           "L4 relay):"), "",
            "| protocol | depth | peer | req/s | vs uvloop relay | p50 us | p99 us | CPU us/req |",
            "|---|---|---|---|---|---|---|---|"]
     for row in p.get("rows", []):
@@ -76,10 +76,10 @@ def rpc(p: dict) -> list:
 
 
 def memory(m: dict) -> list:
-    out = ["**Memory** (RSS summed over the proxy's processes, 10,000 client connections "
-           "through the Redis listener):", "",
-           "| peer | processes | base MiB | idle, per 10k | after one request each, per 10k | "
-           "after close | after a 2nd cycle |", "|---|---|---|---|---|---|---|"]
+    out = [("**Memory** (RSS summed over the proxy's processes, 10,000 client connections "
+           "through the Redis listener):"), "",
+           ("| peer | processes | base MiB | idle, per 10k | after one request each, per 10k | "
+           "after close | after a 2nd cycle |"), "|---|---|---|---|---|---|---|"]
     for row in m.get("rows", []):
         out.append(f"| {row['peer']} | {row['processes']} | {row['rss_base_mib']} | "
                    f"+{row['idle_mib_per_10k']} MiB ({row['idle_kib_per_conn']} KiB/conn) | "
@@ -90,8 +90,8 @@ def memory(m: dict) -> list:
 
 def profiles(r: dict, h: dict, p: dict) -> list:
     out = ["**Profiles** (nodemesh worker; extra runs under perf and py-spy, so slower):", "",
-           "| workload | user us/req | sys us/req | syscalls/req | CPU: kernel / Python / "
-           "codec C | top Python (share of non-syscall samples) |", "|---|---|---|---|---|---|"]
+           ("| workload | user us/req | sys us/req | syscalls/req | CPU: kernel / Python / "
+           "codec C | top Python (share of non-syscall samples) |"), "|---|---|---|---|---|---|"]
     peers = []
     named = [(f"Redis {x.get('mode')}", x) for x in r.get("profiles", [])] + \
         [("HTTP/1.1", x) for x in h.get("profiles", [])] + \
@@ -129,9 +129,9 @@ def render() -> str:
     r, h, p, m = (_load(n) for n in ("redis", "http", "rpc", "memory"))
     machine = r.get("machine") or {}
     commit = (r.get("proxy_commit") or {}).get("agent_proxy", "?")[:10]
-    lines = [f"Last full run: {machine.get('date', '?')}, {machine.get('cpus', '?')} CPUs "
+    lines = [(f"Last full run: {machine.get('date', '?')}, {machine.get('cpus', '?')} CPUs "
              f"({machine.get('cpu_model', '?')}), proxy commit `{commit}` (agent/proxy), "
-             f"`--workers {r.get('workers', '?')}`.", ""]
+             f"`--workers {r.get('workers', '?')}`."), ""]
     for part in (redis(r), http(h), rpc(p), memory(m), profiles(r, h, p), targets(r, h, p, m)):
         lines += part + [""]
     return "\n".join(lines)

@@ -34,12 +34,28 @@ import struct
 import sys
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
-                                build_load_tool, candidate_arg, candidate_info, claim,
-                                cluster_yaml, direct_peer, haproxy_peer,
-                                meta_listener_yaml, print_profile, print_rows, profile,
-                                proxy_commit, run_json, summarize, tcp_listener_yaml,
-                                uvloop_relay_peer)
+from bench.proxy_bootstrap import cluster_yaml, meta_listener_yaml, tcp_listener_yaml
+from bench.proxy_common import (
+    HOST,
+    ROOT,
+    NodemeshProxy,
+    Peer,
+    Ports,
+    Procs,
+    alternate,
+    build_load_tool,
+    candidate_arg,
+    candidate_info,
+    claim,
+    direct_peer,
+    haproxy_peer,
+    print_rows,
+    proxy_commit,
+    run_json,
+    summarize,
+    uvloop_relay_peer,
+)
+from bench.proxy_profile import print_profile, profile
 
 FULL = {"rounds": 3, "seconds": 3.0, "depths": (1, 16), "nodemesh_tcp": True, "haproxy": True,
         "profile": True}
@@ -225,7 +241,7 @@ def main(argv=None) -> int:
                 load(exe, proto, peer.port, 1, 0.3)          # warm up
             for depth in args.depth or p["depths"]:
                 shape = f"{proto.name} depth {depth}"
-                samples = alternate(peers, rounds, lambda peer: load(
+                samples = alternate(peers, rounds, lambda peer, proto=proto, depth=depth: load(
                     exe, proto, peer.port, depth, p["seconds"]), shape)
                 rows = summarize(samples, reference="uvloop-relay")
                 for row in rows:
@@ -238,7 +254,8 @@ def main(argv=None) -> int:
                             "cpu_us_per_req", "user_us_per_req", "system_us_per_req"])
             if (p["profile"] and not args.candidate) or args.profile:
                 for depth in args.depth or p["depths"]:
-                    prof = profile(nm, lambda: load(exe, proto, nm.port, depth, 4.0), procs.tmp,
+                    prof = profile(nm, lambda proto=proto, nm=nm, depth=depth: load(
+                        exe, proto, nm.port, depth, 4.0), procs.tmp,
                                    spy_pid=proxy.worker_pids[0], seconds=3.0)
                     prof.update(protocol=proto.name, depth=depth)
                     results["profiles"].append(prof)

@@ -6,12 +6,12 @@ import json
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 
 import pytest
 
 from bench import proxy_common as pc
+from bench import proxy_profile
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 
@@ -108,7 +108,7 @@ def test_py_spy_report_ranks_python_apart_from_syscalls(tmp_path):
         def wait(self, timeout):
             return 0
 
-    rep = pc.py_spy_report(Done(), raw)
+    rep = proxy_profile.py_spy_report(Done(), raw)
     assert rep["leaf_percent"][0] == ["syscall write", 60.0]
     assert rep["python_self"][0] == ["Decoder.feed (agent/codec/decoder.py)", 100.0]
     assert ["native _native", 10.0] in rep["leaf_percent"]
