@@ -49,7 +49,7 @@ def main(argv):
     for proto, tb in failed.items():
         print(f"\n{proto} bench failed:\n{tb}")
     print(f"\nload average (1, 5, 15 min) before {load['before']}, after {load['after']} "
-          f"on {os.cpu_count()} CPUs: ratios are of the same run; absolute rates follow the load")
+          f"on {os.cpu_count()} CPUs; rates per second of the bench thread's CPU time")
     path = write_results("codecs", {"quick": quick, "rows": rows, "missing": missing,
                                     "failed": sorted(failed), "load_average": load})
     print(f"\nwrote {path}")

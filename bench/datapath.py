@@ -13,13 +13,15 @@
    a local listener by connect4, with the whole datapath attached as deployed:
      bpf              local mode, a service without pairing (connect4 and the
                       sockops bookkeeping: accept record, cleanup on close);
-     bpf_paired       the same for a service flagged for pairing: both ends
+     bpf_paired       the same for a service that pairs (the default): both ends
                       also join the sockhash (psock setup and teardown);
      bpf_remote_mode  the proxy map in remote mode pointing at 127.0.0.1;
+     bpf6             connect6: an IPv6 VIP (2001:db8:6e6d::1, unreachable
+                      route while the benchmark runs) to the proxy at [::1];
    against no program at all (connect straight to the port from a cgroup with
-   no programs), against iptables REDIRECT in a network namespace of our own,
-   plus two controls (enrolled cgroup, non-mesh destination; the netns with its
-   nat rule, direct destination).
+   no programs: none, none6 over ::1), against iptables REDIRECT in a network
+   namespace of our own, plus two controls (enrolled cgroup, non-mesh
+   destination; the netns with its nat rule, direct destination).
 
 Clients and server are C (bench/datapath_rr.c, compiled with cc at run time):
 a Python client costs 10-20 us a round trip and hides what is measured.
@@ -60,9 +62,11 @@ CGROUP_ROOT = os.path.join(CGROUP_V2, TAG)
 RUN_DIR = f"/tmp/{TAG}-run"
 NETNS = f"{TAG}-ipt"
 GUARD_ROUTE = "198.18.0.0/15"
+GUARD_ROUTE6 = "2001:db8:6e6d::/48"    # the host may have an IPv6 default route
 
 VIP, VIP_PORT = "198.18.10.1", 80     # a service flagged for pairing (the default)
 VIP_NOPAIR = "198.18.10.2"             # the same service without pairing
+VIP6 = "2001:db8:6e6d::1"              # an IPv6 service without pairing (connect6)
 PORT_BASE = int(os.environ.get("NODEMESH_BENCH_PORT_BASE", "15000"))
 PROXY_RR = PORT_BASE + 1    # the proxy address in the proxy map during the rr benchmark
 PLAIN_RR = PORT_BASE + 2    # same server, a port the datapath does not pair
@@ -74,7 +78,7 @@ SIZES = (64, 4096, 65536)
 CONNS = (1, 8)
 RR_TRANSPORTS = ("redirect", "tcp", "unix")
 CONNECT_VARIANTS = ("bpf", "bpf_paired", "bpf_remote_mode", "none", "iptables",
-                    "enrolled_direct", "netns_direct")
+                    "enrolled_direct", "netns_direct", "bpf6", "none6")
 
 FULL = {"rounds": 11, "rr_seconds": 0.3, "conn_rounds": 11, "conn_seconds": 0.4}
 QUICK = {"rounds": 3, "rr_seconds": 0.2, "conn_rounds": 3, "conn_seconds": 0.3}
@@ -95,6 +99,7 @@ class Bench:
         self.exe = None
         self.servers = []           # Popen objects we started
         self.added_route = False
+        self.added_route6 = False
         self.added_netns = False
         self.dp = None
         self.ctl = None
@@ -115,6 +120,10 @@ class Bench:
         if GUARD_ROUTE.split("/")[0] not in shown:
             _run(["ip", "route", "add", "unreachable", GUARD_ROUTE])
             self.added_route = True
+        shown = _run(["ip", "-6", "route", "show", "type", "unreachable", GUARD_ROUTE6]).stdout
+        if GUARD_ROUTE6.split("/")[0] not in shown:
+            _run(["ip", "-6", "route", "add", "unreachable", GUARD_ROUTE6])
+            self.added_route6 = True
 
     def cgroups(self):
         for d in (CGROUP_ROOT, self.client_cg, self.proxy_cg):
@@ -131,6 +140,8 @@ class Bench:
         self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_RR}", mode="local")
         self.ctl.add_service(f"{VIP}:{VIP_PORT}", 1, "tcp", remote_port=PLAIN_SINK)
         self.ctl.add_service(f"{VIP_NOPAIR}:{VIP_PORT}", 2, "tcp", remote_port=PLAIN_SINK,
+                             pair=False)
+        self.ctl.add_service(f"[{VIP6}]:{VIP_PORT}", 3, "tcp", remote_port=PLAIN_SINK,
                              pair=False)
         self.ctl.enroll(self.client_cg)
 
@@ -169,8 +180,9 @@ class Bench:
         # that sockops pairs its accepted sockets on the proxy port.
         self.srv_proxy = self.server(["-g", self.proxy_cg, "-t", f"127.0.0.1:{PROXY_RR}",
                      "-t", f"127.0.0.1:{PLAIN_RR}", "-u", self.unix_path,
-                     "-k", f"127.0.0.1:{PROXY_SINK}"])
-        self.srv_plain = self.server(["-k", f"127.0.0.1:{PLAIN_SINK}"])   # no cgroup of ours
+                     "-k", f"127.0.0.1:{PROXY_SINK}", "-k", f"[::1]:{PROXY_SINK}"])
+        self.srv_plain = self.server(["-k", f"127.0.0.1:{PLAIN_SINK}",   # no cgroup of ours
+                                      "-k", f"[::1]:{PLAIN_SINK}"])
         self.srv_netns = self.server(["-k", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS)
 
     # -- teardown ------------------------------------------------------------------
@@ -217,6 +229,12 @@ class Bench:
             if r.returncode:
                 errors.append(f"route del: {r.stderr.strip()}")
             self.added_route = False
+        if self.added_route6:
+            r = _run(["ip", "-6", "route", "del", "unreachable", GUARD_ROUTE6], check=False)
+            if r.returncode:
+                errors.append(f"route del: {r.stderr.strip()}")
+            self.added_route6 = False
+        self.added_route6 = False
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.unix_path)
         if self.tmp:
@@ -316,7 +334,7 @@ class Bench:
             remote = variant == "bpf_remote_mode"
             reason = "remote_mode" if remote else "local"
             self.ctl.set_proxy(mode="remote" if remote else "local")
-            vip = VIP if variant == "bpf_paired" else VIP_NOPAIR
+            vip = {"bpf_paired": VIP, "bpf6": f"[{VIP6}]"}.get(variant, VIP_NOPAIR)
             before = self.ctl.counters()
             res = self.client(base + ["-a", f"{vip}:{VIP_PORT}", "-g", self.client_cg],
                               server=self.srv_plain if remote else self.srv_proxy)
@@ -329,6 +347,8 @@ class Bench:
             return res
         if variant == "none":
             return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}"], server=self.srv_plain)
+        if variant == "none6":
+            return self.client(base + ["-a", f"[::1]:{PLAIN_SINK}"], server=self.srv_plain)
         if variant == "enrolled_direct":
             return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}", "-g", self.client_cg],
                                server=self.srv_plain)
@@ -341,7 +361,8 @@ class Bench:
         raise ValueError(variant)
 
     def connect(self):
-        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_SINK}", remote="127.0.0.1")
+        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_SINK},[::1]:{PROXY_SINK}",
+                           remote="127.0.0.1,::1")
         raw = {v: [] for v in CONNECT_VARIANTS}
         n = len(CONNECT_VARIANTS)
         for rnd in range(self.p["conn_rounds"]):
@@ -370,16 +391,24 @@ class Bench:
         out["ratio_bpf_vs_iptables"] = round(
             out["bpf"]["connects_per_s"] / out["iptables"]["connects_per_s"], 3)
         for v in CONNECT_VARIANTS:
-            if v != "none":
-                out[v]["paired_ratio_vs_none"] = _paired(raw[v], raw["none"])
+            base = baseline(v)       # *_vs_none: against none6 for IPv6 variants
+            if v != base:
+                out[v]["paired_ratio_vs_none"] = _paired(raw[v], raw[base])
                 # per-connect cost from the median latency: the least noisy figure here
-                out[v]["p50_ratio_vs_none"] = round(out["none"]["p50_us"] / out[v]["p50_us"], 3)
+                out[v]["p50_ratio_vs_none"] = round(out[base]["p50_us"] / out[v]["p50_us"], 3)
                 out[v]["best_ratio_vs_none"] = round(
-                    out[v]["best_connects_per_s"] / out["none"]["best_connects_per_s"], 3)
+                    out[v]["best_connects_per_s"] / out[base]["best_connects_per_s"], 3)
                 out[v]["cpu_ratio_vs_none"] = round(
-                    out["none"]["cpu_us_per_connect"] / out[v]["cpu_us_per_connect"], 3)
+                    out[base]["cpu_us_per_connect"] / out[v]["cpu_us_per_connect"], 3)
+        out["ratio_bpf6_vs_none6"] = round(
+            out["bpf6"]["connects_per_s"] / out["none6"]["connects_per_s"], 3)
         out["ratio_enrolled_direct_vs_none"] = round(out["enrolled_direct"]["connects_per_s"] / none, 3)
         return out
+
+
+def baseline(variant) -> str:
+    """What a connect variant is compared with: no program, same family."""
+    return "none6" if variant == "bpf6" else "none"
 
 
 def _cpu_ticks(pid) -> int:

@@ -66,20 +66,39 @@ static void join_cgroup(const char *dir)
         die(path);
 }
 
-static void parse_inet(const char *text, struct sockaddr_in *sin)
+/* An IP endpoint: HOST:PORT or [IPv6]:PORT. */
+struct inet {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+static void parse_inet(const char *text, struct inet *a)
 {
     char host[64];
     const char *colon = strrchr(text, ':');
-    if (!colon || (size_t)(colon - text) >= sizeof host) {
-        fprintf(stderr, "datapath_rr: %s: expected HOST:PORT\n", text);
+    const char *start = text, *end = colon;
+    if (colon && text[0] == '[') {      /* [v6]:port */
+        start = text + 1;
+        end = colon > text && colon[-1] == ']' ? colon - 1 : NULL;
+    }
+    if (!colon || !end || end < start || (size_t)(end - start) >= sizeof host) {
+        fprintf(stderr, "datapath_rr: %s: expected HOST:PORT or [IPv6]:PORT\n", text);
         exit(2);
     }
-    memcpy(host, text, colon - text);
-    host[colon - text] = 0;
-    memset(sin, 0, sizeof *sin);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons(atoi(colon + 1));
-    if (inet_pton(AF_INET, host, &sin->sin_addr) != 1) {
+    memcpy(host, start, end - start);
+    host[end - start] = 0;
+    memset(a, 0, sizeof *a);
+    struct sockaddr_in *sin = (struct sockaddr_in *)&a->ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a->ss;
+    if (inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(atoi(colon + 1));
+        a->len = sizeof *sin;
+    } else if (inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(atoi(colon + 1));
+        a->len = sizeof *sin6;
+    } else {
         fprintf(stderr, "datapath_rr: %s: bad address\n", text);
         exit(2);
     }
@@ -265,14 +284,14 @@ static void *accept_loop(void *arg)
 
 static int listen_inet(const char *text)
 {
-    struct sockaddr_in sin;
-    parse_inet(text, &sin);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct inet a;
+    parse_inet(text, &a);
+    int fd = socket(a.ss.ss_family, SOCK_STREAM, 0);
     int one = 1;
     if (fd < 0)
         die("socket");
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) < 0)
+    if (bind(fd, (struct sockaddr *)&a.ss, a.len) < 0)
         die(text);
     if (listen(fd, 4096) < 0)
         die("listen");
@@ -353,17 +372,17 @@ static int serve(int argc, char **argv)
 
 struct target {
     int unix_;
-    struct sockaddr_in sin;
+    struct inet in;
     struct sockaddr_un sun;
 };
 
 static int dial(const struct target *t)
 {
-    int fd = socket(t->unix_ ? AF_UNIX : AF_INET, SOCK_STREAM, 0);
+    int fd = socket(t->unix_ ? AF_UNIX : t->in.ss.ss_family, SOCK_STREAM, 0);
     if (fd < 0)
         die("socket");
     int rc = t->unix_ ? connect(fd, (const struct sockaddr *)&t->sun, sizeof t->sun)
-                      : connect(fd, (const struct sockaddr *)&t->sin, sizeof t->sin);
+                      : connect(fd, (const struct sockaddr *)&t->in.ss, t->in.len);
     if (rc < 0)
         die("connect");
     if (!t->unix_) {
@@ -445,7 +464,7 @@ static void parse_target(const char *addr, const char *upath, struct target *t)
         t->sun.sun_family = AF_UNIX;
         snprintf(t->sun.sun_path, sizeof t->sun.sun_path, "%s", upath);
     } else if (addr) {
-        parse_inet(addr, &t->sin);
+        parse_inet(addr, &t->in);
     } else {
         fprintf(stderr, "datapath_rr: -a HOST:PORT or -u PATH\n");
         exit(2);
@@ -562,10 +581,10 @@ static int conn(int argc, char **argv)
         double t0 = now();
         if (t0 >= deadline)
             break;
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        int fd = socket(t.in.ss.ss_family, SOCK_STREAM, 0);
         if (fd < 0)
             die("socket");
-        if (connect(fd, (const struct sockaddr *)&t.sin, sizeof t.sin) < 0) {
+        if (connect(fd, (const struct sockaddr *)&t.in.ss, t.in.len) < 0) {
             fprintf(stderr, "datapath_rr: connect: %s\n", strerror(errno));
             failed = 1;
             close(fd);

@@ -82,7 +82,8 @@ def summarize(name, runs) -> dict:
     if name == "remote_down":
         out["failures_after_bypass"] = sum(r["failures_after_bypass"] for r in runs)
     if name == "kill_agent":
-        out["map_rewritten"] = any(r["map_rewritten"] for r in runs)
+        out["steering_changed"] = any(r["steering_changed"] for r in runs)
+        out["agent"] = runs[0]["agent"]
     return out
 
 

@@ -2,7 +2,7 @@
  * ::ffff:<VIP> for a dual-stack socket), not the proxy, as its peer. */
 #include "lib/maps.h"
 #include "lib/stats.h"
-#include "lib/steer.h"
+#include "lib/addr.h"
 
 int getpeername6(struct bpf_sock_addr *ctx)
 {

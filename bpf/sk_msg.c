@@ -4,7 +4,7 @@
  * sockets are keyed by their IPv4 addresses, as sockops paired them). */
 #include "lib/maps.h"
 #include "lib/stats.h"
-#include "lib/steer.h"
+#include "lib/addr.h"
 
 static __always_inline long redirect6(struct sk_msg_md *msg)
 {

@@ -12,7 +12,7 @@
  * ::ffff:a.b.c.d on a dual-stack listener, both in accept_records. */
 #include "lib/maps.h"
 #include "lib/stats.h"
-#include "lib/steer.h"
+#include "lib/addr.h"
 
 #define NM_AF_INET 2
 #define NM_AF_INET6 10

@@ -68,7 +68,7 @@ def build_frames_inplace():
     cmd = build_ext(dist)
     cmd.inplace = True
     with tempfile.TemporaryDirectory() as tmp:
-        cmd.build_temp = tmp
+        cmd.build_temp = cmd.build_lib = tmp     # nothing left in build/
         cmd.ensure_finalized()
         cmd.force = True
         cmd.run()

@@ -123,7 +123,7 @@ static void track(nmf_frame *self)
     self->tracked = 1;
 }
 
-PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager)
+PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager, PyObject **last)
 {
     const nm_frame *f = &b->frames[i];
     nmf_frame *self = frame_alloc(eager ? &nmf_eager_frame_type : &nmf_frame_type);
@@ -138,7 +138,7 @@ PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager)
     self->batch = b;
     self->index = i;
     self->tracked = 0;
-    self->metadata = eager ? nmf_metadata(b, f) : NULL;
+    self->metadata = eager ? nmf_metadata(b, f, last) : NULL;
     if (!self->length || !self->request_id || !self->status || (eager && !self->metadata)) {
         Py_DECREF(self);
         return NULL;
@@ -184,7 +184,7 @@ static void frame_dealloc(nmf_frame *self)
 static PyObject *frame_metadata(nmf_frame *self, void *closure)
 {
     if (!self->metadata) {
-        self->metadata = nmf_metadata(self->batch, RAW(self));
+        self->metadata = nmf_metadata(self->batch, RAW(self), NULL);
         if (!self->metadata)
             return NULL;
         if (!self->tracked)

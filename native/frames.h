@@ -63,16 +63,19 @@ nmf_batch *nmf_batch_new(PyObject *buf, PyObject *names, Py_ssize_t start,
                          uint32_t nframes, const nm_meta *meta, uint32_t nmeta);
 
 /* Frame i of batch b; kind is a borrowed str. eager: decode the metadata
- * now (an nmf_eager_frame_type frame). */
-PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager);
+ * now (an nmf_eager_frame_type frame), with last as in nmf_metadata(). */
+PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager,
+                        PyObject **last);
 
 /* Set up / free the small ints and the frames kept for reuse (module
  * init and teardown). */
 int nmf_frames_init(void);
 void nmf_frames_clear(void);
 
-/* The metadata dict of frame f of batch b (new reference). */
-PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f);
+/* The metadata dict of frame f of batch b (new reference). last: where the
+ * reader keeps the previous frame's dict (the likely shape of this one), or
+ * NULL. */
+PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f, PyObject **last);
 
 /* A frame's dict, given back when the frame dies (kept for reuse when
  * nothing else holds it). */

@@ -30,10 +30,17 @@ typedef struct {
  * and names repeat across connections. The GIL serializes access. */
 static memo_entry memo[MEMO_SIZE];
 
+/* Small values in decimal, made once: integer fields (versions, flags,
+ * header lengths) mostly hold a few small values. */
+#define SMALL_DECIMALS 1024
+static PyObject *small_decimals[SMALL_DECIMALS];
+
 void nmf_strings_clear(void)
 {
     for (size_t i = 0; i < MEMO_SIZE; i++)
         Py_CLEAR(memo[i].str);
+    for (size_t i = 0; i < SMALL_DECIMALS; i++)
+        Py_CLEAR(small_decimals[i]);
 }
 
 /* Constant-time hash over length, head and tail; collisions only evict. */
@@ -202,9 +209,20 @@ static PyObject *integer_str(const uint8_t *p, size_t n, int little)
         PyErr_SetString(PyExc_SystemError, "codec integer field wider than 8 bytes");
         return NULL;
     }
+    uint64_t v = field_value(p, n, little);
+    PyObject **slot = v < SMALL_DECIMALS ? &small_decimals[v] : NULL;
+    if (slot && *slot) {
+        Py_INCREF(*slot);
+        return *slot;
+    }
     char text[20];
-    size_t len = decimal(field_value(p, n, little), text);
-    return PyUnicode_FromStringAndSize(text, (Py_ssize_t)len);
+    size_t len = decimal(v, text);
+    PyObject *s = PyUnicode_FromStringAndSize(text, (Py_ssize_t)len);
+    if (s && slot) {
+        Py_INCREF(s);
+        *slot = s;
+    }
+    return s;
 }
 
 static PyObject *key_of(const nmf_batch *b, const uint8_t *base, const nm_meta *m)
@@ -276,10 +294,11 @@ static int spans_inside(const nmf_batch *b, const nm_meta *m)
 static PyObject *pool[POOL_MAX];
 static int npool;
 
+static int reusable(PyObject *dict);
+
 void nmf_metadata_release(PyObject *dict)
 {
-    if (dict && npool < POOL_MAX && Py_REFCNT(dict) == 1 && PyDict_CheckExact(dict) &&
-        !PyObject_GC_IsTracked(dict)) {
+    if (dict && npool < POOL_MAX && reusable(dict)) {
         pool[npool++] = dict;
         return;
     }
@@ -380,16 +399,45 @@ static int fill(PyObject *dict, const nmf_batch *b, const nm_frame *f, const uin
     return 0;
 }
 
-PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f)
+/* A dict only this code holds, with nothing but atomic values in it. */
+static int reusable(PyObject *dict)
+{
+    return Py_REFCNT(dict) == 1 && PyDict_CheckExact(dict) && !PyObject_GC_IsTracked(dict);
+}
+
+#define COPY_MIN 3
+
+/* A new dict with the keys and values of last (the previous frame's), whose
+ * shape a connection's next frame most likely has. */
+static PyObject *copy_of(PyObject *last, const nm_frame *f)
+{
+    /* below a few entries, building is as cheap as copying */
+    if (!last || f->meta_count < COPY_MIN || PyDict_GET_SIZE(last) != (Py_ssize_t)f->meta_count)
+        return NULL;
+    PyObject *dict = PyDict_Copy(last);
+    if (!dict)
+        PyErr_Clear();      /* a fresh dict is built instead */
+    return dict;
+}
+
+PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f, PyObject **last)
 {
     const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start;
-    PyObject *dict;
-    if (npool) {
+    PyObject *dict = NULL;
+    if (last && *last && reusable(*last)) {     /* the previous frame is gone */
+        dict = *last;
+        *last = NULL;
+    } else if (npool) {
         dict = pool[--npool];
+    } else {
+        dict = copy_of(last ? *last : NULL, f);
+    }
+    if (dict) {
         int rc = refill(dict, b, f, base);
-        if (rc > 0)
-            return dict;
-        PyDict_Clear(dict);
+        if (rc == 0) {
+            PyDict_Clear(dict);
+            rc = fill(dict, b, f, base) == 0 ? 1 : -1;
+        }
         if (rc < 0)
             goto fail;
     } else {
@@ -397,9 +445,16 @@ PyObject *nmf_metadata(const nmf_batch *b, const nm_frame *f)
         dict = f->meta_count > 5 ? _PyDict_NewPresized(f->meta_count) : PyDict_New();
         if (!dict)
             return NULL;
+        if (fill(dict, b, f, base) < 0)
+            goto fail;
     }
-    if (fill(dict, b, f, base) == 0)
-        return dict;
+    if (last) {             /* the model for the next frame */
+        Py_INCREF(dict);
+        PyObject *old = *last;
+        *last = dict;
+        nmf_metadata_release(old);
+    }
+    return dict;
 fail:
     Py_DECREF(dict);
     return NULL;

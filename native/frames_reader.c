@@ -38,6 +38,7 @@ typedef struct {
     uint32_t max_pipelined;
     uint32_t meta_cap;
     int eager;              /* decode metadata with each frame */
+    PyObject *last;         /* the last frame's metadata dict (eager) */
     int busy;
 } reader;
 
@@ -120,6 +121,7 @@ static int reader_traverse(reader *self, visitproc visit, void *arg)
     Py_VISIT(self->names);
     Py_VISIT(self->kinds);
     Py_VISIT(self->error_for);
+    Py_VISIT(self->last);
     return 0;
 }
 
@@ -132,6 +134,7 @@ static int reader_clear(reader *self)
     Py_CLEAR(self->error_for);
     Py_CLEAR(self->protocol);
     Py_CLEAR(self->tail);
+    Py_CLEAR(self->last);
     return 0;
 }
 
@@ -226,7 +229,7 @@ static int collect(reader *self, frame_vec *v, PyObject *buf, Py_ssize_t start, 
     for (int i = 0; i < n; i++) {
         uint32_t k = b->frames[i].kind;
         PyObject *kind = k < (uint32_t)nkinds ? PyTuple_GET_ITEM(self->kinds, k) : self->unknown;
-        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager);
+        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager, &self->last);
         if (!frame) {
             rc = -1;
             break;
@@ -406,11 +409,26 @@ static void frames_free(void *module)
     scratch_meta_cap = 0;
 }
 
+/* For tests: empty the pool of dicts kept for reuse, so that the other ways
+ * of making a frame's dict (copy of the last one, new) are exercised. */
+static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
+{
+    nmf_metadata_clear();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef frames_functions[] = {
+    {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
+     "Empty the pool of metadata dicts kept for reuse (tests)."},
+    {0},
+};
+
 static struct PyModuleDef frames_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "agent.codec._frames",
     .m_doc = "Frame objects straight from nm_decode()'s arrays (see native/frames.h).",
     .m_size = -1,
+    .m_methods = frames_functions,
     .m_free = frames_free,
 };
 

@@ -5,8 +5,10 @@
 static int redis_frame(nm_decoder *d, const uint8_t *buf, size_t len,
                        size_t pos, nm_frame *f, nm_out *o)
 {
-    if (d->opt.direction == NM_DIR_RESPONSE)
-        return nm_redis_reply_frame(d, buf, len, pos, f, o);
+    if (d->opt.direction == NM_DIR_RESPONSE) {
+        int n = nm_redis_reply_simple(d, buf, len, pos, f, o);
+        return n > 0 ? n : nm_redis_reply_frame(d, buf, len, pos, f, o);
+    }
     nm_redis_request r;
     int n = nm_redis_request_parse(d, buf, len, pos, &r);
     if (n <= 0)

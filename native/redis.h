@@ -92,6 +92,10 @@ static inline int resp_parse_i64(const uint8_t *s, size_t n, int64_t *out)
 int nm_redis_reply_frame(nm_decoder *d, const uint8_t *buf, size_t len,
                          size_t pos, nm_frame *f, nm_out *o);
 
+/* Fast path for a complete top-level :, $, + or - reply (0: use the above). */
+int nm_redis_reply_simple(const nm_decoder *d, const uint8_t *buf, size_t len,
+                          size_t pos, nm_frame *f, nm_out *o);
+
 /* A decoded request: enough of it for metadata and the reply builders. */
 typedef struct {
     uint32_t argc;

@@ -49,7 +49,12 @@ class MapFullError(OSError):
 
 
 class PinnedMap:
-    """One pinned map. Keys and values are cffi structs (or ints)."""
+    """One pinned map. Keys and values are cffi structs (or ints).
+
+    Values grow only at their end (bpf/lib/layout.h), and a pinned map may
+    have been created by another version: its values are read and written
+    at the map's own size. Fields this version does not know are left as
+    they are on update; fields the map does not have read as zero."""
 
     def __init__(self, pin_dir, name):
         self.name = name
@@ -58,7 +63,8 @@ class PinnedMap:
         self.fd = libbpf.obj_get(self.path)
         self._ncpus = libbpf.num_cpus() if self.percpu else 1
         self._vsize = ffi.sizeof(self.value_type)
-        self._slot = (self._vsize + 7) & ~7
+        self._pinned_vsize = libbpf.info(self.fd, "map").value_size
+        self._slot = (max(self._vsize, self._pinned_vsize) + 7) & ~7
 
     def close(self):
         if self.fd >= 0:
@@ -86,14 +92,27 @@ class PinnedMap:
                 return None
             return [ffi.cast(self.value_type + " *", raw + i * self._slot)[0]
                     for i in range(self._ncpus)]
-        value = ffi.new(self.value_type + " *")
-        if libbpf.lib().bpf_map_lookup_elem(self.fd, k, value) < 0:
+        if self._pinned_vsize <= self._vsize:
+            value = ffi.new(self.value_type + " *")
+            if libbpf.lib().bpf_map_lookup_elem(self.fd, k, value) < 0:
+                return None
+            return value
+        raw = ffi.new("char[]", self._pinned_vsize)       # a newer version's map
+        if libbpf.lib().bpf_map_lookup_elem(self.fd, k, raw) < 0:
             return None
+        value = ffi.new(self.value_type + " *")
+        ffi.memmove(value, raw, self._vsize)
         return value
 
     def set(self, key, value, flags=libbpf.BPF_ANY):
         k = self._key(key)
         v = ffi.new(self.value_type + " *", value) if isinstance(value, int) else value
+        if self._pinned_vsize > self._vsize and not self.percpu:
+            # a newer version's map: keep the fields we do not know
+            raw = ffi.new("char[]", self._pinned_vsize)
+            libbpf.lib().bpf_map_lookup_elem(self.fd, k, raw)
+            ffi.memmove(raw, v, self._vsize)
+            v = raw
         rc = libbpf.lib().bpf_map_update_elem(self.fd, k, v, flags)
         if rc == -errno.E2BIG or (rc < 0 and ffi.errno == errno.E2BIG):
             raise MapFullError(errno.E2BIG, f"map {self.name} is full")

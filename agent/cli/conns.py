@@ -39,7 +39,8 @@ def cmd_conns(args) -> int:
             ("TARGET", "target"), ("STATE", "state")]
     wide = [("COOKIE", "cookie"), ("POD", "pod"), ("PID", "pid"), ("PROCESS", "process"),
             ("SOURCE", "source"), ("ORIGINAL DST", "original_dst"), ("PEER", "peer"),
-            ("TARGET", "target"), ("STATE", "state"), ("CGROUP", "cgroup")]
+            ("TARGET", "target"), ("STATE", "state"), ("PAIRED", "paired"),
+            ("CGROUP", "cgroup")]
     output.emit({"connections": rows}, args.output,
                 lambda w: output.table(rows, wide if w else cols, w) if rows
                 else "no redirected connections")
@@ -50,6 +51,7 @@ def collect(s, args) -> list:
     c = access.control(args)
     try:
         records = {int(k[0]): orig_dst_dict(v) for k, v in c.map("orig_dst").items()}
+        paired = _paired(c)
     finally:
         c.close()
     socks = sockets.tcp_sockets()
@@ -66,9 +68,31 @@ def collect(s, args) -> list:
             "target": rec["target"], "service_id": rec["service_id"],
             "state": sock.state if sock else "gone", "pid": pid, "process": proc,
             "cgroup_id": rec["cgroup_id"], "cgroup": cgroup,
+            "paired": None if paired is None or not sock else (sock.src, sock.dst) in paired,
             "pod": names.get(rec["cgroup_id"]) or pod_names.owner(names, cgroup) or _short(cgroup),
         })
     return [r for r in rows if _wanted(r, args)]
+
+
+def _paired(c):
+    """(local, remote) address pairs of the sockets in the sockhashes: their bytes
+    to the peer go through sk_msg. Keys only: the map's values are not readable."""
+    from agent.bpf import layout
+    from agent.bpf.datapath import format_hostport
+
+    out = set()
+    for name, ip in (("sock_pairs", layout.be32_to_ip), ("sock_pairs6", layout.words_to_ip6)):
+        try:
+            keys = list(c.map(name).keys())
+        except (OSError, RuntimeError):
+            if name == "sock_pairs":
+                return None          # a datapath without pairing: cannot tell
+            continue
+        attr = "_ip6" if name.endswith("6") else "_ip"
+        for k in keys:
+            out.add((format_hostport(ip(getattr(k, "local" + attr)), k.local_port),
+                     format_hostport(ip(getattr(k, "remote" + attr)), k.remote_port)))
+    return out
 
 
 def _wanted(row, args) -> bool:

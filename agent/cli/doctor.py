@@ -140,10 +140,12 @@ def libbpf_check():
 
 def program_checks(blocked: str):
     """One check per program, from a real load (skipped when blocked)."""
-    names = ("connect4", "getpeername4", "sockops", "sk_msg")
+    from agent.bpf.sources import PROGRAMS
+
+    names = tuple(PROGRAMS)
     if blocked:
         return [check(f"program/{n}", "fail", f"not tried: {blocked}",
-                      FALLBACK[n]) for n in names]
+                      FALLBACK.get(n, "")) for n in names]
     results = check_programs()
     out = []
     for name, reason in results.items():
@@ -151,7 +153,7 @@ def program_checks(blocked: str):
             out.append(check(f"program/{name}", "ok", "loaded and verified"))
         else:
             out.append(check(f"program/{name}", "fail" if name in REQUIRED else "warn",
-                             reason, FALLBACK[name]))
+                             reason, FALLBACK.get(name, "")))
     return out
 
 

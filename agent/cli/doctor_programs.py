@@ -19,6 +19,9 @@ FALLBACK = {
     "sockops": "no accept records: datapath down, traffic untouched (fail open)",
     "sk_msg": "same-node bytes go through loopback TCP, slower but correct",
     "getpeername4": "apps see the proxy address as their peer",
+    "connect6": "IPv6 sockets (also ::ffff:VIP from dual-stack apps) are not redirected: "
+                "they fail open",
+    "getpeername6": "IPv6 apps see the proxy address as their peer",
 }
 _UNKNOWN = re.compile(r"unknown func (bpf_\w+)#\d+")
 _FORBIDDEN = re.compile(r"program of this type cannot use helper (bpf_\w+)#\d+")

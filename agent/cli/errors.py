@@ -32,7 +32,9 @@ def not_up(pin_dir: str) -> CLIError:
 
 
 def permission(what: str) -> CLIError:
-    return CLIError(what, "run as root (needs CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)",
+    from .privileges import NEEDED
+
+    return CLIError(what, f"run as root (needs {', '.join(NEEDED)})",
                     PERMISSION)
 
 

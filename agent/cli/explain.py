@@ -20,8 +20,8 @@ EPILOG = """examples:
   nodemesh explain --pod shop/cart-0 198.18.0.10:6379 --meta key=user:42
   nodemesh explain --pid 4242 198.18.0.11:20880 \\
       --meta interface=org.apache.dubbo.demo.DemoService --meta method=sayHello
-  nodemesh explain --cgroup /sys/fs/cgroup/kubepods.slice/pod1234 198.18.0.12:80 \\
-      --meta :path=/api/v2 --meta :authority=web -o json
+  nodemesh explain --cgroup /sys/fs/cgroup/kubepods.slice/pod1234 \\
+      198.18.0.12:80 --meta :path=/api/v2 --meta :authority=web -o json
 
 metadata keys are the codec's: Dubbo interface/method/version and attachments,
 Thrift method, Redis key and command, HTTP :path/:method/:authority and headers.
@@ -35,20 +35,12 @@ def register(sub, common):
                        formatter_class=options.formatter, epilog=EPILOG)
     who = e.add_mutually_exclusive_group(required=True)
     who.add_argument("--pod", metavar="NS/NAME", help="the client pod (see `nodemesh pods`)")
-    who.add_argument("--pid", type=_pid, metavar="N", help="the client process")
+    who.add_argument("--pid", type=options.positive_int, metavar="N", help="the client process")
     who.add_argument("--cgroup", metavar="PATH", help="the client's cgroup v2 directory")
     e.add_argument("vip", metavar="VIP:PORT", type=options.hostport, help="the destination")
     e.add_argument("--meta", type=options.meta, action="append", default=[],
                    metavar="KEY=VALUE", help="request metadata for route matching (repeatable)")
     e.set_defaults(func=cmd_explain)
-
-
-def _pid(text: str) -> int:
-    import argparse
-
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a process id")
-    return int(text)
 
 
 def _unmapped(vip: str) -> str:

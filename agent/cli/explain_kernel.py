@@ -46,47 +46,66 @@ def max_cgroup_depth(cflags) -> int:
 def explain(control, dp, client, vip: str) -> dict:
     """{"steps": [...], "targets": [...], "generation": N, "service": row|None,
     "pod": enrolled entry|None}; `client` is a workload.Workload."""
-    ip, port = _split(vip)
-    steps, out = [], {"steps": None, "targets": None, "service": None, "pod": None,
-                      "generation": None}
-    out["steps"] = steps
-    original = target("original", vip, "", 1.0)
+    r = _Replay(control, dp, client, vip)
+    for check in (r.attached, r.service, r.enrolled, r.settings):
+        reason = check()
+        if reason:                    # the kernel lets the connection go untouched
+            r.out["targets"] = [target("original", vip, reason, 1.0)]
+            return r.out
+    r.out["targets"] = _steer(r.proxy, r.out["service"], r.out["pod"], client, r.ip,
+                              r.out["steps"], vip)
+    return r.out
 
-    root = _attach_root(dp, ip)
-    if root is not None and not _below(client.cgroup, root):
-        steps.append(step("attached", "no", f"the connect hooks are at {root}; "
-                                            f"{client.cgroup} is not below it"))
-        out["targets"] = [dict(original, reason="not seen by connect4")]
-        return out
-    steps.append(step("attached", "yes", f"below {root}" if root else "at an unknown cgroup"))
 
-    svc = next((s for s in control.services() if s["vip"] == vip), None)
-    out["service"] = svc
-    if svc is None or svc["disabled"]:
-        why = "not in the services map" if svc is None else f"service {svc['id']} is disabled"
-        steps.append(step("service", "miss", why))
-        out["targets"] = [dict(original, reason="not_service")]
-        return out
-    steps.append(step("service", "hit", f"id {svc['id']}, {svc['protocol']}, remote port "
-                                         f"{svc['remote_port'] or 'none'}"))
+class _Replay:
+    """connect4's checks in its order; each returns the reason it stops with, or None."""
 
-    pod, how = enrolled_pod(control, client.cgroup, max_cgroup_depth(dp.state().get("cflags")))
-    out["pod"] = pod
-    if pod is None:
-        steps.append(step("enrolled", "no", how))
-        out["targets"] = [dict(original, reason="not_enrolled")]
-        return out
-    steps.append(step("enrolled", "yes", how))
+    def __init__(self, control, dp, client, vip):
+        self.control, self.dp, self.client, self.vip = control, dp, client, vip
+        self.ip = _split(vip)[0]
+        self.proxy = None
+        self.out = {"steps": [], "targets": None, "service": None, "pod": None,
+                    "generation": None}
 
-    proxy = control.proxy()
-    out["generation"] = proxy["generation"]
-    if not proxy["generation"]:
-        steps.append(step("proxy settings", "never written", "generation 0: fail open"))
-        out["targets"] = [dict(original, reason="failopen_no_config")]
-        return out
-    steps.append(step("mode", proxy["mode"]))
-    out["targets"] = _steer(proxy, svc, pod, client, ip, steps, vip)
-    return out
+    def _step(self, *args):
+        self.out["steps"].append(step(*args))
+
+    def attached(self):
+        root = _attach_root(self.dp, self.ip)
+        if root is not None and not _below(self.client.cgroup, root):
+            self._step("attached", "no", f"the connect hooks are at {root}; "
+                                         f"{self.client.cgroup} is not below it")
+            return "not_attached"        # the one reason that is not a kernel counter
+        self._step("attached", "yes", f"below {root}" if root else "at an unknown cgroup")
+        return None
+
+    def service(self):
+        svc = next((s for s in self.control.services() if s["vip"] == self.vip), None)
+        self.out["service"] = svc
+        if svc is None or svc["disabled"]:
+            why = "not in the services map" if svc is None else \
+                f"service {svc['id']} is disabled"
+            self._step("service", "miss", why)
+            return "not_service"
+        self._step("service", "hit", f"id {svc['id']}, {svc['protocol']}, remote port "
+                                     f"{svc['remote_port'] or 'none'}")
+        return None
+
+    def enrolled(self):
+        depth = max_cgroup_depth(self.dp.state().get("cflags"))
+        pod, how = enrolled_pod(self.control, self.client.cgroup, depth)
+        self.out["pod"] = pod
+        self._step("enrolled", "yes" if pod else "no", how)
+        return None if pod else "not_enrolled"
+
+    def settings(self):
+        self.proxy = self.control.proxy()
+        self.out["generation"] = self.proxy["generation"]
+        if not self.proxy["generation"]:
+            self._step("proxy settings", "never written", "generation 0: fail open")
+            return "failopen_no_config"
+        self._step("mode", self.proxy["mode"])
+        return None
 
 
 def _split(vip: str):

@@ -7,11 +7,9 @@ NEEDED = ("CAP_BPF", "CAP_NET_ADMIN")     # enough on 5.8+ (tests/k8s check the 
 
 
 def effective_caps(status_path="/proc/self/status") -> int:
-    with open(status_path) as fh:
-        for line in fh:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
+    from agent.bpf.host import effective_capabilities
+
+    return effective_capabilities(status_path)
 
 
 def capabilities() -> dict:

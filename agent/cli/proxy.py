@@ -64,14 +64,17 @@ def _listen(text: str):
 def _source(args):
     """(ConfigSource, nodemesh settings or None)."""
     if args.config:
-        from agent.config.errors import ConfigError
+        from agent.config.errors import ConfigError, ConfigErrors
 
         from agent.proxy.static_source import StaticSource
 
+        if not os.path.isfile(args.config):
+            raise CLIError(f"{args.config}: no such file", "pass a bootstrap file")
         try:
             source = StaticSource(args.config)
-        except FileNotFoundError:
-            raise CLIError(f"{args.config}: no such file", "pass a bootstrap file") from None
+        except ConfigErrors as exc:
+            reasons = "; ".join(str(e) for e in getattr(exc, "errors", [exc]))
+            raise CLIError(f"{args.config}: {reasons}", "fix the bootstrap") from None
         except (ConfigError, ValueError) as exc:
             raise CLIError(f"{args.config}: {exc}", "fix the bootstrap") from None
         return source, source.settings
@@ -80,7 +83,12 @@ def _source(args):
     except ImportError as exc:
         raise CLIError(f"--xds: the xDS client is not available ({exc})",
                        "use --config BOOTSTRAP") from None
-    return XdsSource(args.xds, plaintext=args.plaintext), None
+    from agent.xds.channel import ChannelError
+
+    try:
+        return XdsSource(args.xds, plaintext=args.plaintext), None
+    except (ChannelError, ValueError) as exc:
+        raise CLIError(f"--xds: {exc}", "pass unix:/PATH or HOST:PORT", USAGE) from None
 
 
 def settings_from(args, node_settings):
@@ -88,7 +96,7 @@ def settings_from(args, node_settings):
 
     listen = args.listen
     if listen is None and args.role == "local" and node_settings is not None:
-        listen = node_settings.local_proxy_address()
+        listen = node_settings.local_proxy_address
     admin = args.admin or ""
     if not admin and node_settings is not None and args.role == "local" and \
             getattr(node_settings, "proxy_admin", None):

@@ -103,6 +103,7 @@ CONN = _obj({
     "peer": _STR_OR_NULL, "target": {"type": "string"}, "service_id": {"type": "integer"},
     "state": {"type": "string"}, "pid": _INT_OR_NULL, "process": _STR_OR_NULL,
     "cgroup_id": {"type": "integer"}, "cgroup": _STR_OR_NULL, "pod": _STR_OR_NULL,
+    "paired": {"type": ["boolean", "null"]},
 })
 CONNS = _obj({"connections": {"type": "array", "items": CONN}})
 

@@ -7,7 +7,8 @@ from .errors import CLIError
 
 EPILOG = """examples:
   nodemesh service add 198.18.0.10:6379 --protocol redis
-  nodemesh service add 198.18.0.11:20880 --protocol dubbo --id 7 --remote-port 20007
+  nodemesh service add 198.18.0.11:20880 --protocol dubbo --id 7 \\
+      --remote-port 20007
   nodemesh service add [fd00::10]:80 --protocol http1 --pair off
   nodemesh service del 198.18.0.10:6379
   nodemesh service list -o json

@@ -47,8 +47,8 @@ def register(sub, common):
                             help="only this decision (a reason as `nodemesh stats --all` "
                                  "lists it)")
     reason.completion_choices = sorted(layout.reasons().values())
-    t.add_argument("--count", type=_positive_int, metavar="N", help="stop after N events")
-    t.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    t.add_argument("--count", type=options.positive_int, metavar="N", help="stop after N events")
+    t.add_argument("--duration", type=options.seconds, metavar="S", help="stop after S seconds")
     t.add_argument("--access-log", metavar="PATH",
                    help="also follow the proxy's JSON access log (nodemesh proxy --access-log)")
     t.set_defaults(func=cmd_trace)
@@ -61,26 +61,6 @@ def _reason(text: str) -> str:
     if text not in names:
         raise argparse.ArgumentTypeError(f"{text!r}: expected one of {', '.join(names)}")
     return text
-
-
-def _positive_int(text: str) -> int:
-    import argparse
-
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
-    return int(text)
-
-
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected seconds > 0")
-    return value
 
 
 class Names:

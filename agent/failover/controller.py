@@ -188,6 +188,7 @@ class FailoverController:
             if done:
                 self.handle(Event.DRAINED, done)
         self._apply()
+        self.history.error = None           # a whole tick went through
 
     async def _tick_remote(self):
         ip, port = self._remote_address()

@@ -152,15 +152,18 @@ def parse_stats(data) -> ProxyStats:
             lags.append(lag)
         if isinstance(w.get("pid"), int):
             out.pids.append(w["pid"])
-        out.active_connections += int(w.get("active_connections", 0) or 0)
-        out.active_requests += int(w.get("active_requests", 0) or 0)
+        out.active_connections += int(w.get("active_connections",
+                                            w.get("connections_active", 0)) or 0)
+        out.active_requests += int(w.get("active_requests", w.get("requests_active", 0)) or 0)
     top_lag = _lag_of(data.get("loop_lag_ms", data.get("event_loop_lag_ms")))
     out.lag_ms = max(lags) if lags else top_lag
     if isinstance(data.get("pid"), int):
         out.pids.insert(0, data["pid"])
-    for name in ("active_connections", "active_requests"):
-        if isinstance(data.get(name), int):
-            setattr(out, name, data[name])
+    for name, alias in (("active_connections", "connections_active"),
+                        ("active_requests", "requests_active")):
+        value = data.get(name, data.get(alias))
+        if isinstance(value, int):
+            setattr(out, name, value)
     pods = data.get("source_pods", data.get("pods", {}))
     if isinstance(pods, dict):
         for key, value in pods.items():

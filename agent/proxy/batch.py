@@ -1,4 +1,4 @@
-"""Pipelined batches: consecutive requests of one read that all go the same way, as one.
+"""Batches: consecutive requests of one read that all go the same way, as one.
 
 A pipelining client (redis-benchmark -P 16, a Redis pipeline) sends many
 requests in one read. When the chain routes every request the same way
@@ -8,7 +8,11 @@ the read, occupies one place in the upstream connection's FIFO, and its
 replies (the next `count` reply frames) go back to the client as one write.
 Per request the proxy then does little more than the codec's framing.
 
-What stays per request: counters (by reply kind), the byte limits, and the
+Multiplexed protocols (Dubbo, Thrift) batch the same way: the run goes out
+in one copy with a connection-unique id written into each frame, and each
+reply goes back to the client as it comes (its own id restored).
+
+What stays per request: counters (by reply code), the byte limits, and the
 local error replies (one per frame, built from each frame). What is per batch:
 the timeout, the circuit-breaker slot, the fairness admission and the host
 pick; docs/proxy.md lists these differences.
@@ -45,12 +49,17 @@ def send(session, frames, now, route, data, fed) -> None:
     """One batch of request frames to the route's cluster."""
     chain, w = session.chain, session.worker
     body = payload(frames, data, fed)
-    req = Request(session, chain, frames[0], body, "request", 0, route, session.pod, now,
+    first = frames[0]
+    req = Request(session, chain, first, body, "request",
+                  first.request_id if session.mux else 0, route, session.pod, now,
                   now + route.timeout)
     req.count, req.frames = len(frames), frames
     session.held += len(body)
     session._track(req)
-    req.slot = session._slot(chain, route.name, route.single)
+    slot = session.batch_slot
+    if slot is None or slot[0] is not route:
+        slot = session.batch_slot = (route, session._slot(chain, route.name, route.single))
+    req.slot = slot[1]
     if not w.fairness.admit(session.pod):
         session.fail(req, FLAG_OVERLOADED)
         return
@@ -75,5 +84,7 @@ def collect(req, frame, response_code) -> bool:
 
 
 def error_replies(decoder, req, reason: str, message: str) -> bytes:
-    """One local error reply per request of the batch, in order."""
-    return b"".join(decoder.error_reply(f, reason, message) for f in req.frames)
+    """One local error reply per request of the batch still unanswered, in order (a
+    multiplexed batch may have had some replies already)."""
+    frames = req.frames if req.ids is None else [req.frames[i] for i in sorted(req.ids.values())]
+    return b"".join(decoder.error_reply(f, reason, message) for f in frames)

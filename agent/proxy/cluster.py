@@ -46,6 +46,7 @@ class ClusterRuntime:
         self.hosts = HostSet(model)
         self.balancer = make_balancer(model, self.hosts)
         self.outlier = OutlierDetector(model.outlier, self.hosts)
+        self.outlier_on = model.outlier is not None
         self.breaker = CircuitBreaker(per_worker(model.circuit_breakers, worker.workers))
         self.pools: Dict[tuple, HostPool] = {}
         self.passthrough: Dict[tuple, Host] = {}     # ORIGINAL_DST hosts by (address, port)
@@ -70,6 +71,7 @@ class ClusterRuntime:
         self.hosts.update_cluster(model)
         self.breaker.update(per_worker(model.circuit_breakers, self.worker.workers))
         self.outlier.update(model.outlier)
+        self.outlier_on = model.outlier is not None
         if replace(old, endpoints=(), version="", endpoints_version="") != \
                 replace(model, endpoints=(), version="", endpoints_version=""):
             self.balancer = make_balancer(model, self.hosts)
@@ -110,12 +112,25 @@ class ClusterRuntime:
         host.active_requests += req.count
         self.rq_total += req.count
         self.rq_active += 1
-        chain = req.chain
+        pool = self.pools.get(host)
+        if pool is None or pool.identity is not req.chain.identity:
+            pool = self._pool(host, req.chain)
+        pool.send(req)
+
+    def _pool(self, host, chain) -> HostPool:
+        """The pool for a host and a codec; pools[host] holds the one used first (the
+        usual single codec per cluster), other codecs are kept under (host, identity)."""
+        first = self.pools.get(host)
+        if first is None:
+            pool = self.pools[host] = HostPool(self, host, chain)
+            return pool
+        if first.identity == chain.identity:
+            return first
         key = (host, chain.identity)
         pool = self.pools.get(key)
         if pool is None:
             pool = self.pools[key] = HostPool(self, host, chain)
-        pool.send(req)
+        return pool
 
     def original_host(self, dst):
         """ORIGINAL_DST (Istio's PassthroughCluster): the address the client dialled."""
@@ -133,10 +148,7 @@ class ClusterRuntime:
         host = self.balancer.pick(req.hash_key)
         if host is None:
             return False
-        chain = req.chain
-        pool = self.pools.get((host, chain.identity))
-        if pool is None:
-            pool = self.pools[(host, chain.identity)] = HostPool(self, host, chain)
+        pool = self._pool(host, req.chain)
         self.rq_total += 1
         return pool.send_oneway(req.data)
 
@@ -157,8 +169,8 @@ class ClusterRuntime:
     def on_response(self, req, frame, data) -> None:
         host = self._end_try(req)
         traits = req.chain.traits
-        failed = traits.upstream_failed(frame)
-        if host is not None and self.outlier.enabled:
+        failed = traits.can_fail and traits.upstream_failed(frame)
+        if host is not None and self.outlier_on:
             self.outlier.report(host, not failed, "error")
         code = traits.response_code(frame)
         if failed and self._retry(req, host, "5xx" if traits.name == "http1" else "error", True):

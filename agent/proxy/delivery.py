@@ -56,15 +56,24 @@ class Delivery:
             return
         reason = REASON_FOR_FLAG.get(flag, "internal")
         reply = None
-        if req.kind != "oneway" and self.decoder is not None:
+        if req.kind != "oneway" and req.frame is not None:
             message = MESSAGES.get(flag, detail or reason)
+            dec = self.decoder or self.worker.decoders.for_replies(self.chain)
             try:
-                reply = self.decoder.error_reply(req.frame, reason, message) \
-                    if req.frames is None else \
-                    batch.error_replies(self.decoder, req, reason, message)
+                reply = dec.error_reply(req.frame, reason, message) if req.frames is None \
+                    else batch.error_replies(dec, req, reason, message)
             except CodecError:
                 reply = None
         self._finish(req, reply, self.traits.local_code(reason), flag)
+
+    def part(self, req, data, code):
+        """One reply of a multiplexed batch: written now, counted when the batch ends."""
+        if req.done or self.closed:
+            return
+        if req.codes is None:
+            req.codes = {}
+        req.codes[code] = req.codes.get(code, 0) + 1
+        self._write(data)
 
     def interim(self, req, data):
         """HTTP 1xx for the request at the head of the queue: pass it on now."""
@@ -78,11 +87,14 @@ class Delivery:
         if slot is not None:
             if req.count == 1:
                 slot.observe(code, flag, now - req.start)
-            elif req.codes and flag == "-":       # a batch answered: each by its own reply
-                for each, n in req.codes.items():
-                    slot.observe_n(each, flag, now - req.start, n)
-            else:                                 # a batch failed as a whole
-                slot.observe_n(code, flag, now - req.start, req.count)
+            else:                                 # a batch: each request by its own reply
+                answered = 0
+                if flag == "-" or self.mux:       # (multiplexed: those went out already)
+                    for each, n in (req.codes or {}).items():
+                        slot.observe_n(each, "-", now - req.start, n)
+                        answered += n
+                if req.count > answered:          # the rest failed together
+                    slot.observe_n(code, flag, now - req.start, req.count - answered)
         if req.admitted:
             req.admitted = False
             self.worker.fairness.done(req.pod)
@@ -187,7 +199,7 @@ class Delivery:
             self.held += len(req.reply)
             self.tracked += 1
             req.close_after = True
-            self.queue.append(req)
+            self.ordered().append(req)
             self._pump()
 
     # -- drain, timeouts, idle ----------------------------------------------------------

@@ -22,6 +22,7 @@ class HostPool:
         self.worker = cluster.worker
         self.host = host
         self.chain = chain
+        self.identity = chain.identity
         s = self.worker.settings
         traits = chain.traits
         if traits.multiplexed:
@@ -45,8 +46,8 @@ class HostPool:
         ready = self.ready
         while ready:
             conn = ready[-1]
-            if conn.has_room() and conn.send(req):
-                if not conn.has_room():
+            if not conn.busy and len(conn.inflight) < conn.depth and conn.send(req):
+                if conn.busy or len(conn.inflight) >= conn.depth:
                     ready.pop()
                     conn.in_ready = False
                 return
@@ -190,6 +191,7 @@ class HostPool:
         for conn in list(self.conns):
             if conn.inflight:
                 conn.retiring = True
+                conn._update_busy()
             else:
                 conn.close()
         self._fail_pending("connect-failure", FLAG_CONNECT_FAIL)

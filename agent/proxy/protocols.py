@@ -9,7 +9,7 @@ pipelined, and each client connection keeps a reorder buffer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 from agent.codec._native import lib
@@ -33,6 +33,7 @@ FLAG_UPSTREAM_PROTOCOL = "UPE"
 FLAG_DOWNSTREAM_CLOSED = "DC"
 FLAG_OVERLOADED = "LO"      # per-pod fairness refused the request
 FLAG_DRAIN_CUT = "DR"       # still in flight at the drain deadline
+FLAG_UPGRADE = "UPG"        # HTTP Upgrade/CONNECT refused (no tunnelling on L7 chains)
 
 # local reply reason (agent.codec REPLY_REASONS) per response flag
 REASON_FOR_FLAG = {
@@ -68,6 +69,10 @@ class Traits:
     upstream_failed: Callable          # (frame) -> bool, counts against the host (outlier)
     local_code: Callable               # (reason) -> str label of our own error reply
     id_encoding: str = ""              # "be", "le" or "varint"; "" when not multiplexed
+    can_fail: bool = field(init=False)  # a reply can count against its host (outlier, 5xx)
+
+    def __post_init__(self):
+        object.__setattr__(self, "can_fail", self.upstream_failed is not _never)
 
 
 def _by_kind(frame) -> str:

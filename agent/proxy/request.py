@@ -23,7 +23,7 @@ class Request:
         # the outcome
         "reply", "done", "close_after", "mirror",
         # a pipelined batch (agent.proxy.batch): frames sent as one, replies collected
-        "count", "frames", "parts", "codes",
+        "count", "frames", "parts", "codes", "ids",
     )
 
     def __init__(self, session, chain, frame, data, kind, rid, route, pod, start, deadline):
@@ -59,6 +59,7 @@ class Request:
         self.frames = None
         self.parts = None
         self.codes = None
+        self.ids = None
 
     def __repr__(self):
         state = "done" if self.done else ("sent" if self.sent else "waiting")

@@ -123,11 +123,13 @@ class ChainRuntime:
 
 
 def _batchable(chain: ChainRuntime) -> bool:
-    """Consecutive requests of a pipelining client may travel as one batch (agent.proxy.batch)
-    when nothing is decided per request: an ordered, non-HTTP protocol, one catch-all route
-    to one cluster, and no per-request policy on it."""
+    """Requests may take the lean path of agent.proxy.batch when nothing is decided per
+    request: one catch-all route to one cluster and no per-request policy on it. Ordered
+    protocols send a run of such requests as one batch; multiplexed ones and HTTP/1.1 one
+    at a time (each needs its own upstream id; HTTP keeps one request per upstream
+    connection, and a request that closes or upgrades takes the full path)."""
     rt = chain.default
-    if rt is None or chain.traits is None or chain.traits.multiplexed or chain.codec == "http1":
+    if rt is None or chain.traits is None:
         return False
     return (rt.single is not None and rt.limiter is None and rt.fault is None and not rt.retry
             and not rt.mirrors and not rt.request_mutations and not rt.response_mutations

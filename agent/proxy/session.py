@@ -26,11 +26,13 @@ from . import fault as fault_policy
 from . import mutations
 from .delivery import PAUSE_LIMITS as _PAUSE_LIMITS, PAUSE_WRITE as _PAUSE_WRITE, Delivery
 from .protocols import (FLAG_DOWNSTREAM_CLOSED, FLAG_FAULT, FLAG_NO_HEALTHY, FLAG_NO_ROUTE,
-                        FLAG_NONE, FLAG_OVERLOADED, FLAG_RATE_LIMITED, FRAME_KEEPALIVE)
-from .replies import fault_reply
+                        FLAG_NONE, FLAG_OVERLOADED, FLAG_RATE_LIMITED, FLAG_UPGRADE,
+                        FRAME_KEEPALIVE, FRAME_UPGRADE)
+from .replies import fault_reply, http_reply
 from .request import Request
 
 _monotonic = time.monotonic
+_HTTP_CHECK = FRAME_KEEPALIVE | FRAME_UPGRADE   # keep-alive and no upgrade: the lean path
 
 
 class Session(Delivery, asyncio.Protocol):
@@ -39,7 +41,7 @@ class Session(Delivery, asyncio.Protocol):
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
                  "stream_source", "busy", "orig_dst", "deferred", "processing", "fed",
-                 "tracked")
+                 "tracked", "batch_slot", "max_inflight", "max_held")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -47,8 +49,8 @@ class Session(Delivery, asyncio.Protocol):
         self.transport = None
         self.chain = None
         self.decoder = None          # created on the first bytes: idle connections cost less
-        self.queue = deque()         # ordered: requests in arrival order, replies pending
-        self.live = set()            # multiplexed: requests in flight
+        self.queue = ()              # ordered: requests in arrival order, replies pending
+        self.live = frozenset()      # multiplexed: requests in flight (both made by bind())
         self.held = 0                # request + undelivered reply bytes held for this client
         self.out = []
         self.marked = False
@@ -67,6 +69,9 @@ class Session(Delivery, asyncio.Protocol):
         self.processing = False
         self.fed = 0                 # bytes given to the decoder so far (stream offset)
         self.tracked = 0             # requests in `queue` / `live` (a batch counts each)
+        self.batch_slot = None       # (route, counters) of the last batch
+        self.max_inflight = worker.settings.max_inflight_per_connection
+        self.max_held = worker.settings.max_buffered_bytes
 
     # -- connection lifecycle -----------------------------------------------------------
 
@@ -98,6 +103,8 @@ class Session(Delivery, asyncio.Protocol):
         self.traits = chain.traits
         self.mux = chain.traits.multiplexed
         self.http = chain.codec == "http1"
+        if self.mux and not isinstance(self.live, set):
+            self.live = set()
 
     def connection_lost(self, exc):
         if self.closed and self.chain is None:
@@ -109,8 +116,7 @@ class Session(Delivery, asyncio.Protocol):
                 if req.cluster is not None:
                     req.cluster.abandon(req, timed_out=False)
                 self._finish(req, None, "-", FLAG_DOWNSTREAM_CLOSED)
-        self.queue.clear()
-        self.live.clear()
+        self.queue, self.live = (), frozenset()
         self.tracked = 0
         if self.stream_source is not None:
             self.stream_source.close()
@@ -145,7 +151,7 @@ class Session(Delivery, asyncio.Protocol):
             return
         dec = self.decoder
         if dec is None:
-            dec = self.decoder = self.chain.request_decoder()
+            dec = self.decoder = self.worker.decoders.take(self.chain)
         before, fed = dec.buffered, self.fed
         self.fed = fed + len(data)
         try:
@@ -173,9 +179,11 @@ class Session(Delivery, asyncio.Protocol):
                 frame = frames[i]
                 kind = frame.kind
                 if kind == "request":
-                    if batch_route is not None:     # even a run of one: the lean path
-                        run = batch.run_length(frames, i, self.worker.settings
-                                               .max_inflight_per_connection - self.tracked)
+                    if batch_route is not None and (not self.http or frame.flags & _HTTP_CHECK
+                                                    == FRAME_KEEPALIVE):
+                        # the lean path, even for one request (HTTP: a plain keep-alive one)
+                        run = 1 if n == 1 or self.http else \
+                            batch.run_length(frames, i, self.max_inflight - self.tracked)
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
                         continue
@@ -191,9 +199,8 @@ class Session(Delivery, asyncio.Protocol):
             self._pause(_PAUSE_LIMITS)
 
     def _full(self) -> bool:
-        s = self.worker.settings
-        return bool(self.paused & _PAUSE_WRITE) or self.held > s.max_buffered_bytes or \
-            self.tracked >= s.max_inflight_per_connection
+        return bool(self.paused & _PAUSE_WRITE) or self.held > self.max_held or \
+            self.tracked >= self.max_inflight
 
     def _unblock(self) -> None:
         """Room again (a reply went out, the client read): deferred frames first."""
@@ -221,6 +228,9 @@ class Session(Delivery, asyncio.Protocol):
             req.keepalive = False
             req.close_after = True
             self.stop_reading = True            # read nothing after a `Connection: close`
+        if self.http and frame.flags & FRAME_UPGRADE:
+            self._refuse_upgrade(req, chain)
+            return
         if not oneway or not self.mux:
             self._track(req)
         if route is None:
@@ -243,6 +253,16 @@ class Session(Delivery, asyncio.Protocol):
                 self._inject(req, fault, cluster_name)
                 return
         self._forward(req, cluster_name)
+
+    def _refuse_upgrade(self, req, chain):
+        """Upgrade and CONNECT would turn the connection into a tunnel, which the L7 path
+        does not carry: a 501 and close (an L4 chain serves such services)."""
+        req.close_after = True
+        self.stop_reading = True
+        self._track(req)
+        req.slot = self._slot(chain, "-", "-")
+        self._finish(req, http_reply(501, b"upgrade not supported by this listener", False),
+                     "501", FLAG_UPGRADE)
 
     def _forward(self, req, cluster_name):
         w = self.worker
@@ -296,7 +316,7 @@ class Session(Delivery, asyncio.Protocol):
 
     def _heartbeat(self, frame):
         try:
-            reply = self.decoder.heartbeat_reply(frame)
+            reply = self.decoder.heartbeat_reply(frame)       # the decoder that read it
         except CodecError:
             return
         if self.mux:
@@ -308,7 +328,7 @@ class Session(Delivery, asyncio.Protocol):
             req.reply = reply
             self.held += len(reply)
             self.tracked += 1
-            self.queue.append(req)
+            self.ordered().append(req)
             self._pump()
 
     def _track(self, req):
@@ -316,10 +336,22 @@ class Session(Delivery, asyncio.Protocol):
         if self.mux:
             self.live.add(req)
         else:
-            self.queue.append(req)
+            self.ordered().append(req)
         if not self.busy:
             self.busy = True
             self.worker.busy.add(self)
+
+    def ordered(self) -> deque:
+        """The reorder queue, made on the first request (idle connections cost less)."""
+        if self.queue.__class__ is not deque:
+            self.queue = deque()
+        return self.queue
+
+    def release_decoder(self) -> None:
+        """Idle with no partial frame: hand the decoder back (agent.proxy.decoders)."""
+        if self.decoder is not None and not self.decoder.buffered and not self.stop_reading:
+            if self.worker.decoders.give(self.chain, self.decoder):
+                self.decoder = None
 
     def _slot(self, chain, route_name, cluster_name):
         key = (chain.name, route_name, cluster_name)

@@ -29,7 +29,8 @@ _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
 class UpstreamConn(asyncio.Protocol):
     __slots__ = ("pool", "worker", "cluster", "host", "chain", "traits", "transport", "decoder",
                  "out", "marked", "inflight", "served", "last_active", "blocked", "retiring",
-                 "stalled", "closed", "in_ready", "stream_to", "_ids", "http")
+                 "stalled", "closed", "in_ready", "stream_to", "_ids", "http", "mux", "depth",
+                 "max_requests", "busy", "_ranges")
 
     def __init__(self, pool):
         self.pool = pool
@@ -52,7 +53,12 @@ class UpstreamConn(asyncio.Protocol):
         self.in_ready = False
         self.stream_to = None     # HTTP body until close: the session that gets the bytes
         self._ids = {}            # multiplexed: (encoding, width) -> next id
+        self._ranges = {}         # (encoding, width) -> (first, last) usable id
         self.http = self.traits.name == "http1"
+        self.mux = self.traits.multiplexed
+        self.depth = pool.depth
+        self.max_requests = self.cluster.model.max_requests_per_connection
+        self.busy = False         # blocked, retiring, stalled or closed: takes nothing new
 
     # -- asyncio callbacks --------------------------------------------------------------
 
@@ -62,9 +68,11 @@ class UpstreamConn(asyncio.Protocol):
 
     def pause_writing(self):
         self.blocked = True
+        self._update_busy()
 
     def resume_writing(self):
         self.blocked = False
+        self._update_busy()
         self.pool.has_room(self)
 
     def data_received(self, data):
@@ -95,6 +103,7 @@ class UpstreamConn(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._update_busy()
         if self.stream_to is not None:
             self.stream_to.stream_end()
             self.stream_to = None
@@ -104,17 +113,18 @@ class UpstreamConn(asyncio.Protocol):
     # -- sending ------------------------------------------------------------------------
 
     def has_room(self) -> bool:
-        return not (self.blocked or self.retiring or self.stalled or self.closed) and \
-            len(self.inflight) < self.pool.depth
+        return not self.busy and len(self.inflight) < self.depth
+
+    def _update_busy(self) -> None:
+        self.busy = self.blocked or self.retiring or self.stalled or self.closed
 
     def send(self, req) -> bool:
         """Queue the request's bytes (flushed at the end of this loop iteration)."""
         data = req.data
-        if self.traits.multiplexed:
-            data = self._assign_id(req)
+        if self.mux:
+            data = self._assign_ids(req) if req.count > 1 else self._assign_id(req)
             if data is None:
                 return False
-            self.inflight[req.up_id] = req
         else:
             self.inflight.append(req)
             if self.http:
@@ -122,9 +132,8 @@ class UpstreamConn(asyncio.Protocol):
         req.conn = self
         req.sent = True
         self.served += 1
-        limit = self.cluster.model.max_requests_per_connection
-        if limit and self.served >= limit:
-            self.retiring = True
+        if self.max_requests and self.served >= self.max_requests:
+            self.retiring = self.busy = True
         self.out.append(data)
         self.worker.mark(self)
         return True
@@ -141,28 +150,53 @@ class UpstreamConn(asyncio.Protocol):
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
         out.clear()
 
-    def _assign_id(self, req):
-        frame = req.frame
-        width = frame.id_length
-        if not width:
-            return req.data
+    def _next_id(self, frame):
+        """A connection-unique id for this frame's id field (encoding and width kept)."""
         enc = id_encoding(self.traits, frame)
-        first, last = id_range(enc, width)
-        key = (enc, width)
+        key = (enc, frame.id_length)
+        span = self._ranges.get(key)
+        if span is None:
+            span = self._ranges[key] = id_range(enc, frame.id_length)
+        first, last = span
         nxt = self._ids.get(key, first)
         inflight = self.inflight
         for _ in range(min(last - first + 1, len(inflight) + 1)):
             if nxt > last:
                 nxt = first
             if nxt not in inflight:
-                break
+                self._ids[key] = nxt + 1
+                return nxt, enc
             nxt += 1
-        else:
-            return None                       # every id of this width is in use here
-        self._ids[key] = nxt + 1
-        req.up_id = nxt
+        return None, enc                      # every id of this width is in use here
+
+    def _assign_id(self, req):
+        frame = req.frame
+        width = frame.id_length
+        if not width:
+            return req.data
+        up, enc = self._next_id(frame)
+        if up is None:
+            return None
+        req.up_id = up
+        self.inflight[up] = req
         buf = bytearray(req.data)
-        write_id(buf, frame.id_offset, width, enc, nxt)
+        write_id(buf, frame.id_offset, width, enc, up)
+        return bytes(buf)
+
+    def _assign_ids(self, req):
+        """A multiplexed batch: an id per frame, written in place in one copy."""
+        buf, ids, at, inflight = bytearray(req.data), {}, 0, self.inflight
+        for index, frame in enumerate(req.frames):
+            up, enc = self._next_id(frame)
+            if up is None:
+                for taken in ids:
+                    inflight.pop(taken, None)
+                return None
+            write_id(buf, at + frame.id_offset, frame.id_length, enc, up)
+            inflight[up] = req
+            ids[up] = index
+            at += frame.length
+        req.ids = ids
         return bytes(buf)
 
     # -- receiving ----------------------------------------------------------------------
@@ -191,15 +225,18 @@ class UpstreamConn(asyncio.Protocol):
             if self.http:
                 if not frame.flags & FRAME_KEEPALIVE:
                     self.retiring = True
+                    self._update_busy()
                 if frame.flags & FRAME_UNTIL_CLOSE and not req.done:
                     self.stream_to = req.session
                     self.retiring = True
+                    self._update_busy()
             if req.done:                          # a ghost: its client already got a timeout
                 continue
             req.conn = None
             cluster.on_response(req, frame, frame.data)
         if self.stalled and not inflight:
             self.stalled = False
+            self._update_busy()
 
     def _responses_by_id(self, frames):
         inflight, cluster = self.inflight, self.cluster
@@ -216,12 +253,24 @@ class UpstreamConn(asyncio.Protocol):
             if kind == "event":
                 if frame.data[16:] == _READONLY_BODY:
                     self.retiring = True          # provider going away: no new requests
+                    self._update_busy()
                 continue
-            req = inflight.pop(frame.request_id, None)
+            up = frame.request_id
+            req = inflight.pop(up, None)
             if req is None or req.done:
                 continue                          # answered by a timeout already
-            req.conn = None
             data = bytearray(frame.data)
+            if req.count > 1:                     # one reply of a batch: straight back
+                rid = req.frames[req.ids.pop(up)].request_id
+                write_id(data, frame.id_offset, frame.id_length,
+                         id_encoding(self.traits, frame), rid)
+                req.session.part(req, bytes(data), self.traits.response_code(frame))
+                if req.ids:
+                    continue
+                req.conn = None
+                cluster.on_response(req, frame, None)
+                continue
+            req.conn = None
             write_id(data, frame.id_offset, frame.id_length, id_encoding(self.traits, frame),
                      req.rid)
             cluster.on_response(req, frame, bytes(data))
@@ -229,15 +278,17 @@ class UpstreamConn(asyncio.Protocol):
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:
             self.close()
-        elif self.has_room():
+        elif (not self.in_ready or self.pool.pending) and self.has_room():
             self.pool.has_room(self)
 
     def forget(self, req):
         """A request given up (timeout): drop it, or keep its slot as a ghost if ordered."""
         if self.traits.multiplexed:
-            self.inflight.pop(req.up_id, None)
+            for up in (req.ids if req.ids is not None else (req.up_id,)):
+                self.inflight.pop(up, None)
         else:
             self.stalled = True
+            self._update_busy()
 
     # -- failures -----------------------------------------------------------------------
 
@@ -248,7 +299,8 @@ class UpstreamConn(asyncio.Protocol):
         self.close()
 
     def _fail_inflight(self, reason: str, flag: str):
-        reqs = list(self.inflight.values()) if self.traits.multiplexed else list(self.inflight)
+        reqs = list(dict.fromkeys(self.inflight.values())) if self.traits.multiplexed \
+            else list(self.inflight)                 # a batch appears once
         self.inflight.clear()
         if any(not r.done for r in reqs):
             self.worker.stats.inc("nodemesh_upstream_cx_destroy_with_active_rq_total",
@@ -263,6 +315,7 @@ class UpstreamConn(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._update_busy()
         self.pool.lost(self)
         if self.transport is not None:
             self.transport.abort() if self.inflight else self.transport.close()

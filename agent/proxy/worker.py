@@ -26,6 +26,7 @@ from agent.config.model import Snapshot
 
 from .accesslog import AccessLog
 from .cluster import ClusterRuntime
+from .decoders import DecoderPool
 from .fairness import PodFairness
 from .listeners import listeners_for
 from .metrics import WorkerStats
@@ -34,6 +35,7 @@ from .router import ChainRuntime, ListenerRuntime, build_listener
 
 log = logging.getLogger("nodemesh.proxy")
 LAG_WINDOW_S = 5.0
+DECODER_IDLE = 2.0                    # seconds idle before a session gives its decoder back
 
 
 class MirrorSink:
@@ -81,6 +83,7 @@ class Worker:
         self.stats = WorkerStats(settings.max_source_pod_labels)
         self.fairness = PodFairness(max(1, settings.max_worker_inflight))
         self.mirror_sink = MirrorSink()
+        self.decoders = DecoderPool()
         self.access_log = AccessLog(settings.access_log) if settings.access_log else None
         self.listeners = listeners_for(self)
         self.dirty = []
@@ -92,6 +95,9 @@ class Worker:
         self.cut_requests = 0
         self.applied = False
         self.on_drained = None             # callback when a drain is over
+        self.pod_rates = {}               # source pod -> requests/s (housekeeping period)
+        self._pod_totals = {}
+        self._rates_at = 0.0
         self._tick_due = 0.0
         self._next_housekeeping = 0.0
         self._timer = None
@@ -152,6 +158,7 @@ class Worker:
             except (ValueError, KeyError) as exc:
                 problems.append(f"listener {name!r}: {exc}")
         self.limiters = kept
+        self.decoders.clear()             # options may have changed: new decoders from now on
         self.snapshot, self.listener_rts = snapshot, runtimes
         self.chains = {name: lr.default for name, lr in runtimes.items() if lr.default}
         self._rebind_sessions()
@@ -292,21 +299,38 @@ class Worker:
 
     def _housekeeping(self, now):
         for s in list(self.sessions):
-            if s.chain is not None and s.idle_for(now) > s.chain.idle_timeout:
+            idle = s.idle_for(now) if s.chain is not None else 0.0
+            if idle > s.chain.idle_timeout:
                 s.drain()
             elif s.draining:
                 s.check_drain(now)
+            elif idle > DECODER_IDLE and s.decoder is not None:
+                s.release_decoder()
         for t in list(self.tcp_sessions):
             t.check_idle(now)
         for rt in list(self.clusters.values()):
             rt.outlier.tick()
         if self.access_log is not None:
             self.access_log.flush()
+        self._pod_rates(now)
         for rt in list(self.clusters.values()):
             idle = rt.model.idle_timeout
             for pool in rt.pools.values():
                 pool.close_idle(now, idle)
         self.retired = [rt for rt in self.retired if not all(p.idle for p in rt.pools.values())]
+
+    def _pod_rates(self, now) -> None:
+        """Requests per second per source pod over the last housekeeping period, from the
+        per-request counters (batches count each request)."""
+        totals = {}
+        for (_, _, _, pod), slot in self.stats.slots.items():
+            totals[pod] = totals.get(pod, 0) + sum(slot.codes.values())
+        dt = now - self._rates_at if self._rates_at else 0.0
+        if dt > 0:
+            last = self._pod_totals
+            self.pod_rates = {pod: round((n - last.get(pod, 0)) / dt, 3)
+                              for pod, n in totals.items() if n > last.get(pod, 0)}
+        self._pod_totals, self._rates_at = totals, now
 
     # -- drain --------------------------------------------------------------------------
 
@@ -357,7 +381,7 @@ class Worker:
                 "connections_active": len(self.sessions) + len(self.tcp_sessions),
                 "requests_active": active, "draining": self.draining,
                 "config_applied": self.applied, "listening": self.listeners.describe(),
-                "pod_rates": {str(k): round(v, 3) for k, v in self.fairness.rates().items()},
+                "pod_rates": dict(self.pod_rates),
                 "fairness": {k: v for k, v in self.fairness.stats().items() if k != "pods"}}
 
     def export(self) -> dict:

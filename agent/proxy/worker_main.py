@@ -122,6 +122,15 @@ async def run(args) -> int:
     return 0
 
 
+def raise_fd_limit() -> None:
+    """Serve as many connections as the hard limit allows (the soft default is often 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="nodemesh-proxy-worker")
     p.add_argument("--fd", type=int, required=True)
@@ -132,6 +141,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=os.environ.get("NODEMESH_LOG_LEVEL", "WARNING"),
                         format=f"%(asctime)s worker[{args.index}] %(levelname)s %(message)s")
+    raise_fd_limit()
     try:
         import uvloop
 

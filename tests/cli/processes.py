@@ -76,6 +76,27 @@ class Proc:
                 self.proc.wait(10)
 
 
+def empty_cgroup(path: str, timeout=15.0):
+    """Wait until nothing runs in `path` (a proxy's workers leave after their
+    supervisor); what is still there then was started by our processes: killed
+    by pid, so the test node can remove its cgroups."""
+    deadline = time.monotonic() + timeout
+    procs = os.path.join(path, "cgroup.procs")
+    while time.monotonic() < deadline:
+        with open(procs) as fh:
+            pids = [int(p) for p in fh.read().split()]
+        if not pids:
+            return
+        if time.monotonic() > deadline - 5:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        time.sleep(0.05)
+    raise AssertionError(f"processes left in {path}")
+
+
 def redis_server() -> Proc:
     port = free_port()
     return Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",

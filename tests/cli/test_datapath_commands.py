@@ -81,7 +81,7 @@ def test_source_matches_what_is_loaded(nm, node_env):
     assert "int connect4(struct bpf_sock_addr *ctx)" in data["source"]
     assert '#include "lib/' not in data["source"]       # amalgamated
     r = nm("datapath", "source", "--cflags-only", "-D", "NM_MAX_PODS=64")
-    assert r.out.strip().endswith("-DNM_MAX_PODS=64")
+    assert "-DNM_MAX_PODS=64" in r.out.split()
 
 
 def test_set_proxy(nm, node_env):

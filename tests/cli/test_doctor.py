@@ -81,7 +81,7 @@ def test_doctor_not_root(nm, monkeypatch):
     assert r.code == 5
     checks = by_name(r.json())
     assert checks["capabilities"]["status"] == "fail"
-    assert "missing CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN" in checks["capabilities"]["detail"]
+    assert f"missing {' '.join(privileges.NEEDED)}" in checks["capabilities"]["detail"]
     assert checks["capabilities"]["fallback"] == "cannot load: run as root"
     assert checks["program/connect4"]["detail"] == "not tried: capabilities failed"
 

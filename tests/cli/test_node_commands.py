@@ -70,6 +70,7 @@ def test_conns_shows_the_held_connection_end_to_end(nm, env):
     assert row["state"] == "ESTABLISHED"
     assert row["pid"] == env["client"].pid
     assert row["cgroup"].endswith("/pod-a")
+    assert row["paired"] is True          # same-node: the sockhash carries its bytes
     r = nm("conns")
     assert r.code == 0 and "pod-a" in r.out and f"{VIP}:6379" in r.out
     assert all(len(line) <= 80 for line in r.out.splitlines())

@@ -58,8 +58,11 @@ def mesh():
                "bootstrap": path, "remote_port": remote_port,
                "ports": {name: p.port for name, p in procs.items()}}
     finally:
+        if "proxy" in procs:
+            procs["proxy"].stop(signal.SIGTERM)           # drains, stops its workers
         for p in procs.values():
             p.stop()
+        px.empty_cgroup(str(node.cg("proxy")))
         node.stop()
 
 

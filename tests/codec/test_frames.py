@@ -318,3 +318,38 @@ def test_a_failed_feed_leaves_the_tail_as_it_was():
                 dec.feed(b"xyz?\r\n")
             seen.append((dec.buffered, type(err.value), err.value.reason, err.value.offset))
     assert seen[0][0] == 17 and len(set(seen)) == 1, seen
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_dicts_held_and_changed_by_the_caller_never_leak(data):
+    """A caller keeps some frames' dicts (as `md = frame.metadata` does),
+    changes some; later frames, made by copying or reusing the last dict,
+    must still match the reference, and kept dicts must stay as left."""
+    from agent.codec import _frames
+
+    requests = data.draw(st.lists(st.lists(st.tuples(st.sampled_from(NAMES[:4]),
+                                                     st.sampled_from(VALUES[:4])), max_size=3),
+                                  min_size=2, max_size=10))
+    c_dec, py_dec = Decoder("http1", accelerated=True), Decoder("http1", accelerated=False)
+    kept = []
+    for headers in requests:
+        if data.draw(st.booleans()):
+            _frames._drop_kept_dicts()
+        raw = http_request(b"Host: h", *(n + b": " + v for n, v in headers))
+        (frame,), (ref,) = c_dec.feed(raw), py_dec.feed(raw)
+        assert frame.metadata == ref.metadata and list(frame.metadata) == list(ref.metadata)
+        if data.draw(st.booleans()):
+            md = frame.metadata
+            change = data.draw(st.sampled_from(["none", "add", "set", "delete", "container"]))
+            if change == "add":
+                md["x-added"] = "1"
+            elif change == "set":
+                md["host"] = "changed"
+            elif change == "delete":
+                del md[":path"]
+            elif change == "container":
+                md["host"] = ["h"]
+            kept.append((md, dict(md)))
+    for md, snapshot in kept:
+        assert md == snapshot

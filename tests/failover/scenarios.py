@@ -125,7 +125,7 @@ def kill_local(topo, load=LOAD, settings=FAST, down_s=0.8):
 
 def drain_upgrade(topo, load=LOAD, settings=FAST, deadline=5, lead_s=1.0):
     topo.start_local_proxy(name="proxy-v1")
-    topo.start_controller(**settings)
+    _agent(topo, settings)
     load = {**load, "duration": load["duration"] + 1}
     procs = _clients(topo, load)
     time.sleep(lead_s)
@@ -148,23 +148,42 @@ def drain_upgrade(topo, load=LOAD, settings=FAST, deadline=5, lead_s=1.0):
         "paths": clients["echo"]["by_path"]})
 
 
+def _agent(topo, settings):
+    """The real `nodemesh agent` when this checkout has it, else the controller alone."""
+    from .topology import REAL_AGENT
+
+    if REAL_AGENT:
+        interval = settings.get("probe_interval", 1.0)
+        return topo.start_agent(probe_interval=f"{int(interval * 1000)}ms")
+    return topo.start_controller(**settings)
+
+
+def _steering(topo):
+    """What decides where connections go: the proxy map (not its write count), pods."""
+    proxy = {k: v for k, v in topo.node.ctl.proxy().items() if k != "generation"}
+    return proxy, sorted(map(str, topo.node.ctl.enrolled())), topo.node.ctl.services()
+
+
 def kill_agent(topo, load=LOAD, settings=FAST, down_s=1.0):
     topo.start_local_proxy()
-    topo.start_controller(**settings)
+    _agent(topo, settings)
     wait_for(lambda: agent_status(topo)["local"]["probe"] is not None)
-    generation = topo.node.ctl.proxy()["generation"]
+    maps = _steering(topo)
     before = counters(topo)
     procs = _clients(topo, load)
     time.sleep(load["duration"] * 0.25)
     topo.kill("agent")
     time.sleep(down_s)
-    topo.start_controller(**settings)
+    _agent(topo, settings)
     wait_for(lambda: agent_status(topo)["local"]["probe"] is not None)
     clients = {k: finish(p) for k, p in procs.items()}
     st = agent_status(topo)
+    from .topology import REAL_AGENT
+
     return _summary("kill_agent", clients, {
+        "agent": "nodemesh agent" if REAL_AGENT else "python -m agent.failover",
         "kernel": counters(topo, before),
-        "map_rewritten": topo.node.ctl.proxy()["generation"] != generation,
+        "steering_changed": _steering(topo) != maps,
         "first_event_after_restart": st["transitions"][0]["event"],
         "transitions": st["transitions"], "paths": clients["echo"]["by_path"]})
 
@@ -231,7 +250,7 @@ readings mostly measure the neighbours; its loop lag is the honest signal."""
 
 
 def overload(topo, settings=FAST, cpu_ms=4.0, hot_s=4.0, duration=8.0, thresholds=OVERLOAD):
-    topo.start_local_proxy()
+    topo.start_local_proxy(kind="standin")          # its POST /fault burns CPU per request
     topo.start_controller(**{"spill_step": 10, "spill_decay": 5, "overload": thresholds,
                              **settings})
     noisy = topo.client("noisy", "pod-a", "echo", duration=duration, rate=800, session=2,

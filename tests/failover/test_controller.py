@@ -84,8 +84,26 @@ def settings(tmp_path, **kw):
     return FailoverSettings(**base)
 
 
-def go(coro):
-    return asyncio.run(coro)
+def go(coro, loop="asyncio"):
+    """Run on a fresh loop (asyncio's or uvloop's, as the agent may run either);
+    an exception nobody handled on it fails the test."""
+    errors = []
+
+    async def main():
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        return await coro
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            result = runner.run(main())
+    else:
+        result = asyncio.run(main())
+    assert not errors, [e.get("message") for e in errors]
+    return result
+
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 
 
 async def with_proxy(tmp_path, body):
@@ -115,7 +133,8 @@ def test_adopts_the_datapath_without_writing(node, remote, tmp_path):
     assert c.history.transitions[0]["event"] == "adopted"
 
 
-def test_unready_proxy_goes_remote_and_comes_back_after_n_probes(node, remote, tmp_path):
+@LOOPS
+def test_unready_proxy_goes_remote_and_comes_back_after_n_probes(node, remote, tmp_path, loop):
     async def body(fake):
         c = FailoverController(settings(tmp_path), node.ctl)
         await ticks(c, 2)
@@ -128,7 +147,7 @@ def test_unready_proxy_goes_remote_and_comes_back_after_n_probes(node, remote, t
         await c.tick()
         assert node.ctl.proxy()["mode"] == "local"
         return c
-    c = go(with_proxy(tmp_path, body))
+    c = go(with_proxy(tmp_path, body), loop)
     moves = [(t["from"], t["to"], t["reason"]) for t in c.history.transitions][1:]
     assert moves[0][:2] == ("local", "remote") and "503" in moves[0][2]
     assert moves[1][:2] == ("remote", "local")
@@ -218,7 +237,8 @@ def test_overload_without_pod_rates_spills_one_share(node, remote, tmp_path):
     assert cur["mode"] == "local" and cur["spill_percent"] == 20.0
 
 
-def test_planned_drain(node, remote, tmp_path):
+@LOOPS
+def test_planned_drain(node, remote, tmp_path, loop):
     proxy_proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
 
     async def body(fake):
@@ -240,7 +260,7 @@ def test_planned_drain(node, remote, tmp_path):
         assert node.ctl.proxy()["mode"] == "remote"
         await c.tick()
         return c
-    c = go(with_proxy(tmp_path, body))
+    c = go(with_proxy(tmp_path, body), loop)
     assert node.ctl.proxy()["mode"] == "local"
     reasons = [(t["to"], t["reason"]) for t in c.history.transitions]
     assert ("remote", "the drained proxy exited") in reasons

@@ -56,7 +56,7 @@ def test_kill_agent_loses_no_request(node):
     show(r)
     no_failures(r)
     assert set(r["paths"]) == {"local"}, (r["kernel"], r["transitions"])
-    assert not r["map_rewritten"]                        # the new agent adopted, wrote nothing
+    assert not r["steering_changed"]                     # the new agent adopted the datapath
     assert r["first_event_after_restart"] == "adopted"
 
 
@@ -77,7 +77,7 @@ def test_flapping_local_proxy_stays_remote(node):
     assert r["returns_to_local"] <= 1, brief             # without hysteresis: one per cycle
     assert r["modes_while_up"][-3:] == ["remote"] * 3, brief
     assert r["returns_to_local"] == 0 or (r["flaps"] >= 1 and r["healthy_needed"] > 3), brief
-    no_failures(r)
+    no_failures(r, lost_allowed=2)        # a kill while local takes what is on its connections
 
 
 def test_overload_spills_the_noisy_pod_first(node):

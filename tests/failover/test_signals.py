@@ -87,6 +87,11 @@ def test_stats_over_the_admin_socket(admin):
     ({"pods": {"pod-a": {"rps": 3}}}, None, {}),             # no cgroup id: unusable
     ({"source_pods": {"5": {"requests_per_second": 2}}}, None, {5: 2.0}),
     ({"workers": ["junk", 3]}, None, {}),
+    # the shape of agent/proxy's /stats: lag per worker and overall, pods by cgroup id
+    ({"workers": [{"pid": 5, "event_loop_lag_ms": {"p50": 2.5, "max": 30}}],
+      "event_loop_lag_ms": {"p50": 2.5, "max": 30},
+      "pods": {"8812": {"requests": 10, "rate": 4.5}, "other": {"requests": 1, "rate": 0.1}}},
+     2.5, {8812: 4.5}),
 ])
 def test_parse_stats_is_tolerant(data, lag, rates):
     st = parse_stats(data)

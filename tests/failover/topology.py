@@ -37,6 +37,59 @@ BACKENDS = {REDIS_ID: (BACKEND_IP, 26379), ECHO_ID: (BACKEND_IP, 26700)}
 # who the echo backend sees: the local proxy (node side), the remote pool, a pod
 PATHS = {"198.18.66.1": "local", REMOTE_IP: "remote", "198.18.64.": "direct"}
 
+PROXY_PATH = os.environ.get("NODEMESH_FAILOVER_PROXY_PATH") or str(ROOT)
+"""Checkout the real proxy runs from (to try a proxy branch before it is merged)."""
+REAL_AGENT = (ROOT / "agent" / "daemon" / "agent.py").exists()
+"""`nodemesh agent` is in this checkout: the agent-restart scenario runs it."""
+PROXY_KIND = os.environ.get("NODEMESH_FAILOVER_PROXY") or (
+    "real" if (pathlib.Path(PROXY_PATH) / "agent" / "proxy" / "supervisor.py").exists()
+    else "standin")
+"""real: `nodemesh proxy`; standin: tests/failover/standin_proxy.py (until the proxy lands)."""
+
+BOOTSTRAP = """
+nodemesh:
+  local_proxy: {node_ip}:{local_port}
+  remote_proxy: {remote_ip}
+  remote_ports: {{redis: {redis_port}, echo: {echo_port}}}
+  admin: {run_dir}/admin.sock
+  proxy_admin: {run_dir}/proxy-local.sock
+  failover: {{probe_interval: {probe_interval}, healthy_probes: 3}}
+  xds: {{persist_path: {run_dir}/last-good.pb}}""".format(
+    node_ip=NODE_IP, local_port=LOCAL_PORT, remote_ip=REMOTE_IP, redis_port=REMOTE_PORTS[REDIS_ID],
+    echo_port=REMOTE_PORTS[ECHO_ID], run_dir="{run_dir}",
+    probe_interval="{probe_interval}") + f"""
+static_resources:
+  listeners:
+  - name: redis
+    address: {{socket_address: {{address: {REDIS_VIP[0]}, port_value: {REDIS_VIP[1]}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.redis_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.redis_proxy.v3.RedisProxy
+          stat_prefix: redis
+          settings: {{op_timeout: 3s}}
+          prefix_routes: {{catch_all_route: {{cluster: redis}}}}
+  - name: echo
+    address: {{socket_address: {{address: {ECHO_VIP[0]}, port_value: {ECHO_VIP[1]}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: echo
+          cluster: echo
+  clusters:
+""" + "".join(f"""  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}
+""" for name, (ip, port) in (("redis", BACKENDS[REDIS_ID]), ("echo", BACKENDS[ECHO_ID])))
+
 
 def sh(*cmd, check=True):
     res = subprocess.run(cmd, capture_output=True, text=True)
@@ -124,13 +177,15 @@ class Topology:
     def nsexec(self, role, argv):
         return sh("nsenter", f"--net=/run/netns/{self.ns[role]}", "--", *argv)
 
-    def spawn(self, name, role, cgroup, argv, ready="ready"):
+    def spawn(self, name, role, cgroup, argv, ready="ready", pythonpath=None):
         """Start argv in a netns (and cgroup); wait for its first line to be `ready`."""
         join = f"echo $$ > {self.node.cg(cgroup)}/cgroup.procs && " if cgroup else ""
         cmd = ["nsenter", f"--net=/run/netns/{self.ns[role]}", "--", "sh", "-c",
                join + 'exec "$@"', "sh", *argv]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                cwd=pythonpath or ROOT, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(pythonpath or ROOT),
+                                     "NODEMESH_RUN_DIR": self.run_dir or ""})
         self.procs[name] = proc
         if ready is not None:
             line = proc.stdout.readline().strip()
@@ -140,9 +195,14 @@ class Topology:
         return proc
 
     def kill(self, name, sig=signal.SIGKILL):
+        """Signal what we started as `name` and all its children (its own process
+        group), as a container's processes go together."""
         proc = self.procs.pop(name, None)
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
+        if proc is not None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
             proc.wait(10)
         return proc
 
@@ -156,7 +216,10 @@ class Topology:
     def admin_path(self, name):
         return os.path.join(self.run_dir, f"{name}.sock")
 
-    def start_local_proxy(self, name="local-proxy", **kw):
+    def start_local_proxy(self, name="local-proxy", kind=None, **kw):
+        """The local proxy: the real one (`nodemesh proxy`) or the stand-in (PROXY_KIND)."""
+        if (kind or PROXY_KIND) == "real":
+            return self._real_proxy(name, "local", f"{NODE_IP}:{LOCAL_PORT}", "node", "proxy")
         backends = {str(k): list(v) for k, v in BACKENDS.items()}
         argv = [PY, "-m", "tests.failover.standin_proxy", "--role", "local",
                 "--listen", f"{NODE_IP}:{LOCAL_PORT}", "--backends", json.dumps(backends),
@@ -166,12 +229,68 @@ class Topology:
             argv += [f"--{k.replace('_', '-')}", str(v)]
         return self.spawn(name, "node", "proxy", argv)
 
-    def start_remote_proxy(self, name="remote-proxy"):
+    def start_remote_proxy(self, name="remote-proxy", kind=None):
+        if (kind or PROXY_KIND) == "real":
+            return self._real_proxy(name, "remote", f"{REMOTE_IP}:0", "remote", None)
         backends = {str(REMOTE_PORTS[k]): list(v) for k, v in BACKENDS.items()}
         return self.spawn(name, "remote", None, [
             PY, "-m", "tests.failover.standin_proxy", "--role", "remote", "--listen",
             f"{REMOTE_IP}:0", "--backends", json.dumps(backends),
             "--admin", self.admin_path("proxy-remote")])
+
+    def _real_proxy(self, name, role, listen, netns, cgroup):
+        """`nodemesh proxy` with the node's bootstrap, one worker; up when /ready says 200."""
+        from agent.admin import AdminClient
+
+        admin = self.admin_path(f"proxy-{role}")
+        argv = [PY, "-m", "agent.cli.main", "proxy", "--role", role, "--config",
+                self.bootstrap(), "--listen", listen, "--workers", "1", "--admin", admin,
+                "--pin-dir", self.node.settings.pin_dir, "--run-dir", self.run_dir]
+        proc = self.spawn(name, netns, cgroup, argv, ready=None, pythonpath=PROXY_PATH)
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
+            try:
+                if AdminClient(admin, timeout=1).request("GET", "/ready", ok=(200, 503))[0] == 200:
+                    return proc
+            except Exception:       # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} never became ready")
+
+    def bootstrap(self, probe_interval="1s") -> str:
+        """The node's Envoy bootstrap (proxies and agent): a listener per VIP, a
+        cluster each, the nodemesh section with the failover probe interval."""
+        path = os.path.join(self.run_dir, f"bootstrap-{probe_interval}.yaml")
+        if not os.path.exists(path):
+            with open(path, "w") as fh:
+                fh.write(BOOTSTRAP.replace("{run_dir}", self.run_dir)
+                         .replace("{probe_interval}", probe_interval))
+        return path
+
+    def start_agent(self, name="agent", probe_interval="100ms"):
+        """The real `nodemesh agent` on the node (adopts the pinned datapath, runs
+        the failover controller as its component); up when /failover has probed."""
+        from agent.admin import AdminClient
+
+        sock = os.path.join(self.run_dir, "admin.sock")
+        argv = [PY, "-m", "agent.cli.main", "agent", "--config", self.bootstrap(probe_interval),
+                "--pin-dir", self.node.settings.pin_dir, "--run-dir", self.run_dir,
+                "--cgroup-root", str(self.node.cgroup), "--persist", "",
+                "--initial-fetch-timeout", "1"]
+        proc = self.spawn(name, "node", "agent", argv, ready=None)
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr.read()[-3000:]}")
+            try:
+                if AdminClient(sock, timeout=1).get("/failover").get("local", {}).get("probe"):
+                    return proc
+            except Exception:       # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} never served /failover")
 
     def start_controller(self, name="agent", **settings):
         """The failover controller standalone (as the agent would run it), in the node netns."""

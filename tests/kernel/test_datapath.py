@@ -322,3 +322,11 @@ def test_uninstall_leaves_nothing():
         assert not any(f"{i}:" in listed.split() for i in ids)
     finally:
         n.stop()
+
+
+def test_doctor_loads_every_program_the_loader_lists():
+    # `nodemesh doctor` enumerates agent/bpf's PROGRAMS: the IPv6 twins included
+    from agent.cli.doctor_programs import check_programs
+
+    assert {"connect6", "getpeername6"} <= set(PROGRAMS)
+    assert check_programs() == {p: None for p in PROGRAMS}

@@ -187,3 +187,22 @@ def test_v6_and_mapped_decisions_are_traced(node):
     assert (mapped.original_dst, mapped.target_dst) == ("[::ffff:198.18.10.1]:80",
                                                         f"[::ffff:127.0.0.1]:{LOCAL_PORT}")
     assert [e.service_id for e in got] == [6, 4] and {e.reason for e in got} == {"local"}
+
+
+def test_a_dual_stack_proxy_listener_pairs_both_families(node, counters):
+    # proxies often listen on [::]: IPv4 clients reach it as ::ffff:a.b.c.d
+    port = LOCAL_PORT + 2
+    node.listen("::", port, netns=node.netns.name)
+    node.ctl.set_proxy(local=f"127.0.0.1:{port},[{LOCAL6}]:{port}")
+    try:
+        with Held(node, "pod-b", VIP4, netns=node.netns.name) as conn:
+            assert conn.seen["server"] == hp("::", port) and conn.client[0] == "::ffff:127.0.0.1"
+            assert node.ctl.accept_record(*conn.client, delete=False)["service_id"] == 4
+        [v4] = ns_dial(node, "pod-a", VIP4, send=b"4" * 50_000)
+        [v6] = ns_dial(node, "pod-a", VIP6, send=b"6" * 50_000)
+    finally:
+        node.ctl.set_proxy(local=f"127.0.0.1:{LOCAL_PORT},[{LOCAL6}]:{LOCAL_PORT}")
+    assert v4["echo_ok"] and v6["echo_ok"] and v6["seen_peer"].startswith(LOCAL6)
+    d = counters()
+    assert d["local"] == 3 and d["sockhash_added"] == 6      # both ends, three times
+    assert d["msg_redirected_bytes"] >= 200_000

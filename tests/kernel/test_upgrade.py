@@ -165,3 +165,34 @@ def test_a_refused_new_program_leaves_the_running_datapath_alone():
         os.close(cg_fd)
         b.cleanup()
         n.stop()
+
+
+def test_control_keeps_the_fields_of_a_newer_version(tmp_path):
+    """A proxy map pinned by a newer version (a longer value): this version
+    reads its prefix and, on update, leaves the fields it does not know."""
+    from agent.bpf.datapath import Control
+
+    pins = f"/sys/fs/bpf/nm-upg5-{os.getpid()}"
+    os.makedirs(pins)
+    try:
+        ours = layout.ffi.sizeof("struct nm_proxy_config")
+        value = bytearray(ours + 16)
+        value[ours:] = b"newer-version-ok"
+        value[16:20] = struct.pack("<I", 1)                       # generation 1
+        pin_old_map(pins, "proxy", maps.ARRAY, 4, len(value), 1,
+                    [(struct.pack("<I", 0), bytes(value))])
+        ctl = Control(Settings(pin_dir=pins, run_dir=str(tmp_path)))
+        ctl.set_proxy(local="127.0.0.1:15001,[fd00::1]:15001", mode="remote")
+        assert ctl.proxy()["local_proxy"] == "127.0.0.1:15001,[fd00::1]:15001"
+        assert ctl.proxy()["mode"] == "remote"
+        ctl.close()
+        fd = libbpf.obj_get(os.path.join(pins, "proxy"))
+        raw = layout.ffi.new("char[]", len(value))
+        libbpf.check(libbpf.lib().bpf_map_lookup_elem(fd, layout.ffi.new("__u32 *", 0), raw),
+                     "lookup")
+        os.close(fd)
+        assert bytes(layout.ffi.buffer(raw))[ours:] == b"newer-version-ok"
+    finally:
+        for f in os.listdir(pins):
+            os.unlink(os.path.join(pins, f))
+        os.rmdir(pins)

@@ -102,3 +102,22 @@ def test_malformed_frame_gets_bad_request_and_closes_only_that_connection(provid
         assert bad.sock.recv(10) == b""                # then closed
         assert good.recv()[2] == rid                   # the other connection is untouched
         good.close()
+
+
+def test_pipelined_requests_travel_as_a_batch_and_replies_come_back_as_they_come(providers):
+    a, b = providers
+    port = free_port()
+    snap = snapshot([listener("greeter", port, "dubbo", [route("all", "a")])],
+                    [cluster("a", [a.port])])
+    with ProxyThread(snap) as proxy:
+        assert proxy.call(lambda: proxy.worker.chains["greeter"].batch_route is not None)
+        c = DubboConsumer(port)
+        frames = b"".join(__import__("agent.demo.dubbo_wire", fromlist=["request"]).request(
+            rid, "org.demo.Greeter", "sleep", str(ms)) for rid, ms in
+            ((11, 300), (12, 5), (13, 150), (14, 5)))
+        c.sock.sendall(frames)                        # one read: one batch of four
+        order = [c.recv()[2] for _ in range(4)]
+        assert sorted(order) == [11, 12, 13, 14] and order[-1] == 11
+        c.close()
+        assert proxy.requests(route="all") == {("20", "-"): 4}
+        assert proxy.call(lambda: proxy.worker.clusters["a"].rq_total) == 4

@@ -145,3 +145,13 @@ def test_upstream_5xx_passes_through_and_no_upstream_is_503(web):
                     f"http://127.0.0.1:{port}/status/502").stdout == "502"
         out = curl("-i", f"http://127.0.0.1:{port}/dead").stdout
         assert out.startswith("HTTP/1.1 503") and "upstream connect error" in out
+
+
+def test_upgrade_is_refused_with_501(web):
+    a, b = web
+    port = free_port()
+    with ProxyThread(web_config(port, a, b)) as proxy:
+        out = raw(port, b"GET /ws HTTP/1.1\r\nHost: web.local\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\n\r\n")
+        assert out.startswith(b"HTTP/1.1 501") and b"connection: close" in out.lower()
+        assert proxy.requests(route="-") == {("501", "UPG"): 1}

@@ -78,3 +78,31 @@ def test_no_route_is_a_thrift_exception(thrift_servers):
         with pytest.raises(ThriftError, match="^1: .*no route"):     # UNKNOWN_METHOD
             c.call("echo", "hi")
         c.close()
+
+
+def test_compact_batches_keep_varint_widths_across_many_ids():
+    a = backend("thrift", "thr-a", "compact", "framed")
+    port = free_port()
+    snap = snapshot([listener("thr", port, "thrift", [route("all", "a")],
+                              {"thrift_protocol": "compact", "thrift_transport": "framed"})],
+                    [cluster("a", [a.port])])
+    try:
+        with ProxyThread(snap) as proxy:
+            from thrift.Thrift import TMessageType
+
+            c = ThriftClient(port, "compact", "framed")
+            for round_ in range(4):                  # 4 x 60 in flight: ids past 127
+                for i in range(60):
+                    c._send("echo", f"{round_}.{i}", TMessageType.CALL)
+                got = []
+                for i in range(60):
+                    p = c.proto
+                    _, mtype, seqid = p.readMessageBegin()
+                    p.skip(12)                       # the result struct
+                    p.readMessageEnd()
+                    got.append(seqid)
+                assert got == list(range(round_ * 60 + 1, round_ * 60 + 61))
+            c.close()
+            assert proxy.requests(route="all") == {("ok", "-"): 240}
+    finally:
+        a.stop()
