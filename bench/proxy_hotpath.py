@@ -79,8 +79,8 @@ def cases():
              "id_range": id_range, "write_id": write_id, "Request": Request, "slot": Slot(("a", "b", "c", "d")),
              "fair": PodFairness(100_000), "breaker": CircuitBreaker(CircuitBreakers()),
              "lb": make_balancer(model, HostSet(model)), "rewrite_id_prototype": rewrite_id_prototype}
-    assign = ("f = dframe; w = f.id_length; e = id_encoding(traits, f); first, last = "
-              "id_range(e, w); b = bytearray(f.data); write_id(b, f.id_offset, w, e, 5); bytes(b)")
+    assign = ("f = dframe; w = f.id_length; e = id_encoding(traits, f); "
+              "b = bytearray(f.data); write_id(b, f.id_offset, w, e, 5); bytes(b)")
     return g, [
         ("codec", "redis request: feed (1 frame)", "dec['redis'].feed(REDIS_GET)", ""),
         ("codec", "redis request: feed (16 frames), per frame",
@@ -96,7 +96,7 @@ def cases():
         ("codec", "dubbo reply: feed", "rdec['dubbo'].feed(dubbo_rep)", ""),
         ("codec", "frame.data", "rframe.data", ""),
         ("route", "dubbo frame.metadata (decoded already)", "dframe.metadata", ""),
-        ("mux", "dubbo upstream id: as UpstreamConn._assign_id", assign, ""),
+        ("mux", "dubbo upstream id: as UpstreamConn._assign_id (range cached)", assign, ""),
         ("mux", "dubbo upstream id prototype: one struct.pack_into",
          "rewrite_id_prototype(dubbo_req, 4, 5)", ""),
         ("state", "Request(...)", ("Request(None, None, rframe, REDIS_GET, 'request', 0, None, "

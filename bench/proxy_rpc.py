@@ -23,6 +23,10 @@ Peers (same backend, rotating order, medians over rounds):
   nodemesh      nodemesh's MetaProtocol chain: decode, route on metadata
                 (Dubbo: interface + method; Thrift: method), multiplex upstream
                 by rewritten request id.
+  nodemesh-catchall  (full run) the same chain with one catch-all route: nothing
+                is decided per request, so runs of requests travel as batches
+                (agent/proxy/batch.py); the gap to `nodemesh` is what per-request
+                routing costs today.
 """
 
 from __future__ import annotations
@@ -58,9 +62,9 @@ from bench.proxy_common import (
 from bench.proxy_profile import print_profile, profile
 
 FULL = {"rounds": 3, "seconds": 3.0, "depths": (1, 16), "nodemesh_tcp": True, "haproxy": True,
-        "profile": True}
+        "catchall": True, "profile": True}
 QUICK = {"rounds": 1, "seconds": 1.5, "depths": (1,), "nodemesh_tcp": False, "haproxy": True,
-         "profile": False}
+         "catchall": False, "profile": False}
 CONNS = 32
 MAX_REQUESTS = 3_000_000          # per load run; every run is also bounded in time
 
@@ -171,8 +175,16 @@ def load(exe, proto: Protocol, port: int, depth: int, seconds: float) -> dict:
     return sample
 
 
-def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool, root=ROOT):
-    """One nodemesh proxy with an L7 listener per protocol (and an L4 one with tcp)."""
+CATCH_ALL = """\
+- name: all
+  route: {{cluster: {cluster}}}
+"""
+
+
+def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool, root=ROOT,
+                   catchall: bool = False):
+    """One nodemesh proxy with an L7 listener per protocol (and an L4 one with tcp, a
+    catch-all L7 one with catchall)."""
     listeners, clusters, remote = "", "", {}
     for i, proto in enumerate(protos):
         port = ports.take()
@@ -184,6 +196,10 @@ def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool
             listeners += tcp_listener_yaml(f"{proto.name}-tcp", f"198.18.29.{20 + i}", 20880,
                                            proto.name)
             remote[f"{proto.name}-tcp"] = ports.take()
+        if catchall:
+            listeners += meta_listener_yaml(f"{proto.name}-all", f"198.18.29.{30 + i}", 20880,
+                                            proto.name, CATCH_ALL.format(cluster=proto.name))
+            remote[f"{proto.name}-all"] = ports.take()
     return NodemeshProxy(procs, listeners, clusters, remote, workers, root).start(), remote
 
 
@@ -216,7 +232,7 @@ def main(argv=None) -> int:
                          proto.reply_file, *proto.framing(), "-T", "900"],
                         port=backends[proto.name], ready_line="ready")
         proxy, remote = nodemesh_proxy(procs, ports, backends, protos, args.workers,
-                                       p["nodemesh_tcp"])
+                                       p["nodemesh_tcp"], catchall=p["catchall"])
         cand = cand_remote = None
         if args.candidate:
             cand, cand_remote = nodemesh_proxy(procs, ports, backends, protos, args.workers,
@@ -232,6 +248,9 @@ def main(argv=None) -> int:
             if p["nodemesh_tcp"]:
                 peers.append(Peer("nodemesh-tcp", remote[f"{proto.name}-tcp"], proxy.pids,
                                   note="nodemesh tcp_proxy chain"))
+            if p["catchall"]:
+                peers.append(Peer("nodemesh-catchall", remote[f"{proto.name}-all"], proxy.pids,
+                                  note="MetaProtocol chain, one catch-all route (batches)"))
             nm = Peer("nodemesh", remote[proto.name], proxy.pids, note="MetaProtocol chain")
             peers.append(nm)
             if cand is not None:
