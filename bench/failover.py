@@ -3,7 +3,8 @@
 The scenarios are the tests' (tests/failover/scenarios.py) on the same
 namespace-built node: pods with real clients (redis-py and a raw TCP
 request/response client, 250 requests/s each, a new connection every 5
-requests), a local proxy, a remote pool, fail-open to the backends. Each runs
+requests), the real `nodemesh proxy` locally and as the remote pool, the real
+`nodemesh agent` for restart and drain, fail-open to the backends. Each runs
 --repeat times with the controller's default settings (a node's), and once
 more with the tests' fast tick (probe every 0.1 s) to show what the tick buys.
 
@@ -15,7 +16,7 @@ its mode change) and to return.
 Owns: netns nm-failover-<pid>-*, cgroup <v2>/nm-failover-<pid>, pin dir
 /sys/fs/bpf/nm-failover-<pid>, all removed at the end. Needs root and bcc.
 
-    python -m bench.failover [--quick] [--repeat N]
+    python -m bench.failover [--quick] [--repeat N] [--only SCENARIO ...]
 """
 
 import argparse
@@ -35,18 +36,20 @@ def plans(profile):
 
     if profile == "fast":
         s = sc.FAST
+        load = {**sc.LOAD, "duration": 6.0, "max_requests": 6000}
         return {
-            "kill_local": lambda t: sc.kill_local(t, settings=s),
-            "drain_upgrade": lambda t: sc.drain_upgrade(t, settings=s),
-            "kill_agent": lambda t: sc.kill_agent(t, settings=s),
-            "remote_down": lambda t: sc.remote_down(t, settings=s),
+            "kill_local": lambda t: sc.kill_local(t, load=load, settings=s),
+            "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s),
+            "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s),
+            "remote_down": lambda t: sc.remote_down(t, load=load, settings=s),
             "flap": lambda t: sc.flap(t, settings=s),
             "overload": lambda t: sc.overload(t, settings=s),
         }
     s = sc.DEFAULT
     load = {**sc.LOAD, "duration": 8.0, "max_requests": 8000}
     return {
-        "kill_local": lambda t: sc.kill_local(t, load=load, settings=s, down_s=2.0),
+        "kill_local": lambda t: sc.kill_local(t, load={**load, "duration": 11.0, "max_requests":
+                                                       11000}, settings=s, down_s=1.0),
         "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s, lead_s=1.5),
         "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s, down_s=2.0),
         "remote_down": lambda t: sc.remote_down(t, load=load, settings=s, local_down_s=1.0),
@@ -54,6 +57,16 @@ def plans(profile):
         "overload": lambda t: sc.overload(t, settings=s, hot_s=8.0, duration=12.0),
         # (thresholds at the stand-in proxy's scale: scenarios.OVERLOAD)
     }
+
+
+def compact(run: dict) -> dict:
+    """A run as kept in the results file: counts and percentiles, not the
+    per-request traces the divert times were computed from."""
+    run = {k: v for k, v in run.items() if k not in ("transitions", "cli")}
+    run["clients"] = {name: {k: v for k, v in c.items() if k not in ("path_changes",
+                                                                    "failures_at")}
+                      for name, c in run["clients"].items()}
+    return run
 
 
 def med(values):
@@ -87,7 +100,7 @@ def summarize(name, runs) -> dict:
     return out
 
 
-def run(profiles, repeat) -> dict:
+def run(profiles, repeat, only=None) -> dict:
     from tests.failover import scenarios as sc
     from tests.failover.topology import Topology
 
@@ -97,14 +110,15 @@ def run(profiles, repeat) -> dict:
         topo.start_remote_proxy()
         for profile in profiles:
             for name, fn in plans(profile).items():
+                if only and name not in only:
+                    continue
                 runs = []
                 for _ in range(repeat if profile == "default" else 1):
                     try:
                         r = fn(topo)
                     finally:
                         sc.reset(topo)
-                    r.pop("transitions", None)
-                    runs.append(r)
+                    runs.append(compact(r))
                 results.setdefault(profile, {})[name] = {"summary": summarize(name, runs),
                                                          "runs": runs}
                 print(f"  {profile:<8} {name:<14} {results[profile][name]['summary']}",
@@ -112,6 +126,21 @@ def run(profiles, repeat) -> dict:
     finally:
         topo.stop()
     return results
+
+
+def merged(fresh: dict) -> dict:
+    """The results file's scenarios with the freshly run ones replaced."""
+    import json
+
+    from bench.common import RESULTS
+
+    try:
+        old = json.loads((RESULTS / "failover.json").read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        return fresh
+    for profile, scen in fresh.items():
+        old.setdefault(profile, {}).update(scen)
+    return old
 
 
 def table(results):
@@ -139,10 +168,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.failover")
     p.add_argument("--quick", action="store_true", help="default profile only, one run each")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", action="append", metavar="SCENARIO",
+                   help="run these scenarios only; their results replace theirs in the file")
     a = p.parse_args(argv)
     started = time.monotonic()
     profiles = ["default"] if a.quick else ["default", "fast"]
-    results = run(profiles, 1 if a.quick else a.repeat)
+    results = run(profiles, 1 if a.quick else a.repeat, a.only)
+    if a.only:
+        results = merged(results)
     table(results)
     path = write_results("failover", {"profiles": profiles, "results": results,
                                       "seconds": round(time.monotonic() - started, 1)})

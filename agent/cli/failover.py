@@ -128,8 +128,7 @@ def render_status(d: dict, wide: bool) -> str:
         ("healthy", f"{local['healthy_streak']} in a row, {local['healthy_needed']} to return;"
                     f" flaps {local['flaps']}"),
         ("remote pool", f"{'up' if remote.get('up') else 'down'}: {remote.get('detail', '')}"),
-        ("overload", f"{over.get('source', '-')} {over.get('readings', {})} level "
-                     f"{over.get('level', 0)}" if over else "-"),
+        ("overload", _overload_line(over)),
         ("pod spill", _pods(d.get("pod_spill_percent", {})) or "-"),
         ("last drain", _drain_line(d.get("drain"))),
         ("transitions", ", ".join(f"{k} {v}" for k, v in d["counters"]["transitions"].items())
@@ -143,6 +142,14 @@ def render_status(d: dict, wide: bool) -> str:
         row = f"  {when} {t['from'] or '-'} -> {t['to']} ({t['event']}): {t['reason']}"
         lines.append(row if wide or len(row) <= output.WIDTH else row[:output.WIDTH - 1] + "~")
     return "\n".join(lines)
+
+
+def _overload_line(over) -> str:
+    if not over:
+        return "-"
+    readings = ", ".join(f"{k} {v:g}" for k, v in over.get("readings", {}).items())
+    return (f"level {over.get('level', 0)}, {over.get('ratio', 0):.2f}x "
+            f"({over.get('source', '-')}); {readings}")
 
 
 def _drain_line(drain) -> str:

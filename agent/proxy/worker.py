@@ -15,15 +15,14 @@ replies) of one epoll wake-up leave in one send() per socket.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections import deque
-from statistics import median
 from typing import Dict
 
 from agent.config.model import Snapshot
 
+from . import worker_report
 from .accesslog import AccessLog
 from .cluster import ClusterRuntime
 from .decoders import DecoderPool
@@ -34,7 +33,6 @@ from .request import Request
 from .router import ChainRuntime, ListenerRuntime, build_listener
 
 log = logging.getLogger("nodemesh.proxy")
-LAG_WINDOW_S = 5.0
 DECODER_IDLE = 2.0                    # seconds idle before a session gives its decoder back
 
 
@@ -89,7 +87,7 @@ class Worker:
         self.dirty = []
         self.flush_scheduled = False
         self.shared_index = None          # remote role shared port: built on first use
-        self.lag = deque(maxlen=max(1, int(LAG_WINDOW_S / settings.tick_interval)))
+        self.lag = deque(maxlen=max(1, int(worker_report.LAG_WINDOW_S / settings.tick_interval)))
         self.draining = False
         self.drain_deadline = None
         self.cut_requests = 0
@@ -312,25 +310,12 @@ class Worker:
             rt.outlier.tick()
         if self.access_log is not None:
             self.access_log.flush()
-        self._pod_rates(now)
+        worker_report.update_pod_rates(self, now)
         for rt in list(self.clusters.values()):
             idle = rt.model.idle_timeout
             for pool in rt.pools.values():
                 pool.close_idle(now, idle)
         self.retired = [rt for rt in self.retired if not all(p.idle for p in rt.pools.values())]
-
-    def _pod_rates(self, now) -> None:
-        """Requests per second per source pod over the last housekeeping period, from the
-        per-request counters (batches count each request)."""
-        totals = {}
-        for (_, _, _, pod), slot in self.stats.slots.items():
-            totals[pod] = totals.get(pod, 0) + sum(slot.codes.values())
-        dt = now - self._rates_at if self._rates_at else 0.0
-        if dt > 0:
-            last = self._pod_totals
-            self.pod_rates = {pod: round((n - last.get(pod, 0)) / dt, 3)
-                              for pod, n in totals.items() if n > last.get(pod, 0)}
-        self._pod_totals, self._rates_at = totals, now
 
     # -- drain --------------------------------------------------------------------------
 
@@ -366,48 +351,13 @@ class Worker:
             callback, self.on_drained = self.on_drained, None
             self.loop.call_soon(callback, self.cut_requests)
 
-    # -- reports ------------------------------------------------------------------------
-
-    def lag_ms(self) -> dict:
-        samples = list(self.lag)
-        if not samples:
-            return {"p50": 0.0, "max": 0.0, "samples": 0}
-        return {"p50": round(median(samples) * 1000, 3), "max": round(max(samples) * 1000, 3),
-                "samples": len(samples)}
+    # -- reports (agent.proxy.worker_report) ----------------------------------------------
 
     def summary(self) -> dict:
-        active = sum(len(s.queue) + len(s.live) for s in self.sessions)
-        return {"index": self.index, "pid": os.getpid(), "event_loop_lag_ms": self.lag_ms(),
-                "connections_active": len(self.sessions) + len(self.tcp_sessions),
-                "requests_active": active, "draining": self.draining,
-                "config_applied": self.applied, "listening": self.listeners.describe(),
-                "pod_rates": dict(self.pod_rates),
-                "fairness": {k: v for k, v in self.fairness.stats().items() if k != "pods"}}
+        return worker_report.summary(self)
 
     def export(self) -> dict:
-        gauges = []
-        for rt in self.clusters.values():
-            gauges += rt.gauges()
-        by_listener = {}
-        for s in self.sessions:
-            if s.chain is not None:
-                by_listener[s.chain.name] = by_listener.get(s.chain.name, 0) + 1
-        for t in self.tcp_sessions:
-            by_listener[t.chain.name] = by_listener.get(t.chain.name, 0) + 1
-        gauges += [("nodemesh_downstream_cx_active", (("listener", k),), v)
-                   for k, v in by_listener.items()]
-        gauges.append(("nodemesh_downstream_rq_active", (),
-                       sum(len(s.queue) + len(s.live) for s in self.sessions)))
-        lag = self.lag_ms()
-        gauges.append(("nodemesh_worker_event_loop_lag_max_ms", (("worker", str(self.index)),),
-                       lag["max"]))
-        counters = []
-        for rt in list(self.clusters.values()):
-            counters += rt.counters()
-        data = self.stats.export(gauges)
-        data["counters"] += [(n, list(lb), v) for n, lb, v in counters]
-        data["summary"] = self.summary()
-        return data
+        return worker_report.export(self)
 
     def clusters_state(self) -> dict:
         return {name: rt.state() for name, rt in self.clusters.items()}

@@ -101,7 +101,8 @@ class Relay:
             return
         try:
             up_r, up_w = await asyncio.open_connection(*self.backends[key])
-        except OSError:
+        except OSError as e:
+            print(f"upstream {self.backends[key]}: {e}", file=sys.stderr, flush=True)
             writer.close()
             return
         state = {"busy": False, "cgroup": cgroup, "since": time.monotonic()}

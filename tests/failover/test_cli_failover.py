@@ -26,13 +26,16 @@ def test_status_text_fits_80_columns():
             "local": {"probe": {"status": "not_ready", "detail": "GET /ready: 503 draining " * 5},
                       "healthy_streak": 0, "healthy_needed": 6, "flaps": 1},
             "remote": {"up": True, "detail": "198.18.65.2:26101: connected in 0.3 ms"},
-            "overload": None, "drain": None, "error": None,
+            "overload": {"ratio": 1.234, "level": 1, "source": "lag_ms",
+                         "readings": {"lag_ms": 123.4, "cpu_percent": 50.0}},
+            "drain": None, "error": None,
             "counters": {"transitions": {"local->remote": 2}},
             "transitions": [{"at": 0, "from": "local", "to": "remote", "event": "probe_fail",
                              "reason": "GET /ready: 503 draining " * 4}]}
     text = cli_failover.render_status(data, wide=False)
     assert all(len(line) <= 80 for line in text.splitlines()), text
     assert "flaps 1" in text and "local -> remote (probe_fail)" in text
+    assert "level 1, 1.23x (lag_ms); lag_ms 123.4, cpu_percent 50" in text
     assert len(cli_failover.render_status(data, wide=True).splitlines()[2]) > 80
 
 

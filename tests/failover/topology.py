@@ -145,6 +145,11 @@ class Topology:
         sh("ip", "-n", self.ns["backend"], "addr", "add", "198.18.100.0/24", "dev", "lo")
         sh("ip", "-n", n, "route", "add", "198.18.100.0/24", "via", BACKEND_IP)
         self.nsexec("node", ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])
+        # the proxies open a connection upstream per client connection: tens of
+        # thousands over a benchmark, each in TIME_WAIT for a minute
+        for role in ("node", "remote"):
+            self.nsexec(role, ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse && "
+                               "echo '1024 65000' > /proc/sys/net/ipv4/ip_local_port_range"])
 
     def _end(self, ns, cidr, gateway):
         sh("ip", "-n", ns, "addr", "add", cidr, "dev", "eth0")
