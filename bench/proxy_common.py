@@ -28,7 +28,8 @@ import sys
 import tempfile
 import textwrap
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Callable
 
 import psutil
 
@@ -79,8 +80,8 @@ class Procs:
     registered, e.g. the proxy's workers), never by name."""
 
     def __init__(self):
-        self.procs: List[subprocess.Popen] = []
-        self.extra_pids: List[int] = []
+        self.procs: list[subprocess.Popen] = []
+        self.extra_pids: list[int] = []
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="nm-proxybench-"))
 
     def __enter__(self):
@@ -89,7 +90,7 @@ class Procs:
     def __exit__(self, *exc):
         self.stop()
 
-    def start(self, args, port: Optional[int] = None, ready_line: Optional[str] = None,
+    def start(self, args, port: int | None = None, ready_line: str | None = None,
               **popen) -> subprocess.Popen:
         popen.setdefault("stdout", subprocess.PIPE if ready_line else subprocess.DEVNULL)
         popen.setdefault("stderr", subprocess.DEVNULL)
@@ -137,7 +138,8 @@ def build_load_tool(procs: Procs) -> pathlib.Path:
 
 def run_json(args, timeout: float) -> dict:
     """Run a client that prints one JSON line; its dict."""
-    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                         check=False)
     if out.returncode not in (0, 1) or not out.stdout.strip():
         raise RuntimeError(f"{args[0]} failed ({out.returncode}): {out.stderr.strip()[:300]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -161,7 +163,7 @@ class CpuMeter:
                 user, system = user + t.user, system + t.system
         return user, system
 
-    def start(self) -> "CpuMeter":
+    def start(self) -> CpuMeter:
         self._start = self._now()
         return self
 
@@ -186,7 +188,7 @@ class NodemeshProxy:
 
     name = "nodemesh"
 
-    def __init__(self, procs: Procs, listeners: str, clusters: str, remote_ports: Dict[str, int],
+    def __init__(self, procs: Procs, listeners: str, clusters: str, remote_ports: dict[str, int],
                  workers: int = 1, root: pathlib.Path = ROOT):
         self.procs, self.workers, self.root = procs, workers, pathlib.Path(root)
         self.dir = pathlib.Path(tempfile.mkdtemp(dir=procs.tmp, prefix="nodemesh-"))
@@ -196,17 +198,18 @@ class NodemeshProxy:
                                   f"  listeners:\n{listeners}  clusters:\n{clusters}")
         self.admin = str(self.dir / "admin.sock")
         self.proc = None
-        self.worker_pids: List[int] = []
+        self.worker_pids: list[int] = []
 
-    def start(self) -> "NodemeshProxy":
+    def start(self) -> NodemeshProxy:
         from agent.admin import AdminClient, AdminError
 
         env = {**os.environ, "PYTHONPATH": str(self.root), "NODEMESH_LOG_LEVEL": "ERROR"}
-        self.proc = self.procs.start(
-            [sys.executable, "-m", "agent.cli.main", "proxy", "--role", "remote",
-             "--config", self.bootstrap, "--workers", self.workers, "--listen", f"{HOST}:0",
-             "--admin", self.admin, "--drain-deadline", "1"],
-            cwd=self.root, env=env, stderr=open(self.dir / "proxy.log", "w"))
+        with open(self.dir / "proxy.log", "w") as log:     # the child keeps its own copy
+            self.proc = self.procs.start(
+                [sys.executable, "-m", "agent.cli.main", "proxy", "--role", "remote",
+                 "--config", self.bootstrap, "--workers", self.workers, "--listen", f"{HOST}:0",
+                 "--admin", self.admin, "--drain-deadline", "1"],
+                cwd=self.root, env=env, stderr=log)
         client = AdminClient(self.admin, timeout=5)
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -224,7 +227,7 @@ class NodemeshProxy:
         return self
 
     @property
-    def pids(self) -> List[int]:
+    def pids(self) -> list[int]:
         return [self.proc.pid] + self.worker_pids
 
     def admin_get(self, target: str):
@@ -243,7 +246,8 @@ class NodemeshProxy:
 def proxy_commit(root: pathlib.Path = ROOT) -> dict:
     """The commit the measured proxy came from (and whether agent/proxy had local edits)."""
     def git(*args):
-        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                             check=False)
         return out.stdout.strip()
 
     return {"head": git("rev-parse", "HEAD"),
@@ -264,88 +268,12 @@ def candidate_info(tree) -> dict:
     return {"candidate": {"tree": str(tree), **proxy_commit(pathlib.Path(tree))}}
 
 
-# -- bootstrap pieces ---------------------------------------------------------------------------
-
-def cluster_yaml(name: str, port: int, host: str = HOST) -> str:
-    return textwrap.indent(textwrap.dedent(f"""\
-        - name: {name}
-          type: STATIC
-          connect_timeout: 1s
-          load_assignment:
-            cluster_name: {name}
-            endpoints:
-            - lb_endpoints:
-              - endpoint: {{address: {{socket_address: {{address: {host}, port_value: {port}}}}}}}
-        """), "  ")
-
-
-def meta_listener_yaml(name: str, vip: str, port: int, codec: str, routes: str) -> str:
-    """An Aeraki MetaProtocolProxy listener; routes: YAML list items at column 0."""
-    body = textwrap.dedent(f"""\
-        - name: {name}
-          address: {{socket_address: {{address: {vip}, port_value: {port}}}}}
-          filter_chains:
-          - filters:
-            - name: envoy.filters.network.meta_protocol_proxy
-              typed_config:
-                "@type": type.googleapis.com/aeraki.meta_protocol_proxy.v1alpha.MetaProtocolProxy
-                stat_prefix: {name}
-                application_protocol: {codec}
-                codec: {{name: aeraki.meta_protocol.codec.{codec}}}
-                route_config:
-                  name: {name}-routes
-                  routes:
-        """)
-    return textwrap.indent(body + textwrap.indent(routes, " " * 10), "  ")
-
-
-def http_listener_yaml(name: str, vip: str, port: int, cluster: str) -> str:
-    return textwrap.indent(textwrap.dedent(f"""\
-        - name: {name}
-          address: {{socket_address: {{address: {vip}, port_value: {port}}}}}
-          filter_chains:
-          - filters:
-            - name: envoy.filters.network.http_connection_manager
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-                stat_prefix: {name}
-                codec_type: HTTP1
-                http_filters:
-                - name: envoy.filters.http.router
-                  typed_config:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-                route_config:
-                  name: {name}-routes
-                  virtual_hosts:
-                  - name: all
-                    domains: ["*"]
-                    routes:
-                    - name: all
-                      match: {{prefix: /}}
-                      route: {{cluster: {cluster}}}
-        """), "  ")
-
-
-def tcp_listener_yaml(name: str, vip: str, port: int, cluster: str) -> str:
-    return textwrap.indent(textwrap.dedent(f"""\
-        - name: {name}
-          address: {{socket_address: {{address: {vip}, port_value: {port}}}}}
-          filter_chains:
-          - filters:
-            - name: envoy.filters.network.tcp_proxy
-              typed_config:
-                "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-                stat_prefix: {name}
-                cluster: {cluster}
-        """), "  ")
-
-
 # -- peers --------------------------------------------------------------------------------------
 
 class Peer:
     """A proxy (or none: direct) that listens on `port` and has `pids` to account."""
 
-    def __init__(self, name: str, port: int, pids: List[int], stop: Callable[[], None] = None,
+    def __init__(self, name: str, port: int, pids: list[int], stop: Callable[[], None] | None = None,
                  note: str = ""):
         self.name, self.port, self.pids, self._stop, self.note = name, port, pids, stop, note
 
@@ -400,11 +328,11 @@ def direct_peer(port: int) -> Peer:
 
 # -- rounds and summaries ------------------------------------------------------------------------
 
-def alternate(peers: List[Peer], rounds: int, measure: Callable[[Peer], dict],
-              label: str = "") -> Dict[str, List[dict]]:
+def alternate(peers: list[Peer], rounds: int, measure: Callable[[Peer], dict],
+              label: str = "") -> dict[str, list[dict]]:
     """measure(peer) for every peer, `rounds` times, starting each round one peer
     later, so no peer always runs first (or right after the same neighbour)."""
-    samples: Dict[str, List[dict]] = collections.defaultdict(list)
+    samples: dict[str, list[dict]] = collections.defaultdict(list)
     for r in range(rounds):
         order = peers[r % len(peers):] + peers[:r % len(peers)]
         for peer in order:
@@ -423,12 +351,12 @@ def alternate(peers: List[Peer], rounds: int, measure: Callable[[Peer], dict],
     return samples
 
 
-def med(samples: List[dict], key: str) -> float:
+def med(samples: list[dict], key: str) -> float:
     values = [s[key] for s in samples if s.get(key) is not None]
     return statistics.median(values) if values else 0.0
 
 
-def summarize(samples: Dict[str, List[dict]], reference: str = "") -> List[dict]:
+def summarize(samples: dict[str, list[dict]], reference: str = "") -> list[dict]:
     """One row per peer: medians; ratio of requests/s to `reference`."""
     rows = []
     ref_rate = med(samples.get(reference, []), "rate") if reference else 0.0
@@ -458,7 +386,7 @@ def claim(text: str, measured: float, target: float, kind: str = ">=", unit: str
             "met": bool(met), "note": note}
 
 
-def print_rows(title: str, rows: List[dict], columns: List[str]) -> None:
+def print_rows(title: str, rows: list[dict], columns: list[str]) -> None:
     from bench.common import print_table
 
     print_table(title, columns, [[_fmt(r.get(c, "")) for c in columns] for r in rows])
@@ -468,197 +396,3 @@ def _fmt(v):
     if isinstance(v, float):
         return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
     return v
-
-
-# -- profiles ------------------------------------------------------------------------------------
-
-def start_py_spy(pid: int, seconds: float, out: pathlib.Path, rate: int = 250):
-    """py-spy sampling one worker, native frames included (which needs the process
-    paused for each sample: a few percent slower), for `seconds` in the background;
-    None without py-spy."""
-    exe = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
-    if not os.path.exists(exe):
-        return None
-    return subprocess.Popen([exe, "record", "-p", str(pid), "-d", str(max(1, round(seconds))),
-                             "-r", str(rate), "--native", "-f", "raw", "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-_SYSCALL_LEAVES = {"write", "read", "epoll_pwait", "epoll_wait", "writev", "readv", "sendmsg",
-                   "recvmsg", "__GI___libc_write", "__libc_read"}
-
-
-def py_spy_report(proc, out: pathlib.Path, top: int = 25) -> Optional[dict]:
-    """Where one worker's samples fall. py-spy samples wall time, and on a loaded
-    2-core host a process is often preempted inside write() (the wake-up of the
-    peer it wrote to), so samples whose leaf is a syscall are counted apart and the
-    Python functions are ranked among the other samples only: `python_self` by the
-    innermost Python function of a sample, `python_inclusive` by any function on
-    its stack. Use the perf split (kernel vs user CPU) for how big each side is."""
-    if proc is None:
-        return None
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return None
-    if not out.exists():
-        return None
-    leaves, own, incl = collections.Counter(), collections.Counter(), collections.Counter()
-    total = user = 0
-    for line in out.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
-            continue
-        n = int(n)
-        total += n
-        frames = stack.split(";")
-        leaf = frames[-1]
-        name, _, lib = leaf.partition(" (")
-        if name in _SYSCALL_LEAVES and "libc" in lib:
-            leaves[f"syscall {name}"] += n
-            continue
-        user += n
-        leaves["native " + lib.split(".")[0] if ".so" in lib else "python"] += n
-        funcs = [_function(f) for f in frames if ".py" in f]
-        if funcs:
-            own[funcs[-1]] += n
-            for f in set(funcs):
-                incl[f] += n
-    if not user:
-        return None
-    pct = lambda c, d: [[k, round(100 * v / d, 1)] for k, v in c.most_common(top)]  # noqa
-    return {"samples": total, "leaf_percent": pct(leaves, total),
-            "python_self": pct(own, user), "python_inclusive": pct(incl, user)}
-
-
-def _function(frame: str) -> str:
-    """'Session.flush (agent/proxy/session.py:386)' -> 'Session.flush (agent/proxy/session.py)'."""
-    name, _, where = frame.partition(" (")
-    where = where.rstrip(")").rsplit(":", 1)[0]
-    return f"{name} ({_short(where)})"
-
-
-def perf_split(pid: int, seconds: float, out: pathlib.Path):
-    """perf record (CPU-time samples) of one process in the background; None without perf."""
-    perf = shutil.which("perf")
-    if not perf:
-        return None
-    return subprocess.Popen([perf, "record", "-q", "-F", "999", "-p", str(pid), "-o", str(out),
-                             "--", "sleep", str(seconds)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def perf_split_report(proc, out: pathlib.Path) -> Optional[dict]:
-    """CPU samples per binary: kernel, the interpreter, uvloop, cffi, the codecs."""
-    if proc is None:
-        return None
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return None
-    rep = subprocess.run(["perf", "report", "-i", str(out), "--sort", "dso", "--stdio"],
-                         capture_output=True, text=True, timeout=60)
-    split = {}
-    for line in rep.stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0].endswith("%") and not line.startswith("#"):
-            name = parts[1]
-            name = {"[kernel.kallsyms]": "kernel", "python3.11": "python interpreter"}.get(
-                name, name.split(".")[0].lstrip("_"))
-            split[name] = split.get(name, 0.0) + float(parts[0].rstrip("%"))
-    return {k: round(v, 1) for k, v in sorted(split.items(), key=lambda kv: -kv[1])} or None
-
-
-def profile(peer: Peer, load: Callable[[], dict], tmp: pathlib.Path, spy_pid: int = 0,
-            seconds: float = 3.0) -> dict:
-    """One extra load run with the peer's syscalls counted and (nodemesh) one worker
-    sampled by py-spy and perf: where its CPU goes, per request. The load must last
-    longer than `seconds`. Not used for the ratios (sampling costs a little)."""
-    spy_out, perf_out = tmp / f"pyspy-{peer.name}.txt", tmp / f"perf-{peer.name}.data"
-    spy = start_py_spy(spy_pid, seconds, spy_out) if spy_pid else None
-    perf = perf_split(spy_pid, seconds, perf_out) if spy_pid else None
-    counter = SyscallCounter(peer.pids).start()
-    cpu = CpuMeter(peer.pids).start()
-    sample = load()
-    cpu.stop()
-    calls = counter.stop()
-    n = sample.get("count") or 0
-    result = {"peer": peer.name, "rate": round(sample.get("rate", 0), 1), "requests": n,
-              "user_us_per_req": round(cpu.user / n * 1e6, 2) if n else None,
-              "system_us_per_req": round(cpu.system / n * 1e6, 2) if n else None,
-              "syscalls_per_request": per_request(calls, n)}
-    if spy_pid:
-        result["cpu_by_binary_percent"] = perf_split_report(perf, perf_out)
-        result["py_spy"] = py_spy_report(spy, spy_out)
-    return result
-
-
-def print_profile(p: dict) -> None:
-    print(f"\n  profile {p['peer']}: {p['rate']:,.0f} req/s, user {p['user_us_per_req']} us/req, "
-          f"system {p['system_us_per_req']} us/req")
-    if p.get("syscalls_per_request"):
-        print("    syscalls/req: " + ", ".join(f"{k} {v}" for k, v in
-                                             list(p["syscalls_per_request"].items())[:8]))
-    if p.get("cpu_by_binary_percent"):
-        print("    CPU by binary: " + ", ".join(f"{k} {v}%" for k, v in
-                                              list(p["cpu_by_binary_percent"].items())[:6]))
-    spy = p.get("py_spy")
-    if spy:
-        print("    py-spy leaves: " + ", ".join(f"{k} {v}%" for k, v in spy["leaf_percent"][:6]))
-        for frame, pct in spy["python_self"][:12]:
-            print(f"    {pct:5.1f}% of non-syscall samples in {frame}")
-
-
-def _short(frame: str) -> str:
-    """'Session.flush (agent/proxy/session.py:386)' stays; site-packages paths shrink."""
-    return frame.replace(str(ROOT) + "/", "").split("site-packages/")[-1]
-
-
-SYSCALLS = ("read", "write", "recvfrom", "sendto", "epoll_wait", "epoll_pwait", "epoll_pwait2",
-            "epoll_ctl", "writev", "recvmsg", "sendmsg", "futex", "ioctl", "getpid",
-            "readv", "getsockopt", "setsockopt", "accept4", "connect", "close")
-
-
-class SyscallCounter:
-    """Syscalls made by pids between start() and stop(), counted with perf tracepoints
-    (no ptrace: the process runs at full speed). stop() returns None without perf."""
-
-    def __init__(self, pids: List[int]):
-        self.pids = pids
-        self.proc = None
-
-    def start(self) -> "SyscallCounter":
-        perf = shutil.which("perf")
-        if perf and self.pids:
-            events = ",".join(f"syscalls:sys_enter_{s}" for s in SYSCALLS)
-            self.proc = subprocess.Popen(
-                [perf, "stat", "-x", ",", "-e", events + ",raw_syscalls:sys_enter",
-                 "-p", ",".join(map(str, self.pids))],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            time.sleep(0.3)                     # perf attaches before the load starts
-        return self
-
-    def stop(self) -> Optional[dict]:
-        if self.proc is None:
-            return None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            _, err = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return None
-        counts = {}
-        for line in err.splitlines():
-            parts = line.split(",")
-            if len(parts) > 2 and parts[0].strip().isdigit():
-                name = parts[2].split(":")[-1].replace("sys_enter_", "")
-                counts["all" if name == "sys_enter" else name] = int(parts[0])
-        return {k: v for k, v in counts.items() if v} or None
-
-
-def per_request(counts: Optional[dict], requests: int) -> Optional[dict]:
-    if not counts or not requests:
-        return None
-    return {k: round(v / requests, 3) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}

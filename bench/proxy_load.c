@@ -45,7 +45,7 @@
 #define MAX_DEPTH 1024
 #define MAX_FRAME (1 << 20)
 #define RBUF (256 * 1024)
-#define LAT_BUCKETS 65536 /* 1 us buckets up to 65 ms, then one overflow bucket */
+#define LAT_BUCKETS (1 << 20) /* 1 us buckets up to ~1 s, then one overflow bucket */
 
 static void die(const char *what)
 {

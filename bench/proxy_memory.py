@@ -23,8 +23,17 @@ import subprocess
 import time
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, Ports, Procs, candidate_arg, candidate_info, claim,
-                                print_rows, proxy_commit, rss_bytes)
+from bench.proxy_common import (
+    HOST,
+    Ports,
+    Procs,
+    candidate_arg,
+    candidate_info,
+    claim,
+    print_rows,
+    proxy_commit,
+    rss_bytes,
+)
 from bench.proxy_redis import nodemesh_peer, nutcracker_peer
 
 CONNECTIONS = 10_000
@@ -36,7 +45,7 @@ PHASE_TIMEOUT = 60.0
 def accept_queue(port: int) -> int:
     """Connections waiting in the listen queue(s) of `port` (Recv-Q of LISTEN sockets)."""
     out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
-                         timeout=10).stdout
+                         timeout=10, check=False).stdout
     return sum(int(line.split()[1]) for line in out.splitlines() if line.split())
 
 

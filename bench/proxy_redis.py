@@ -26,13 +26,31 @@ import subprocess
 import textwrap
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
-                                candidate_arg, candidate_info, claim, cluster_yaml, direct_peer,
-                                meta_listener_yaml, print_profile, print_rows, profile,
-                                proxy_commit, summarize)
+from bench.proxy_bootstrap import cluster_yaml, meta_listener_yaml
+from bench.proxy_common import (
+    HOST,
+    ROOT,
+    NodemeshProxy,
+    Peer,
+    Ports,
+    Procs,
+    alternate,
+    candidate_arg,
+    candidate_info,
+    claim,
+    direct_peer,
+    print_rows,
+    proxy_commit,
+    summarize,
+)
+from bench.proxy_profile import print_profile, profile
 
-FULL = {"rounds": 3, "n": {"unpipelined": 40_000, "pipelined16": 300_000}, "profile": True}
-QUICK = {"rounds": 1, "n": {"unpipelined": 10_000, "pipelined16": 60_000}, "profile": False}
+# Pipelined runs are short (well under a second a command) and swing most with the
+# machine's load: they get more rounds.
+FULL = {"rounds": {"unpipelined": 3, "pipelined16": 5},
+        "n": {"unpipelined": 40_000, "pipelined16": 400_000}, "profile": True}
+QUICK = {"rounds": {"unpipelined": 1, "pipelined16": 1},
+         "n": {"unpipelined": 10_000, "pipelined16": 60_000}, "profile": False}
 PIPELINE = {"unpipelined": 1, "pipelined16": 16}
 CONNS = 32
 TIMEOUT = 120          # one redis-benchmark run, at most
@@ -42,7 +60,7 @@ def redis_benchmark(port: int, n: int, pipeline: int) -> dict:
     """One run of GET and SET; rates per command and for both together."""
     args = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get,set", "-c", str(CONNS),
             "-n", str(n), "-P", str(pipeline), "--csv"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     rates = {row["test"].lower(): float(row["rps"]) for row in csv.DictReader(
         io.StringIO(out.stdout)) if row.get("rps")}
     if set(rates) != {"get", "set"}:
@@ -108,7 +126,7 @@ def main(argv=None) -> int:
     candidate_arg(ap)
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
-    rounds = args.rounds or p["rounds"]
+    rounds = {mode: args.rounds or r for mode, r in p["rounds"].items()}
     ports = Ports()
     results = {"workers": args.workers, "connections": CONNS, "rounds": rounds,
                "proxy_commit": proxy_commit(), "rows": [], "profiles": [],
@@ -128,8 +146,9 @@ def main(argv=None) -> int:
             redis_benchmark(peer.port, 2000, 1)
         summaries = {}
         for mode, n in p["n"].items():
-            samples = alternate(peers, rounds,
-                                lambda peer: redis_benchmark(peer.port, n, PIPELINE[mode]), mode)
+            samples = alternate(peers, rounds[mode],
+                                lambda peer, n=n, mode=mode: redis_benchmark(peer.port, n, PIPELINE[mode]),
+                                mode)
             rows = summarize(samples, reference="nutcracker")
             for row in rows:
                 row["mode"] = mode
@@ -138,7 +157,8 @@ def main(argv=None) -> int:
                     row[f"rate_{cmd}"] = round(sorted(s[f"rate_{cmd}"] for s in ss)[len(ss) // 2])
             summaries[mode] = {r["peer"]: r for r in rows}
             results["rows"] += rows
-            print_rows(f"Redis GET+SET, {CONNS} connections, {mode} (medians of {rounds})", rows,
+            print_rows(f"Redis GET+SET, {CONNS} connections, {mode} (medians of {rounds[mode]})",
+                       rows,
                        ["peer", "rate", "rate_get", "rate_set", "vs_nutcracker",
                         "cpu_us_per_req", "proxy_vcpu_per_1k_rps"])
         if (p["profile"] and not args.candidate) or args.profile:
@@ -146,7 +166,8 @@ def main(argv=None) -> int:
             for mode in p["n"]:                # ~5 s of load at nodemesh's median rate
                 n = min(2_000_000, max(p["n"][mode], int(summaries[mode]["nodemesh"]["rate"] * 2.5)))
                 for peer in (nm, peers[1]):
-                    prof = profile(peer, lambda: redis_benchmark(peer.port, n, PIPELINE[mode]),
+                    prof = profile(peer, lambda peer=peer, n=n, mode=mode: redis_benchmark(
+                                       peer.port, n, PIPELINE[mode]),
                                    procs.tmp, spy_pid=peer.proxy.worker_pids[0]
                                    if peer is nm else 0)
                     prof["mode"] = mode

@@ -23,6 +23,10 @@ Peers (same backend, rotating order, medians over rounds):
   nodemesh      nodemesh's MetaProtocol chain: decode, route on metadata
                 (Dubbo: interface + method; Thrift: method), multiplex upstream
                 by rewritten request id.
+  nodemesh-catchall  (full run) the same chain with one catch-all route: nothing
+                is decided per request, so runs of requests travel as batches
+                (agent/proxy/batch.py); the gap to `nodemesh` is what per-request
+                routing costs today.
 """
 
 from __future__ import annotations
@@ -34,17 +38,33 @@ import struct
 import sys
 
 from bench.common import write_results
-from bench.proxy_common import (HOST, ROOT, NodemeshProxy, Peer, Ports, Procs, alternate,
-                                build_load_tool, candidate_arg, candidate_info, claim,
-                                cluster_yaml, direct_peer, haproxy_peer,
-                                meta_listener_yaml, print_profile, print_rows, profile,
-                                proxy_commit, run_json, summarize, tcp_listener_yaml,
-                                uvloop_relay_peer)
+from bench.proxy_bootstrap import cluster_yaml, meta_listener_yaml, tcp_listener_yaml
+from bench.proxy_common import (
+    HOST,
+    ROOT,
+    NodemeshProxy,
+    Peer,
+    Ports,
+    Procs,
+    alternate,
+    build_load_tool,
+    candidate_arg,
+    candidate_info,
+    claim,
+    direct_peer,
+    haproxy_peer,
+    print_rows,
+    proxy_commit,
+    run_json,
+    summarize,
+    uvloop_relay_peer,
+)
+from bench.proxy_profile import print_profile, profile
 
 FULL = {"rounds": 3, "seconds": 3.0, "depths": (1, 16), "nodemesh_tcp": True, "haproxy": True,
-        "profile": True}
+        "catchall": True, "profile": True}
 QUICK = {"rounds": 1, "seconds": 1.5, "depths": (1,), "nodemesh_tcp": False, "haproxy": True,
-         "profile": False}
+         "catchall": False, "profile": False}
 CONNS = 32
 MAX_REQUESTS = 3_000_000          # per load run; every run is also bounded in time
 
@@ -155,8 +175,16 @@ def load(exe, proto: Protocol, port: int, depth: int, seconds: float) -> dict:
     return sample
 
 
-def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool, root=ROOT):
-    """One nodemesh proxy with an L7 listener per protocol (and an L4 one with tcp)."""
+CATCH_ALL = """\
+- name: all
+  route: {{cluster: {cluster}}}
+"""
+
+
+def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool, root=ROOT,
+                   catchall: bool = False):
+    """One nodemesh proxy with an L7 listener per protocol (and an L4 one with tcp, a
+    catch-all L7 one with catchall)."""
     listeners, clusters, remote = "", "", {}
     for i, proto in enumerate(protos):
         port = ports.take()
@@ -168,6 +196,10 @@ def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool
             listeners += tcp_listener_yaml(f"{proto.name}-tcp", f"198.18.29.{20 + i}", 20880,
                                            proto.name)
             remote[f"{proto.name}-tcp"] = ports.take()
+        if catchall:
+            listeners += meta_listener_yaml(f"{proto.name}-all", f"198.18.29.{30 + i}", 20880,
+                                            proto.name, CATCH_ALL.format(cluster=proto.name))
+            remote[f"{proto.name}-all"] = ports.take()
     return NodemeshProxy(procs, listeners, clusters, remote, workers, root).start(), remote
 
 
@@ -200,7 +232,7 @@ def main(argv=None) -> int:
                          proto.reply_file, *proto.framing(), "-T", "900"],
                         port=backends[proto.name], ready_line="ready")
         proxy, remote = nodemesh_proxy(procs, ports, backends, protos, args.workers,
-                                       p["nodemesh_tcp"])
+                                       p["nodemesh_tcp"], catchall=p["catchall"])
         cand = cand_remote = None
         if args.candidate:
             cand, cand_remote = nodemesh_proxy(procs, ports, backends, protos, args.workers,
@@ -216,6 +248,9 @@ def main(argv=None) -> int:
             if p["nodemesh_tcp"]:
                 peers.append(Peer("nodemesh-tcp", remote[f"{proto.name}-tcp"], proxy.pids,
                                   note="nodemesh tcp_proxy chain"))
+            if p["catchall"]:
+                peers.append(Peer("nodemesh-catchall", remote[f"{proto.name}-all"], proxy.pids,
+                                  note="MetaProtocol chain, one catch-all route (batches)"))
             nm = Peer("nodemesh", remote[proto.name], proxy.pids, note="MetaProtocol chain")
             peers.append(nm)
             if cand is not None:
@@ -225,7 +260,7 @@ def main(argv=None) -> int:
                 load(exe, proto, peer.port, 1, 0.3)          # warm up
             for depth in args.depth or p["depths"]:
                 shape = f"{proto.name} depth {depth}"
-                samples = alternate(peers, rounds, lambda peer: load(
+                samples = alternate(peers, rounds, lambda peer, proto=proto, depth=depth: load(
                     exe, proto, peer.port, depth, p["seconds"]), shape)
                 rows = summarize(samples, reference="uvloop-relay")
                 for row in rows:
@@ -238,7 +273,8 @@ def main(argv=None) -> int:
                             "cpu_us_per_req", "user_us_per_req", "system_us_per_req"])
             if (p["profile"] and not args.candidate) or args.profile:
                 for depth in args.depth or p["depths"]:
-                    prof = profile(nm, lambda: load(exe, proto, nm.port, depth, 4.0), procs.tmp,
+                    prof = profile(nm, lambda proto=proto, nm=nm, depth=depth: load(
+                        exe, proto, nm.port, depth, 4.0), procs.tmp,
                                    spy_pid=proxy.worker_pids[0], seconds=3.0)
                     prof.update(protocol=proto.name, depth=depth)
                     results["profiles"].append(prof)

@@ -24,6 +24,7 @@ BENCHMARKS = [
     "proxy_http",        # vs haproxy vs direct
     "proxy_rpc",         # Dubbo and Thrift vs direct vs an L4 relay
     "proxy_memory",      # RSS per 10,000 idle connections
+    "proxy_hotpath",     # where a request's CPU goes (profiles)
     "failover",          # failed requests and time to divert per scenario
 ]
 

@@ -2,15 +2,16 @@
 frame builders, and the summaries that become claims. The benchmarks themselves run in
 bench/ (they take minutes); these check that what they measure with is right."""
 
+import json
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 
 import pytest
 
 from bench import proxy_common as pc
+from bench import proxy_profile
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
 
@@ -107,7 +108,7 @@ def test_py_spy_report_ranks_python_apart_from_syscalls(tmp_path):
         def wait(self, timeout):
             return 0
 
-    rep = pc.py_spy_report(Done(), raw)
+    rep = proxy_profile.py_spy_report(Done(), raw)
     assert rep["leaf_percent"][0] == ["syscall write", 60.0]
     assert rep["python_self"][0] == ["Decoder.feed (agent/codec/decoder.py)", 100.0]
     assert ["native _native", 10.0] in rep["leaf_percent"]
@@ -129,3 +130,24 @@ def test_procs_kills_what_it_started(tmp_path):
         proc = p.start([sys.executable, "-c", "import time; time.sleep(60)"])
     assert proc.poll() is not None
     assert not p.tmp.exists()
+
+
+def test_report_rewrites_only_between_the_markers(tmp_path, monkeypatch):
+    from bench import proxy_report
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "proxy_http.json").write_text(json.dumps({
+        "rows": [{"peer": "haproxy", "rate": 100.0, "vs_haproxy": 1.0, "cpu_us_per_req": 2.0,
+                  "user_us_per_req": 1.0, "system_us_per_req": 1.0,
+                  "proxy_vcpu_per_1k_rps": 0.002}],
+        "claims": [{"claim": "c", "measured": "1.00x", "target": ">= 1.00x", "met": True}]}))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# t\nhand\n{proxy_report.START}\nold\n{proxy_report.END}\nafter\n")
+    monkeypatch.setattr(proxy_report, "RESULTS", results)
+    monkeypatch.setattr(proxy_report, "DOC", doc)
+    monkeypatch.setattr(proxy_report, "ROOT", tmp_path)
+    assert proxy_report.main() == 0
+    text = doc.read_text()
+    assert text.startswith("# t\nhand\n") and text.endswith(f"{proxy_report.END}\nafter\n")
+    assert "old" not in text and "| haproxy | 100.0 | 1.00x |" in text and "| c | 1.00x |" in text
