@@ -13,7 +13,7 @@ from .errors import CLIError
 EXAMPLES = """examples:
   nodemesh agent --config /etc/nodemesh/bootstrap.yaml
   nodemesh agent --config bootstrap.yaml --no-datapath --log-format text
-  NODEMESH_RUN_DIR=/tmp/nm nodemesh agent --config ads.yaml --persist /tmp/nm/last-good.pb
+  nodemesh agent --config ads.yaml --run-dir /tmp/nm --persist /tmp/nm/last.pb
 
 The bootstrap is an Envoy v3 bootstrap (YAML or JSON) with an optional
 `nodemesh:` section. The agent serves its admin API on
