@@ -9,8 +9,8 @@
 # compare with the committed files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-/work/main/.venv/bin/python}
-[ -x "$PY" ] || PY=.venv/bin/python
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
 OUT=${1:-.}
 mkdir -p "$OUT"
 DEPS=$(mktemp)
