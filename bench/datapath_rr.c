@@ -4,6 +4,7 @@
  * trip and hide the transport difference; this keeps the bench honest.
  *
  *   serve [-g CGROUP] [-T SECONDS] [-w WORKERS] [-t HOST:PORT]... [-u PATH]... [-k HOST:PORT]...
+ *         [-e HOST:PORT]...
  *       -t: TCP echo listener, -u: unix stream echo listener (read what came,
  *       write it back; a thread per connection, or -w N epoll workers), -k: TCP sink listener
  *       (accept and close, for connect benchmarks), -e: TCP echo-once listener
