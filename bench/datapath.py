@@ -557,6 +557,10 @@ def claims(res: dict) -> list:
                     "measured": f"{rr['cpu_ratio_redirect_vs_tcp']:.2f}x", "target": ">= 1.4x",
                     "met": rr["cpu_ratio_redirect_vs_tcp"] >= 1.4,
                     "note": f"ratio of medians {rr['ratio_rps_redirect_vs_tcp']:.2f}x"})
+        out.append({"claim": "sk_msg redirect p50 vs a unix socket, 64 B, 8 connections",
+                    "measured": f"{rr['ratio_p50_redirect_vs_unix']:.2f}x",
+                    "target": "<= 1.10x", "met": rr["ratio_p50_redirect_vs_unix"] <= 1.10,
+                    "note": "p50 redirect / unix"})
     conn = res.get("connect")
     if conn:
         for v, what in (("bpf_paired", "a service that pairs (the default)"),
@@ -568,6 +572,11 @@ def claims(res: dict) -> list:
                         "note": f"CPU {f['cpu_ratio_vs_none']:.2f}x, rate "
                                 f"{f['paired_ratio_vs_none']:.2f}x; iptables "
                                 f"{conn['iptables']['p50_ratio_vs_none']:.2f}x p50"})
+        ipt = conn["iptables"]["p50_us"]
+        out.append({"claim": "connect + close, the default (pairing) vs iptables REDIRECT",
+                    "measured": f"{ipt / conn['bpf_paired']['p50_us']:.2f}x p50",
+                    "target": "> 1x", "met": ipt > conn["bpf_paired"]["p50_us"],
+                    "note": f"pair=False {ipt / conn['bpf']['p50_us']:.2f}x"})
     req = res.get("connect_request")
     if req:
         f = req["bpf_paired"]
