@@ -357,6 +357,7 @@ class Bench:
             res["steered"] = after[reason] - before[reason]
             paired = after["sockhash_added"] - before["sockhash_added"]
             res["pairs_per_connect"] = round(paired / max(res["count"], 1), 3)
+            res["sockhash_failed"] = after["sockhash_failed"] - before["sockhash_failed"]
             # Every connect steered; both ends paired exactly when the service
             # asks. Under load the proxy end of a few may not pair: when the
             # handshake's last ACK waits in a backlog that ksoftirqd runs after
@@ -394,6 +395,7 @@ class Bench:
             if v.startswith("bpf"):
                 out[v]["valid"] = all(r["valid"] for r in runs)
                 out[v]["pairs_per_connect"] = min(r["pairs_per_connect"] for r in runs)
+                out[v]["sockhash_failed"] = sum(r["sockhash_failed"] for r in runs)
         none = out["none"]["connects_per_s"]
         out["ratio_bpf_vs_none"] = round(out["bpf"]["connects_per_s"] / none, 3)
         out["ratio_iptables_vs_none"] = round(out["iptables"]["connects_per_s"] / none, 3)
