@@ -594,6 +594,7 @@ static int conn(int argc, char **argv)
     }
     if (cgroup)
         join_cgroup(cgroup);
+    signal(SIGPIPE, SIG_IGN);   /* a peer gone before the request: an error, not a signal */
     struct target t;
     parse_target(addr, NULL, &t);
     float *lat = calloc(max, sizeof *lat);
