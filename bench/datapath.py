@@ -22,6 +22,10 @@
    no programs: none, none6 over ::1), against iptables REDIRECT in a network
    namespace of our own, plus two controls (enrolled cgroup, non-mesh
    destination; the netns with its nat rule, direct destination).
+3. First request: connect, one 64 B request and its echo, close (an echo-once
+   listener), for bpf_paired (the default), bpf (no pairing), none and
+   iptables: what a connection that carries data pays, pairing's setup
+   included and its first request's saving counted.
 
 Clients and server are C (bench/datapath_rr.c, compiled with cc at run time):
 a Python client costs 10-20 us a round trip and hides what is measured.
@@ -31,9 +35,9 @@ medians over the rounds.
 Needs root, cgroup v2, bcc, iptables, cc. Owns (TAG = $NODEMESH_BENCH_TAG,
 default nm-bench): pin dir NODEMESH_PIN_DIR (default /sys/fs/bpf/TAG), cgroup
 <v2>/TAG/{client,proxy}, run dir /tmp/TAG-run, netns TAG-ipt, ports
-$NODEMESH_BENCH_PORT_BASE (default 15000) + 1..13; removes all of it at the end.
+$NODEMESH_BENCH_PORT_BASE (default 15000) + 1..16; removes all of it at the end.
 
-    python -m bench.datapath [--quick] [--only rr|connect] [--rounds N]
+    python -m bench.datapath [--quick] [--only rr|connect|request] [--rounds N]
 """
 
 import argparse
@@ -73,12 +77,18 @@ PLAIN_RR = PORT_BASE + 2    # same server, a port the datapath does not pair
 PROXY_SINK = PORT_BASE + 11 # the proxy address in the proxy map during the connect benchmark
 PLAIN_SINK = PORT_BASE + 12 # sink outside the attach root: no program anywhere
 NETNS_SINK = PORT_BASE + 13 # sink in the iptables netns
+PROXY_ECHO = PORT_BASE + 14 # echo-once listeners for the first-request benchmark: proxy,
+PLAIN_ECHO = PORT_BASE + 15 # outside the attach root,
+NETNS_ECHO = PORT_BASE + 16 # in the iptables netns
+VIP_ECHO_PORT = 81          # the VIP's port the iptables rule sends to NETNS_ECHO
+REQUEST_SIZE = 64
 
 SIZES = (64, 4096, 65536)
 CONNS = (1, 8)
 RR_TRANSPORTS = ("redirect", "tcp", "unix")
 CONNECT_VARIANTS = ("bpf", "bpf_paired", "bpf_remote_mode", "none", "iptables",
                     "enrolled_direct", "netns_direct", "bpf6", "none6")
+REQUEST_VARIANTS = ("bpf_paired", "bpf", "none", "iptables")
 
 FULL = {"rounds": 11, "rr_seconds": 0.3, "conn_rounds": 11, "conn_seconds": 0.4}
 QUICK = {"rounds": 3, "rr_seconds": 0.2, "conn_rounds": 3, "conn_seconds": 0.3}
@@ -151,10 +161,13 @@ class Bench:
         ns = ["ip", "netns", "exec", NETNS]
         _run(["ip", "-n", NETNS, "link", "set", "lo", "up"])
         # The VIP needs a route for connect() to get as far as the nat hook;
-        # lo is the namespace's only device, so nothing can leave it.
-        _run(["ip", "-n", NETNS, "route", "add", GUARD_ROUTE, "dev", "lo"])
-        _run(ns + ["iptables", "-t", "nat", "-A", "OUTPUT", "-d", VIP, "-p", "tcp",
-                   "--dport", str(VIP_PORT), "-j", "REDIRECT", "--to-ports", str(NETNS_SINK)])
+        # lo is the namespace's only device, so nothing can leave it. `src`:
+        # lo's 127.0.0.1 is host-scoped, so without it the client binds 0.0.0.0
+        # (a handshake still completes, but replies to data never arrive).
+        _run(["ip", "-n", NETNS, "route", "add", GUARD_ROUTE, "dev", "lo", "src", "127.0.0.1"])
+        for dport, to in ((VIP_PORT, NETNS_SINK), (VIP_ECHO_PORT, NETNS_ECHO)):
+            _run(ns + ["iptables", "-t", "nat", "-A", "OUTPUT", "-d", VIP, "-p", "tcp",
+                       "--dport", str(dport), "-j", "REDIRECT", "--to-ports", str(to)])
 
     def server(self, args, netns=None):
         cmd = [self.exe, "serve", "-T", "600"] + args
@@ -180,10 +193,12 @@ class Bench:
         # that sockops pairs its accepted sockets on the proxy port.
         self.srv_proxy = self.server(["-g", self.proxy_cg, "-t", f"127.0.0.1:{PROXY_RR}",
                      "-t", f"127.0.0.1:{PLAIN_RR}", "-u", self.unix_path,
-                     "-k", f"127.0.0.1:{PROXY_SINK}", "-k", f"[::1]:{PROXY_SINK}"])
+                     "-k", f"127.0.0.1:{PROXY_SINK}", "-k", f"[::1]:{PROXY_SINK}",
+                     "-e", f"127.0.0.1:{PROXY_ECHO}"])
         self.srv_plain = self.server(["-k", f"127.0.0.1:{PLAIN_SINK}",   # no cgroup of ours
-                                      "-k", f"[::1]:{PLAIN_SINK}"])
-        self.srv_netns = self.server(["-k", f"127.0.0.1:{NETNS_SINK}"], netns=NETNS)
+                                      "-k", f"[::1]:{PLAIN_SINK}", "-e", f"127.0.0.1:{PLAIN_ECHO}"])
+        self.srv_netns = self.server(["-k", f"127.0.0.1:{NETNS_SINK}",
+                                      "-e", f"127.0.0.1:{NETNS_ECHO}"], netns=NETNS)
 
     # -- teardown ------------------------------------------------------------------
 
@@ -341,9 +356,14 @@ class Bench:
             after = self.ctl.counters()
             res["steered"] = after[reason] - before[reason]
             paired = after["sockhash_added"] - before["sockhash_added"]
-            # every connect steered; both ends paired exactly when the service asks
+            res["pairs_per_connect"] = round(paired / max(res["count"], 1), 3)
+            res["sockhash_failed"] = after["sockhash_failed"] - before["sockhash_failed"]
+            # Every connect steered; both ends paired exactly when the service
+            # asks. Under load the proxy end of a few may not pair: when the
+            # handshake's last ACK waits in a backlog that ksoftirqd runs after
+            # the client has closed, the accept record is gone (nothing to pair).
             res["valid"] = res["steered"] >= res["count"] and (
-                paired >= 2 * res["count"] if variant == "bpf_paired" else paired == 0)
+                paired >= 1.98 * res["count"] if variant == "bpf_paired" else paired == 0)
             return res
         if variant == "none":
             return self.client(base + ["-a", f"127.0.0.1:{PLAIN_SINK}"], server=self.srv_plain)
@@ -371,17 +391,11 @@ class Bench:
                 raw[v].append(self.conn_once(v))
         out = {}
         for v, runs in raw.items():
-            out[v] = {
-                "connects_per_s": round(statistics.median(r["rate"] for r in runs), 1),
-                "p50_us": round(statistics.median(r["p50_us"] for r in runs), 2),
-                "p99_us": round(statistics.median(r["p99_us"] for r in runs), 2),
-                "cpu_us_per_connect": round(statistics.median(r["cpu_us_per_op"] for r in runs), 2),
-                "runs": len(runs),
-                "rates": [round(r["rate"]) for r in runs],
-                "best_connects_per_s": round(max(r["rate"] for r in runs), 1),
-            }
+            out[v] = _summary(runs)
             if v.startswith("bpf"):
                 out[v]["valid"] = all(r["valid"] for r in runs)
+                out[v]["pairs_per_connect"] = min(r["pairs_per_connect"] for r in runs)
+                out[v]["sockhash_failed"] = sum(r["sockhash_failed"] for r in runs)
         none = out["none"]["connects_per_s"]
         out["ratio_bpf_vs_none"] = round(out["bpf"]["connects_per_s"] / none, 3)
         out["ratio_iptables_vs_none"] = round(out["iptables"]["connects_per_s"] / none, 3)
@@ -393,17 +407,83 @@ class Bench:
         for v in CONNECT_VARIANTS:
             base = baseline(v)       # *_vs_none: against none6 for IPv6 variants
             if v != base:
-                out[v]["paired_ratio_vs_none"] = _paired(raw[v], raw[base])
-                # per-connect cost from the median latency: the least noisy figure here
-                out[v]["p50_ratio_vs_none"] = round(out[base]["p50_us"] / out[v]["p50_us"], 3)
-                out[v]["best_ratio_vs_none"] = round(
-                    out[v]["best_connects_per_s"] / out[base]["best_connects_per_s"], 3)
-                out[v]["cpu_ratio_vs_none"] = round(
-                    out[base]["cpu_us_per_connect"] / out[v]["cpu_us_per_connect"], 3)
+                # the p50 ratio is the per-connect cost least touched by the noise here
+                out[v].update(_versus(out[v], out[base], raw[v], raw[base]))
         out["ratio_bpf6_vs_none6"] = round(
             out["bpf6"]["connects_per_s"] / out["none6"]["connects_per_s"], 3)
         out["ratio_enrolled_direct_vs_none"] = round(out["enrolled_direct"]["connects_per_s"] / none, 3)
         return out
+
+
+    def request_once(self, variant):
+        """connect + one REQUEST_SIZE request and its echo + close."""
+        base = ["conn", "-d", str(self.p["conn_seconds"]), "-n", str(MAX_CONNECTS),
+                "-r", str(REQUEST_SIZE)]
+        if variant in ("bpf", "bpf_paired"):
+            vip = VIP if variant == "bpf_paired" else VIP_NOPAIR
+            before = self.ctl.counters()
+            res = self.client(base + ["-a", f"{vip}:{VIP_PORT}", "-g", self.client_cg],
+                              server=self.srv_proxy)
+            after = self.ctl.counters()
+            moved = {k: after[k] - before[k] for k in ("local", "sockhash_added",
+                                                        "msg_redirected")}
+            n = res["count"]
+            # paired: both ends joined and request and echo went through sk_msg
+            res["valid"] = moved["local"] >= n and (
+                moved["sockhash_added"] >= 2 * n and moved["msg_redirected"] >= 2 * n
+                if variant == "bpf_paired" else moved["sockhash_added"] == 0)
+            return res
+        if variant == "none":
+            return self.client(base + ["-a", f"127.0.0.1:{PLAIN_ECHO}"], server=self.srv_plain)
+        if variant == "iptables":
+            return self.client(base + ["-a", f"{VIP}:{VIP_ECHO_PORT}"], netns=NETNS,
+                               server=self.srv_netns)
+        raise ValueError(variant)
+
+    def request(self):
+        self.ctl.set_proxy(local=f"127.0.0.1:{PROXY_ECHO}", mode="local")
+        raw = {v: [] for v in REQUEST_VARIANTS}
+        n = len(REQUEST_VARIANTS)
+        for rnd in range(self.p["conn_rounds"]):
+            for v in REQUEST_VARIANTS[rnd % n:] + REQUEST_VARIANTS[:rnd % n]:
+                raw[v].append(self.request_once(v))
+        out = {"request_bytes": REQUEST_SIZE}
+        for v, runs in raw.items():
+            out[v] = _summary(runs)
+            if v.startswith("bpf"):
+                out[v]["valid"] = all(r["valid"] for r in runs)
+        for v in REQUEST_VARIANTS:
+            if v != "none":
+                out[v].update(_versus(out[v], out["none"], raw[v], raw["none"]))
+        out["ratio_bpf_paired_vs_iptables"] = round(
+            out["bpf_paired"]["connects_per_s"] / out["iptables"]["connects_per_s"], 3)
+        out["cpu_ratio_bpf_paired_vs_iptables"] = round(
+            out["iptables"]["cpu_us_per_connect"] / out["bpf_paired"]["cpu_us_per_connect"], 3)
+        return out
+
+
+def _summary(runs) -> dict:
+    """Medians over rounds of one variant."""
+    return {
+        "connects_per_s": round(statistics.median(r["rate"] for r in runs), 1),
+        "p50_us": round(statistics.median(r["p50_us"] for r in runs), 2),
+        "p99_us": round(statistics.median(r["p99_us"] for r in runs), 2),
+        "cpu_us_per_connect": round(statistics.median(r["cpu_us_per_op"] for r in runs), 2),
+        "runs": len(runs),
+        "rates": [round(r["rate"]) for r in runs],
+        "best_connects_per_s": round(max(r["rate"] for r in runs), 1),
+    }
+
+
+def _versus(fig, base, runs, base_runs) -> dict:
+    """A variant against its baseline: paired rate, p50, best and CPU ratios
+    (above 1: the variant is faster or cheaper)."""
+    return {
+        "paired_ratio_vs_none": _paired(runs, base_runs),
+        "p50_ratio_vs_none": round(base["p50_us"] / fig["p50_us"], 3),
+        "best_ratio_vs_none": round(fig["best_connects_per_s"] / base["best_connects_per_s"], 3),
+        "cpu_ratio_vs_none": round(base["cpu_us_per_connect"] / fig["cpu_us_per_connect"], 3),
+    }
 
 
 def baseline(variant) -> str:
@@ -447,13 +527,15 @@ def run(quick=False, only=None, rounds=None) -> dict:
         b.p = {**b.p, "rounds": rounds, "conn_rounds": rounds}
     started = time.monotonic()
     load_before = os.getloadavg()
-    rr = conn = None
+    rr = conn = req = None
     try:
         b.setup()
         if only in (None, "rr"):
             rr = b.rr()
         if only in (None, "connect"):
             conn = b.connect()
+        if only in (None, "request"):
+            req = b.request()
     finally:
         errors = b.teardown()
     return {
@@ -465,19 +547,65 @@ def run(quick=False, only=None, rounds=None) -> dict:
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "request_response": rr,
         "connect": conn,
+        "connect_request": req,
         "teardown_errors": errors,
         "leftovers": leftovers(),
     }
 
 
+def claims(res: dict) -> list:
+    """The targets of issue 2, as docs/BENCHMARKS.md lists them. Connect cost:
+    the p50 ratio (per-CPU-second and rate ratios are in the results)."""
+    out = []
+    rr = (res.get("request_response") or {}).get("64B/8")
+    if rr:
+        out.append({"claim": "sk_msg redirect vs loopback TCP, 64 B, 8 connections: "
+                             "requests per CPU-second",
+                    "measured": f"{rr['cpu_ratio_redirect_vs_tcp']:.2f}x", "target": ">= 1.4x",
+                    "met": rr["cpu_ratio_redirect_vs_tcp"] >= 1.4,
+                    "note": f"ratio of medians {rr['ratio_rps_redirect_vs_tcp']:.2f}x"})
+        out.append({"claim": "sk_msg redirect p50 vs a unix socket, 64 B, 8 connections",
+                    "measured": f"{rr['ratio_p50_redirect_vs_unix']:.2f}x",
+                    "target": "<= 1.10x", "met": rr["ratio_p50_redirect_vs_unix"] <= 1.10,
+                    "note": "p50 redirect / unix"})
+    conn = res.get("connect")
+    if conn:
+        for v, what in (("bpf_paired", "a service that pairs (the default)"),
+                        ("bpf", "a service with pair=False")):
+            f = conn[v]
+            out.append({"claim": f"connect + close through connect4, {what}: vs no program",
+                        "measured": f"{f['p50_ratio_vs_none']:.2f}x p50",
+                        "target": ">= 0.95x", "met": f["p50_ratio_vs_none"] >= 0.95,
+                        "note": f"CPU {f['cpu_ratio_vs_none']:.2f}x, rate "
+                                f"{f['paired_ratio_vs_none']:.2f}x; iptables "
+                                f"{conn['iptables']['p50_ratio_vs_none']:.2f}x p50"})
+        ipt = conn["iptables"]["p50_us"]
+        out.append({"claim": "connect + close, the default (pairing) vs iptables REDIRECT",
+                    "measured": f"{ipt / conn['bpf_paired']['p50_us']:.2f}x p50",
+                    "target": "> 1x", "met": ipt > conn["bpf_paired"]["p50_us"],
+                    "note": f"pair=False {ipt / conn['bpf']['p50_us']:.2f}x"})
+    req = res.get("connect_request")
+    if req:
+        f = req["bpf_paired"]
+        out.append({"claim": "connect + one 64 B request + close, the default (pairing): "
+                             "vs no program",
+                    "measured": f"{f['p50_ratio_vs_none']:.2f}x p50", "target": ">= 0.95x",
+                    "met": f["p50_ratio_vs_none"] >= 0.95,
+                    "note": f"CPU {f['cpu_ratio_vs_none']:.2f}x (psock teardown in kworkers "
+                            f"not counted); iptables {req['iptables']['p50_ratio_vs_none']:.2f}x"})
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer, shorter rounds (~1 minute)")
-    ap.add_argument("--only", choices=("rr", "connect"), help="one of the two benchmarks")
+    ap.add_argument("--only", choices=("rr", "connect", "request"),
+                    help="one of the three benchmarks")
     ap.add_argument("--rounds", type=int, help="rounds per case (default: 11, --quick 3)")
     ap.add_argument("--no-write", action="store_true", help="do not write bench/results/datapath.json")
     args = ap.parse_args(argv)
     res = run(quick=args.quick, only=args.only, rounds=args.rounds)
+    res["claims"] = claims(res)
     report(res)
     if not args.no_write and not args.only:
         print(f"wrote {write_results('datapath', res)}")

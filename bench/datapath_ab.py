@@ -11,6 +11,8 @@ of per-round ratios.
 
     python -m bench.datapath_ab --a HEAD~1 --b WORKTREE [--rounds 21] [--seconds 0.3]
          [--pair]     # services that pair (else pair=False, where the version has it)
+         [--pair-a | --pair-b]  # only that side's service pairs: pairing's cost, one version
+         [--request SIZE]   # one SIZE-byte request and its echo before each close
 
 Needs root, cgroup v2, bcc, cc, git. Owns (TAG = $NODEMESH_BENCH_TAG, default
 nm-bench): /sys/fs/bpf/TAG-ab-{a,b}, <v2>/TAG-ab-{a,b}, /tmp/TAG-ab-*, ports
@@ -112,20 +114,22 @@ class Side:
 
 
 class AB:
-    def __init__(self, a, b, pair, rounds, seconds):
+    def __init__(self, a, b, pair, rounds, seconds, request=0):
         self.tmp = tempfile.mkdtemp(prefix=f"{dp.TAG}-ab-")
-        self.sides = [Side(n, ref, self.tmp, pair) for n, ref in zip(SIDES, (a, b))]
-        self.rounds, self.seconds = rounds, seconds
+        pairs = pair if isinstance(pair, tuple) else (pair, pair)
+        self.sides = [Side(n, ref, self.tmp, p) for n, ref, p in zip(SIDES, (a, b), pairs)]
+        self.rounds, self.seconds, self.request = rounds, seconds, request
         self.bench = dp.Bench()     # for its compile, server and route helpers
         self.plain_sink = dp.PORT_BASE + 23
 
     def setup(self):
         self.bench.compile()
         self.bench.guard_route()
+        listen = "-e" if self.request else "-k"     # echo once, or accept and close
         for side in self.sides:
             side.up()
-            side.server = self.bench.server(["-g", side.proxy, "-k", f"127.0.0.1:{side.sink}"])
-        self.bench.server(["-k", f"127.0.0.1:{self.plain_sink}"])
+            side.server = self.bench.server(["-g", side.proxy, listen, f"127.0.0.1:{side.sink}"])
+        self.bench.server([listen, f"127.0.0.1:{self.plain_sink}"])
 
     def teardown(self) -> list:
         errors = self.bench.teardown()
@@ -136,6 +140,8 @@ class AB:
 
     def once(self, who):
         base = ["conn", "-d", str(self.seconds), "-n", str(MAX_CONNECTS)]
+        if self.request:
+            base += ["-r", str(self.request)]
         if who == "none":
             return self.bench._client(base + ["-a", f"127.0.0.1:{self.plain_sink}"])
         side = self.sides[SIDES.index(who)]
@@ -149,7 +155,7 @@ class AB:
                 raw[w].append(self.once(w))
         steered = {s.name: json.loads(s.agent("counters"))["local"] for s in self.sides}
         out = {"refs": {s.name: s.ref for s in self.sides}, "rounds": self.rounds,
-               "seconds": self.seconds, "pair": self.sides[0].pair}
+               "seconds": self.seconds, "pair": [s.pair for s in self.sides], "request": self.request}
         for w in order:
             out[w] = {"connects_per_s": round(statistics.median(r["rate"] for r in raw[w]), 1),
                       "p50_us": round(statistics.median(r["p50_us"] for r in raw[w]), 2),
@@ -188,13 +194,22 @@ def report(res: dict) -> None:
                      f"{f.get('paired_ratio_vs_none', 1):.3f}x", f"{f['p50_us']:.1f}",
                      f"{f.get('p50_ratio_vs_none', 1):.3f}x", f"{f['client_cpu_us']:.2f}",
                      f"{f.get('cpu_ratio_vs_none', 1):.3f}x"])
-    print_table(f"connect + close, {res['rounds']} rounds of {res['seconds']} s"
-                f"{' (paired services)' if res['pair'] else ''}",
+    what = f"connect + {res['request']} B request + close" if res.get("request") else \
+        "connect + close"
+    print_table(f"{what}, {res['rounds']} rounds of {res['seconds']} s"
+                f"{_pairing(res['pair'])}",
                 ["side", "ref", "connects/s", "paired vs none", "p50 us", "none p50/p50",
                  "client cpu us", "none cpu/cpu"], rows)
     print(textwrap.dedent(f"""
         b vs a: {res['paired_ratio_b_vs_a']:.3f}x (median of per-round rate ratios), \
 {res['p50_ratio_b_vs_a']:.3f}x (p50), {res['cpu_ratio_b_vs_a']:.3f}x (client CPU)"""))
+
+
+def _pairing(pair) -> str:
+    pair = pair if isinstance(pair, list) else [pair, pair]
+    if all(pair):
+        return " (paired services)"
+    return f" (side {SIDES[pair.index(True)]}'s service pairs)" if any(pair) else ""
 
 
 def main(argv=None):
@@ -204,10 +219,18 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--seconds", type=float, default=0.3)
     ap.add_argument("--pair", action="store_true", help="services that pair (the default of add_service)")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--pair-a", action="store_true", help="only side a's service pairs")
+    only.add_argument("--pair-b", action="store_true", help="only side b's service pairs")
+    ap.add_argument("--request", type=int, default=0, metavar="SIZE",
+                    help="one request of SIZE bytes (<= 16384) and its echo before each close")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("the datapath A/B benchmark needs root (BPF, cgroups)")
-    ab = AB(args.a, args.b, args.pair, args.rounds, args.seconds)
+    if not 0 <= args.request <= 16384:
+        sys.exit("--request: 0 to 16384 bytes")
+    pair = (args.pair or args.pair_a, args.pair or args.pair_b)
+    ab = AB(args.a, args.b, pair, args.rounds, args.seconds, args.request)
     try:
         ab.setup()
         res = ab.run()

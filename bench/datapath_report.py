@@ -9,6 +9,8 @@ def report(res: dict) -> None:
         report_rr(res["request_response"])
     if res["connect"]:
         report_connect(res["connect"])
+    if res.get("connect_request"):
+        report_request(res["connect_request"])
     print(f"\nrun took {res['seconds']} s; load average {res['loadavg_before'][0]} -> "
           f"{res['loadavg_after'][0]}; leftovers: {res['leftovers'] or 'none'}")
 
@@ -61,3 +63,21 @@ def report_connect(c: dict) -> None:
         print(f"connect6 (bpf6 vs none6): {b6['p50_ratio_vs_none']:.3f}x p50, "
               f"{b6['cpu_ratio_vs_none']:.3f}x CPU")
     print(f"bpf vs iptables: {c['ratio_bpf_vs_iptables']:.2f}x")
+
+
+def report_request(c: dict) -> None:
+    rows = []
+    for v in [k for k, f in c.items() if isinstance(f, dict)]:
+        f = c[v]
+        rows.append([v, f"{f['connects_per_s']:.0f}" + ("" if f.get("valid", True) else " INVALID"),
+                     f"{f.get('paired_ratio_vs_none', 1):.2f}x",
+                     f"{f['p50_us']:.1f}", f"{f.get('p50_ratio_vs_none', 1):.2f}x",
+                     f"{f['p99_us']:.1f}", f"{f['cpu_us_per_connect']:.1f}",
+                     f"{f.get('cpu_ratio_vs_none', 1):.2f}x"])
+    print_table(f"connect + one {c['request_bytes']} B request + close: medians",
+                ["variant", "connects/s", "paired vs none", "p50 us", "none p50/p50",
+                 "p99 us", "cpu us/conn", "conn/cpu-s vs none"], rows)
+    p = c["bpf_paired"]
+    print(f"\nthe default (pairing) with a request, vs none: {p['paired_ratio_vs_none']:.3f}x "
+          f"paired, {p['p50_ratio_vs_none']:.3f}x p50, {p['cpu_ratio_vs_none']:.3f}x CPU; "
+          f"vs iptables {c['ratio_bpf_paired_vs_iptables']:.2f}x")

@@ -4,16 +4,19 @@
  * trip and hide the transport difference; this keeps the bench honest.
  *
  *   serve [-g CGROUP] [-T SECONDS] [-w WORKERS] [-t HOST:PORT]... [-u PATH]... [-k HOST:PORT]...
+ *         [-e HOST:PORT]...
  *       -t: TCP echo listener, -u: unix stream echo listener (read what came,
  *       write it back; a thread per connection, or -w N epoll workers), -k: TCP sink listener
- *       (accept and close, for connect benchmarks). Prints "ready" when every
+ *       (accept and close, for connect benchmarks), -e: TCP echo-once listener
+ *       (accept, echo one read, close: connect + one request). Prints "ready" when every
  *       listener is up. Exits by itself after -T seconds (default 600).
  *   rr -a HOST:PORT | -u PATH  -s SIZE -c CONNS -d SECONDS -n MAXREQ [-g CGROUP]
  *       CONNS threads, each on its own connection: send SIZE bytes, wait for
  *       SIZE bytes back, until SECONDS or MAXREQ requests in all.
- *   conn -a HOST:PORT -d SECONDS -n MAXCONN [-g CGROUP]
+ *   conn -a HOST:PORT -d SECONDS -n MAXCONN [-g CGROUP] [-r SIZE]
  *       socket(), connect(), close() (SO_LINGER 0: no TIME_WAIT to exhaust
- *       the ephemeral ports) until SECONDS or MAXCONN connections.
+ *       the ephemeral ports) until SECONDS or MAXCONN connections; -r: one
+ *       request of SIZE bytes (at most 16 KiB) and its echo before the close.
  *
  * rr and conn print one JSON line: count, seconds, rate, p50_us, p99_us,
  * mean_us, cpu_s (this process's user + system CPU over the timed part).
@@ -140,7 +143,7 @@ static int read_all(int fd, char *buf, size_t n)
 
 struct listener {
     int fd;
-    int sink;
+    int sink;   /* 1: accept and close; 2: echo one read, then close */
 };
 
 /* Echo connections: a thread per connection by default (-w 0), or -w N
@@ -238,6 +241,16 @@ static void *echo_thread(void *arg)
     return NULL;
 }
 
+/* Connect + one request: the client sends one small request with
+ * TCP_NODELAY, so one read takes all of it. */
+static void echo_once(int fd)
+{
+    char buf[16384];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0)
+        (void)write_all(fd, buf, (size_t)n);
+}
+
 static void *accept_loop(void *arg)
 {
     struct listener *l = arg;
@@ -253,6 +266,8 @@ static void *accept_loop(void *arg)
             die("accept");
         }
         if (l->sink) {
+            if (l->sink == 2)
+                echo_once(fd);
             close(fd);
             continue;
         }
@@ -291,8 +306,13 @@ static int listen_inet(const char *text)
     if (fd < 0)
         die("socket");
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&a.ss, a.len) < 0)
-        die(text);
+    /* Our ports are in the ephemeral range on a shared machine: another
+     * client's TIME_WAIT socket on one blocks the bind until it expires (60 s). */
+    for (int tries = 0; bind(fd, (struct sockaddr *)&a.ss, a.len) < 0; tries++) {
+        if (errno != EADDRINUSE || tries >= 130)
+            die(text);
+        usleep(500 * 1000);
+    }
     if (listen(fd, 4096) < 0)
         die("listen");
     return fd;
@@ -323,14 +343,15 @@ static int serve(int argc, char **argv)
     int n = 0, opt, limit = 600;
     const char *cgroup = NULL;
     /* first pass: the cgroup must be joined before any socket exists */
-    while ((opt = getopt(argc, argv, "g:T:t:u:k:w:")) != -1)
+    while ((opt = getopt(argc, argv, "g:T:t:u:k:e:w:")) != -1)
         if (opt == 'g')
             cgroup = optarg;
     if (cgroup)
         join_cgroup(cgroup);
     optind = 1;
-    while ((opt = getopt(argc, argv, "g:T:t:u:k:w:")) != -1) {
-        if (n >= MAX_LISTENERS && (opt == 't' || opt == 'u' || opt == 'k')) {
+    while ((opt = getopt(argc, argv, "g:T:t:u:k:e:w:")) != -1) {
+        if (n >= MAX_LISTENERS && (opt == 't' || opt == 'u' || opt == 'k' ||
+                                    opt == 'e')) {
             fprintf(stderr, "datapath_rr: too many listeners\n");
             return 2;
         }
@@ -339,6 +360,7 @@ static int serve(int argc, char **argv)
         case 'w': n_workers = atoi(optarg); break;
         case 't': ls[n].fd = listen_inet(optarg); ls[n++].sink = 0; break;
         case 'k': ls[n].fd = listen_inet(optarg); ls[n++].sink = 1; break;
+        case 'e': ls[n].fd = listen_inet(optarg); ls[n++].sink = 2; break;
         case 'u': ls[n].fd = listen_unix(optarg); ls[n++].sink = 0; break;
         case 'g': break;
         default: return 2;
@@ -540,27 +562,39 @@ static int rr(int argc, char **argv)
     return failed ? 1 : 0;
 }
 
+/* Send SIZE bytes and read SIZE back. */
+static int one_request(int fd, char *buf, size_t size)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (write_all(fd, buf, size) < 0)
+        return -1;
+    return read_all(fd, buf, size);
+}
+
 static int conn(int argc, char **argv)
 {
     const char *addr = NULL, *cgroup = NULL;
     double seconds = 1;
-    long max = 1000000;
+    long max = 1000000, request = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "a:d:n:g:")) != -1) {
+    while ((opt = getopt(argc, argv, "a:d:n:g:r:")) != -1) {
         switch (opt) {
         case 'a': addr = optarg; break;
+        case 'r': request = atol(optarg); break;
         case 'd': seconds = atof(optarg); break;
         case 'n': max = atol(optarg); break;
         case 'g': cgroup = optarg; break;
         default: return 2;
         }
     }
-    if (max < 1 || seconds <= 0 || seconds > 60) {
+    if (max < 1 || seconds <= 0 || seconds > 60 || request < 0 || request > 16384) {
         fprintf(stderr, "datapath_rr: bad arguments\n");
         return 2;
     }
     if (cgroup)
         join_cgroup(cgroup);
+    signal(SIGPIPE, SIG_IGN);   /* a peer gone before the request: an error, not a signal */
     struct target t;
     parse_target(addr, NULL, &t);
     float *lat = calloc(max, sizeof *lat);
@@ -569,6 +603,8 @@ static int conn(int argc, char **argv)
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     long count = 0;
     int failed = 0;
+    static char req[16384];
+    memset(req, 'q', sizeof req);
     /* warm-up */
     for (int i = 0; i < 10; i++) {
         int fd = dial(&t);
@@ -586,6 +622,12 @@ static int conn(int argc, char **argv)
             die("socket");
         if (connect(fd, (const struct sockaddr *)&t.in.ss, t.in.len) < 0) {
             fprintf(stderr, "datapath_rr: connect: %s\n", strerror(errno));
+            failed = 1;
+            close(fd);
+            break;
+        }
+        if (request && one_request(fd, req, (size_t)request) < 0) {
+            fprintf(stderr, "datapath_rr: request: %s\n", strerror(errno));
             failed = 1;
             close(fd);
             break;

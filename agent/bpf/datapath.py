@@ -87,9 +87,10 @@ class Control:
                     pair=True):
         """vip_port: 'VIP:PORT' or '[IPv6 VIP]:PORT'.
 
-        pair: same-node bytes of its connections skip TCP/IP (sk_msg). It costs
-        ~3 us of psock setup and teardown a connection and saves ~5 us of CPU a
-        small request: off for services whose clients connect, ask once, close."""
+        pair: same-node bytes of its connections skip TCP/IP (sk_msg). The psock
+        setup and teardown of both ends cost a few us a connection, which the
+        first small request already pays back (docs/benchmarks-datapath.md):
+        off only for clients that connect and close without sending a byte."""
         if protocol not in PROTOCOL_IDS:
             raise DatapathError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOL_IDS)}")
         if not 0 <= int(remote_port) < 65536:

@@ -28,8 +28,8 @@ def register(sub, common):
     add.add_argument("--remote-port", type=options.port, default=0, metavar="N",
                      help="the remote proxy pool's port for this service")
     add.add_argument("--pair", type=options.on_off, default=True, metavar="on|off",
-                     help="same-node bytes skip TCP/IP through sk_msg (default on; off for "
-                          "services whose clients connect, ask once and close)")
+                     help="same-node bytes skip TCP/IP through sk_msg (default on; off only "
+                          "for clients that connect and close without sending)")
     add.set_defaults(func=cmd_add)
     rm = ssub.add_parser("del", parents=[common, options.force()], help="remove a service",
                          formatter_class=options.formatter, epilog=EPILOG)
