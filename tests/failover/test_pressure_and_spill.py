@@ -91,7 +91,7 @@ def test_settings_from_mapping_names_the_bad_field():
     assert s.probe_interval == 1.0 and s.overload.cpu_percent == 50.0
     with pytest.raises(SettingsError, match=r"nodemesh.failover.probe_intervall: unknown"):
         FailoverSettings.from_mapping({"probe_intervall": 1})
-    with pytest.raises(SettingsError, match=r"nodemesh.failover.healthy_probes: expected int"):
+    with pytest.raises(SettingsError, match=r"nodemesh.failover.healthy_probes: must be an integer"):
         FailoverSettings.from_mapping({"healthy_probes": "3"})
     with pytest.raises(SettingsError, match=r"overload.recover_ratio"):
         FailoverSettings.from_mapping({"overload": {"recover_ratio": 1.5}})
