@@ -42,7 +42,7 @@ def plans(profile):
             "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s),
             "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s),
             "remote_down": lambda t: sc.remote_down(t, load=load, settings=s),
-            "flap": lambda t: sc.flap(t, settings=s),
+            "flap": lambda t: sc.flap(t),          # its own N (scenarios.FLAP)
             "overload": lambda t: sc.overload(t, settings=s),
         }
     s = sc.DEFAULT
@@ -53,7 +53,7 @@ def plans(profile):
         "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s, lead_s=1.5),
         "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s, down_s=2.0),
         "remote_down": lambda t: sc.remote_down(t, load=load, settings=s, local_down_s=1.0),
-        "flap": lambda t: sc.flap(t, settings=s, cycles=5, up_s=4.5, down_s=1.5),
+        "flap": lambda t: sc.flap(t, settings={"flap_window": 30}, cycles=5, down_s=1.5),
         "overload": lambda t: sc.overload(t, settings=s, hot_s=8.0, duration=12.0),
         # (thresholds at the stand-in proxy's scale: scenarios.OVERLOAD)
     }
