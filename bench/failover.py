@@ -20,6 +20,7 @@ Owns: netns nm-failover-<pid>-*, cgroup <v2>/nm-failover-<pid>, pin dir
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -171,14 +172,16 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", metavar="SCENARIO",
                    help="run these scenarios only; their results replace theirs in the file")
     a = p.parse_args(argv)
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()
     profiles = ["default"] if a.quick else ["default", "fast"]
     results = run(profiles, 1 if a.quick else a.repeat, a.only)
     if a.only:
         results = merged(results)
     table(results)
     path = write_results("failover", {"profiles": profiles, "results": results,
-                                      "seconds": round(time.monotonic() - started, 1)})
+                                      "seconds": round(time.monotonic() - started, 1),
+                                      "load_average": {"start": load_before,
+                                                       "end": os.getloadavg()}})
     print(f"\nresults: {path}")
     missed = [n for n, d in results["default"].items()
               if n in TARGET and d["summary"]["success_percent_min"] < TARGET[n]]
