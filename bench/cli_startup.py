@@ -9,9 +9,13 @@ tenants disturb both alike. Figures are medians of wall time and of CPU
 
     python -m bench.cli_startup [--a main] [--b WORKTREE] [--rounds 10] [--json FILE]
 
-The commands touch nothing: `drain --help` parses and prints; `status` asks
-a run dir and pin dir that do not exist (it reports the agent and datapath
-as absent), so the time is the CLI's own.
+(a side may also be a directory holding a tree, used as it is)
+
+The commands touch nothing real: `drain --help` parses and prints; `status`
+asks a run dir and pin dir that do not exist (it reports the agent and
+datapath as absent); `drain --no-wait` is the preStop as it runs on a node
+with an agent, against a stand-in agent admin socket that answers
+`POST /drain` (the time is until that answer: the CLI's own).
 """
 
 import argparse
@@ -25,14 +29,53 @@ import sys
 import tempfile
 import time
 
-from bench.common import print_table
+from bench.common import print_table, write_results
 from bench.datapath_ab import extract
 
 NOWHERE = "/tmp/nm-bench-cli-nowhere"
+AGENT_RUN_DIR = "/tmp/nm-bench-cli-agent"
 COMMANDS = {
     "drain --help": ["drain", "--help"],
     "status": ["status", "--run-dir", NOWHERE, "--pin-dir", NOWHERE + "-pins"],
+    "drain --no-wait": ["drain", "--no-wait", "--run-dir", AGENT_RUN_DIR,
+                        "--pin-dir", NOWHERE + "-pins"],
 }
+
+
+class StandInAgent:
+    """The agent's admin socket for `nodemesh drain`: POST /drain answers as
+    the agent does (202 and the status), on a thread of its own."""
+
+    def __init__(self, run_dir: str):
+        import asyncio
+        import threading
+
+        self.path = os.path.join(run_dir, "admin.sock")
+        os.makedirs(run_dir, exist_ok=True)
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        if not self.ready.wait(10):
+            raise RuntimeError("stand-in agent did not start")
+
+    def _run(self):
+        from agent.admin import AdminServer, Response
+
+        status = {"state": "draining", "mode": "remote", "drain": None}
+        self.server = AdminServer(self.path)
+        self.server.route("POST", "/drain", lambda r: Response(202, status))
+        self.server.route("GET", "/failover", lambda r: status)
+        self.loop.run_until_complete(self.server.start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    def close(self):
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 TIMEOUT_S = 30.0
 
 
@@ -83,17 +126,21 @@ def main(argv=None) -> int:
     p.add_argument("--a", default="main", help="git ref of side a (default main)")
     p.add_argument("--b", default="WORKTREE", help="git ref of side b (default WORKTREE)")
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--json", metavar="FILE", help="write the results here too")
+    p.add_argument("--json", metavar="FILE",
+                   help="write the results here (default bench/results/cli_startup.json)")
     args = p.parse_args(argv)
     tmp = tempfile.mkdtemp(prefix="nm-bench-cli-")
+    agent = StandInAgent(AGENT_RUN_DIR)
     try:
-        trees = {"a": extract(args.a, os.path.join(tmp, "a")),
-                 "b": extract(args.b, os.path.join(tmp, "b"))}
+        trees = {side: ref if os.path.isdir(ref) else extract(ref, os.path.join(tmp, side))
+                 for side, ref in (("a", args.a), ("b", args.b))}
         for tree in trees.values():
             warm(tree)
         results = measure(trees, args.rounds)
     finally:
+        agent.close()
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(AGENT_RUN_DIR, ignore_errors=True)
     report = {"a": args.a, "b": args.b, "rounds": args.rounds,
               "load_average": os.getloadavg(), "results": results}
     print_table(f"nodemesh start-up, medians of {args.rounds} (a={args.a}, b={args.b}; "
@@ -105,6 +152,8 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=2)
+    else:
+        print(f"\nresults: {write_results('cli_startup', report)}")
     return 0
 
 
