@@ -97,6 +97,7 @@ def summarize(name, runs) -> dict:
         out["failures_after_bypass"] = sum(r["failures_after_bypass"] for r in runs)
     if name == "kill_agent":
         out["steering_changed"] = any(r["steering_changed"] for r in runs)
+        out["proxy_map_written"] = any(r.get("proxy_map_written") for r in runs)
         out["agent"] = runs[0]["agent"]
     return out
 
