@@ -20,6 +20,7 @@ Owns: netns nm-failover-<pid>-*, cgroup <v2>/nm-failover-<pid>, pin dir
 """
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -42,7 +43,7 @@ def plans(profile):
             "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s),
             "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s),
             "remote_down": lambda t: sc.remote_down(t, load=load, settings=s),
-            "flap": lambda t: sc.flap(t, settings=s),
+            "flap": lambda t: sc.flap(t),          # its own N (scenarios.FLAP)
             "overload": lambda t: sc.overload(t, settings=s),
         }
     s = sc.DEFAULT
@@ -53,7 +54,7 @@ def plans(profile):
         "drain_upgrade": lambda t: sc.drain_upgrade(t, load=load, settings=s, lead_s=1.5),
         "kill_agent": lambda t: sc.kill_agent(t, load=load, settings=s, down_s=2.0),
         "remote_down": lambda t: sc.remote_down(t, load=load, settings=s, local_down_s=1.0),
-        "flap": lambda t: sc.flap(t, settings=s, cycles=5, up_s=4.5, down_s=1.5),
+        "flap": lambda t: sc.flap(t, settings={"flap_window": 30}, cycles=5, down_s=1.5),
         "overload": lambda t: sc.overload(t, settings=s, hot_s=8.0, duration=12.0),
         # (thresholds at the stand-in proxy's scale: scenarios.OVERLOAD)
     }
@@ -96,6 +97,7 @@ def summarize(name, runs) -> dict:
         out["failures_after_bypass"] = sum(r["failures_after_bypass"] for r in runs)
     if name == "kill_agent":
         out["steering_changed"] = any(r["steering_changed"] for r in runs)
+        out["proxy_map_written"] = any(r.get("proxy_map_written") for r in runs)
         out["agent"] = runs[0]["agent"]
     return out
 
@@ -171,14 +173,16 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", metavar="SCENARIO",
                    help="run these scenarios only; their results replace theirs in the file")
     a = p.parse_args(argv)
-    started = time.monotonic()
+    started, load_before = time.monotonic(), os.getloadavg()
     profiles = ["default"] if a.quick else ["default", "fast"]
     results = run(profiles, 1 if a.quick else a.repeat, a.only)
     if a.only:
         results = merged(results)
     table(results)
     path = write_results("failover", {"profiles": profiles, "results": results,
-                                      "seconds": round(time.monotonic() - started, 1)})
+                                      "seconds": round(time.monotonic() - started, 1),
+                                      "load_average": {"start": load_before,
+                                                       "end": os.getloadavg()}})
     print(f"\nresults: {path}")
     missed = [n for n, d in results["default"].items()
               if n in TARGET and d["summary"]["success_percent_min"] < TARGET[n]]

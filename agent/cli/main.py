@@ -2,32 +2,50 @@
 
 Every expected failure ends as one line on stderr and an exit code (see
 errors.py); the datapath commands work without any agent running.
+
+Command modules are imported only when their command runs: `nodemesh drain`
+is the DaemonSet's preStop, and importing every group first (bcc's loader,
+the config model, the proxy...) delayed the switch to the remote pool by
+~0.5 s. `--help` lists every command from COMMANDS below without importing
+them; completion and the tests build the full parser (`parser()`).
 """
 
+import importlib
 import sys
 
-from . import (
-    agent_cmd,
-    clusters,
-    completion,
-    conns,
-    datapath,
-    demo,
-    doctor,
-    explain,
-    failover,
-    options,
-    pods,
-    routes,
-    service_join,
-    services,
-    stats,
-    status,
-    top,
-    trace,
-    xds,
-)
+from . import options
 from .errors import from_exception, report
+
+COMMANDS = (
+    # (command, module in agent/cli registering it, its help line), in --help order.
+    # tests/cli/test_cli_lazy.py checks each module registers exactly these.
+    ("datapath", "datapath", "load, inspect and configure the eBPF datapath"),
+    ("uninstall", "datapath", "detach and unpin everything, then verify"),
+    ("service", "services", "mesh services (VIP:PORT) in the datapath"),
+    ("services", "service_join", "services map joined with the proxy's listeners and routes"),
+    ("enroll", "pods", "put a pod's cgroup in the mesh"),
+    ("unenroll", "pods", "take a pod's cgroup out of the mesh"),
+    ("pods", "pods", "list enrolled cgroups"),
+    ("stats", "stats", "datapath counters by reason, and proxy metrics"),
+    ("status", "status", "the node at a glance; probes"),
+    ("conns", "conns", "live redirected connections"),
+    ("routes", "routes", "listeners and their routes, in match order"),
+    ("clusters", "clusters", "clusters: endpoints, health, outlier state, circuit breakers"),
+    ("explain", "explain", "why a connection from a pod goes where it goes"),
+    ("trace", "trace", "live connect decisions and proxy requests"),
+    ("top", "top", "live per-service and per-pod rates"),
+    ("doctor", "doctor", "check that this node can run the datapath"),
+    ("demo", "demo", "run the node demo on a simulated node (root)"),
+    ("completion", "completion", "print a shell completion script"),
+    ("proxy", "proxy", "run the node proxy (supervisor and worker processes)"),
+    ("failover", "failover", "where the node's mesh traffic goes, and overrides"),
+    ("drain", "failover", "planned drain of the local proxy"),
+    ("agent", "agent_cmd", "run the node agent (xDS client, BPF owner, admin API)"),
+    ("xds-serve", "xds", "serve Envoy resources from YAML files over xDS"),
+    ("version", None, "print the version"),
+)
+ALL = object()
+"""parser(ALL): every command module imported and registered."""
 
 EPILOG = """examples:
   nodemesh doctor
@@ -67,41 +85,43 @@ def cmd_version(args) -> int:
     return 0
 
 
-def parser() -> options.Parser:
+def parser(command=ALL) -> options.Parser:
+    """The argument parser. command: the one command whose module is imported
+    and registered in full (the others are listed by name and help only);
+    ALL (default): every module, as completion and the tests need it."""
     p = options.Parser(prog="nodemesh", formatter_class=options.formatter, epilog=EPILOG,
                        description="Per-node service mesh: node-level control and diagnostics.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = options.common()
-    datapath.register(sub, common)
-    services.register(sub, common)
-    service_join.register(sub, common)
-    pods.register(sub, common)
-    stats.register(sub, common)
-    status.register(sub, common)
-    conns.register(sub, common)
-    routes.register(sub, common)
-    clusters.register(sub, common)
-    explain.register(sub, common)
-    trace.register(sub, common)
-    top.register(sub, common)
-    doctor.register(sub, common)
-    demo.register(sub, common)
-    completion.register(sub, common)
-    from . import proxy as proxy_command
-    proxy_command.register(sub, common)
-    failover.register(sub, common)
-    agent_cmd.register(sub, common)
-    xds.register(sub, common)
+    wanted = {module for name, module, _ in COMMANDS if command is ALL or command == name}
+    for name, module, help_text in COMMANDS:
+        if name in sub.choices:
+            continue                      # registered with another command of its module
+        if module is None:
+            _version_command(sub, common)
+        elif module in wanted:
+            importlib.import_module(f"{__package__}.{module}").register(sub, common)
+        else:
+            sub.add_parser(name, help=help_text, add_help=False)
+    return p
+
+
+def _version_command(sub, common):
     v = sub.add_parser("version", parents=[common], help="print the version",
                        formatter_class=options.formatter,
                        epilog="examples:\n  nodemesh version\n  nodemesh version -o json\n")
     v.set_defaults(func=cmd_version)
-    return p
+
+
+def command_of(argv) -> object:
+    """The command argv names (its first word; options come after it), or None."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 def main(argv=None) -> int:
     try:
-        args = parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = parser(command_of(argv)).parse_args(argv)
         return args.func(args)
     except KeyboardInterrupt:
         return 130

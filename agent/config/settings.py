@@ -14,8 +14,11 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Optional, Tuple
 
+from agent.failover.settings import FailoverSettings, Overload
+from agent.failover.settings import parse as parse_failover
+
 from .errors import FieldError
-from .values import bool_value, check_keys, duration_value, int_value, percent_value
+from .values import bool_value, check_keys, int_value
 
 
 def run_dir() -> str:
@@ -23,34 +26,9 @@ def run_dir() -> str:
     return os.environ.get("NODEMESH_RUN_DIR", "/run/nodemesh")
 
 
-@dataclass(frozen=True)
-class OverloadThresholds:
-    """When the local proxy counts as overloaded and new connections spill to the remote pool.
-
-    loop_lag_ms 100: a worker whose event loop lags 100 ms adds that much to
-    every request it handles, an order above the proxy's own per-request cost.
-    accept_queue 512: half of the default somaxconn backlog (4096 on current
-    kernels is the cap, 1024 is what the proxy listens with): past it, SYNs
-    are about to be dropped. cpu_percent 90 / memory_percent 90: of the
-    proxy's own limit (cgroup), the point where latency climbs steeply and the
-    OOM killer is near."""
-
-    loop_lag_ms: float = 100.0
-    accept_queue: int = 512
-    cpu_percent: float = 90.0
-    memory_percent: float = 90.0
-
-
-@dataclass(frozen=True)
-class FailoverSettings:
-    """probe_interval 1s: a dead local proxy is already caught in the kernel at
-    connect time; probes only decide when to go back, and once a second keeps
-    that under a few seconds at negligible cost. healthy_probes 3: hysteresis,
-    so a proxy that flaps is not handed traffic on its first good answer."""
-
-    probe_interval: float = 1.0
-    healthy_probes: int = 3
-    overload: OverloadThresholds = OverloadThresholds()
+# `nodemesh.failover`: the failover controller's own settings dataclass is the
+# one definition (fields, ranges, justified defaults); parsed by _failover below.
+OverloadThresholds = Overload          # the name this module used to define
 
 
 @dataclass(frozen=True)
@@ -101,7 +79,7 @@ class NodeSettings:
     remote_ports: Mapping[str, int] = field(default_factory=dict)
     proxy_admin: str = field(default_factory=lambda: os.path.join(run_dir(), "proxy-local.sock"))
     admin: str = field(default_factory=lambda: os.path.join(run_dir(), "admin.sock"))
-    failover: FailoverSettings = FailoverSettings()
+    failover: FailoverSettings = field(default_factory=FailoverSettings)
     enrollment: EnrollmentSettings = field(default_factory=EnrollmentSettings)
     xds: XdsSettings = XdsSettings()
 
@@ -142,12 +120,22 @@ def parse_settings(section: Any) -> Tuple[NodeSettings, List[FieldError]]:
 _FAILED = object()
 
 
+class _Problems(Exception):
+    """Several FieldErrors from one section: each is reported."""
+
+    def __init__(self, errors):
+        super().__init__()
+        self.errors = list(errors)
+
+
 def _collect(errors, reader, *args):
     try:
         return reader(*args)
     except FieldError as exc:
         errors.append(exc)
-        return _FAILED
+    except _Problems as exc:
+        errors.extend(exc.errors)
+    return _FAILED
 
 
 def split_host_port(text: Any, field_name: str) -> Tuple[str, int]:
@@ -208,37 +196,12 @@ def _path(value, field_name):
 
 
 def _failover(value, field_name):
-    section = _mapping(value, field_name)
-    check_keys(section, ("probe_interval", "healthy_probes", "overload"), field_name)
-    out = {}
-    if "probe_interval" in section:
-        out["probe_interval"] = duration_value(section["probe_interval"],
-                                               f"{field_name}.probe_interval")
-    if "healthy_probes" in section:
-        out["healthy_probes"] = int_value(section["healthy_probes"], f"{field_name}.healthy_probes",
-                                          low=1, high=1000)
-    if "overload" in section:
-        out["overload"] = _overload(section["overload"], f"{field_name}.overload")
-    return FailoverSettings(**out)
-
-
-def _overload(value, field_name):
-    section = _mapping(value, field_name)
-    check_keys(section, ("loop_lag_ms", "accept_queue", "cpu_percent", "memory_percent"),
-               field_name)
-    out = {}
-    if "loop_lag_ms" in section:
-        lag = section["loop_lag_ms"]
-        if isinstance(lag, bool) or not isinstance(lag, (int, float)) or lag <= 0:
-            raise FieldError(f"{field_name}.loop_lag_ms", f"expected milliseconds > 0, got {lag!r}")
-        out["loop_lag_ms"] = float(lag)
-    if "accept_queue" in section:
-        out["accept_queue"] = int_value(section["accept_queue"], f"{field_name}.accept_queue",
-                                        low=1, high=1 << 20)
-    for key in ("cpu_percent", "memory_percent"):
-        if key in section:
-            out[key] = percent_value(section[key], f"{field_name}.{key}")
-    return OverloadThresholds(**out)
+    """Every setting of agent/failover/settings.py's FailoverSettings, checked
+    by its own Spec; the node settings it also holds come from `nodemesh.*`."""
+    settings, problems = parse_failover(value, where=field_name)
+    if problems:
+        raise _Problems(FieldError(p.field, p.reason) for p in problems)
+    return settings
 
 
 def _enrollment(value, field_name):

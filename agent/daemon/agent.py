@@ -167,15 +167,17 @@ class Agent:
     def _datapath_up(self):
         from agent.bpf.datapath import Control
 
-        from .datapath_up import up
+        from .datapath_up import ensure_proxy_addresses, up
 
         self.datapath_state = up(self.loader_settings)
         self.control = Control(self.loader_settings)
         remote = self.settings.remote_proxy
-        self.control.set_proxy(local=self.settings.local_proxy,
-                               remote=remote if remote else "")
+        # compared first: a restart with the same bootstrap leaves the map untouched
+        self.datapath_state["proxy_map_written"] = ensure_proxy_addresses(
+            self.control, self.settings.local_proxy, remote if remote else "")
         log.info("datapath %s", self.datapath_state.get("action"),
-                 extra={"pin_dir": self.loader_settings.pin_dir})
+                 extra={"pin_dir": self.loader_settings.pin_dir,
+                        "proxy_map_written": self.datapath_state["proxy_map_written"]})
 
     def _apply_static(self):
         outcome = self.applier.apply_static(self.bootstrap.static_resources)

@@ -43,6 +43,42 @@ def up(settings, in_child: bool = True) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def ensure_proxy_addresses(control, local: str, remote: str) -> bool:
+    """Write the proxy map's local and remote addresses unless it already says
+    so; True if it wrote. Every write bumps the map's generation, which
+    `failover status` and anyone watching the map see as a change: an agent
+    restart with the same bootstrap must leave the map untouched. Mode and
+    spill are the failover controller's and are never written here."""
+    current = control.proxy()
+    try:
+        same = (_addresses(current["local_proxy"]) == _addresses(local) and
+                _ips(current["remote_proxy"]) == _ips(remote))
+    except Exception:   # noqa: BLE001 - unparsable: let set_proxy give its own error
+        same = False
+    if not same:
+        control.set_proxy(local=local, remote=remote)
+    return not same
+
+
+def _addresses(text) -> set:
+    """{(ip, port)} of 'IP:PORT[,IP:PORT]' in any spelling set_proxy accepts."""
+    from agent.bpf.addresses import parse_hostport, parse_ip
+
+    return {(parse_ip(ip), port) for ip, port in
+            (parse_hostport(part) for part in _parts(text))}
+
+
+def _ips(text) -> set:
+    """{ip} of the remote pool's 'IP[,IP]' (a port, if given, is not stored)."""
+    from agent.bpf.addresses import parse_hostport, parse_ip
+
+    return {parse_ip(parse_hostport(part, default_port=1)[0]) for part in _parts(text)}
+
+
+def _parts(text) -> list:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
 def main(argv) -> int:
     from agent.bpf.loader import Datapath, Settings
 

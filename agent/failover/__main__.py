@@ -41,7 +41,7 @@ def settings_from(args) -> FailoverSettings:
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise SettingsError(f"--set {item!r}: expected KEY=VALUE")
+            raise SettingsError("--set", f"{item!r}: expected KEY=VALUE")
         value = yaml.safe_load(raw)
         if key.startswith("overload."):
             section.setdefault("overload", {})[key.split(".", 1)[1]] = value

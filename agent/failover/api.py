@@ -9,6 +9,8 @@ Routes (on the agent's admin socket, or the standalone controller's):
 
 from __future__ import annotations
 
+import dataclasses
+
 from agent.admin import Response
 
 from .table import plan, render
@@ -40,6 +42,7 @@ def status(c) -> dict:
         },
         "error": h.error,
         "transitions": list(h.transitions),
+        "settings": dataclasses.asdict(c.settings),     # what the controller runs with
     }
     if c.control is not None and ctx is not None:
         try:

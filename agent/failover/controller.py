@@ -54,6 +54,7 @@ class FailoverController:
         self._stop = self._wake = self._loop = None
         self._task = self._thread = self._admin = None
         self._drain_deadline = None
+        self._adopted_split = None       # (share, {cgroup: percent}) taken over at adoption
 
     def _configure(self, settings: FailoverSettings):
         self.settings = settings
@@ -143,20 +144,39 @@ class FailoverController:
                 await self._admin.close()
 
     def adopt(self):
-        """Start from what the datapath says now, so an agent restart changes nothing."""
+        """Start from what the datapath says now, so an agent restart changes nothing.
+
+        That includes per-pod spill overrides a predecessor left in `enrolled`
+        (the proxy-wide share is 0 while they are in use): they are taken over,
+        so they shrink and end with the overload, instead of staying forever."""
         cur = self.control.proxy()
         state = MODE_STATES.get(cur["mode"], State.REMOTE)
         spill = cur["spill_percent"]
+        pods = self._pod_overrides()
+        if state is State.LOCAL and spill <= 0 and any(pods.values()):
+            spill = min(self.policy.spill_max, round(sum(pods.values()) / len(pods), 2))
         if state is State.LOCAL and spill > 0:
             state = State.SPILLING
         self.ctx = Context.initial(self.policy, state, spill)
         if state is State.REMOTE:                # it must earn its way back
             self.ctx = Context(state=state, required=self.policy.healthy_probes)
+        if self.actuator is not None and pods:
+            self.actuator.pod_spill = dict(pods)
+            self._adopted_split = (spill, dict(pods))
         override = load_override(self.settings.override_file)
         if override:
             self.handle(OPERATOR_EVENTS[override], "operator override kept across restart")
+        pod_text = f", {len(pods)} pod overrides" if pods else ""
         self.history.record(None, self.ctx, "adopted", None,
-                            f"datapath mode {cur['mode']}, spill {spill:g}%")
+                            f"datapath mode {cur['mode']}, spill {spill:g}%{pod_text}")
+
+    def _pod_overrides(self) -> dict:
+        """{cgroup id: percent} of the pods whose spill the datapath has set."""
+        try:
+            return {p["cgroup_id"]: p["spill"] for p in self.control.enrolled()
+                    if p["spill"] is not None}
+        except (DatapathError, OSError, KeyError, TypeError):
+            return {}
 
     def _interval(self) -> float:
         """Seconds to the next tick: short while new connections depend on the pool."""
@@ -242,12 +262,17 @@ class FailoverController:
             (stats.pids if stats else [])
         values = overload.readings(stats.lag_ms if stats else None, queue,
                                    self.usage.sample(pids))
-        p = overload.pressure_of(s.overload, self.smoother.feed(values, self.clock()))
+        smoothed = self.smoother.feed(values, self.clock())
+        p = overload.pressure_of(s.overload, smoothed)
         self.last["pressure"] = {"ratio": round(p.ratio, 3), "level": p.level,
                                  "source": p.source, "readings": p.readings}
         if stats is not None:
             applied = self.actuator.pod_spill if self.actuator else {}
             self.pod_rates.update(stats.pod_rates, applied)
+        if self.smoother.warming(values):
+            # read, but not yet over smoothing_s: no decision either way
+            self.last["pressure"]["warming"] = True
+            return
         event = overload.event_for(p, s.overload)
         if event is not None:
             self.handle(event, p.describe(), p.level)
@@ -309,8 +334,22 @@ class FailoverController:
         if self.actuator is None or self.ctx is None:
             return
         p = plan(self.ctx)
-        pods = self.pod_rates.split(p.spill) if p.mode == "local" and p.spill else None
+        pods = self._split(p.spill) if p.mode == "local" and p.spill else None
         self.actuator.apply(p, pods)
+
+    def _split(self, share: float):
+        """Per-pod percents for a share; until the pods' rates are known after
+        adopting a per-pod split, that split scaled to the share (else None:
+        one share for every pod)."""
+        pods = self.pod_rates.split(share)
+        if pods is None and self._adopted_split is not None:
+            was, split = self._adopted_split
+            scale = share / was if was > 0 else 0.0
+            pods = {cid: round(min(self.settings.pod_spill_max, pct * scale), 2)
+                    for cid, pct in split.items()}
+        elif pods is not None:
+            self._adopted_split = None            # rates known: split them from now on
+        return pods
 
     def status(self) -> dict:
         from .api import status

@@ -67,24 +67,47 @@ def pressure(t: Overload, lag_ms: Optional[float] = None,
 class Smoother:
     """An exponential moving average per reading, with a time constant of `tau` s.
 
-    CPU over a 0.1 s tick is mostly scheduling noise; a spill that follows
-    noise only ever ratchets up (the way down needs the recover ratio).
+    CPU over a 0.1 s tick is mostly scheduling noise (psutil counts in 10 ms
+    clock ticks); a spill that follows noise only ever ratchets up (the way
+    down needs the recover ratio). A reading is therefore given out only once
+    it has been averaged over `tau` seconds: a freshly started controller (an
+    agent restart) once spilled 40% on its first 0.1 s CPU sample, 120% of a
+    core, that an average seeded with it took a second to forget. Until then
+    the running mean of the samples so far is kept, weighted by time.
     """
 
     def __init__(self, tau: float):
         self.tau = tau
         self.values: Dict[str, float] = {}
-        self.at: Optional[float] = None
+        self.weight: Dict[str, float] = {}       # seconds of samples behind each value
+        self.at: Dict[str, float] = {}           # when each was last sampled
 
     def feed(self, values: Dict[str, float], now: float) -> Dict[str, float]:
-        if self.at is None or self.tau <= 0:
-            alpha = 1.0
-        else:
-            alpha = 1.0 - math.exp(-max(0.0, now - self.at) / self.tau)
-        self.at = now
-        self.values = {k: v if k not in self.values else
-                       self.values[k] + alpha * (v - self.values[k]) for k, v in values.items()}
-        return dict(self.values)
+        """The averages of the readings given now that cover `tau` seconds."""
+        for k in [k for k, at in self.at.items() if k not in values and now - at > self.tau]:
+            del self.values[k], self.weight[k], self.at[k]      # gone, not just missed once
+        out = {}
+        for k, v in values.items():
+            self._add(k, v, now)
+            if self.weight[k] >= self.tau:
+                out[k] = self.values[k]
+        return out
+
+    def warming(self, values: Dict[str, float]) -> bool:
+        """Readings were taken but none is averaged over `tau` yet."""
+        return bool(values) and not any(self.weight.get(k, 0.0) >= self.tau for k in values)
+
+    def _add(self, k: str, v: float, now: float):
+        if k not in self.values or self.tau <= 0:
+            self.values[k], self.weight[k], self.at[k] = v, 0.0, now
+            return
+        dt = max(0.0, now - self.at[k])
+        self.at[k] = now
+        if self.weight[k] == 0.0:
+            self.weight[k] = dt                  # the first sample stands for one interval
+        alpha = max(1.0 - math.exp(-dt / self.tau), dt / (self.weight[k] + dt or 1.0))
+        self.values[k] += alpha * (v - self.values[k])
+        self.weight[k] += dt
 
 
 def event_for(p: Pressure, t: Overload) -> Optional[Event]:

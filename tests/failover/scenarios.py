@@ -153,8 +153,7 @@ def _agent(topo, settings):
     from .topology import REAL_AGENT
 
     if REAL_AGENT:
-        interval = settings.get("probe_interval", 1.0)
-        return topo.start_agent(probe_interval=f"{int(interval * 1000)}ms")
+        return topo.start_agent(failover=settings)       # the bootstrap's nodemesh.failover
     return topo.start_controller(**settings)
 
 
@@ -164,11 +163,19 @@ def _steering(topo):
     return proxy, sorted(map(str, topo.node.ctl.enrolled())), topo.node.ctl.services()
 
 
+def _settings_in_use(status, wanted) -> dict:
+    """The settings the controller reports that differ from what was asked for."""
+    used = status.get("settings", {})
+    return {k: (used.get(k), v) for k, v in wanted.items()
+            if not isinstance(v, dict) and used.get(k) != v}
+
+
 def kill_agent(topo, load=LOAD, settings=FAST, down_s=1.0):
     topo.start_local_proxy()
     _agent(topo, settings)
     wait_for(lambda: agent_status(topo)["local"]["probe"] is not None)
     maps = _steering(topo)
+    generation = topo.node.ctl.proxy()["generation"]
     before = counters(topo)
     procs = _clients(topo, load)
     time.sleep(load["duration"] * 0.25)
@@ -184,6 +191,8 @@ def kill_agent(topo, load=LOAD, settings=FAST, down_s=1.0):
         "agent": "nodemesh agent" if REAL_AGENT else "python -m agent.failover",
         "kernel": counters(topo, before),
         "steering_changed": _steering(topo) != maps,
+        "proxy_map_written": topo.node.ctl.proxy()["generation"] != generation,
+        "settings_not_applied": _settings_in_use(st, settings),
         "first_event_after_restart": st["transitions"][0]["event"],
         "transitions": st["transitions"], "paths": clients["echo"]["by_path"]})
 
@@ -217,16 +226,31 @@ def remote_down(topo, load=LOAD, settings=FAST, local_down_s=0.5):
         "paths": clients["echo"]["by_path"]})
 
 
-def flap(topo, settings=FAST, cycles=6, up_s=0.45, down_s=0.3):
-    """Up for between N and 2N probes, then SIGKILL, over and over: without
-    hysteresis each cycle would bring traffic back; with it, one at most."""
-    topo.start_controller(**{"flap_window": 30, **settings})
-    load = dict(duration=cycles * (up_s + down_s) + 1.0, max_requests=20000, rate=150, session=3)
+FLAP = {**FAST, "healthy_probes": 4, "flap_window": 30}
+"""The flap scenario's settings: N = 4, so an up phase of N + 1 probes is
+three probes short of 2N: the test's reaction time has 0.3 s of slack."""
+
+
+def flap(topo, settings=FLAP, cycles=6, down_s=0.3):
+    """Up for N + 1 of the controller's healthy probes (more than N, fewer than
+    2N), then SIGKILL, over and over: without hysteresis each cycle would bring
+    traffic back; with it, one at most (the first, before anything flapped).
+
+    The up phase is counted in the controller's own probes, not in seconds: a
+    loaded machine stretches a proxy's start-up and the test's sleeps (a 0.45 s
+    sleep once let a proxy answer 2N probes, and the controller rightly
+    returned), but not what the controller has seen."""
+    n = settings.get("healthy_probes", 3)
+    topo.start_controller(**settings)
+    interval = settings.get("probe_interval", 1.0)
+    load = dict(duration=cycles * ((n + 1) * interval + down_s) + 1.0, max_requests=20000,
+                rate=150, session=3)
     proc = topo.client("echo-b", "pod-b", "echo", **load)
     modes = []
     for _ in range(cycles):
         topo.start_local_proxy(name="flappy")
-        time.sleep(up_s)
+        wait_for(lambda: agent_status(topo)["local"]["healthy_streak"] > n, timeout=60,
+                 every=0.02, what=f"{n + 1} healthy probes of the flapping proxy")
         modes.append(topo.node.ctl.proxy()["mode"])
         topo.kill("flappy")
         time.sleep(down_s)
@@ -239,7 +263,7 @@ def flap(topo, settings=FAST, cycles=6, up_s=0.45, down_s=0.3):
     clients = {"echo": finish(proc)}
     return _summary("flap", clients, {
         "cycles": cycles, "returns_to_local": st["counters"]["transitions"].get("remote->local", 0),
-        "modes_while_up": modes, "flaps": st["local"]["flaps"],
+        "modes_while_up": modes, "flaps": st["local"]["flaps"], "healthy_probes": n,
         "healthy_needed": st["local"]["healthy_needed"],
         "steady_return_s": round(back - up_again, 2)})
 

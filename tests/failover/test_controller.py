@@ -227,6 +227,39 @@ def test_overload_spills_the_noisy_pod_first_and_recovers(node, remote, tmp_path
     assert c.ctx.state is State.LOCAL and node.ctl.proxy()["spill_percent"] == 0
 
 
+def test_a_restarted_controller_takes_over_a_per_pod_split(node, remote, tmp_path):
+    """An agent killed while spilling per pod leaves the overrides in `enrolled`
+    (the proxy-wide share is 0). Its successor takes them over unchanged (no
+    write) and ends them with the overload, instead of never touching them."""
+    noisy, quiet = os.stat(node.cg("pod-a")).st_ino, os.stat(node.cg("pod-b")).st_ino
+
+    def enrolled_spill():
+        return {e["cgroup_id"]: e["spill"] for e in node.ctl.enrolled()}
+
+    async def body(fake):
+        first = FailoverController(settings(tmp_path, spill_step=10, spill_decay=10), node.ctl)
+        await first.tick()
+        fake.stats = {"workers": [{"pid": os.getpid(), "loop_lag_ms": {"p50": 120}}],
+                      "source_pods": {str(noisy): {"rps": 90}, str(quiet): {"rps": 10}}}
+        await ticks(first, 2)
+        left = enrolled_spill(), node.ctl.proxy()                 # then kill -9: no cleanup
+        # the successor: the proxy reports no pod rates yet, load in the dead band
+        fake.stats = {"workers": [{"pid": os.getpid(), "loop_lag_ms": {"p50": 40}}]}
+        second = FailoverController(settings(tmp_path, spill_step=10, spill_decay=10), node.ctl)
+        await ticks(second, 2)
+        adopted = second.ctx, enrolled_spill(), node.ctl.proxy()
+        fake.stats["workers"][0]["loop_lag_ms"]["p50"] = 5        # recovered
+        await ticks(second, 10)
+        return left, adopted, second
+    (pods, proxy), (ctx, pods_after, proxy_after), c = go(with_proxy(tmp_path, body))
+    assert pods[noisy] > 0 and proxy["spill_percent"] == 0
+    assert ctx.state is State.SPILLING and ctx.spill > 0
+    assert pods_after == pods and proxy_after == proxy           # taken over without a write
+    assert "pod overrides" in c.history.transitions[0]["reason"]
+    assert enrolled_spill() == {noisy: None, quiet: None}        # ended with the overload
+    assert c.ctx.state is State.LOCAL
+
+
 def test_overload_without_pod_rates_spills_one_share(node, remote, tmp_path):
     async def body(fake):
         c = FailoverController(settings(tmp_path), node.ctl)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.failover.overload import event_for, pressure
+from agent.failover.overload import event_for, pressure, pressure_of
 from agent.failover.settings import FailoverSettings, Overload, SettingsError
 from agent.failover.signals import AcceptQueue, Usage
 from agent.failover.spill import PodRates, split
@@ -10,6 +10,7 @@ from agent.failover.table import Event
 
 T = Overload(loop_lag_ms=50, accept_queue=100, cpu_percent=80, memory_percent=50,
              recover_ratio=0.7, max_level=3)
+T_CPU = Overload(cpu_percent=90)          # the defaults an agent runs with
 
 
 def test_pressure_is_the_worst_signal():
@@ -33,13 +34,34 @@ def test_readings_are_smoothed_over_time_not_ticks():
     from agent.failover.overload import Smoother
 
     sm = Smoother(tau=1.0)
-    assert sm.feed({"cpu_percent": 100.0}, now=0.0) == {"cpu_percent": 100.0}
-    after_tick = sm.feed({"cpu_percent": 0.0}, now=0.1)["cpu_percent"]
-    assert 85 < after_tick < 95                      # one 0.1 s dip barely moves it
-    later = sm.feed({"cpu_percent": 0.0}, now=3.1)["cpu_percent"]
-    assert later < 5                                 # three seconds of it do
-    assert sm.feed({}, now=3.2) == {}                # a signal gone is gone
+    assert sm.feed({"cpu_percent": 20.0}, now=0.0) == {}      # not averaged over 1 s yet
+    for i in range(1, 9):
+        assert sm.feed({"cpu_percent": 20.0}, now=i * 0.1) == {}
+    steady = sm.feed({"cpu_percent": 20.0}, now=0.9)["cpu_percent"]
+    assert steady == pytest.approx(20.0)
+    after_tick = sm.feed({"cpu_percent": 100.0}, now=1.0)["cpu_percent"]
+    assert 25 < after_tick < 30                      # one 0.1 s spike barely moves it
+    later = sm.feed({"cpu_percent": 100.0}, now=4.0)["cpu_percent"]
+    assert later > 95                                # three seconds of it do
+    assert sm.feed({}, now=4.1) == {}                # not read this tick: not given out
+    assert sm.feed({"cpu_percent": 100.0}, now=4.2)["cpu_percent"] > later   # kept meanwhile
+    assert sm.feed({}, now=5.5) == {}                # gone longer than tau: forgotten
+    assert sm.feed({"cpu_percent": 0.0}, now=5.6) == {}
     assert Smoother(tau=0).feed({"x": 1.0}, 0) == {"x": 1.0}
+
+
+def test_a_first_noisy_sample_does_not_decide():
+    """What an agent restart saw: its first 0.1 s CPU sample of a busy proxy read
+    120% of a core; seeded with it, the average spilled 40% before it decayed."""
+    from agent.failover.overload import Smoother
+
+    sm = Smoother(tau=1.0)
+    samples = [120.0] + [20.0] * 10
+    outs = [sm.feed({"cpu_percent": v}, now=i * 0.1) for i, v in enumerate(samples)]
+    assert all(not o for o in outs[:9]) and sm.warming({"cpu_percent": 20.0}) is False
+    first = next(o["cpu_percent"] for o in outs if o)
+    assert first < 35                                # ~one tenth of the second is the spike
+    assert event_for(pressure_of(T_CPU, {"cpu_percent": first}), T_CPU) is Event.RECOVERED
 
 
 def test_no_signal_is_no_pressure_not_a_guess():
@@ -91,7 +113,7 @@ def test_settings_from_mapping_names_the_bad_field():
     assert s.probe_interval == 1.0 and s.overload.cpu_percent == 50.0
     with pytest.raises(SettingsError, match=r"nodemesh.failover.probe_intervall: unknown"):
         FailoverSettings.from_mapping({"probe_intervall": 1})
-    with pytest.raises(SettingsError, match=r"nodemesh.failover.healthy_probes: expected int"):
+    with pytest.raises(SettingsError, match=r"nodemesh.failover.healthy_probes: must be an integer"):
         FailoverSettings.from_mapping({"healthy_probes": "3"})
     with pytest.raises(SettingsError, match=r"overload.recover_ratio"):
         FailoverSettings.from_mapping({"overload": {"recover_ratio": 1.5}})

@@ -12,6 +12,7 @@ created in the host's network namespace. The datapath, pins and cgroups come
 from tests/kernel/node.py's Node; everything is removed by stop().
 """
 
+import hashlib
 import json
 import os
 import pathlib
@@ -53,11 +54,11 @@ nodemesh:
   remote_ports: {{redis: {redis_port}, echo: {echo_port}}}
   admin: {run_dir}/admin.sock
   proxy_admin: {run_dir}/proxy-local.sock
-  failover: {{probe_interval: {probe_interval}, healthy_probes: 3}}
+  failover: {failover}
   xds: {{persist_path: {run_dir}/last-good.pb}}""".format(
     node_ip=NODE_IP, local_port=LOCAL_PORT, remote_ip=REMOTE_IP, redis_port=REMOTE_PORTS[REDIS_ID],
     echo_port=REMOTE_PORTS[ECHO_ID], run_dir="{run_dir}",
-    probe_interval="{probe_interval}") + f"""
+    failover="{failover}") + f"""
 static_resources:
   listeners:
   - name: redis
@@ -264,23 +265,28 @@ class Topology:
             time.sleep(0.05)
         raise RuntimeError(f"{name} never became ready")
 
-    def bootstrap(self, probe_interval="1s") -> str:
+    def bootstrap(self, failover=None) -> str:
         """The node's Envoy bootstrap (proxies and agent): a listener per VIP, a
-        cluster each, the nodemesh section with the failover probe interval."""
-        path = os.path.join(self.run_dir, f"bootstrap-{probe_interval}.yaml")
+        cluster each, the nodemesh section with these failover settings."""
+        failover = failover if failover is not None else {"probe_interval": "1s",
+                                                          "healthy_probes": 3}
+        text = json.dumps(failover, sort_keys=True)      # JSON is YAML's flow style
+        tag = hashlib.sha1(text.encode()).hexdigest()[:10]
+        path = os.path.join(self.run_dir, f"bootstrap-{tag}.yaml")
         if not os.path.exists(path):
             with open(path, "w") as fh:
                 fh.write(BOOTSTRAP.replace("{run_dir}", self.run_dir)
-                         .replace("{probe_interval}", probe_interval))
+                         .replace("{failover}", text))
         return path
 
-    def start_agent(self, name="agent", probe_interval="100ms"):
+    def start_agent(self, name="agent", failover=None):
         """The real `nodemesh agent` on the node (adopts the pinned datapath, runs
-        the failover controller as its component); up when /failover has probed."""
+        the failover controller as its component, configured by the bootstrap's
+        `nodemesh.failover`); up when /failover has probed."""
         from agent.admin import AdminClient
 
         sock = os.path.join(self.run_dir, "admin.sock")
-        argv = [PY, "-m", "agent.cli.main", "agent", "--config", self.bootstrap(probe_interval),
+        argv = [PY, "-m", "agent.cli.main", "agent", "--config", self.bootstrap(failover),
                 "--pin-dir", self.node.settings.pin_dir, "--run-dir", self.run_dir,
                 "--cgroup-root", str(self.node.cgroup), "--persist", "",
                 "--initial-fetch-timeout", "1"]
