@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from tests.kernel.node import Node
+from tests.kernel.node import Node, pid_gone
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PY = sys.executable
@@ -111,6 +111,7 @@ class Topology:
     # -- building ------------------------------------------------------------------------
 
     def start(self):
+        self._sweep_stale()
         try:
             self._netns()
             self.node.start(loader="subprocess")
@@ -122,6 +123,17 @@ class Topology:
             self.stop()
             raise
         return self
+
+    def _sweep_stale(self):
+        """Namespaces (and their processes) of an earlier run killed before teardown;
+        the node sweeps its own pins and cgroups."""
+        prefix = self.tag.rsplit("-", 1)[0] + "-"
+        for ns in sh("ip", "netns", "list").split():
+            pid = ns[len(prefix):].split("-", 1)[0]
+            if ns.startswith(prefix) and pid.isdigit() and pid_gone(pid):
+                for stray in sh("ip", "netns", "pids", ns, check=False).split():
+                    subprocess.run(["kill", "-9", stray], capture_output=True)
+                sh("ip", "netns", "del", ns, check=False)
 
     def _netns(self):
         for ns in self.ns.values():

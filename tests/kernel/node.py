@@ -93,6 +93,37 @@ class Listener:
             self.proc.wait(10)
 
 
+def pid_gone(pid: str) -> bool:
+    """No such process, or only its zombie."""
+    try:
+        return pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _dead_tags(prefix, where):
+    """`prefix-PID` names under `where` whose test process is gone."""
+    for path in pathlib.Path(where).glob(f"{prefix}-*"):
+        pid = path.name[len(prefix) + 1:]
+        if pid.isdigit() and pid_gone(pid):
+            yield path.name
+
+
+def sweep_stale(prefix, cg_mount):
+    """Remove what an earlier run killed before its teardown (SIGKILL, a timeout)
+    left behind under this node name: programs, pins, cgroups, run dirs."""
+    for tag in set(_dead_tags(prefix, "/sys/fs/bpf")) | set(_dead_tags(prefix, cg_mount)):
+        cgroup = pathlib.Path(cg_mount) / tag
+        Datapath(Settings(pin_dir=f"/sys/fs/bpf/{tag}", cgroup_root=str(cgroup))).uninstall()
+        for cg in sorted(cgroup.glob("**/"), key=lambda p: len(p.parts), reverse=True):
+            try:
+                os.rmdir(cg)
+            except OSError:
+                pass
+        for run_dir in pathlib.Path(tempfile.gettempdir()).glob(f"{tag}-run-*"):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
 class Node:
     def __init__(self, name, defines=None):
         self.cg_mount = host.ensure_cgroup2()
@@ -126,6 +157,7 @@ class Node:
         return line
 
     def start(self, loader="subprocess"):
+        sweep_stale(self.cgroup.name.rsplit("-", 1)[0], self.cg_mount)
         self.cgroup.mkdir(exist_ok=True)
         for name in ("pod-a", "pod-b", "other", "proxy"):
             self.cg(name)
