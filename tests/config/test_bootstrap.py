@@ -261,7 +261,7 @@ def test_every_settings_problem_is_reported_with_its_field():
                   "nodemesh.failover.healthy_probes", "nodemesh.enrollment.labels",
                   "nodemesh.xds.node_id_template: unknown placeholder {pod_uid}"):
         assert field in joined, field
-    assert len(errs) == 8          # failover reports its first problem; the others one each
+    assert len(errs) == 8          # one line per problem, each naming its field
 
 
 def test_xds_tls_pairs_and_plaintext_conflict():
