@@ -7,7 +7,6 @@ it by its pins instead of loading it again. Nothing is attached that is not
 pinned, so `uninstall` can always find and remove what we own.
 """
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +15,8 @@ import re
 import time
 
 from . import host, libbpf, upgrade
-from .maps import DEFAULT_PIN_DIR, KINDS, SOCKHASHES
+from .maps import KINDS, SOCKHASHES
+from .settings import DEFAULT_PIN_DIR, Settings  # noqa: F401  (re-exported)
 from .sources import PROGRAMS, source_dir
 
 # program -> (bcc program type name, attach type)
@@ -31,28 +31,6 @@ PROGRAM_TYPES = {
 # attach order: a steered socket must find its peername and sockops hooks
 CGROUP_PROGRAMS = ("sockops", "getpeername4", "getpeername6", "connect4", "connect6")
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
-
-
-@dataclasses.dataclass
-class Settings:
-    """Where the datapath lives. Defaults are the node's; tests use their own."""
-
-    pin_dir: str = dataclasses.field(
-        default_factory=lambda: os.environ.get("NODEMESH_PIN_DIR", DEFAULT_PIN_DIR))
-    """bpffs directory of every pinned map, program and link."""
-    cgroup_root: str = dataclasses.field(
-        default_factory=lambda: os.environ.get("NODEMESH_CGROUP_ROOT", ""))
-    """cgroup v2 directory the programs attach to; empty: the v2 mount root."""
-    run_dir: str = dataclasses.field(
-        default_factory=lambda: os.environ.get("NODEMESH_RUN_DIR", "/run/nodemesh"))
-    """Runtime files: the datapath's state file, sockets."""
-    defines: dict = dataclasses.field(default_factory=dict)
-    """Extra -D flags (NM_MAX_CONNS=...), see bpf/lib/config.h."""
-
-    @property
-    def state_file(self) -> pathlib.Path:
-        tag = pathlib.Path(self.pin_dir).name
-        return pathlib.Path(self.run_dir) / f"datapath-{tag}.json"
 
 
 def layout_digest() -> str:

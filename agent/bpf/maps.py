@@ -5,8 +5,7 @@ import pathlib
 
 from . import layout, libbpf
 from .layout import ffi
-
-DEFAULT_PIN_DIR = "/sys/fs/bpf/nodemesh"
+from .settings import DEFAULT_PIN_DIR  # noqa: F401  (re-exported)
 
 # name -> (key C type, value C type, per-CPU): the maps Python reads and writes
 MAPS = {

@@ -9,8 +9,7 @@ import argparse
 import os
 import re
 
-from agent.bpf.loader import Settings
-from agent.bpf.maps import DEFAULT_PIN_DIR
+from agent.bpf.settings import DEFAULT_PIN_DIR, Settings
 
 from .output import FORMATS
 
