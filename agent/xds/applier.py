@@ -156,12 +156,16 @@ class Applier:
                 incoming.invalid.add(name)
             elif inc.payload is None:
                 self._bodyless(type_url, rec, inc, now, delta, gone)
-            elif rec is not None and rec.value == inc.payload.value \
-                    and rec.type_url == inc.payload.type_url:
-                rec.version = inc.version
-                self._set_expiry(type_url, name, rec, _deadline(now, inc.ttl))
             else:
-                upserts[name] = inc
+                # one bytes object per resource, shared by the record, the store and
+                # the relay (each .value of a upb Any is a new copy)
+                inc.raw = inc.payload.value
+                if rec is not None and rec.value == inc.raw \
+                        and rec.type_url == inc.payload.type_url:
+                    rec.version = inc.version
+                    self._set_expiry(type_url, name, rec, _deadline(now, inc.ttl))
+                else:
+                    upserts[name] = inc
         if replace:
             gone += [n for n, r in recs.items() if r.source == source and n not in
                      incoming.items and n not in incoming.invalid]
@@ -210,8 +214,7 @@ class Applier:
         by_type: Dict[str, dict] = {}
         for name, inc in upserts.items():
             key = inc.payload.type_url if type_url in ROUTE_TYPES else type_url
-            by_type.setdefault(key, {})[name] = inc.message if inc.message is not None \
-                else inc.payload
+            by_type.setdefault(key, {})[name] = inc.raw
         removed_by_type: Dict[str, list] = {}
         for name in removed:
             rec = self.records[type_url][name]
@@ -236,7 +239,7 @@ class Applier:
         old = recs.get(name)
         if old is not None:
             index.pop(hash(old.value), None)
-        value = inc.payload.value
+        value = inc.raw if inc.raw is not None else inc.payload.value
         rec = recs[name] = Record(inc.version, inc.payload.type_url, value, source, wall)
         self._set_expiry(type_url, name, rec, _deadline(now, inc.ttl))
         index[hash(value)] = name

@@ -27,6 +27,7 @@ class Incoming:
     payload: Optional[any_pb2.Any]     # None: heartbeat / "does not exist" (delta)
     ttl: Optional[float] = None        # seconds
     message: object = None             # decoded payload, when a decode was needed
+    raw: Optional[bytes] = None        # payload.value, taken once by the applier
 
 
 def _ttl(resource: discovery_pb2.Resource) -> Optional[float]:
