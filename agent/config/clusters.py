@@ -158,8 +158,11 @@ def _typed_lb_policy(policy):
     raise FieldError("load_balancing_policy", f"unsupported policy {', '.join(seen) or '(none)'}")
 
 
+_DEFAULT_BREAKERS = CircuitBreakers()      # frozen: one instance serves every cluster
+
+
 def _circuit_breakers(c, ctx: Context) -> CircuitBreakers:
-    default = CircuitBreakers()
+    default = _DEFAULT_BREAKERS
     for i, t in enumerate(c.circuit_breakers.thresholds):
         if t.priority != 0:
             ctx.note(f"circuit_breakers.thresholds[{i}]", "HIGH priority thresholds ignored")

@@ -30,7 +30,7 @@ from agent.xds.node import build_node
 from agent.xds.relay import Relay
 from agent.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
-from . import admin_api
+from . import admin_api, memory
 from .components import Running, call
 from .last_good import LastGood
 from .services_sync import ServicesSync
@@ -77,6 +77,8 @@ class Agent:
         self.store = ConfigStore(remote_ports=self.settings.remote_ports)
         self.applier = Applier(self.store, warming_timeout=self.options.warming_timeout,
                                rds_name_sources=_rds_name_sources(bootstrap))
+        self.trimmer = memory.TrimAfterBursts()
+        self.applier.sinks.append(self.trimmer)
         self.control = None
         self.admin = AdminServer(self.options.admin_path or self.settings.admin)
         self.relay: Optional[Relay] = None
