@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from sys import intern
 from typing import Dict, Tuple
 
 from .context import Context
@@ -35,7 +36,7 @@ def meta_chain(mp, chain_name: str, ctx: Context, per_pod: bool) -> dict:
     codec_msg = mp.protocol.codec if mp.protocol.HasField("codec") else mp.codec
     field = "typed_config.protocol.codec" if mp.protocol.HasField("codec") else "typed_config.codec"
     codec, options = _codec(codec_msg, field, ctx)
-    out = {"codec": codec, "codec_options": options, "stat_prefix": mp.stat_prefix,
+    out = {"codec": codec, "codec_options": options, "stat_prefix": intern(mp.stat_prefix),
            "rate_limits": _meta_filters(mp.meta_protocol_filters, ctx, per_pod)}
     if mp.HasField("idle_timeout"):
         out["idle_timeout"] = opt_seconds(mp, "idle_timeout") or 3600.0
@@ -43,7 +44,7 @@ def meta_chain(mp, chain_name: str, ctx: Context, per_pod: bool) -> dict:
     if which == "rds":
         if not mp.rds.route_config_name:
             raise FieldError("typed_config.rds.route_config_name", "must not be empty")
-        out["route_config_name"] = mp.rds.route_config_name
+        out["route_config_name"] = intern(mp.rds.route_config_name)
     elif which == "route_config":
         name = mp.route_config.name or f"{chain_name}/routes"
         out["routes"] = RouteTable(name, ctx.version,

@@ -4,8 +4,9 @@ On the first configuration the map is reconciled once against what it
 holds (a restarted agent finds the map its predecessor programmed and
 rewrites nothing that is right, so connections never see it empty). After
 that only the listeners a change touched are looked at: a one-service
-change is one map update; many at once are one batch (services_map.py). Service ids stay stable: an entry already in the
-map keeps its id, a new one gets the next unused id.
+change is one map update, many at once one batch write (services_map.py).
+Service ids stay stable: an entry already in the map keeps its id, a new
+one gets the next unused id.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class ServicesSync:
         self.writer = ServicesMapWriter(control)
         self.entries: Dict[Key, object] = {}         # what we programmed: key -> ServiceEntry
         self.ids: Dict[Key, int] = {}
-        self.by_listener: Dict[str, Set[Key]] = {}
+        self.by_listener: Dict[str, Key] = {}        # a listener has one VIP:port
         self._next_id = 1
         self._pending: Set[str] = set()
         self._wake = asyncio.Event()
@@ -114,7 +115,7 @@ class ServicesSync:
         self.entries = dict(wanted)
         self.by_listener = {}
         for key, entry in wanted.items():
-            self.by_listener.setdefault(entry.listener, set()).add(key)
+            self.by_listener[entry.listener] = key
 
     def incremental(self):
         names, self._pending = self._pending, set()
@@ -123,7 +124,7 @@ class ServicesSync:
         touched = model.Snapshot(listeners={n: snap.listeners[n] for n in names
                                             if n in snap.listeners})
         new = bpf_services(touched)
-        old_keys = set().union(*(self.by_listener.get(n, set()) for n in names))
+        old_keys = {self.by_listener[n] for n in names if n in self.by_listener}
         old = {k: self.entries[k] for k in old_keys if k in self.entries}
         upserts, deletes = services_diff(old, new)
         for key in deletes:
@@ -139,7 +140,7 @@ class ServicesSync:
         for name in names:
             self.by_listener.pop(name, None)
         for key, entry in new.items():
-            self.by_listener.setdefault(entry.listener, set()).add(key)
+            self.by_listener[entry.listener] = key
 
     def _program(self, key: Key, entry, new: bool):
         """The map write for one entry (done by the caller, batched), its id assigned."""
