@@ -20,7 +20,7 @@ from .jsonpb import any_type_url, unpack_any
 from .model import CODECS, RateLimitRule, RouteTable
 from .policies import token_bucket
 from .routes import meta_match, meta_routes
-from .values import opt_seconds, struct_dict
+from .values import opt_seconds, rds_cluster, struct_dict
 
 AERAKI_CODECS = {"aeraki.meta_protocol.codec.dubbo": "dubbo",
                  "aeraki.meta_protocol.codec.thrift": "thrift",
@@ -45,6 +45,7 @@ def meta_chain(mp, chain_name: str, ctx: Context, per_pod: bool) -> dict:
         if not mp.rds.route_config_name:
             raise FieldError("typed_config.rds.route_config_name", "must not be empty")
         out["route_config_name"] = intern(mp.rds.route_config_name)
+        out["rds_cluster"] = rds_cluster(mp.rds)
     elif which == "route_config":
         name = mp.route_config.name or f"{chain_name}/routes"
         out["routes"] = RouteTable(name, ctx.version,

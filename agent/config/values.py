@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import socket
+import sys
 from typing import Any, Optional, Tuple
 
 
@@ -91,6 +92,18 @@ def ip_literal(text: str, field: str) -> str:
         except (OSError, ValueError):
             continue
     raise FieldError(field, f"{text!r} is not an IP address")
+
+
+def rds_cluster(rds) -> Optional[str]:
+    """The static cluster an Rds's config_source fetches from over gRPC (Aeraki's
+    api_config_source with envoy_grpc), or None (ADS, or a google_grpc target)."""
+    source = rds.config_source
+    if source.WhichOneof("config_source_specifier") != "api_config_source":
+        return None
+    services = source.api_config_source.grpc_services
+    if not len(services) or not services[0].HasField("envoy_grpc"):
+        return None
+    return sys.intern(services[0].envoy_grpc.cluster_name) or None
 
 
 def filter_metadata(metadata, key: str = NODEMESH) -> dict:

@@ -218,8 +218,20 @@ class Agent:
                       metadata=tuple(getattr(source, "initial_metadata", ()) or ()))
 
     def _rds_target(self, cluster: str) -> Optional[Target]:
+        """The RDS server a listener's config_source names: a static cluster, whether
+        a static listener names it too (Bootstrap.rds_sources) or only dynamic ones
+        (their FilterChain.rds_cluster)."""
         source = self.bootstrap.rds_sources.get(cluster)
-        return self._target(source) if source is not None else None
+        if source is None:
+            from agent.config.bootstrap import ApiSource
+            from agent.config.errors import FieldError
+
+            try:
+                found = self.bootstrap.cluster_target(cluster)
+            except (KeyError, FieldError):
+                return None
+            source = ApiSource(api_type="GRPC", route_config_names=(), **found)
+        return self._target(source)
 
     async def _first_configuration(self):
         """Control plane first; the last good configuration if it does not answer."""
