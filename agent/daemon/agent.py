@@ -212,9 +212,8 @@ class Agent:
                      key=getattr(source, "tls_key", None) or xds.tls_key)
         if any(files.values()) or getattr(source, "sni", None):
             tls = TlsFiles(server_name=getattr(source, "sni", None), **files)
-        token = getattr(xds, "token_path", None)
         return Target(source.address, tls=tls, plaintext=xds.plaintext and tls is None,
-                      token_path=token, max_message_bytes=self.options.max_message_bytes,
+                      token_path=xds.token_path, max_message_bytes=self.options.max_message_bytes,
                       metadata=tuple(getattr(source, "initial_metadata", ()) or ()))
 
     def _rds_target(self, cluster: str) -> Optional[Target]:

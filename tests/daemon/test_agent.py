@@ -268,3 +268,27 @@ def test_a_dynamic_listener_gets_its_routes_from_the_cluster_it_names(run, tmp_p
             await aeraki.stop()
             await cp.stop()
     run(main())
+
+
+def test_the_token_file_is_sent_and_reread_on_each_stream(run, tmp_path):
+    """nodemesh.xds.token_path: "authorization: Bearer <file>" on the ADS stream; a
+    rotated file is what the next stream (a reconnect) sends."""
+    async def main():
+        token = tmp_path / "istio-token"
+        token.write_text("first\n")
+        cp = FakeControlPlane()
+        await cp.start()
+        load(cp, 1)
+        agent = make_agent(tmp_path, cp.address, token_path=str(token))
+        await agent.start()
+        try:
+            await until(lambda: cp.streams, what="a stream")
+            assert cp.streams[0].metadata["authorization"] == "Bearer first"
+            token.write_text("second\n")
+            cp.streams[0].close()
+            await until(lambda: len(cp.streams) == 2, what="reconnect")
+            assert cp.streams[1].metadata["authorization"] == "Bearer second"
+        finally:
+            await agent.stop()
+            await cp.stop()
+    run(main())
