@@ -134,6 +134,8 @@ class Assembly:
             return cluster
         entry = self._entries[resources.ENDPOINT].get(cluster.eds_service_name)
         if entry is None:
+            if not cluster.endpoints and not cluster.endpoints_version:
+                return cluster                  # as compiled: no copy while EDS is awaited
             return _evolve(cluster, endpoints=(), endpoints_version="")
         return _evolve(cluster, endpoints=entry.compiled.endpoints,
                        endpoints_version=entry.compiled.version,
