@@ -153,9 +153,18 @@ def proxy_probe(address):
     from agent.xds.source import XdsSource
     from agent.xds.types import LISTENER
 
+    async def ready(source):
+        """One line once the relay stream is up: the load is published after it, so
+        the figures never include this process starting (seconds on a loaded host)."""
+        while source.client is None or not source.client.synced.is_set():
+            await asyncio.sleep(0.01)
+        print(json.dumps({"t": time.time(), "ready": True}), flush=True)
+
     async def main():
         store = ConfigStore()
-        async for u in XdsSource(address).updates():
+        source = XdsSource(address)
+        ready_task = asyncio.get_running_loop().create_task(ready(source))  # noqa: F841 (held)
+        async for u in source.updates():
             store.update(u.type_url, u.resources, u.version, removed=u.removed)
             snap = store.snapshot()
             line = {"t": time.time(), "listeners": len(snap.listeners),
@@ -173,6 +182,7 @@ class Probe:
                                      env={**os.environ, "PYTHONPATH": ROOT})
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
+        self.wait(lambda line: line.get("ready"), timeout=300)
 
     def _read(self):
         for line in self.proc.stdout:
