@@ -59,6 +59,7 @@ class ServicesMapWriter:
     def _batch(self, items: List[Item]) -> bool:
         from agent.bpf import layout, libbpf
         from agent.bpf.datapath import PROTOCOL_IDS
+        from agent.bpf.errors import DatapathError
 
         if any(it[2] not in PROTOCOL_IDS for it in items):
             return False                        # add_service names the bad protocol
@@ -78,7 +79,7 @@ class ServicesMapWriter:
                 value.protocol = PROTOCOL_IDS[protocol]
             count = _ffi.new("uint32_t *", n)
             rc = _libbpf().bpf_map_update_batch(m.fd, keys, values, count, _ffi.NULL)
-        except (OSError, AttributeError, OverflowError) as exc:
+        except (OSError, AttributeError, OverflowError, DatapathError) as exc:
             log.warning("services map: batch write unavailable (%s); writing entry by entry",
                         exc)
             self.batch_ok = False
