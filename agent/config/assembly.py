@@ -11,8 +11,9 @@ its first connection after every update.
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
-from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple, Union
 
 from . import resources
 from .model import Cluster, Snapshot
@@ -26,7 +27,7 @@ class Assembly:
         self.listeners: Mapping = MappingProxyType({})
         self.tables: Mapping = MappingProxyType({})
         self.clusters: Mapping = MappingProxyType({})
-        self._eds_users: Dict[str, Set[str]] = {}
+        self._eds_users: Dict[str, Union[str, Set[str]]] = {}
         self._by_address: Dict[Tuple[str, int], object] = {}
 
     def snapshot(self, versions: Mapping[str, str]) -> Snapshot:
@@ -87,18 +88,41 @@ class Assembly:
         for name in [*gone, *compiled]:
             old = self.clusters.get(name)
             if old is not None and old.eds_service_name:
-                self._eds_users.get(old.eds_service_name, set()).discard(name)
+                self._drop_eds_user(old.eds_service_name, name)
         merged = {}
         for name, cluster in compiled.items():
             if cluster.eds_service_name:
-                self._eds_users.setdefault(cluster.eds_service_name, set()).add(name)
+                self._add_eds_user(cluster.eds_service_name, name)
             merged[name] = self._with_endpoints(cluster)
         self.clusters = _patched(self.clusters, merged, gone)
+
+    # EDS service -> the cluster naming it (a str: nearly always one), or a set of them
+    def _add_eds_user(self, service: str, cluster: str):
+        users = self._eds_users.get(service)
+        if users is None or users == cluster:
+            self._eds_users[service] = cluster
+        elif isinstance(users, str):
+            self._eds_users[service] = {users, cluster}
+        else:
+            users.add(cluster)
+
+    def _drop_eds_user(self, service: str, cluster: str):
+        users = self._eds_users.get(service)
+        if users == cluster:
+            del self._eds_users[service]
+        elif isinstance(users, set):
+            users.discard(cluster)
+            if len(users) == 1:
+                self._eds_users[service] = next(iter(users))
+
+    def _eds_users_of(self, service: str):
+        users = self._eds_users.get(service, ())
+        return (users,) if isinstance(users, str) else tuple(users)
 
     def _apply_endpoints(self, compiled, gone: List[str]):
         merged = {}
         for service in {*compiled, *gone}:
-            for cluster_name in self._eds_users.get(service, ()):
+            for cluster_name in self._eds_users_of(service):
                 entry = self._entries[resources.CLUSTER].get(cluster_name)
                 if entry is not None:
                     merged[cluster_name] = self._with_endpoints(entry.compiled)
@@ -110,6 +134,8 @@ class Assembly:
             return cluster
         entry = self._entries[resources.ENDPOINT].get(cluster.eds_service_name)
         if entry is None:
+            if not cluster.endpoints and not cluster.endpoints_version:
+                return cluster                  # as compiled: no copy while EDS is awaited
             return _evolve(cluster, endpoints=(), endpoints_version="")
         return _evolve(cluster, endpoints=entry.compiled.endpoints,
                        endpoints_version=entry.compiled.version,
@@ -118,12 +144,24 @@ class Assembly:
 
 def _evolve(obj, **changes):
     """dataclasses.replace for our frozen model objects, without re-running
-    __init__ (5x cheaper; the fields were validated when obj was built)."""
+    __init__ (several times cheaper; the fields were validated when obj was
+    built). Field by field, not through __dict__: touching __dict__ turns an
+    instance's compact inline values into a full dict, on both objects."""
     new = object.__new__(type(obj))
-    new.__dict__.update(obj.__dict__)
-    new.__dict__.pop("_addr_index", None)
-    new.__dict__.update(changes)
+    setattr_ = object.__setattr__
+    for name in _field_names(type(obj)):
+        setattr_(new, name, changes[name] if name in changes else getattr(obj, name))
     return new
+
+
+_FIELDS: Dict[type, Tuple[str, ...]] = {}
+
+
+def _field_names(cls) -> Tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _patched(old: Mapping, changes: Mapping, gone: Iterable[str]) -> Mapping:

@@ -13,6 +13,7 @@ their plaintext match.
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Optional, Tuple
 
 from .context import Context
@@ -49,14 +50,14 @@ def compile_cluster(c, ctx: Context) -> Cluster:
     _transport(c, ctx)
     lb, lb_fields = _lb_policy(c)
     fields = dict(
-        name=c.name, version=ctx.version, lb_policy=lb,
+        name=intern(c.name), version=ctx.version, lb_policy=lb,
         connect_timeout=positive_seconds(c, "connect_timeout", 5.0),
         circuit_breakers=_circuit_breakers(c, ctx),
         outlier=_outlier(c) if c.HasField("outlier_detection") else None,
         health_check=_health_check(c, ctx),
         **_protocol_options(c, ctx), **lb_fields)
     if c.type == EDS:            # an inline load_assignment is only an EDS resource (static.py)
-        fields["eds_service_name"] = c.eds_cluster_config.service_name or c.name
+        fields["eds_service_name"] = intern(c.eds_cluster_config.service_name or c.name)
     elif c.type == ORIGINAL_DST:
         fields["original_dst"] = True
     else:
@@ -158,8 +159,11 @@ def _typed_lb_policy(policy):
     raise FieldError("load_balancing_policy", f"unsupported policy {', '.join(seen) or '(none)'}")
 
 
+_DEFAULT_BREAKERS = CircuitBreakers()      # frozen: one instance serves every cluster
+
+
 def _circuit_breakers(c, ctx: Context) -> CircuitBreakers:
-    default = CircuitBreakers()
+    default = _DEFAULT_BREAKERS
     for i, t in enumerate(c.circuit_breakers.thresholds):
         if t.priority != 0:
             ctx.note(f"circuit_breakers.thresholds[{i}]", "HIGH priority thresholds ignored")

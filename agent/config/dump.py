@@ -54,7 +54,7 @@ def config_dump(status, entries, versions, attempts) -> dict:
 def _item(st, entry, key: str, *, static: bool) -> Dict:
     item: Dict = {}
     if entry is not None:
-        body = resources.to_dict(entry.message)
+        body = resources.to_dict(entry.message(st.type_url))
         body["@type"] = st.type_url
         if static:
             item[key] = body

@@ -8,6 +8,7 @@ a note.
 
 from __future__ import annotations
 
+from sys import intern
 from typing import List, Tuple
 
 from .context import Context
@@ -21,7 +22,7 @@ _HEALTHY = {0: True, 1: True}   # UNKNOWN, HEALTHY; UNHEALTHY, DRAINING, TIMEOUT
 def compile_load_assignment(cla, ctx: Context) -> EndpointSet:
     if not cla.cluster_name:
         raise FieldError("cluster_name", "must not be empty")
-    return EndpointSet(name=cla.cluster_name, endpoints=load_assignment_endpoints(cla, ctx),
+    return EndpointSet(name=intern(cla.cluster_name), endpoints=load_assignment_endpoints(cla, ctx),
                        version=ctx.version, overprovisioning_factor=overprovisioning(cla))
 
 

@@ -10,7 +10,7 @@ from .meta_protocol import per_pod_policy
 from .model import RateLimitRule
 from .policies import http_fault, http_local_ratelimit
 from .routes import compile_route_configuration
-from .values import opt_seconds
+from .values import opt_seconds, rds_cluster
 
 _P = "envoy.extensions.filters."
 _ROUTER = _P + "http.router.v3.Router"
@@ -35,6 +35,7 @@ def http_chain(hcm, chain_name: str, ctx: Context, per_pod: bool) -> dict:
         if not hcm.rds.route_config_name:
             raise FieldError("typed_config.rds.route_config_name", "must not be empty")
         out["route_config_name"] = hcm.rds.route_config_name
+        out["rds_cluster"] = rds_cluster(hcm.rds)
     elif which == "route_config":
         rc = hcm.route_config
         if not rc.name:

@@ -14,6 +14,7 @@ note.
 from __future__ import annotations
 
 import ipaddress
+from sys import intern
 from typing import List, Optional
 
 from .context import Context
@@ -45,7 +46,7 @@ def compile_listener(listener, ctx: Context) -> Listener:
     remote = section.get("remote_port")
     remote_port = int_value(remote, f"{where}.remote_port", low=1, high=65535) \
         if remote is not None else ctx.remote_port_for(listener.name, address, port)
-    return Listener(name=listener.name, version=ctx.version, address=address, port=port,
+    return Listener(name=intern(listener.name), version=ctx.version, address=address, port=port,
                     filter_chains=tuple(chains), remote_port=remote_port)
 
 

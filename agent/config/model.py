@@ -270,6 +270,8 @@ class FilterChain:
     request_timeout: Optional[float] = None   # default per-request timeout
     destination_prefixes: Tuple[str, ...] = ()  # filter_chain_match.prefix_ranges (CIDR); () = any
     rate_limits: Tuple[RateLimitRule, ...] = ()  # listener-wide local rate limit, first match wins
+    rds_cluster: Optional[str] = None         # static cluster serving route_config_name over a
+                                              # gRPC api_config_source (Aeraki); None = ADS
 
 
 @dataclass(frozen=True)

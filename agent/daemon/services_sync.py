@@ -4,8 +4,9 @@ On the first configuration the map is reconciled once against what it
 holds (a restarted agent finds the map its predecessor programmed and
 rewrites nothing that is right, so connections never see it empty). After
 that only the listeners a change touched are looked at: a one-service
-change is one map update. Service ids stay stable: an entry already in the
-map keeps its id, a new one gets the next unused id.
+change is one map update, many at once one batch write (services_map.py).
+Service ids stay stable: an entry already in the map keeps its id, a new
+one gets the next unused id.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from agent.config import model
 from agent.xds.applier import Applier, ServedChange
 from agent.xds.config_api import bpf_services, services_diff
 from agent.xds.types import LISTENER
+
+from .services_map import ServicesMapWriter
 
 log = logging.getLogger("nodemesh.agent")
 
@@ -44,9 +47,10 @@ class SyncStats:
 class ServicesSync:
     def __init__(self, control, applier: Applier):
         self.control, self.applier = control, applier
+        self.writer = ServicesMapWriter(control)
         self.entries: Dict[Key, object] = {}         # what we programmed: key -> ServiceEntry
         self.ids: Dict[Key, int] = {}
-        self.by_listener: Dict[str, Set[Key]] = {}
+        self.by_listener: Dict[str, Key] = {}        # a listener has one VIP:port
         self._next_id = 1
         self._pending: Set[str] = set()
         self._wake = asyncio.Event()
@@ -99,17 +103,19 @@ class ServicesSync:
             current[key] = row
             self.ids[key] = row["id"]
             self._next_id = max(self._next_id, row["id"] + 1)
+        writes = []
         for key, entry in wanted.items():
             row = current.get(key)
             if row is None or row["protocol"] != entry.protocol or \
                     row["remote_port"] != (entry.remote_port or 0) or row["disabled"]:
-                self._program(key, entry, new=row is None)
+                writes.append(self._program(key, entry, new=row is None))
+        self.writer.write(writes)
         for key in current.keys() - wanted.keys():
             self._delete(key)
         self.entries = dict(wanted)
         self.by_listener = {}
         for key, entry in wanted.items():
-            self.by_listener.setdefault(entry.listener, set()).add(key)
+            self.by_listener[entry.listener] = key
 
     def incremental(self):
         names, self._pending = self._pending, set()
@@ -118,7 +124,7 @@ class ServicesSync:
         touched = model.Snapshot(listeners={n: snap.listeners[n] for n in names
                                             if n in snap.listeners})
         new = bpf_services(touched)
-        old_keys = set().union(*(self.by_listener.get(n, set()) for n in names))
+        old_keys = {self.by_listener[n] for n in names if n in self.by_listener}
         old = {k: self.entries[k] for k in old_keys if k in self.entries}
         upserts, deletes = services_diff(old, new)
         for key in deletes:
@@ -126,25 +132,27 @@ class ServicesSync:
             if owner is not None and owner.listener in names:
                 self._delete(key)
                 self.entries.pop(key, None)
+        writes = []
         for key, entry in upserts.items():
-            self._program(key, entry, new=key not in self.entries)
+            writes.append(self._program(key, entry, new=key not in self.entries))
             self.entries[key] = entry
+        self.writer.write(writes)
         for name in names:
             self.by_listener.pop(name, None)
         for key, entry in new.items():
-            self.by_listener.setdefault(entry.listener, set()).add(key)
+            self.by_listener[entry.listener] = key
 
     def _program(self, key: Key, entry, new: bool):
+        """The map write for one entry (done by the caller, batched), its id assigned."""
         service_id = self.ids.get(key)
         if service_id is None:
             service_id = self.ids[key] = self._next_id
             self._next_id += 1
-        self.control.add_service(_vip_port(key), service_id, entry.protocol,
-                                 entry.remote_port or 0)
         if new:
             self.stats.added += 1
         else:
             self.stats.updated += 1
+        return key, service_id, entry.protocol, entry.remote_port or 0
 
     def _delete(self, key: Key):
         self.control.del_service(_vip_port(key))

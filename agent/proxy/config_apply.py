@@ -1,26 +1,33 @@
 """Resource updates as they cross the channel, and the worker's own ConfigStore.
 
-The supervisor serializes each ResourceUpdate's messages (protobuf bytes);
-every worker decodes them and applies them to its own ConfigStore, so each
-worker validates exactly as the supervisor and the agent do, and swaps its
-Snapshot in one assignment.
+The supervisor serializes each ResourceUpdate's resources (protobuf bytes;
+what came from xDS already is bytes and crosses as is); every worker hands
+those bytes to its own ConfigStore, which decodes and validates exactly as
+the supervisor and the agent do, keeps the bytes instead of a decoded
+message, and swaps its Snapshot in one assignment.
 """
 
 from __future__ import annotations
 
 from typing import Mapping, Optional
 
+from google.protobuf import any_pb2
+
 
 def encode_update(update) -> dict:
-    """A ResourceUpdate as plain data: messages as serialized protobuf bytes."""
+    """A ResourceUpdate as plain data: resources as serialized protobuf bytes."""
     return {"type_url": update.type_url, "version": update.version,
             "removed": tuple(update.removed), "replace": bool(update.replace),
             "resources": {name: _serialize(msg) for name, msg in update.resources.items()}}
 
 
 def _serialize(message) -> bytes:
-    if isinstance(message, (bytes, bytearray)):
+    if type(message) is bytes:
+        return message
+    if isinstance(message, (bytearray, memoryview)):
         return bytes(message)
+    if isinstance(message, any_pb2.Any):          # the resource inside, not the wrapper
+        return message.value
     return message.SerializeToString()
 
 
@@ -33,9 +40,6 @@ class ConfigApplier:
         self.store = ConfigStore(remote_ports=dict(remote_ports or {}))
 
     def apply(self, encoded: dict):
-        from agent.config.resources import decode
-
-        type_url = encoded["type_url"]
-        messages = {name: decode(type_url, raw) for name, raw in encoded["resources"].items()}
-        return self.store.update(type_url, messages, encoded["version"],
+        """Bytes go to the store as they are: it decodes each once and keeps the bytes."""
+        return self.store.update(encoded["type_url"], encoded["resources"], encoded["version"],
                                  removed=encoded["removed"], replace=encoded["replace"])

@@ -11,6 +11,7 @@ reconnect, Istio's stream close every ~30 min) cost almost nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from sys import intern
 from typing import Callable, Dict, List, Optional, Tuple
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -20,13 +21,14 @@ from .config_api import ConfigError, decode, resource_name
 from .types import RESOURCE_WRAPPER, ROUTE_TYPES
 
 
-@dataclass
+@dataclass(slots=True)
 class Incoming:
     name: str
     version: str
     payload: Optional[any_pb2.Any]     # None: heartbeat / "does not exist" (delta)
     ttl: Optional[float] = None        # seconds
     message: object = None             # decoded payload, when a decode was needed
+    raw: Optional[bytes] = None        # payload.value, taken once by the applier
 
 
 def _ttl(resource: discovery_pb2.Resource) -> Optional[float]:
@@ -117,7 +119,7 @@ def _add_payload(out, type_url, payload, version, ttl, wrapper_name, index, know
     if wrapper_name:
         # the name is given: no decode here (the store decodes once, and checks that
         # the resource carries the name it was sent under)
-        out.add(type_url, Incoming(wrapper_name, version, payload, ttl))
+        out.add(type_url, Incoming(intern(wrapper_name), version, payload, ttl))
         return
     name = known(payload.value)
     if name is not None:
@@ -134,4 +136,4 @@ def _add_payload(out, type_url, payload, version, ttl, wrapper_name, index, know
     if not name:
         out.errors.append(ConfigError(type_url, label, "name", "resource without a name"))
         return
-    out.add(type_url, Incoming(name, version, payload, ttl, msg))
+    out.add(type_url, Incoming(intern(name), version, payload, ttl, msg))

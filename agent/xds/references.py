@@ -55,7 +55,7 @@ class References:
                  name_sources: Optional[Mapping[str, str]] = None):
         self.own_sources = own_sources
         self.name_sources = dict(name_sources or {})
-        self._held: Dict[tuple, Tuple[str, FrozenSet[Ref]]] = {}
+        self._held: Dict[tuple, Tuple[str, Tuple[Ref, ...]]] = {}
         self._counts: Dict[str, Counter] = {"route": Counter(), ENDPOINT: Counter()}
         self._by_name: Dict[str, Counter] = {"route": Counter(), ENDPOINT: Counter()}
         self.orphaned: Dict[str, set] = {"route": set(), ENDPOINT: set()}
@@ -76,9 +76,10 @@ class References:
         else:
             new = cluster_refs(obj)
         kind = CHILD_OF[parent_type]
-        old = self._held.get(key, (kind, frozenset()))[1]
-        if new == old:
+        held = self._held.get(key, (kind, ()))[1]
+        if len(held) == len(new) and all(ref in new for ref in held):
             return False
+        old = frozenset(held)
         counts, by_name = self._counts[kind], self._by_name[kind]
         for ref in old - new:
             if _decrement(counts, ref):
@@ -93,7 +94,7 @@ class References:
             counts[ref] += 1
             by_name[ref[1]] += 1
         if new:
-            self._held[key] = (kind, new)
+            self._held[key] = (kind, tuple(new))   # a tuple: a quarter of a frozenset's size
         else:
             self._held.pop(key, None)
         return True
@@ -128,7 +129,7 @@ class References:
                 if kind == "route" and src != ADS and names}
 
     def of(self, key: tuple) -> FrozenSet[Ref]:
-        return self._held.get(key, ("", frozenset()))[1]
+        return frozenset(self._held.get(key, ("", ()))[1])
 
 
 _EMPTY: frozenset = frozenset()

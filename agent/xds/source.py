@@ -7,6 +7,10 @@ ConfigStore, ACK/NACK, warming, reconnects) and yields what it serves as
 ResourceUpdates. A consumer slower than the updates never stalls the
 stream: pending updates are merged per type (latest wins per resource) and
 handed over in one piece when the consumer asks for the next.
+
+Resources are handed over as their serialized bytes, as received: the
+consumer's ConfigStore decodes what it compiles (and keeps those bytes),
+and a relay to worker processes forwards them without re-encoding.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from agent.config.source import ResourceUpdate
 from .applier import Applier, ServedChange
 from .channel import DEFAULT_MAX_MESSAGE_BYTES, Target, TlsFiles, parse_address
 from .client import AdsConfig, XdsClient
-from .config_api import ConfigStore, decode
+from .config_api import ConfigStore
 from .node import build_node
 from .passthrough import PassThroughStore
 from .types import APPLY_ORDER, ROUTE_TYPES
@@ -76,12 +80,9 @@ class XdsSource:
             if p is None:
                 continue
             by_type: Dict[str, dict] = {}
-            for name, (rec, msg) in p.upserts.items():
+            for name, (rec, _msg) in p.upserts.items():
                 store_type = rec.type_url if type_url in ROUTE_TYPES else type_url
-                if msg is None:
-                    msg = self.applier.store.message(store_type, name) or \
-                        decode(rec.type_url, rec.value)
-                by_type.setdefault(store_type, {})[name] = msg
+                by_type.setdefault(store_type, {})[name] = rec.value
             for store_type, resources in by_type.items():
                 adds.append(ResourceUpdate(store_type, resources, p.version))
             if p.removed:

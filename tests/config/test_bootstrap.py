@@ -242,6 +242,24 @@ def test_settings_full():
     assert s.xds.plaintext and s.xds.node_id(node_name="n1") == "n1"
 
 
+def test_xds_token_file_and_tls_section():
+    """token_path (Istio's projected token) and tls: {ca, cert, key}, the deploy shape."""
+    s = parse("""
+        nodemesh:
+          xds:
+            tls: {ca: /etc/ca.pem, cert: /etc/c.pem, key: /etc/k.pem}
+            token_path: /var/run/secrets/tokens/istio-token
+            node_id_template: "{type}~{ip}~{pod}.{namespace}~{namespace}.svc.{domain}"
+    """).settings.xds
+    assert (s.tls_ca, s.tls_cert, s.tls_key) == ("/etc/ca.pem", "/etc/c.pem", "/etc/k.pem")
+    assert s.token_path == "/var/run/secrets/tokens/istio-token"
+    assert parse("{}").settings.xds.token_path is None
+    with pytest.raises(ConfigErrors, match=r"nodemesh.xds.tls.ca: also set as tls_ca"):
+        parse("nodemesh: {xds: {tls: {ca: /a}, tls_ca: /b}}")
+    with pytest.raises(ConfigErrors, match=r"nodemesh.xds.tls: unknown key sni"):
+        parse("nodemesh: {xds: {tls: {sni: x}}}")
+
+
 def test_every_settings_problem_is_reported_with_its_field():
     errs = errors_of("""
         nodemesh:

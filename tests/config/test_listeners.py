@@ -32,6 +32,25 @@ def test_aeraki_codecs_map_to_ours(codec, expected):
     assert lst.protocol == expected and (lst.address, lst.port) == ("198.18.0.10", 20880)
 
 
+def test_rds_over_a_grpc_api_config_source_names_its_cluster():
+    """Aeraki's shape: the chain says which static cluster serves its routes; ADS says none."""
+    lst = compiled(L, meta("""
+        codec: {name: aeraki.meta_protocol.codec.dubbo}
+        rds:
+          route_config_name: rc
+          config_source:
+            api_config_source:
+              api_type: GRPC
+              transport_api_version: V3
+              grpc_services: [{envoy_grpc: {cluster_name: aeraki-xds}}]
+    """))
+    assert lst.filter_chains[0].rds_cluster == "aeraki-xds"
+    assert compiled(L, meta("""
+        codec: {name: aeraki.meta_protocol.codec.dubbo}
+        rds: {route_config_name: rc, config_source: {ads: {}}}
+    """)).filter_chains[0].rds_cluster is None
+
+
 def test_newer_aeraki_protocol_section_is_read():
     lst = compiled(L, meta("""
         protocol: {name: dubbo, codec: {name: aeraki.meta_protocol.codec.dubbo},

@@ -11,10 +11,11 @@ from agent.daemon.agent import Agent, AgentOptions
 
 def ads_bootstrap(address: str, *, delta: bool = True, persist: str = "",
                   local_proxy: str = "127.0.0.1:15001", remote_proxy: str = None,
-                  extra_static: str = "") -> str:
+                  extra_static: str = "", token_path: str = "") -> str:
     host, port = address.rsplit(":", 1)
     remote = f"\n  remote_proxy: {remote_proxy}" if remote_proxy else ""
     persist_kv = f', persist_path: "{persist}"' if persist else ""
+    persist_kv += f', token_path: "{token_path}"' if token_path else ""
     return f"""
 node: {{id: "sidecar~198.18.0.2~nodemesh-test.nodemesh~nodemesh.svc.cluster.local",
         cluster: nodemesh}}

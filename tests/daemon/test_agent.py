@@ -230,3 +230,65 @@ def test_agent_command_runs_and_stops_on_sigterm(tmp_path):
     finally:
         loop.run_until_complete(cp.stop())
         loop.close()
+
+
+def test_a_dynamic_listener_gets_its_routes_from_the_cluster_it_names(run, tmp_path):
+    """A listener from ADS whose MetaProtocol RDS names a static cluster (Aeraki's
+    api_config_source): the compiler records it as FilterChain.rds_cluster, and the
+    agent opens an RDS stream to that cluster's address, though no static listener
+    names it."""
+    async def main():
+        cp, aeraki = FakeControlPlane(), FakeControlPlane()
+        await cp.start()
+        await aeraki.start()
+        cp.set(CLUSTER, {"c-1": f.cluster(1, eds=False)}, "v1", push=False)
+        cp.set(LISTENER, {"svc-1": f.listener(1, rds_cluster="aeraki")}, "v1", push=False)
+        aeraki.set(ROUTE, {"rt-1": f.route(1)}, "a1", push=False)
+        host, port = aeraki.address.rsplit(":", 1)
+        static = f"""  - name: aeraki
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: aeraki
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address:
+                  {{address: "{host}", port_value: {port}}}}}}}}}]}}]
+"""
+        agent = make_agent(tmp_path, cp.address, extra_static=static)
+        await agent.start()
+        try:
+            await until(lambda: "svc-1" in agent.applier.serving_snapshot().listeners,
+                        what="listener warmed by the RDS stream it names")
+            chain = agent.store.snapshot().listeners["svc-1"].filter_chains[0]
+            assert chain.rds_cluster == "aeraki"
+            assert set(agent.client.streams) == {"ads", "aeraki"}
+            assert not [r for s in cp.streams for r in s.log if r.type_url == ROUTE]
+            assert aeraki.streams and aeraki.streams[0].rpc == "rds"
+        finally:
+            await agent.stop()
+            await aeraki.stop()
+            await cp.stop()
+    run(main())
+
+
+def test_the_token_file_is_sent_and_reread_on_each_stream(run, tmp_path):
+    """nodemesh.xds.token_path: "authorization: Bearer <file>" on the ADS stream; a
+    rotated file is what the next stream (a reconnect) sends."""
+    async def main():
+        token = tmp_path / "istio-token"
+        token.write_text("first\n")
+        cp = FakeControlPlane()
+        await cp.start()
+        load(cp, 1)
+        agent = make_agent(tmp_path, cp.address, token_path=str(token))
+        await agent.start()
+        try:
+            await until(lambda: cp.streams, what="a stream")
+            assert cp.streams[0].metadata["authorization"] == "Bearer first"
+            token.write_text("second\n")
+            cp.streams[0].close()
+            await until(lambda: len(cp.streams) == 2, what="reconnect")
+            assert cp.streams[1].metadata["authorization"] == "Bearer second"
+        finally:
+            await agent.stop()
+            await cp.stop()
+    run(main())

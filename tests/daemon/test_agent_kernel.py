@@ -124,3 +124,40 @@ def test_default_components_plug_into_the_agent(node, tmp_path):
             await agent.stop()
             await cp.stop()
     LoopRunner("asyncio")(main())
+
+
+def test_many_services_are_written_in_one_batch(node, tmp_path):
+    """An initial sync (and any large change) is one BPF_MAP_UPDATE_BATCH, and the map
+    holds exactly what entry-by-entry writes would have written."""
+    n = 120
+
+    async def main():
+        cp = FakeControlPlane()
+        await cp.start()
+        load(cp, n)
+        agent = make_agent(tmp_path, cp.address, datapath=True, settings=node.settings)
+        await agent.start()
+        try:
+            await until(lambda: len(rows(node.ctl)) == n, what=f"{n} services")
+            writer = agent.services.writer
+            assert writer.batch_ok and writer.batches >= 1
+            got = rows(node.ctl)
+            assert {vip: (proto, port) for vip, (_, proto, port) in got.items()} == {
+                f"{f.vip(i)}:6379": ("redis", 20000 + i) for i in range(n)}
+            assert len({sid for sid, _, _ in got.values()}) == n        # ids unique
+            batches = writer.batches
+            # 40 remote ports change at once: one more batch, the other entries untouched
+            cp.set(LISTENER, {f"svc-{i}": f.listener(i, remote_port=30000 + i)
+                              for i in range(40)}, "v2")
+            await until(lambda: rows(node.ctl)[f"{f.vip(39)}:6379"][2] == 30039,
+                        what="40 changes")
+            after = rows(node.ctl)
+            assert writer.batches == batches + 1
+            assert all(after[f"{f.vip(i)}:6379"] == (got[f"{f.vip(i)}:6379"][0], "redis",
+                                                     30000 + i) for i in range(40))
+            assert all(after[v] == got[v] for v in got if v not in
+                       {f"{f.vip(i)}:6379" for i in range(40)})
+        finally:
+            await agent.stop()
+            await cp.stop()
+    LoopRunner("asyncio")(main())

@@ -41,6 +41,7 @@ class FakeStream:
     sent: Dict[str, Dict[str, str]] = field(default_factory=dict)
     last_nonce: Dict[str, str] = field(default_factory=dict)
     nacked: int = 0
+    metadata: Dict[str, str] = field(default_factory=dict)    # the call's, as received
 
     async def recv(self, timeout: float = 10.0, type_url: Optional[str] = None):
         while True:
@@ -196,6 +197,7 @@ class FakeControlPlane:
 
     async def serve(self, rpc: str, delta: bool, context):
         s = FakeStream(rpc, delta)
+        s.metadata = {k: v for k, v in (context.invocation_metadata() or ())}
         self.streams.append(s)
         self.new_streams.put_nowait(s)
 

@@ -11,6 +11,7 @@ import pytest
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2 as d
 from google.rpc import status_pb2
 
+from agent.config.resources import decode
 from agent.xds.served import ServedResources, content_version
 from agent.xds.server import XdsServer
 from agent.xds.source import XdsSource
@@ -249,8 +250,8 @@ def test_a_slow_proxy_gets_merged_updates_and_never_stalls_the_stream(run_defaul
             while True:
                 u = await asyncio.wait_for(updates.__anext__(), 10)
                 n += 1
-                if "svc-0" in u.resources and u.resources["svc-0"].metadata.filter_metadata[
-                        "nodemesh"]["remote_port"] == 30199:
+                if "svc-0" in u.resources and decode(LISTENER, u.resources["svc-0"]).metadata \
+                        .filter_metadata["nodemesh"]["remote_port"] == 30199:
                     break
             assert n < 50, f"{n} updates for 200 changes: not merged"
         finally:
