@@ -17,6 +17,8 @@ from typing import Any, List, Mapping, Optional, Tuple
 from agent.failover.settings import FailoverSettings, Overload
 from agent.failover.settings import parse as parse_failover
 
+from agent.k8s.policy import DEFAULT_RULES, LabelRule, parse_rules
+
 from .errors import FieldError
 from .values import bool_value, check_keys, int_value
 
@@ -37,7 +39,8 @@ class EnrollmentSettings:
     reroute every pod on the node. cgroup_root: the cgroup v2 mount, or
     $NODEMESH_CGROUP_ROOT (hybrid hosts mount it at /sys/fs/cgroup/unified)."""
 
-    labels: Mapping[str, str] = field(default_factory=lambda: {"nodemesh.io/mesh": "enabled"})
+    labels: Tuple[LabelRule, ...] = DEFAULT_RULES
+    """Label rules in order (agent.k8s.policy): "key=on/off" strings, or a mapping."""
     cgroup_root: str = field(
         default_factory=lambda: os.environ.get("NODEMESH_CGROUP_ROOT", "/sys/fs/cgroup"))
 
@@ -214,11 +217,11 @@ def _enrollment(value, field_name):
     check_keys(section, ("labels", "cgroup_root"), field_name)
     out = {}
     if "labels" in section:
-        labels = section["labels"]
-        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                   for k, v in labels.items()):
-            raise FieldError(f"{field_name}.labels", "expected a mapping of label to string value")
-        out["labels"] = dict(labels)
+        try:
+            out["labels"] = parse_rules(section["labels"], f"{field_name}.labels")
+        except ValueError as exc:
+            where, _, reason = str(exc).partition(": ")
+            raise FieldError(where, reason) from None
     if "cgroup_root" in section:
         out["cgroup_root"] = _path(section["cgroup_root"], f"{field_name}.cgroup_root")
     return EnrollmentSettings(**out)

@@ -56,6 +56,6 @@ def _enroller(agent):
         node = os.environ.get("NODE_NAME") or os.uname().nodename
         enrollment = a.settings.enrollment
         return Enroller(client.ApiClient(), node, a.control, enrollment.cgroup_root,
-                        labels=dict(enrollment.labels))
+                        labels=enrollment.labels)
 
     return ThreadComponent("enroller", factory)

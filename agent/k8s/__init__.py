@@ -1,10 +1,20 @@
 """Kubernetes: pod enrollment (watch this node's pods, resolve their cgroups,
-keep the datapath's enrolled map in step) and the node's xDS identity."""
+keep the datapath's enrolled map in step) and the node's xDS identity.
 
-from .enroller import Enroller
-from .identity import NodeIdentity, node_identity
-from .policy import DEFAULT_RULES, LabelRule
-from .settings import EnrollerSettings
+Names are imported on first use: the enroller pulls in the `kubernetes`
+client (~20 MB, ~0.5 s), which configuration parsing (label rules) and the
+CLI must not pay for.
+"""
 
-__all__ = ["Enroller", "EnrollerSettings", "LabelRule", "DEFAULT_RULES", "NodeIdentity",
-           "node_identity"]
+import importlib
+
+_WHERE = {"Enroller": "enroller", "EnrollerSettings": "settings", "LabelRule": "policy",
+          "DEFAULT_RULES": "policy", "NodeIdentity": "identity", "node_identity": "identity"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

@@ -60,32 +60,37 @@ DEFAULT_EXCLUDED_NAMESPACES = ("kube-system", "nodemesh-system")
 
 
 def parse_rules(value, field="nodemesh.enrollment.labels") -> tuple:
-    """Rules from configuration: ["key=on", "key=on/off", {key, on, off}, LabelRule]."""
+    """Rules from configuration, in order: a list of "key=on", "key=on/off",
+    {key, on, off} or LabelRule; or a mapping {key: "on" or "on/off"}."""
     if value is None:
         return DEFAULT_RULES
+    if isinstance(value, dict):
+        value = [f"{k}={v}" if isinstance(v, str) else {"key": k, "on": v}
+                 for k, v in value.items()]
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ValueError(f"{field}: expected a list of rules like 'nodemesh.io/enabled=true/false'")
-    rules = []
-    for i, item in enumerate(value):
-        where = f"{field}[{i}]"
-        if isinstance(item, LabelRule):
-            rules.append(item)
-        elif isinstance(item, str):
-            key, sep, values = item.partition("=")
-            on, _, off = values.partition("/")
-            if not sep or not key or not on:
-                raise ValueError(f"{where}: {item!r}: expected 'key=on' or 'key=on/off'")
-            rules.append(LabelRule(key.strip(), on.strip(), off.strip()))
-        elif isinstance(item, dict):
-            unknown = set(item) - {"key", "on", "off"}
-            if unknown or not item.get("key") or not item.get("on"):
-                raise ValueError(f"{where}: expected {{key, on, off}}, got {sorted(item)}")
-            rules.append(LabelRule(str(item["key"]), str(item["on"]), str(item.get("off", ""))))
-        else:
-            raise ValueError(f"{where}: expected a string or a mapping, got {type(item).__name__}")
+    rules = tuple(_rule(item, f"{field}[{i}]") for i, item in enumerate(value))
     if not rules:
         raise ValueError(f"{field}: empty: no pod could ever be enrolled")
-    return tuple(rules)
+    return rules
+
+
+def _rule(item, where) -> LabelRule:
+    if isinstance(item, LabelRule):
+        return item
+    if isinstance(item, str):
+        key, sep, values = item.partition("=")
+        on, _, off = values.partition("/")
+        if not sep or not key.strip() or not on.strip():
+            raise ValueError(f"{where}: {item!r}: expected 'key=on' or 'key=on/off'")
+        return LabelRule(key.strip(), on.strip(), off.strip())
+    if isinstance(item, dict):
+        unknown = set(item) - {"key", "on", "off"}
+        if unknown or not item.get("key") or not isinstance(item.get("on"), str) or not item["on"]:
+            raise ValueError(f"{where}: expected {{key, on, off}} with string values, "
+                             f"got {item!r}")
+        return LabelRule(str(item["key"]), item["on"], str(item.get("off", "")))
+    raise ValueError(f"{where}: expected a string or a mapping, got {type(item).__name__}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ from agent.config.errors import ConfigErrors
 from agent.config.settings import NodeSettings
 from agent.config.source import ResourceUpdate
 from agent.config.static import resource_updates, snapshot_from_bootstrap
+from agent.k8s.policy import DEFAULT_RULES, LabelRule
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 
@@ -210,7 +211,7 @@ def test_settings_defaults(monkeypatch):
     assert s.proxy_admin == "/run/nodemesh/proxy-local.sock"
     assert (s.failover.probe_interval, s.failover.healthy_probes) == (1.0, 3)
     assert s.failover.overload.accept_queue == 512
-    assert s.enrollment.labels == {"nodemesh.io/mesh": "enabled"}
+    assert s.enrollment.labels == DEFAULT_RULES
     assert s.xds.plaintext is False and s.xds.persist_path.startswith("/var/lib/nodemesh")
     assert s.xds.node_id(pod_ip="10.0.0.1", pod_name="p", namespace="ns") == \
         "sidecar~10.0.0.1~p.ns~ns.svc.cluster.local"
@@ -239,6 +240,7 @@ def test_settings_full():
     assert s.remote_ports == {"svc-a": 21001, "198.18.0.1:80": 21002}
     assert s.failover.probe_interval == 0.25 and s.failover.overload.loop_lag_ms == 50.0
     assert s.enrollment.cgroup_root == "/sys/fs/cgroup/unified"
+    assert s.enrollment.labels == (LabelRule("team", "a"),)
     assert s.xds.plaintext and s.xds.node_id(node_name="n1") == "n1"
 
 

@@ -7,8 +7,10 @@ import re
 
 import kubernetes_validate
 import pytest
+import yaml
 from google.protobuf import json_format
 
+from agent.config.bootstrap import parse_bootstrap
 from agent.k8s.identity import REQUIRED_ENV
 from agent.k8s.policy import parse_rules
 
@@ -172,10 +174,18 @@ def test_bootstrap_is_a_strict_envoy_bootstrap(target):
     msg = json_format.ParseDict(doc, bootstrap_pb2.Bootstrap())      # unknown fields raise
     clusters = {c.name for c in msg.static_resources.clusters}
     assert msg.dynamic_resources.ads_config.grpc_services[0].envoy_grpc.cluster_name in clusters
-    assert parse_rules(section["enrollment"]["labels"])
     assert section["local_proxy"] == "127.0.0.1:15001"
     if target == "aeraki":
         assert "aeraki-xds" in clusters
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_bootstrap_is_what_the_agent_accepts(target):
+    """The ConfigMap's bootstrap through the agent's own parser, nodemesh: section included."""
+    settings = parse_bootstrap(yaml.safe_dump(bootstrap(build(target))), target).settings
+    assert settings.enrollment.labels == parse_rules(["nodemesh.io/enabled=true/false",
+                                                      "istio.io/dataplane-mode=ambient/none"])
+    assert settings.enrollment.cgroup_root == "/host/sys/fs/cgroup"
 
 
 @pytest.mark.parametrize("target", OVERLAYS)

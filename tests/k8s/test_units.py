@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 
 import pytest
 
@@ -212,3 +213,25 @@ def test_pods_file_is_replaced_atomically(tmp_path):
     assert os.listdir(tmp_path / "run") == ["pods.json"]      # no temporary left behind
     open(path, "w").write("{half")
     assert podsfile.read(path) == {}
+
+
+@pytest.mark.parametrize("value, rules", [
+    (None, DEFAULT_RULES),
+    (["a=on/off", {"key": "b", "on": "yes"}], (LabelRule("a", "on", "off"), LabelRule("b", "yes"))),
+    ({"a": "on/off", "b": "yes"}, (LabelRule("a", "on", "off"), LabelRule("b", "yes"))),
+])
+def test_label_rules_from_configuration(value, rules):
+    assert parse_rules(value) == rules
+
+
+@pytest.mark.parametrize("value, message", [
+    ("a=b", "expected a list of rules"),
+    ([], "empty"),
+    (["novalue"], "[0]: 'novalue': expected 'key=on'"),
+    ([{"key": "a"}], "[0]: expected {key, on, off}"),
+    ({"a": 1}, "[0]: expected {key, on, off}"),
+    ([3], "[0]: expected a string or a mapping, got int"),
+])
+def test_label_rules_errors_name_the_rule(value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_rules(value)
