@@ -16,6 +16,18 @@ PROTOCOL_IDS = {"tcp": 0, "dubbo": 1, "thrift": 2, "redis": 3, "http1": 4, "leng
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOL_IDS.items()}
 
 
+def service_value(service_id, protocol="tcp", remote_port=0, disabled=False, pair=True):
+    """The services map's value (struct nm_service), checked."""
+    if protocol not in PROTOCOL_IDS:
+        raise DatapathError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOL_IDS)}")
+    if not 0 <= int(remote_port) < 65536:
+        raise DatapathError(f"remote port {remote_port} out of range")
+    return layout.new("struct nm_service", id=int(service_id), remote_port=int(remote_port),
+                      protocol=PROTOCOL_IDS[protocol],
+                      flags=(layout.C.NM_SVC_DISABLED if disabled else 0)
+                      | (0 if pair else layout.C.NM_SVC_NO_PAIR))
+
+
 class Control:
     """Typed reads and writes of the pinned maps of one datapath."""
 
@@ -91,16 +103,8 @@ class Control:
         setup and teardown of both ends cost a few us a connection, which the
         first small request already pays back (docs/benchmarks-datapath.md):
         off only for clients that connect and close without sending a byte."""
-        if protocol not in PROTOCOL_IDS:
-            raise DatapathError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOL_IDS)}")
-        if not 0 <= int(remote_port) < 65536:
-            raise DatapathError(f"remote port {remote_port} out of range")
-        value = layout.new("struct nm_service", id=int(service_id),
-                           remote_port=int(remote_port), protocol=PROTOCOL_IDS[protocol],
-                           flags=(layout.C.NM_SVC_DISABLED if disabled else 0)
-                           | (0 if pair else layout.C.NM_SVC_NO_PAIR))
         name, key = addresses.service_key(vip_port)
-        self.map(name).set(key, value)
+        self.map(name).set(key, service_value(service_id, protocol, remote_port, disabled, pair))
 
     def del_service(self, vip_port) -> bool:
         name, key = addresses.service_key(vip_port)

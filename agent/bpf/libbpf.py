@@ -20,6 +20,8 @@ int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);
 int bpf_map_delete_elem(int fd, const void *key);
 int bpf_map_get_next_key(int fd, const void *key, void *next_key);
+int bpf_map_update_batch(int fd, const void *keys, const void *values, uint32_t *count,
+                         const void *opts);
 int bpf_prog_attach(int prog_fd, int attachable_fd, int type, unsigned int flags);
 int bpf_prog_detach2(int prog_fd, int attachable_fd, int type);
 int bpf_link_create(int prog_fd, int target_fd, int attach_type, const void *opts);
@@ -103,6 +105,15 @@ def check(rc: int, what: str) -> int:
         err = -rc if rc < -1 else ffi.errno or 1
         raise BPFError(err, f"{what}: {os.strerror(err)}")
     return rc
+
+
+def map_update_batch(fd: int, keys, values, n: int, what: str) -> None:
+    """n entries in one syscall (BPF_MAP_UPDATE_BATCH, Linux 5.6+); raises
+    when the kernel refused any (count says how many went in)."""
+    count = ffi.new("uint32_t *", n)
+    check(lib().bpf_map_update_batch(fd, keys, values, count, ffi.NULL), what)
+    if count[0] != n:
+        raise BPFError(errno.EIO, f"{what}: {count[0]} of {n} entries written")
 
 
 def obj_get(path: str) -> int:

@@ -117,6 +117,15 @@ class PinnedMap:
             raise MapFullError(errno.E2BIG, f"map {self.name} is full")
         libbpf.check(rc, f"update {self.name}")
 
+    def set_many(self, keys, values, n: int) -> bool:
+        """n entries from two cffi arrays, one syscall. False (nothing written)
+        when the pinned map's values are another version's size: the caller
+        writes entry by entry with set(), which keeps the unknown fields."""
+        if self._pinned_vsize != self._vsize or self.percpu:
+            return False
+        libbpf.map_update_batch(self.fd, keys, values, n, f"update {self.name}")
+        return True
+
     def delete(self, key) -> bool:
         return libbpf.lib().bpf_map_delete_elem(self.fd, self._key(key)) == 0
 

@@ -15,8 +15,6 @@ import logging
 import socket
 from typing import Iterable, List, Tuple
 
-from cffi import FFI
-
 log = logging.getLogger("nodemesh.agent")
 
 BATCH_MIN = 32
@@ -24,18 +22,6 @@ BATCH_MIN = 32
 costs more than it saves for a handful."""
 
 Item = Tuple[Tuple[str, int], int, str, int]      # ((vip, port), id, protocol, remote_port)
-
-_ffi = FFI()
-_ffi.cdef("int bpf_map_update_batch(int fd, const void *keys, const void *values, "
-          "uint32_t *count, const void *opts);")
-_lib = None
-
-
-def _libbpf():
-    global _lib
-    if _lib is None:
-        _lib = _ffi.dlopen("libbpf.so.1")
-    return _lib
 
 
 class ServicesMapWriter:
@@ -57,36 +43,24 @@ class ServicesMapWriter:
             self.control.add_service(vip, service_id, protocol, remote_port or 0)
 
     def _batch(self, items: List[Item]) -> bool:
-        from agent.bpf import layout, libbpf
-        from agent.bpf.datapath import PROTOCOL_IDS
+        from agent.bpf import layout
+        from agent.bpf.datapath import PROTOCOL_IDS, service_value
         from agent.bpf.errors import DatapathError
 
         if any(it[2] not in PROTOCOL_IDS for it in items):
             return False                        # add_service names the bad protocol
+        n = len(items)
         try:
-            m = self.control.map("services")
-            if libbpf.info(m.fd, "map").value_size != layout.ffi.sizeof("struct nm_service"):
-                return False                    # another version's values: entry by entry
-            n = len(items)
             keys = layout.ffi.new("struct nm_service_key[]", n)
             values = layout.ffi.new("struct nm_service[]", n)
             for i, ((ip, port), service_id, protocol, remote_port) in enumerate(items):
-                key, value = keys[i], values[i]
-                key.vip = int.from_bytes(socket.inet_aton(ip), "little")
-                key.port = socket.htons(port)
-                value.id = service_id
-                value.remote_port = remote_port or 0
-                value.protocol = PROTOCOL_IDS[protocol]
-            count = _ffi.new("uint32_t *", n)
-            rc = _libbpf().bpf_map_update_batch(m.fd, keys, values, count, _ffi.NULL)
-        except (OSError, AttributeError, OverflowError, DatapathError) as exc:
-            log.warning("services map: batch write unavailable (%s); writing entry by entry",
-                        exc)
-            self.batch_ok = False
-            return False
-        if rc != 0 or count[0] != n:
-            log.warning("services map: batch write failed (rc %d, %d of %d written); "
-                        "writing entry by entry", rc, count[0], n)
+                keys[i].vip = int.from_bytes(socket.inet_aton(ip), "little")
+                keys[i].port = socket.htons(port)
+                values[i] = service_value(service_id, protocol, remote_port)[0]
+            if not self.control.map("services").set_many(keys, values, n):
+                return False                    # another version's values: entry by entry
+        except (OSError, OverflowError, DatapathError) as exc:
+            log.warning("services map: batch write failed (%s); writing entry by entry", exc)
             self.batch_ok = False
             return False
         self.batches += 1
