@@ -173,7 +173,8 @@ class Session(Delivery, asyncio.Protocol):
             while i < n:
                 if self.stop_reading:
                     break
-                if self._full():
+                if self.paused & _PAUSE_WRITE or self.held > self.max_held or \
+                        self.tracked >= self.max_inflight:        # self._full(), inlined
                     self.deferred = (frames[i:], now)
                     break
                 frame = frames[i]
@@ -225,7 +226,7 @@ class Session(Delivery, asyncio.Protocol):
             slot = self.batch_slot = (route, self._slot(self.chain, route.name, route.single))
         req.slot = slot[1]
         w = self.worker
-        if not w.fairness.admit(self.pod):
+        if not w.fairness.admit(self.pod, now):
             self.fail(req, FLAG_OVERLOADED)
             return
         req.admitted = True
