@@ -119,8 +119,10 @@ def _snapshot(codec: str, routed: bool):
                     versions={"listener": "1"})
 
 
-def _setup(codec: str, routed: bool):
-    """A worker with one listener and one upstream connection, and one client session."""
+def setup(codec: str, routed: bool = False, snapshot=None):
+    """A worker with one listener and one upstream connection, and one client session
+    (also used by tests/proxy/test_lean_path.py, with its own snapshot: listener
+    `bench`, cluster `backend`)."""
     from agent.proxy.session import Session
     from agent.proxy.settings import ProxySettings
     from agent.proxy.upstream import UpstreamConn
@@ -130,7 +132,7 @@ def _setup(codec: str, routed: bool):
     loop = asyncio.new_event_loop()
     worker = Worker(settings, loop=loop)
     worker.listeners.update = lambda snap: None        # no sockets
-    problems = worker.apply_snapshot(_snapshot(codec, routed))
+    problems = worker.apply_snapshot(snapshot or _snapshot(codec, routed))
     if problems:
         raise RuntimeError(problems)
     worker.loop = _NoLoop()
@@ -151,7 +153,7 @@ def _setup(codec: str, routed: bool):
 
 
 def _cycle_fn(codec: str, routed: bool, pipelined: int = 1):
-    worker, session, conn, loop = _setup(codec, routed)
+    worker, session, conn, loop = setup(codec, routed)
     if codec == "http1":
         request, reply = HTTP_GET, HTTP_REPLY
     elif codec == "redis":
