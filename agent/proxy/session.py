@@ -39,7 +39,7 @@ class Session(Delivery, asyncio.Protocol):
     shared = False               # the remote role's shared port (agent.proxy.shared_port)
     __slots__ = ("worker", "binding", "transport", "chain", "traits", "mux", "http", "decoder",
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
-                 "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
+                 "close_when_flushed", "stop_reading", "closed", "last_active",
                  "stream_source", "busy", "orig_dst", "deferred", "processing", "fed",
                  "tracked", "batch_slot", "max_inflight", "max_held")
 
@@ -60,7 +60,6 @@ class Session(Delivery, asyncio.Protocol):
         self.stop_reading = False    # nothing more is read: after `Connection: close`, bad input
         self.closed = False
         self.last_active = worker.now
-        self.slots = {}
         self.stream_source = None
         self.busy = False
         self.pod = ""
@@ -391,11 +390,11 @@ class Session(Delivery, asyncio.Protocol):
         if self.decoder is not None and not self.decoder.buffered and not self.stop_reading:
             if self.worker.decoders.give(self.chain, self.decoder):
                 self.decoder = None
+        if not self.queue and self.queue.__class__ is deque:
+            self.queue = ()             # an empty deque still holds a 64-entry block
+            self.batch_slot = None
 
     def _slot(self, chain, route_name, cluster_name):
-        key = (chain.name, route_name, cluster_name)
-        slot = self.slots.get(key)
-        if slot is None:
-            slot = self.slots[key] = self.worker.stats.slot(chain.name, route_name,
-                                                             cluster_name, self.pod)
-        return slot
+        """The worker's counters for this request's labels (kept per worker, not per
+        connection: 10,000 connections from a few pods share a few slots)."""
+        return self.worker.stats.slot(chain.name, route_name, cluster_name, self.pod)
