@@ -120,7 +120,7 @@ class Delivery:
             self.held = held + len(reply)
             q = self.queue
             if q[0] is req and len(q) == 1 and not req.close_after and not self.draining:
-                q.popleft()                       # _pump() for the only request in flight
+                q.pop()                           # _pump() for the only request in flight
                 self.tracked -= req.count
                 if reply:
                     self.out.append(reply)
@@ -137,7 +137,7 @@ class Delivery:
         """Write the replies at the head of the queue, in request order."""
         q = self.queue
         while q and q[0].done:
-            req = q.popleft()
+            req = q.pop(0)
             self.tracked -= req.count
             reply = req.reply
             last = req.close_after or (self.draining and not q and not self._partial())
