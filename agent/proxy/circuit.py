@@ -58,12 +58,6 @@ class CircuitBreaker:
         gate.current += 1
         return True
 
-    def gate(self, kind: str) -> _Gate:
-        """The counter of one kind, for a caller that checks it inline on its hot path
-        (current < max to take, current > 0 to give back); the same object for the
-        breaker's life (update() changes its max in place)."""
-        return self._gates[kind]
-
     def release(self, kind: str) -> None:
         """Give back a slot taken by try_acquire()."""
         gate = self._gates[kind]

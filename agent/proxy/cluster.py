@@ -48,8 +48,6 @@ class ClusterRuntime:
         self.outlier = OutlierDetector(model.outlier, self.hosts)
         self.outlier_on = model.outlier is not None
         self.breaker = CircuitBreaker(per_worker(model.circuit_breakers, worker.workers))
-        self._rq_gate = self.breaker.gate("requests")     # taken and given back per try
-        self.original_dst = model.original_dst
         self.pools: Dict[tuple, HostPool] = {}
         self.passthrough: Dict[tuple, Host] = {}     # ORIGINAL_DST hosts by (address, port)
         self.health = None                     # HealthChecker, started by the worker
@@ -74,7 +72,6 @@ class ClusterRuntime:
         self.breaker.update(per_worker(model.circuit_breakers, self.worker.workers))
         self.outlier.update(model.outlier)
         self.outlier_on = model.outlier is not None
-        self.original_dst = model.original_dst
         if replace(old, endpoints=(), version="", endpoints_version="") != \
                 replace(model, endpoints=(), version="", endpoints_version=""):
             self.balancer = make_balancer(model, self.hosts)
@@ -99,13 +96,10 @@ class ClusterRuntime:
 
     def dispatch(self, req) -> None:
         """Send one try of req (or fail it with a local reply)."""
-        gate = self._rq_gate                    # breaker.try_acquire("requests"), inlined
-        if gate.current >= gate.max:
-            gate.overflow += 1
+        if not self.breaker.try_acquire("requests"):
             self._fail(req, FLAG_OVERFLOW, "overflow", False)
             return
-        gate.current += 1
-        if self.original_dst:
+        if self.model.original_dst:
             host = self.original_host(getattr(req.session, "orig_dst", None))
         else:
             host = self.balancer.pick(req.hash_key, req.excluded)
@@ -163,9 +157,7 @@ class ClusterRuntime:
         if host is not None:
             host.active_requests -= req.count
             req.host = None
-            gate = self._rq_gate                # breaker.release("requests"), inlined
-            if gate.current > 0:
-                gate.current -= 1
+            self.breaker.release("requests")
             self.rq_active -= 1
         if req.holds_retry:
             req.holds_retry = False
@@ -175,17 +167,7 @@ class ClusterRuntime:
         return host
 
     def on_response(self, req, frame, data) -> None:
-        host = req.host
-        if host is not None and not req.holds_retry:    # _end_try(), inlined for a reply
-            host.active_requests -= req.count
-            req.host = None
-            gate = self._rq_gate
-            if gate.current > 0:
-                gate.current -= 1
-            self.rq_active -= 1
-            req.conn = None
-        else:
-            host = self._end_try(req)
+        host = self._end_try(req)
         traits = req.chain.traits
         failed = traits.can_fail and traits.upstream_failed(frame)
         if host is not None and self.outlier_on:

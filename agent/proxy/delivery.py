@@ -98,7 +98,7 @@ class Delivery:
                     slot.observe_n(code, flag, now - req.start, req.count - answered)
         if req.admitted:
             req.admitted = False
-            w.fairness.done(req.pod)
+            self.worker.fairness.done(req.pod)
         held = self.held - len(req.data)
         log = w.access_log
         if log is not None:

@@ -16,7 +16,7 @@ controller can spill the noisiest pods to the remote proxy first.
 from __future__ import annotations
 
 import time
-from typing import Dict, Hashable, List, Optional
+from typing import Dict, Hashable, List
 
 DEFAULT_WINDOW = 1.0       # seconds per rate sample
 DEFAULT_HALF_LIFE = 10.0   # seconds for a pod's rate to halve once it goes quiet
@@ -60,11 +60,9 @@ class PodFairness:
 
     # -- hot path
 
-    def admit(self, pod: Hashable, now: Optional[float] = None) -> bool:
-        """Admit one request of `pod` (call done(pod) when it ends) or refuse it. `now`:
-        the caller's reading of the clock, when it has one (saves reading it again)."""
-        if now is None:
-            now = self._clock()
+    def admit(self, pod: Hashable) -> bool:
+        """Admit one request of `pod` (call done(pod) when it ends) or refuse it."""
+        now = self._clock()
         if now >= self._next_roll:
             self._roll(now)
         rec = self._pods.get(pod) or self._track(pod)

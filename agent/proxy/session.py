@@ -225,7 +225,7 @@ class Session(Delivery, asyncio.Protocol):
             slot = self.batch_slot = (route, self._slot(self.chain, route.name, route.single))
         req.slot = slot[1]
         w = self.worker
-        if not w.fairness.admit(self.pod, now):
+        if not w.fairness.admit(self.pod):
             self.fail(req, FLAG_OVERLOADED)
             return
         req.admitted = True
