@@ -84,7 +84,6 @@ class Delivery:
         req.done = True
         now = _monotonic()
         slot = req.slot
-        w = self.worker
         if slot is not None:
             if req.count == 1:
                 slot.observe(code, flag, now - req.start)
@@ -99,33 +98,30 @@ class Delivery:
         if req.admitted:
             req.admitted = False
             self.worker.fairness.done(req.pod)
-        held = self.held - len(req.data)
-        log = w.access_log
+        self.held -= len(req.data)
+        log = self.worker.access_log
         if log is not None:
             log.write(req, code, flag, now, len(reply) if reply else 0)
         if self.closed:
-            self.held = held
             return
         if self.mux:
-            self.held = held
             if req in self.live:
                 self.live.discard(req)
                 self.tracked -= req.count
             if reply:
                 self._write(reply)
         else:
-            if reply is None:
-                reply = b""
-            req.reply = reply
-            self.held = held + len(reply)
+            req.reply = reply if reply is not None else b""
+            self.held += len(req.reply)
+            reply = req.reply
             q = self.queue
-            if q[0] is req and len(q) == 1 and not req.close_after and not self.draining:
+            if len(q) == 1 and q[0] is req and not req.close_after and not self.draining:
                 q.pop()                           # _pump() for the only request in flight
                 self.tracked -= req.count
                 if reply:
                     self.out.append(reply)
                 if self.out or self.close_when_flushed:
-                    w.mark(self)
+                    self.worker.mark(self)
             else:
                 self._pump()
         if self.paused & PAUSE_LIMITS:

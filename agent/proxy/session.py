@@ -199,42 +199,8 @@ class Session(Delivery, asyncio.Protocol):
                 i += 1
         finally:
             self.processing = False
-        if self.deferred is not None or self.paused & _PAUSE_WRITE or self.held > self.max_held \
-                or self.tracked >= self.max_inflight:        # self._full(), inlined
+        if self.deferred is not None or self._full():
             self._pause(_PAUSE_LIMITS)
-
-    def _send_one(self, frame, now, route, data, fed) -> None:
-        """The lean path for one ordered request (an HTTP keep-alive request, an unpipelined
-        Redis command) on a batchable route: batch.send's steps for a batch of one, with
-        the request's bytes taken from the read without a copy when they are all of it."""
-        body = data if data is not None and frame.offset == fed and frame.length == len(data) \
-            else frame.data
-        req = Request(self, self.chain, frame, body, "request", 0, route, self.pod, now,
-                      now + route.timeout)
-        self.held += len(body)
-        self.tracked += 1
-        queue = self.queue
-        if queue.__class__ is not list:
-            queue = self.ordered()
-        queue.append(req)
-        if not self.busy:
-            self.busy = True
-            self.worker.busy.add(self)
-        slot = self.batch_slot
-        if slot is None or slot[0] is not route:
-            slot = self.batch_slot = (route, self._slot(self.chain, route.name, route.single))
-        req.slot = slot[1]
-        w = self.worker
-        if not w.fairness.admit(self.pod):
-            self.fail(req, FLAG_OVERLOADED)
-            return
-        req.admitted = True
-        cluster = w.clusters.get(route.single)
-        if cluster is None:
-            self.fail(req, FLAG_NO_HEALTHY, f"cluster {route.single!r} not found")
-            return
-        req.cluster = cluster
-        cluster.dispatch(req)
 
     def _full(self) -> bool:
         return bool(self.paused & _PAUSE_WRITE) or self.held > self.max_held or \
@@ -332,6 +298,39 @@ class Session(Delivery, asyncio.Protocol):
             self._finish(req, None, "oneway", FLAG_NONE)
         else:
             cluster.dispatch(req)
+
+    def _send_one(self, frame, now, route, data, fed) -> None:
+        """The lean path for one ordered request (an HTTP keep-alive request, an unpipelined
+        Redis command) on a batchable route: batch.send's steps for a batch of one, with
+        the request's bytes taken from the read without a copy when they are all of it."""
+        body = data if data is not None and frame.offset == fed and frame.length == len(data) \
+            else frame.data
+        req = Request(self, self.chain, frame, body, "request", 0, route, self.pod, now,
+                      now + route.timeout)
+        self.held += len(body)
+        self.tracked += 1
+        queue = self.queue
+        if queue.__class__ is not list:
+            queue = self.ordered()
+        queue.append(req)
+        if not self.busy:
+            self.busy = True
+            self.worker.busy.add(self)
+        slot = self.batch_slot
+        if slot is None or slot[0] is not route:
+            slot = self.batch_slot = (route, self._slot(self.chain, route.name, route.single))
+        req.slot = slot[1]
+        w = self.worker
+        if not w.fairness.admit(self.pod):
+            self.fail(req, FLAG_OVERLOADED)
+            return
+        req.admitted = True
+        cluster = w.clusters.get(route.single)
+        if cluster is None:
+            self.fail(req, FLAG_NO_HEALTHY, f"cluster {route.single!r} not found")
+            return
+        req.cluster = cluster
+        cluster.dispatch(req)
 
     def _inject(self, req, fault, cluster_name):
         self.worker.stats.inc("nodemesh_faults_injected_total", (("service", req.chain.name),))
