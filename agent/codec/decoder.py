@@ -85,9 +85,20 @@ def limits() -> dict:
     }
 
 
+_NAME_TABLES: dict = {}
+_MAX_NAME_TABLES = 64     # distinct key sets (lengthfield layouts name their own fields)
+
+
 def _name_table(keys: dict) -> tuple:
-    """Key id -> metadata key name, as a tuple indexed by key id."""
-    return tuple(sys.intern(keys[i]) if i in keys else None for i in range(_NAMES))
+    """Key id -> metadata key name, as a tuple indexed by key id; one shared tuple per
+    key set (each decoder used to hold its own: ~600 bytes per client connection)."""
+    ident = tuple(keys.items())
+    table = _NAME_TABLES.get(ident)
+    if table is None:
+        table = tuple(sys.intern(keys[i]) if i in keys else None for i in range(_NAMES))
+        if len(_NAME_TABLES) < _MAX_NAME_TABLES:
+            _NAME_TABLES[ident] = table
+    return table
 
 
 def make_reader(d, protocol: str, keys: dict, accelerated: bool = ACCELERATED):

@@ -113,7 +113,17 @@ class Delivery:
         else:
             req.reply = reply if reply is not None else b""
             self.held += len(req.reply)
-            self._pump()
+            reply = req.reply
+            q = self.queue
+            if len(q) == 1 and q[0] is req and not req.close_after and not self.draining:
+                q.pop()                           # _pump() for the only request in flight
+                self.tracked -= req.count
+                if reply:
+                    self.out.append(reply)
+                if self.out or self.close_when_flushed:
+                    self.worker.mark(self)
+            else:
+                self._pump()
         if self.paused & PAUSE_LIMITS:
             self._unblock()
         if self.draining and not self._in_flight():
@@ -123,7 +133,7 @@ class Delivery:
         """Write the replies at the head of the queue, in request order."""
         q = self.queue
         while q and q[0].done:
-            req = q.popleft()
+            req = q.pop(0)
             self.tracked -= req.count
             reply = req.reply
             last = req.close_after or (self.draining and not q and not self._partial())

@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Tuple
 DURATION_BUCKETS_MS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
                        60000, 300000, 600000, 1800000, 3600000)
 _BOUNDS_S = tuple(b / 1000.0 for b in DURATION_BUCKETS_MS)
+_B0, _B1 = _BOUNDS_S[0], _BOUNDS_S[1]
 SLOT_LABELS = ("service", "route", "cluster", "source_pod")
 # Gauges every worker reports about the same thing (its copy of the cluster): the
 # node's value is the largest, not the sum.
@@ -76,7 +77,13 @@ class Slot:
         key = (code, flags)
         codes = self.codes
         codes[key] = codes.get(key, 0) + 1
-        self.buckets[bisect_left(_BOUNDS_S, seconds)] += 1
+        # most requests fall in the first buckets: compare before searching
+        if seconds <= _B0:
+            self.buckets[0] += 1
+        elif seconds <= _B1:
+            self.buckets[1] += 1
+        else:
+            self.buckets[bisect_left(_BOUNDS_S, seconds)] += 1
         self.sum_ms += seconds * 1000.0
 
 

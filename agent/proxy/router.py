@@ -2,9 +2,10 @@
 
 Built from a Snapshot for each listener; sessions hold the ChainRuntime of
 their listener and swap to the new one when the configuration changes.
-Route selection is the RouteTable's (first match wins); when the first
-route matches everything, no metadata is decoded at all, which is the
-common shape of a service with one destination.
+Route selection is the RouteTable's (first match wins), compiled once per
+snapshot (agent.proxy.route_select); when the first route matches
+everything, no metadata is read at all, which is the common shape of a
+service with one destination.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from agent.codec import decoder_for
 from agent.config.model import FilterChain, Listener, Route, RouteTable
 
 from .protocols import Traits, traits_for
+from .route_select import Selector
 
 INFINITE = float("inf")
 
@@ -84,6 +86,9 @@ class ChainRuntime:
         self.default = routes[id(first)] if first is not None and not first.match \
             and not first.any_of and first.clusters else None
         self.batch_route = self.default if _batchable(self) else None
+        # the table compiled once (agent.proxy.route_select): same answers as table.select
+        self.selector = Selector(table, lambda r: routes[id(r)]) \
+            if table is not None and self.default is None else None
         self.request_timeout = chain.request_timeout or default_timeout
         self.idle_timeout = chain.idle_timeout
         self.tcp_cluster = chain.tcp_cluster
@@ -100,10 +105,9 @@ class ChainRuntime:
     def select(self, frame) -> Optional[RouteRuntime]:
         if self.default is not None:
             return self.default
-        if self.table is None:
+        if self.selector is None:
             return None
-        route = self.table.select(frame.metadata)
-        return self.routes[id(route)] if route is not None else None
+        return self.selector.select(frame.metadata)
 
     def request_decoder(self):
         return decoder_for(self.codec, direction="request", **self.options)

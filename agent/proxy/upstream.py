@@ -128,7 +128,7 @@ class UpstreamConn(asyncio.Protocol):
         else:
             self.inflight.append(req)
             if self.http:
-                _http_expect(self.decoder, data, self.pool.depth)
+                _http_expect(self.decoder, req.frame, self.depth)
         req.conn = self
         req.sent = True
         self.served += 1
@@ -322,14 +322,15 @@ class UpstreamConn(asyncio.Protocol):
         self._fail_inflight("reset", FLAG_UPSTREAM_PROTOCOL)
 
 
-def _http_expect(decoder, data: bytes, pool_depth: int) -> None:
+def _http_expect(decoder, frame, pool_depth: int) -> None:
     """Tell the HTTP response decoder which responses have no body (HEAD) or may
     open a tunnel (CONNECT). With one request per connection only those need a
-    call; with pipelining every request queues its expectation in order."""
-    head = data[:8].lstrip(b"\r\n")
-    if head.startswith(b"HEAD "):
+    call; with pipelining every request queues its expectation in order. The
+    method is the request decoder's (frame.metadata, decoded already)."""
+    method = frame.metadata.get(":method")
+    if method == "HEAD":
         what = 1
-    elif head.startswith(b"CONNECT "):
+    elif method == "CONNECT":
         what = 2
     elif pool_depth > 1:
         what = 0
