@@ -417,7 +417,12 @@ static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+PyObject *nmf_rewrite(PyObject *module, PyObject *args);     /* frames_mux.c */
+
 static PyMethodDef frames_functions[] = {
+    {"rewrite", nmf_rewrite, METH_VARARGS,
+     "rewrite(frames, ids, encoding[, limit]) -> bytes: the frames back to back with ids"
+     " written (see native/frames_mux.c)."},
     {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
      "Empty the pool of metadata dicts kept for reuse (tests)."},
     {0},

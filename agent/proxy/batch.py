@@ -20,10 +20,52 @@ pick; docs/proxy.md lists these differences.
 
 from __future__ import annotations
 
+import weakref
+
 from .protocols import FLAG_NO_HEALTHY, FLAG_OVERLOADED
 from .request import Request
 
 MAX_BATCH = 64        # frames per batch: bounds one failure's blast radius and reply size
+
+# ChainRuntime -> {RouteRuntime: batchable}; chains are rebuilt on each configuration
+# change, so the entries go with them.
+_LEAN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def batchable(chain, route) -> bool:
+    """Requests that selected `route` may travel as a batch: nothing is decided per
+    request on it (one cluster; no rate limit, fault, retry, mirror, mutation or hash
+    policy; no listener-wide rate limit). Everything else takes the full path."""
+    return (route.single is not None and route.limiter is None and route.fault is None
+            and not route.retry and not route.mirrors and not route.request_mutations
+            and not route.response_mutations and not route.hash_keys
+            and not chain.rate_rules)
+
+
+def lean_routes(chain) -> dict:
+    """{route: batchable} for a chain's routes, computed once per chain; empty when no
+    route is batchable (then the session skips the per-frame run search)."""
+    found = _LEAN.get(chain)
+    if found is None:
+        found = {rt: batchable(chain, rt) for rt in chain.ordered} \
+            if chain.traits is not None else {}
+        if not any(found.values()):
+            found = {}
+        _LEAN[chain] = found
+    return found
+
+
+def routed_length(chain, frames, start: int, route, room: int) -> int:
+    """How many request frames from `start` (which selected `route`) select it too, at
+    most `room` and MAX_BATCH: a run that travels as one batch."""
+    end, limit = start + 1, min(len(frames), start + min(MAX_BATCH, room))
+    select = chain.select
+    while end < limit:
+        frame = frames[end]
+        if frame.kind != "request" or select(frame) is not route:
+            break
+        end += 1
+    return end - start
 
 
 def run_length(frames, start: int, room: int) -> int:

@@ -14,6 +14,11 @@ from typing import Callable, Mapping, Optional
 
 from agent.codec._native import lib
 
+try:    # the C batch rewrite (native/mux.c); write_id below is its reference
+    from agent.codec._frames import rewrite as _rewrite_c
+except ImportError:     # a tree with only the cffi module built
+    _rewrite_c = None
+
 FRAME_KEEPALIVE = lib.NM_FRAME_KEEPALIVE
 FRAME_UPGRADE = lib.NM_FRAME_UPGRADE
 FRAME_UNTIL_CLOSE = lib.NM_FRAME_UNTIL_CLOSE
@@ -156,6 +161,26 @@ def write_id(buf: bytearray, at: int, width: int, encoding: str, value: int) -> 
     else:
         buf[at:at + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(
             width, "little" if encoding == "le" else "big")
+
+
+ID_CODES = {"be": 0, "le": 1, "varint": 2}     # native/mux.h NM_ID_*
+
+
+def rewrite_frames(frames, ids, encoding: str) -> bytes:
+    """The frames back to back, frame i with id `ids + i` (ids an int) or `ids[i]` in its
+    id field: a whole batch in one C call. ValueError when an id does not fit its field
+    (a varint of another width). Frames of the Python reader take the reference path."""
+    if _rewrite_c is not None:
+        try:
+            return _rewrite_c(frames, ids, ID_CODES[encoding])
+        except TypeError:
+            pass                                # not C reader frames
+    buf, at = bytearray(b"".join(f.data for f in frames)), 0
+    for i, frame in enumerate(frames):
+        write_id(buf, at + frame.id_offset, frame.id_length, encoding,
+                 ids + i if isinstance(ids, int) else ids[i])
+        at += frame.length
+    return bytes(buf)
 
 
 def id_range(encoding: str, width: int):

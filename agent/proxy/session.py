@@ -168,6 +168,7 @@ class Session(Delivery, asyncio.Protocol):
         read the frames came from, starting at stream offset `fed` (batches slice it)."""
         self.processing = True
         batch_route = self.chain.batch_route
+        lean = batch.lean_routes(self.chain) if batch_route is None and not self.shared else None
         try:
             i, n = 0, len(frames)
             while i < n:
@@ -187,6 +188,15 @@ class Session(Delivery, asyncio.Protocol):
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
                         continue
+                    if lean:                    # a route table: runs by the route selected
+                        run, route = self._routed_run(frames, i, lean)
+                        if run:
+                            batch.send(self, frames[i:i + run], now, route, data, fed)
+                            i += run
+                            continue
+                        self._request(frame, now, False, route)
+                        i += 1
+                        continue
                     self._request(frame, now, False)
                 elif kind == "oneway":
                     self._request(frame, now, True)
@@ -197,6 +207,20 @@ class Session(Delivery, asyncio.Protocol):
             self.processing = False
         if self.deferred is not None or self._full():
             self._pause(_PAUSE_LIMITS)
+
+    def _routed_run(self, frames, i, lean):
+        """(n, route): the next n request frames selected the same batchable route (n = 0:
+        frames[i]'s route, maybe None, takes the full path)."""
+        frame = frames[i]
+        if self.http and frame.flags & _HTTP_CHECK != FRAME_KEEPALIVE:
+            return 0, None
+        route = self.chain.select(frame)
+        if route is None or not lean.get(route):
+            return 0, route
+        if self.http:
+            return 1, route
+        return batch.routed_length(self.chain, frames, i, route,
+                                   self.max_inflight - self.tracked), route
 
     def _full(self) -> bool:
         return bool(self.paused & _PAUSE_WRITE) or self.held > self.max_held or \
@@ -215,9 +239,10 @@ class Session(Delivery, asyncio.Protocol):
     def _chain_for(self, frame):
         return self.chain
 
-    def _request(self, frame, now, oneway):
+    def _request(self, frame, now, oneway, route=None):
         chain = self._chain_for(frame)
-        route = chain.select(frame) if chain is not None else None
+        if route is None:                       # (given: selected already by _routed_run)
+            route = chain.select(frame) if chain is not None else None
         chain = chain or self.chain
         data = frame.data
         req = Request(self, chain, frame, data, "oneway" if oneway else "request",
@@ -253,6 +278,12 @@ class Session(Delivery, asyncio.Protocol):
                 self._inject(req, fault, cluster_name)
                 return
         self._forward(req, cluster_name)
+
+    def batch_replies(self, req, data):
+        """Replies of a multiplexed batch, ids restored and codes counted by the upstream
+        connection (UpstreamConn._batch_replies): one write."""
+        if not req.done and not self.closed:
+            self._write(data)
 
     def _refuse_upgrade(self, req, chain):
         """Upgrade and CONNECT would turn the connection into a tunnel, which the L7 path

@@ -16,14 +16,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from operator import attrgetter
 
 from agent.codec import CodecError
 
 from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
-    DUBBO_READONLY_EVENT, id_encoding, id_range, write_id
+    DUBBO_READONLY_EVENT, id_encoding, id_range, rewrite_frames, write_id
+
+try:
+    from _collections import _count_elements      # Counter.update's C loop
+except ImportError:                                # pragma: no cover (other interpreters)
+    def _count_elements(mapping, iterable):
+        for item in iterable:
+            mapping[item] = mapping.get(item, 0) + 1
 
 _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
+_request_id = attrgetter("request_id")
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -184,7 +193,35 @@ class UpstreamConn(asyncio.Protocol):
         return bytes(buf)
 
     def _assign_ids(self, req):
-        """A multiplexed batch: an id per frame, written in place in one copy."""
+        """A multiplexed batch: a run of consecutive connection-unique ids, written into
+        all its frames in one C call (agent.proxy.protocols.rewrite_frames). Ids in use
+        in that run, or frames whose id fields differ (varint widths), take the one-by-one
+        path."""
+        frames, inflight = req.frames, self.inflight
+        first = frames[0]
+        enc, n = id_encoding(self.traits, first), len(frames)
+        key = (enc, first.id_length)
+        span = self._ranges.get(key)
+        if span is None:
+            span = self._ranges[key] = id_range(enc, first.id_length)
+        lo, hi = span
+        nxt = self._ids.get(key, lo)
+        if nxt + n - 1 > hi:
+            nxt = lo
+        ids = range(nxt, nxt + n)
+        if nxt + n - 1 > hi or (inflight and not inflight.keys().isdisjoint(ids)):
+            return self._assign_ids_each(req)
+        try:
+            data = rewrite_frames(frames, nxt, enc)
+        except ValueError:
+            return self._assign_ids_each(req)
+        self._ids[key] = nxt + n
+        inflight.update(dict.fromkeys(ids, req))
+        req.ids = dict(zip(ids, range(n)))
+        return data
+
+    def _assign_ids_each(self, req):
+        """A multiplexed batch, an id per frame (the reference of _assign_ids)."""
         buf, ids, at, inflight = bytearray(req.data), {}, 0, self.inflight
         for index, frame in enumerate(req.frames):
             up, enc = self._next_id(frame)
@@ -240,6 +277,7 @@ class UpstreamConn(asyncio.Protocol):
 
     def _responses_by_id(self, frames):
         inflight, cluster = self.inflight, self.cluster
+        batches = None
         for frame in frames:
             kind = frame.kind
             if kind == "heartbeat":
@@ -259,21 +297,44 @@ class UpstreamConn(asyncio.Protocol):
             req = inflight.pop(up, None)
             if req is None or req.done:
                 continue                          # answered by a timeout already
-            data = bytearray(frame.data)
-            if req.count > 1:                     # one reply of a batch: straight back
-                rid = req.frames[req.ids.pop(up)].request_id
-                write_id(data, frame.id_offset, frame.id_length,
-                         id_encoding(self.traits, frame), rid)
-                req.session.part(req, bytes(data), self.traits.response_code(frame))
-                if req.ids:
-                    continue
-                req.conn = None
-                cluster.on_response(req, frame, None)
+            if req.count > 1:                     # one reply of a batch: gathered per batch
+                if batches is None:
+                    batches = {}
+                got = batches.get(req)
+                if got is None:
+                    got = batches[req] = ([], [])
+                got[0].append(frame)
+                got[1].append(req.ids.pop(up))
                 continue
             req.conn = None
+            data = bytearray(frame.data)
             write_id(data, frame.id_offset, frame.id_length, id_encoding(self.traits, frame),
                      req.rid)
             cluster.on_response(req, frame, bytes(data))
+        if batches is not None:
+            self._batch_replies(batches)
+
+    def _batch_replies(self, batches):
+        """The replies of this read per batch: the clients' ids written back in one C call,
+        one write to the client, each reply counted by its own code; a batch with all its
+        replies ends (on_response with its last reply)."""
+        traits, cluster = self.traits, self.cluster
+        for req, (frames, indexes) in batches.items():
+            if req.done:
+                continue
+            sent = req.frames
+            rids = list(map(_request_id, map(sent.__getitem__, indexes)))
+            try:
+                data = rewrite_frames(frames, rids, id_encoding(traits, frames[0]))
+            except ValueError:                    # a reply whose id field differs: one by one
+                data = b"".join(_restored(traits, f, rid) for f, rid in zip(frames, rids))
+            if req.codes is None:
+                req.codes = {}
+            _count_elements(req.codes, map(traits.response_code, frames))
+            req.session.batch_replies(req, data)
+            if not req.ids:
+                req.conn = None
+                cluster.on_response(req, frames[-1], None)
 
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:
@@ -320,6 +381,12 @@ class UpstreamConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort() if self.inflight else self.transport.close()
         self._fail_inflight("reset", FLAG_UPSTREAM_PROTOCOL)
+
+
+def _restored(traits, frame, rid) -> bytes:
+    data = bytearray(frame.data)
+    write_id(data, frame.id_offset, frame.id_length, id_encoding(traits, frame), rid)
+    return bytes(data)
 
 
 def _http_expect(decoder, data: bytes, pool_depth: int) -> None:

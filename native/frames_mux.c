@@ -1,0 +1,135 @@
+/*
+ * agent.codec._frames.rewrite(): the Python face of nm_mux_rewrite (mux.h).
+ *
+ *   rewrite(frames, ids, encoding[, limit]) -> bytes
+ *
+ * frames: a list or tuple of Frame objects (from any feed: each frame's
+ * bytes are read from its own batch, no frame.data copy); ids: the first
+ * id (frame i gets ids + i) or a sequence of one id per frame; encoding:
+ * 0 big-endian, 1 little-endian, 2 varint (Thrift compact). Returns the
+ * frames back to back with the ids written. At most `limit` frames
+ * (default MUX_MAX_RUN) per call. ValueError when an id does not fit its
+ * field or a frame has no id field; TypeError for a non-Frame.
+ */
+#include "frames.h"     /* first: Python.h before any system header */
+#include "mux.h"
+
+#define MUX_STACK 64            /* runs up to this many frames need no allocation */
+#define MUX_MAX_RUN 65536       /* default bound of one call */
+
+static int fill_span(PyObject *item, nm_mux_span *s)
+{
+    if (!PyObject_TypeCheck(item, &nmf_frame_type)) {
+        PyErr_Format(PyExc_TypeError, "rewrite: expected Frame, got %.100s",
+                     Py_TYPE(item)->tp_name);
+        return -1;
+    }
+    const nmf_frame *fr = (const nmf_frame *)item;
+    const nmf_batch *b = fr->batch;
+    const nm_frame *f = &b->frames[fr->index];
+    s->data = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start + f->offset;
+    s->length = f->length;
+    s->id_offset = f->id_offset;
+    s->id_length = f->id_length;
+    return 0;
+}
+
+static int fill_ids(PyObject *ids, Py_ssize_t n, uint64_t *out)
+{
+    if (PyLong_Check(ids)) {
+        unsigned long long first = PyLong_AsUnsignedLongLong(ids);
+        if (first == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            out[i] = first + (uint64_t)i;
+        return 0;
+    }
+    PyObject *seq = PySequence_Fast(ids, "rewrite: ids must be an int or a sequence of ints");
+    if (!seq)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(seq) != n) {
+        PyErr_SetString(PyExc_ValueError, "rewrite: one id per frame");
+        Py_DECREF(seq);
+        return -1;
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(items[i]);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        out[i] = v;
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static PyObject *raise_mux(int64_t rc)
+{
+    const char *why = rc == NM_MUX_E_VALUE ? "an id does not fit its varint field"
+                    : rc == NM_MUX_E_FIELD ? "a frame has no usable id field"
+                    : rc == NM_MUX_E_BUFFER ? "output buffer too small"
+                    : "bad argument";
+    PyErr_Format(PyExc_ValueError, "rewrite: %s", why);
+    return NULL;
+}
+
+PyObject *nmf_rewrite(PyObject *module, PyObject *args)
+{
+    PyObject *frames, *ids;
+    int encoding;
+    Py_ssize_t limit = MUX_MAX_RUN;
+    if (!PyArg_ParseTuple(args, "OOi|n:rewrite", &frames, &ids, &encoding, &limit))
+        return NULL;
+    PyObject *seq = PySequence_Fast(frames, "rewrite: frames must be a list or tuple");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > limit || limit < 0) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "rewrite: %zd frames, limit %zd", n, limit);
+    }
+    nm_mux_span stack_spans[MUX_STACK];
+    uint64_t stack_ids[MUX_STACK];
+    nm_mux_span *spans = stack_spans;
+    uint64_t *idv = stack_ids;
+    PyObject *out = NULL;
+    if (n > MUX_STACK) {
+        spans = PyMem_Malloc((size_t)n * sizeof *spans);
+        idv = PyMem_Malloc((size_t)n * sizeof *idv);
+        if (!spans || !idv) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (fill_span(items[i], &spans[i]) < 0)
+            goto done;
+        total += spans[i].length;
+    }
+    if (fill_ids(ids, n, idv) < 0)
+        goto done;
+    if (total > (size_t)PY_SSIZE_T_MAX) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out)
+        goto done;
+    int64_t rc = nm_mux_rewrite(spans, (size_t)n, idv, encoding,
+                                (uint8_t *)PyBytes_AS_STRING(out), total);
+    if (rc < 0) {
+        Py_CLEAR(out);
+        raise_mux(rc);
+    }
+done:
+    if (spans != stack_spans)
+        PyMem_Free(spans);
+    if (idv != stack_ids)
+        PyMem_Free(idv);
+    Py_DECREF(seq);
+    return out;
+}
