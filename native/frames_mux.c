@@ -133,3 +133,155 @@ done:
     Py_DECREF(seq);
     return out;
 }
+
+/*
+ * demux(frames, inflight, response, error) -> (batches, rest)
+ *
+ * The reply side of multiplexed batches (agent.proxy.upstream): for each
+ * reply frame whose kind is `response` or `error` and whose id maps in
+ * `inflight` (upstream id -> request) to a request of a batch (count > 1,
+ * not done, the id in its `ids` dict), pop the id from both dicts and file
+ * the frame under its request: batches[req] = [[frames...], [indexes...]]
+ * (index: the frame's position in the batch, ids' value). Every other frame
+ * (heartbeats, events, single requests, unknown ids, done requests, anything
+ * unexpected) goes to `rest`, in order, for the Python loop, which is the
+ * reference of this function and handles all of them.
+ */
+static PyObject *s_count, *s_done, *s_ids;
+
+static int names_ready(void)
+{
+    if (s_count)
+        return 0;
+    s_count = PyUnicode_InternFromString("count");
+    s_done = PyUnicode_InternFromString("done");
+    s_ids = PyUnicode_InternFromString("ids");
+    return s_count && s_done && s_ids ? 0 : -1;
+}
+
+static int same_str(PyObject *a, PyObject *b)
+{
+    return a == b || (PyUnicode_Check(a) && PyUnicode_Check(b) && PyUnicode_Compare(a, b) == 0);
+}
+
+/* 1: a batch request still waiting for this reply (its index in *index, new
+ * reference); 0: not one (rest); -1: error. */
+static int batch_index(PyObject *req, PyObject *up, PyObject **index)
+{
+    PyObject *v = PyObject_GetAttr(req, s_count);
+    if (!v)
+        return -1;
+    long count = PyLong_Check(v) ? PyLong_AsLong(v) : 0;
+    Py_DECREF(v);
+    if (count == -1 && PyErr_Occurred())
+        return -1;
+    if (count <= 1)
+        return 0;
+    v = PyObject_GetAttr(req, s_done);
+    if (!v)
+        return -1;
+    int done = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (done)
+        return done < 0 ? -1 : 0;
+    PyObject *ids = PyObject_GetAttr(req, s_ids);
+    if (!ids)
+        return -1;
+    int rc = 0;
+    if (PyDict_Check(ids)) {
+        PyObject *i = PyDict_GetItemWithError(ids, up);
+        if (i) {
+            Py_INCREF(i);
+            if (PyDict_DelItem(ids, up) < 0) {
+                Py_DECREF(i);
+                rc = -1;
+            } else {
+                *index = i;
+                rc = 1;
+            }
+        } else if (PyErr_Occurred()) {
+            rc = -1;
+        }
+    }
+    Py_DECREF(ids);
+    return rc;
+}
+
+static int file_under(PyObject *batches, PyObject *req, PyObject *frame, PyObject *index)
+{
+    PyObject *group = PyDict_GetItemWithError(batches, req);
+    if (!group) {
+        if (PyErr_Occurred())
+            return -1;
+        group = Py_BuildValue("[[][]]");
+        if (!group)
+            return -1;
+        int rc = PyDict_SetItem(batches, req, group);
+        Py_DECREF(group);           /* batches holds it */
+        if (rc < 0)
+            return -1;
+    }
+    if (PyList_Append(PyList_GET_ITEM(group, 0), frame) < 0 ||
+        PyList_Append(PyList_GET_ITEM(group, 1), index) < 0)
+        return -1;
+    return 0;
+}
+
+/* One frame: 1 filed under its batch, 0 for rest, -1 error. */
+static int demux_one(PyObject *item, PyObject *inflight, PyObject *k_resp, PyObject *k_err,
+                     PyObject *batches)
+{
+    if (!PyObject_TypeCheck(item, &nmf_frame_type))
+        return 0;
+    nmf_frame *fr = (nmf_frame *)item;
+    if (!same_str(fr->kind, k_resp) && !same_str(fr->kind, k_err))
+        return 0;
+    PyObject *up = fr->request_id;
+    PyObject *req = PyDict_GetItemWithError(inflight, up);
+    if (!req)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(req);                 /* inflight may hold its last reference */
+    PyObject *index = NULL;
+    int rc = batch_index(req, up, &index);
+    if (rc == 1) {
+        rc = PyDict_DelItem(inflight, up) < 0 ? -1 : 1;
+        if (rc == 1 && file_under(batches, req, item, index) < 0)
+            rc = -1;
+        Py_DECREF(index);
+    }
+    Py_DECREF(req);
+    return rc;
+}
+
+PyObject *nmf_demux(PyObject *module, PyObject *args)
+{
+    PyObject *frames, *inflight, *k_resp, *k_err;
+    if (!PyArg_ParseTuple(args, "OO!UU:demux", &frames, &PyDict_Type, &inflight, &k_resp,
+                          &k_err) || names_ready() < 0)
+        return NULL;
+    PyObject *seq = PySequence_Fast(frames, "demux: frames must be a list or tuple");
+    if (!seq)
+        return NULL;
+    PyObject *batches = PyDict_New(), *rest = PyList_New(0);
+    if (!batches || !rest)
+        goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* (the list cannot change under us: only dicts are touched, and a
+         * Request's attributes are slots, no Python code runs) */
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        int rc = demux_one(item, inflight, k_resp, k_err, batches);
+        if (rc < 0 || (rc == 0 && PyList_Append(rest, item) < 0))
+            goto fail;
+    }
+    Py_DECREF(seq);
+    PyObject *out = PyTuple_Pack(2, batches, rest);
+    Py_DECREF(batches);
+    Py_DECREF(rest);
+    return out;
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(batches);
+    Py_XDECREF(rest);
+    return NULL;
+}

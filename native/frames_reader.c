@@ -418,11 +418,15 @@ static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
 }
 
 PyObject *nmf_rewrite(PyObject *module, PyObject *args);     /* frames_mux.c */
+PyObject *nmf_demux(PyObject *module, PyObject *args);
 
 static PyMethodDef frames_functions[] = {
     {"rewrite", nmf_rewrite, METH_VARARGS,
      "rewrite(frames, ids, encoding[, limit]) -> bytes: the frames back to back with ids"
      " written (see native/frames_mux.c)."},
+    {"demux", nmf_demux, METH_VARARGS,
+     "demux(frames, inflight, response, error) -> (batches, rest): replies of multiplexed"
+     " batches filed per request (see native/frames_mux.c)."},
     {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
      "Empty the pool of metadata dicts kept for reuse (tests)."},
     {0},

@@ -57,13 +57,20 @@ def lean_routes(chain) -> dict:
 
 def routed_length(chain, frames, start: int, route, room: int) -> int:
     """How many request frames from `start` (which selected `route`) select it too, at
-    most `room` and MAX_BATCH: a run that travels as one batch."""
+    most `room` and MAX_BATCH: a run that travels as one batch. Selection depends on the
+    metadata alone, so a frame whose metadata equals its predecessor's (a consumer calling
+    the same method again) is not matched again."""
     end, limit = start + 1, min(len(frames), start + min(MAX_BATCH, room))
-    select = chain.select
+    select, last = chain.select, frames[start].metadata
     while end < limit:
         frame = frames[end]
-        if frame.kind != "request" or select(frame) is not route:
+        if frame.kind != "request":
             break
+        meta = frame.metadata
+        if meta != last:
+            if select(frame) is not route:
+                break
+            last = meta
         end += 1
     return end - start
 

@@ -10,6 +10,7 @@ pipelined, and each client connection keeps a reorder buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Callable, Mapping, Optional
 
 from agent.codec._native import lib
@@ -78,6 +79,30 @@ class Traits:
 
     def __post_init__(self):
         object.__setattr__(self, "can_fail", self.upstream_failed is not _never)
+
+
+try:
+    from _collections import _count_elements      # Counter.update's C loop
+except ImportError:                                # pragma: no cover (other interpreters)
+    def _count_elements(mapping, iterable):
+        for item in iterable:
+            mapping[item] = mapping.get(item, 0) + 1
+
+_kind_of, _status_of = attrgetter("kind"), attrgetter("status")
+
+
+def count_codes(traits: "Traits", frames, codes: dict) -> None:
+    """Add each reply's response_code to `codes` (code -> count): for the usual codes
+    by the frames' kind or status, counted in C, then named."""
+    code = traits.response_code
+    if code is _status or code is _by_kind:
+        raw: dict = {}
+        _count_elements(raw, map(_status_of if code is _status else _kind_of, frames))
+        for value, n in raw.items():
+            name = str(value) if code is _status else ("ok" if value == "response" else value)
+            codes[name] = codes.get(name, 0) + n
+    else:
+        _count_elements(codes, map(code, frames))
 
 
 def _by_kind(frame) -> str:

@@ -22,14 +22,12 @@ from agent.codec import CodecError
 
 from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
-    DUBBO_READONLY_EVENT, id_encoding, id_range, rewrite_frames, write_id
+    DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, rewrite_frames, write_id
 
-try:
-    from _collections import _count_elements      # Counter.update's C loop
-except ImportError:                                # pragma: no cover (other interpreters)
-    def _count_elements(mapping, iterable):
-        for item in iterable:
-            mapping[item] = mapping.get(item, 0) + 1
+try:    # the reply side of batches in C (native/frames_mux.c); the loop is its reference
+    from agent.codec._frames import demux as _demux
+except ImportError:
+    _demux = None
 
 _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
 _request_id = attrgetter("request_id")
@@ -278,6 +276,9 @@ class UpstreamConn(asyncio.Protocol):
     def _responses_by_id(self, frames):
         inflight, cluster = self.inflight, self.cluster
         batches = None
+        if _demux is not None and len(frames) > 1:
+            # replies of batches filed per batch in C; the loop below gets the rest
+            batches, frames = _demux(frames, inflight, "response", "error")
         for frame in frames:
             kind = frame.kind
             if kind == "heartbeat":
@@ -311,7 +312,7 @@ class UpstreamConn(asyncio.Protocol):
             write_id(data, frame.id_offset, frame.id_length, id_encoding(self.traits, frame),
                      req.rid)
             cluster.on_response(req, frame, bytes(data))
-        if batches is not None:
+        if batches:
             self._batch_replies(batches)
 
     def _batch_replies(self, batches):
@@ -330,7 +331,7 @@ class UpstreamConn(asyncio.Protocol):
                 data = b"".join(_restored(traits, f, rid) for f, rid in zip(frames, rids))
             if req.codes is None:
                 req.codes = {}
-            _count_elements(req.codes, map(traits.response_code, frames))
+            count_codes(traits, frames, req.codes)
             req.session.batch_replies(req, data)
             if not req.ids:
                 req.conn = None
