@@ -1,0 +1,189 @@
+"""agent.codec._frames.rewrite and demux (native/mux.c, native/frames_mux.c): the
+batch id rewrite and the reply demultiplexer of the proxy's multiplexed batches, against
+their Python references (agent.proxy.protocols.write_id, UpstreamConn's reply loop)."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from agent.codec import decoder_for
+from agent.codec.decoder import ACCELERATED
+from agent.demo import dubbo_wire
+from agent.proxy.protocols import ID_CODES, id_encoding, rewrite_frames, traits_for, write_id
+from agent.proxy.request import Request
+
+pytestmark = pytest.mark.skipif(not ACCELERATED, reason="agent.codec._frames not built")
+
+from agent.codec import _frames  # noqa: E402  (after the skip: the C module)
+
+
+def dubbo_frames(ids, direction="request"):
+    data = b"".join(dubbo_wire.request(i, "org.demo.Greeter", "sayHello", f"x{i}")
+                    for i in ids)
+    return decoder_for("dubbo", direction=direction).feed(data), data
+
+
+def thrift_frames(ids, protocol="binary"):
+    from thrift.protocol import TBinaryProtocol, TCompactProtocol
+    from thrift.Thrift import TMessageType
+    from thrift.transport import TTransport
+
+    out = b""
+    for i in ids:
+        buf = TTransport.TMemoryBuffer()
+        proto = (TCompactProtocol.TCompactProtocol if protocol == "compact"
+                 else TBinaryProtocol.TBinaryProtocol)(buf)
+        proto.writeMessageBegin("echo", TMessageType.CALL, i)
+        proto.writeStructBegin("args")
+        proto.writeFieldStop()
+        proto.writeStructEnd()
+        proto.writeMessageEnd()
+        body = buf.getvalue()
+        out += len(body).to_bytes(4, "big") + body
+    dec = decoder_for("thrift", direction="request", thrift_protocol=protocol,
+                      thrift_transport="framed")
+    return dec.feed(out), out
+
+
+def reference(frames, ids, encoding):
+    buf, at = bytearray(b"".join(f.data for f in frames)), 0
+    for i, f in enumerate(frames):
+        write_id(buf, at + f.id_offset, f.id_length, encoding,
+                 ids + i if isinstance(ids, int) else ids[i])
+        at += f.length
+    return bytes(buf)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 2**31 - 1), min_size=1, max_size=20),
+       st.integers(0, 2**63 - 1))
+def test_rewrite_dubbo_matches_the_python_reference(client_ids, first):
+    frames, _ = dubbo_frames(client_ids)
+    out = _frames.rewrite(frames, first, ID_CODES["be"])
+    assert out == reference(frames, first, "be")
+    again = decoder_for("dubbo", direction="request").feed(out)
+    assert [f.request_id for f in again] == [(first + i) & (2**64 - 1)
+                                             for i in range(len(frames))]
+    assert [f.metadata for f in again] == [f.metadata for f in frames]
+
+
+def test_rewrite_takes_one_id_per_frame_and_frames_of_several_feeds():
+    a, _ = dubbo_frames([1, 2])
+    b, _ = dubbo_frames([3])
+    frames = [a[1], b[0], a[0]]                   # any order, any batch
+    out = _frames.rewrite(frames, [70, 80, 90], 0)
+    assert out == reference(frames, [70, 80, 90], "be")
+    assert _frames.rewrite(frames, (70, 80, 90), 1) == reference(frames, [70, 80, 90], "le")
+    assert _frames.rewrite([], 5, 0) == b""
+
+
+def test_rewrite_thrift_compact_keeps_varint_widths():
+    frames, data = thrift_frames([5, 100, 127], "compact")
+    assert {f.id_length for f in frames} == {1}
+    out = rewrite_frames(frames, 1, "varint")
+    assert out == reference(frames, 1, "varint")
+    with pytest.raises(ValueError, match="varint"):
+        _frames.rewrite(frames, 200, 2)           # 2-byte varints do not fit 1-byte fields
+    with pytest.raises(ValueError):               # and the reference refuses them too
+        reference(frames, 200, "varint")
+    mixed, _ = thrift_frames([5, 300], "compact")
+    with pytest.raises(ValueError):
+        _frames.rewrite(mixed, [6, 7], 2)
+
+
+def test_rewrite_thrift_binary():
+    frames, _ = thrift_frames([1, 2, 3])
+    assert _frames.rewrite(frames, 9, 0) == reference(frames, 9, "be")
+    assert id_encoding(traits_for("thrift", {}), frames[0]) == "be"
+
+
+def test_rewrite_refuses_bad_input():
+    frames, _ = dubbo_frames([1, 2, 3])
+    with pytest.raises(TypeError):
+        _frames.rewrite([frames[0], b"x"], 1, 0)
+    with pytest.raises(ValueError, match="one id per frame"):
+        _frames.rewrite(frames, [1, 2], 0)
+    with pytest.raises(ValueError, match="limit"):
+        _frames.rewrite(frames, 1, 0, 2)          # more frames than the limit
+    with pytest.raises(ValueError, match="bad argument"):
+        _frames.rewrite(frames, 1, 7)
+    redis = decoder_for("redis", direction="request").feed(b"*1\r\n$4\r\nPING\r\n")
+    with pytest.raises(ValueError, match="no usable id field"):
+        _frames.rewrite(redis, 1, 0)
+
+
+def test_rewrite_frames_falls_back_to_python_frames():
+    from agent.codec import Decoder
+
+    py = Decoder("dubbo", accelerated=False, direction="request")
+    frames = py.feed(dubbo_frames([4, 5])[1])
+    assert rewrite_frames(frames, [8, 9], "be") == reference(frames, [8, 9], "be")
+
+
+# -- demux -------------------------------------------------------------------------------
+
+def batch_request(n):
+    req = Request(None, None, None, b"", "request", 0, None, "", 0.0, 1.0)
+    req.count = n
+    return req
+
+
+def dubbo_replies(ids):
+    data = b"".join(dubbo_wire.response(i, "ok") for i in ids)
+    return decoder_for("dubbo", direction="response").feed(data)
+
+
+def python_demux(frames, inflight):
+    """The reference: what UpstreamConn._responses_by_id's loop files per batch."""
+    batches, rest = {}, []
+    for f in frames:
+        req = inflight.get(f.request_id) if f.kind in ("response", "error") else None
+        if req is None or req.count <= 1 or req.done or f.request_id not in (req.ids or {}):
+            rest.append(f)
+            continue
+        inflight.pop(f.request_id)
+        got = batches.setdefault(req, [[], []])
+        got[0].append(f)
+        got[1].append(req.ids.pop(f.request_id))
+    return batches, rest
+
+
+def test_demux_matches_the_python_loop():
+    a, b, single, done = batch_request(3), batch_request(2), batch_request(1), batch_request(2)
+    done.done = True
+    a.ids, b.ids, done.ids = {1: 0, 2: 1, 3: 2}, {7: 0, 8: 1}, {20: 0, 21: 1}
+    frames = dubbo_replies([1, 7, 9, 3, 10, 20, 8, 2])   # 9: unknown, 10: single
+    for reference_run in (False, True):
+        for r, ids in ((a, {1: 0, 2: 1, 3: 2}), (b, {7: 0, 8: 1})):
+            r.ids = dict(ids)
+        inflight = {1: a, 2: a, 3: a, 7: b, 8: b, 10: single, 20: done, 21: done}
+        batches, rest = (python_demux if reference_run else _frames.demux)(
+            frames, inflight, *(() if reference_run else ("response", "error")))
+        assert [[f.request_id for f in g[0]] for g in batches.values()] == [[1, 3, 2], [7, 8]]
+        assert [g[1] for g in batches.values()] == [[0, 2, 1], [0, 1]]
+        assert list(batches) == [a, b]
+        assert [f.request_id for f in rest] == [9, 10, 20]
+        assert a.ids == {} and b.ids == {}
+        assert sorted(inflight) == [10, 20, 21]
+
+
+def test_demux_leaves_heartbeats_and_non_frames_to_python():
+    hb = decoder_for("dubbo", direction="response").feed(dubbo_wire.heartbeat_reply(5))
+    assert [f.kind for f in hb] == ["heartbeat"]
+    req = batch_request(2)
+    req.ids = {5: 0, 1: 1}
+    frames = dubbo_replies([1]) + hb              # the heartbeat's id maps to a batch too
+    inflight = {5: req}
+    batches, rest = _frames.demux(frames + ["x"], inflight, "response", "error")
+    assert batches == {} and rest == frames + ["x"] and inflight == {5: req}
+    with pytest.raises(TypeError):
+        _frames.demux(frames, [], "response", "error")
+
+
+def test_demux_keeps_a_request_alive_that_only_inflight_held():
+    req = batch_request(2)
+    req.ids = {1: 0, 2: 1}
+    inflight = {1: req, 2: req}
+    del req
+    batches, rest = _frames.demux(dubbo_replies([2, 1]), inflight, "response", "error")
+    (got, (frames, indexes)), = batches.items()
+    assert got.ids == {} and indexes == [1, 0] and inflight == {} and rest == []

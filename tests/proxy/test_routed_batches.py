@@ -1,0 +1,112 @@
+"""Routed batches (agent.proxy.batch): with a route table, runs of requests that select
+the same batchable route travel as one batch (one upstream send, ids rewritten in one C
+call, replies written back per batch); a route with a per-request policy keeps the full
+per-request path, also when its requests arrive in the same read as batchable ones."""
+
+import redis
+
+from agent.config.model import RetryPolicy
+from agent.demo import dubbo_wire
+from agent.proxy import batch
+
+from .clients import DubboConsumer
+from .harness import ProxyThread, backend, cluster, free_port, listener, match, route, snapshot
+
+
+def sends(proxy, name):
+    """Upstream sends of a cluster (a batch is one)."""
+    return proxy.call(lambda: sum(c.served for p in proxy.worker.clusters[name].pools.values()
+                                  for c in p.conns))
+
+
+def dubbo_routes(retry_b=False):
+    kw = {"retry": RetryPolicy(num_retries=1)} if retry_b else {}
+    return [route("hello", "a", [match("interface", "org.demo.Greeter"),
+                                 match("method", "hello")]),
+            route("hello2", "b", [match("method", "hello2")], **kw)]
+
+
+def one_read(rids_methods):
+    return b"".join(dubbo_wire.request(rid, "org.demo.Greeter", method, f"v{rid}")
+                    for rid, method in rids_methods)
+
+
+def test_dubbo_runs_by_route_travel_as_batches():
+    a, b = backend("dubbo", "prov-a"), backend("dubbo", "prov-b")
+    port = free_port()
+    snap = snapshot([listener("greeter", port, "dubbo", dubbo_routes())],
+                    [cluster("a", [a.port]), cluster("b", [b.port])])
+    try:
+        with ProxyThread(snap) as proxy:
+            chain = proxy.worker.chains["greeter"]
+            assert chain.batch_route is None                  # not a catch-all table
+            assert sorted(proxy.call(lambda: list(batch.lean_routes(chain).values()))) == \
+                [True, True]
+            c = DubboConsumer(port)
+            sent = [(100 + i, "hello") for i in range(8)] + [(200 + i, "hello2") for i in range(8)]
+            c.sock.sendall(one_read(sent))                  # two runs: two batches
+            got = {}
+            for _ in sent:
+                _, status, rid, value = c.recv()
+                got[rid] = (status, value.split("|")[0])
+            assert got == {rid: (20, "prov-a" if m == "hello" else "prov-b") for rid, m in sent}
+            c.close()
+            assert sends(proxy, "a") < 8 and sends(proxy, "b") < 8
+            assert proxy.requests(route="hello") == {("20", "-"): 8}
+            assert proxy.requests(route="hello2") == {("20", "-"): 8}
+            assert proxy.call(lambda: proxy.worker.clusters["a"].rq_total) == 8
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_route_with_a_retry_policy_keeps_the_per_request_path():
+    a, b = backend("dubbo", "prov-a"), backend("dubbo", "prov-b")
+    port = free_port()
+    snap = snapshot([listener("greeter", port, "dubbo", dubbo_routes(retry_b=True))],
+                    [cluster("a", [a.port]), cluster("b", [b.port])])
+    try:
+        with ProxyThread(snap) as proxy:
+            chain = proxy.worker.chains["greeter"]
+            lean = proxy.call(lambda: {rt.name: ok for rt, ok in
+                                       batch.lean_routes(chain).items()})
+            assert lean == {"hello": True, "hello2": False}
+            c = DubboConsumer(port)
+            sent = [(1, "hello2"), (2, "hello"), (3, "hello"), (4, "hello2"), (5, "hello2"),
+                    (6, "hello"), (7, "hello"), (8, "hello")]
+            c.sock.sendall(one_read(sent))
+            got = {c.recv()[2] for _ in sent}
+            assert got == {rid for rid, _ in sent}
+            c.close()
+            assert sends(proxy, "b") == 3                   # one send per request
+            assert sends(proxy, "a") < 5                    # the runs of 2 and 3: batches
+            assert proxy.requests(route="hello2") == {("20", "-"): 3}
+            assert proxy.requests(route="hello") == {("20", "-"): 5}
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_redis_prefix_routes_batch_per_run_and_keep_reply_order(redis_a, redis_b):
+    port = free_port()
+    routes = [route("b-keys", "b", [match("key", "b:", "prefix")]), route("default", "a")]
+    snap = snapshot([listener("redis", port, "redis", routes)],
+                    [cluster("a", [redis_a.port]), cluster("b", [redis_b.port])])
+    with ProxyThread(snap) as proxy:
+        r = redis.Redis(port=port)
+        pipe = r.pipeline(transaction=False)
+        for i in range(12):
+            pipe.set(f"a:run{i}", f"A{i}")
+        for i in range(12):
+            pipe.set(f"b:run{i}", f"B{i}")
+        for i in range(12):
+            pipe.get(f"a:run{i}")
+            pipe.get(f"b:run{i}")
+        got = pipe.execute()
+        assert got[:24] == [True] * 24
+        assert got[24:] == [v for i in range(12) for v in (f"A{i}".encode(), f"B{i}".encode())]
+        assert redis.Redis(port=redis_b.port).get("b:run3") == b"B3"
+        assert sends(proxy, "a") < 24 and sends(proxy, "b") < 24      # the runs of 12 SETs
+        assert proxy.requests(route="b-keys") == {("ok", "-"): 24}
+        # (redis-py's connection handshake - CLIENT SETINFO... - also takes `default`)
+        assert proxy.requests(route="default")[("ok", "-")] >= 24
