@@ -186,7 +186,9 @@ class UpstreamConn(asyncio.Protocol):
             return None
         req.up_id = up
         self.inflight[up] = req
-        buf = bytearray(req.data)
+        if req.frames is not None:              # the lean path: data is the frame's bytes
+            return rewrite_frames(req.frames, up, enc)
+        buf = bytearray(req.data)                # (maybe mutated: written where it is)
         write_id(buf, frame.id_offset, width, enc, up)
         return bytes(buf)
 
@@ -308,10 +310,8 @@ class UpstreamConn(asyncio.Protocol):
                 got[1].append(req.ids.pop(up))
                 continue
             req.conn = None
-            data = bytearray(frame.data)
-            write_id(data, frame.id_offset, frame.id_length, id_encoding(self.traits, frame),
-                     req.rid)
-            cluster.on_response(req, frame, bytes(data))
+            cluster.on_response(req, frame, rewrite_frames((frame,), req.rid,
+                                                           id_encoding(self.traits, frame)))
         if batches:
             self._batch_replies(batches)
 
