@@ -165,9 +165,12 @@ static int same_str(PyObject *a, PyObject *b)
 }
 
 /* 1: a batch request still waiting for this reply (its index in *index, new
- * reference); 0: not one (rest); -1: error. */
-static int batch_index(PyObject *req, PyObject *up, PyObject **index)
+ * reference); 0: not one (rest); -1: error. `known`: req was checked to be a
+ * batch, not done, by the previous frame (replies of a batch come together). */
+static int batch_index(PyObject *req, PyObject *up, PyObject **index, int known)
 {
+    if (known)
+        goto ids;
     PyObject *v = PyObject_GetAttr(req, s_count);
     if (!v)
         return -1;
@@ -184,6 +187,7 @@ static int batch_index(PyObject *req, PyObject *up, PyObject **index)
     Py_DECREF(v);
     if (done)
         return done < 0 ? -1 : 0;
+ids:;
     PyObject *ids = PyObject_GetAttr(req, s_ids);
     if (!ids)
         return -1;
@@ -227,9 +231,10 @@ static int file_under(PyObject *batches, PyObject *req, PyObject *frame, PyObjec
     return 0;
 }
 
-/* One frame: 1 filed under its batch, 0 for rest, -1 error. */
+/* One frame: 1 filed under its batch, 0 for rest, -1 error. *last: the
+ * request the previous frame was filed under (a strong reference). */
 static int demux_one(PyObject *item, PyObject *inflight, PyObject *k_resp, PyObject *k_err,
-                     PyObject *batches)
+                     PyObject *batches, PyObject **last)
 {
     if (!PyObject_TypeCheck(item, &nmf_frame_type))
         return 0;
@@ -242,12 +247,16 @@ static int demux_one(PyObject *item, PyObject *inflight, PyObject *k_resp, PyObj
         return PyErr_Occurred() ? -1 : 0;
     Py_INCREF(req);                 /* inflight may hold its last reference */
     PyObject *index = NULL;
-    int rc = batch_index(req, up, &index);
+    int rc = batch_index(req, up, &index, req == *last);
     if (rc == 1) {
         rc = PyDict_DelItem(inflight, up) < 0 ? -1 : 1;
         if (rc == 1 && file_under(batches, req, item, index) < 0)
             rc = -1;
         Py_DECREF(index);
+    }
+    if (rc == 1 && req != *last) {
+        Py_XSETREF(*last, req);         /* takes the reference taken above */
+        return rc;
     }
     Py_DECREF(req);
     return rc;
@@ -266,14 +275,18 @@ PyObject *nmf_demux(PyObject *module, PyObject *args)
     if (!batches || !rest)
         goto fail;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *last = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
         /* (the list cannot change under us: only dicts are touched, and a
          * Request's attributes are slots, no Python code runs) */
         PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        int rc = demux_one(item, inflight, k_resp, k_err, batches);
-        if (rc < 0 || (rc == 0 && PyList_Append(rest, item) < 0))
+        int rc = demux_one(item, inflight, k_resp, k_err, batches, &last);
+        if (rc < 0 || (rc == 0 && PyList_Append(rest, item) < 0)) {
+            Py_XDECREF(last);
             goto fail;
+        }
     }
+    Py_XDECREF(last);
     Py_DECREF(seq);
     PyObject *out = PyTuple_Pack(2, batches, rest);
     Py_DECREF(batches);
@@ -284,4 +297,98 @@ fail:
     Py_XDECREF(batches);
     Py_XDECREF(rest);
     return NULL;
+}
+
+/*
+ * same_run(frames, start, limit) -> n
+ *
+ * How many frames from `start` (at least 1, at most limit - start) are
+ * requests whose metadata equals frames[start]'s: they select the same route
+ * (selection reads the metadata alone), so only the first is matched.
+ */
+static PyObject *s_request;
+
+PyObject *nmf_same_run(PyObject *module, PyObject *args)
+{
+    PyObject *frames;
+    Py_ssize_t start, limit;
+    if (!PyArg_ParseTuple(args, "O!nn:same_run", &PyList_Type, &frames, &start, &limit))
+        return NULL;
+    if (!s_request && !(s_request = PyUnicode_InternFromString("request")))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(frames);
+    if (limit > n)
+        limit = n;
+    if (start < 0 || start >= limit)
+        return PyErr_Format(PyExc_IndexError, "same_run: start %zd outside [0, %zd)", start,
+                            limit);
+    PyObject *first = PyList_GET_ITEM(frames, start);
+    if (!PyObject_TypeCheck(first, &nmf_eager_frame_type))
+        return PyLong_FromLong(1);          /* lazy or Python frames: the caller's loop */
+    PyObject *meta = ((nmf_frame *)first)->metadata;
+    Py_ssize_t end = start + 1;
+    for (; end < limit; end++) {
+        PyObject *item = PyList_GET_ITEM(frames, end);
+        if (Py_TYPE(item) != &nmf_eager_frame_type)
+            break;
+        nmf_frame *f = (nmf_frame *)item;
+        if (!same_str(f->kind, s_request))
+            break;
+        if (f->metadata != meta) {
+            /* dict == dict of str: no Python code runs */
+            int eq = PyObject_RichCompareBool(f->metadata, meta, Py_EQ);
+            if (eq < 0)
+                return NULL;
+            if (!eq)
+                break;
+        }
+    }
+    return PyLong_FromSsize_t(end - start);
+}
+
+/*
+ * take_ids(inflight, req, first, n) -> ids or None
+ *
+ * Upstream ids first .. first + n - 1 for the n frames of batch `req`: None
+ * when one of them is in flight already; else inflight[id] = req for each
+ * and the dict {id: index} (what the replies and timeouts look ids up in).
+ */
+PyObject *nmf_take_ids(PyObject *module, PyObject *args)
+{
+    PyObject *inflight, *req;
+    unsigned long long first;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!OKn:take_ids", &PyDict_Type, &inflight, &req, &first, &n))
+        return NULL;
+    if (n < 0 || n > MUX_MAX_RUN)
+        return PyErr_Format(PyExc_ValueError, "take_ids: %zd ids, limit %d", n, MUX_MAX_RUN);
+    PyObject *ids = PyDict_New();
+    if (!ids)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyLong_FromUnsignedLongLong(first + (unsigned long long)i);
+        PyObject *index = key ? PyLong_FromSsize_t(i) : NULL;
+        int rc = index ? PyDict_Contains(inflight, key) : -1;
+        if (rc == 0)
+            rc = PyDict_SetItem(ids, key, index);
+        else if (rc == 1)
+            rc = 2;                        /* in flight: give back what was taken */
+        Py_XDECREF(key);
+        Py_XDECREF(index);
+        if (rc != 0) {
+            Py_DECREF(ids);
+            if (rc == 2)
+                Py_RETURN_NONE;
+            return NULL;
+        }
+    }
+    /* all free: now claim them (no Python code ran in between) */
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(ids, &pos, &key, &value))
+        if (PyDict_SetItem(inflight, key, req) < 0) {
+            Py_DECREF(ids);
+            return NULL;
+        }
+    return ids;
 }

@@ -58,21 +58,32 @@ def lean_routes(chain) -> dict:
 def routed_length(chain, frames, start: int, route, room: int) -> int:
     """How many request frames from `start` (which selected `route`) select it too, at
     most `room` and MAX_BATCH: a run that travels as one batch. Selection depends on the
-    metadata alone, so a frame whose metadata equals its predecessor's (a consumer calling
-    the same method again) is not matched again."""
-    end, limit = start + 1, min(len(frames), start + min(MAX_BATCH, room))
-    select, last = chain.select, frames[start].metadata
-    while end < limit:
-        frame = frames[end]
-        if frame.kind != "request":
-            break
-        meta = frame.metadata
-        if meta != last:
-            if select(frame) is not route:
-                break
-            last = meta
+    metadata alone, so frames whose metadata equals the previous one's (a consumer calling
+    the same method again) are not matched again; same_run counts them in C."""
+    limit = min(len(frames), start + min(MAX_BATCH, room))
+    end = start + _same_run(frames, start, limit)
+    select = chain.select
+    while end < limit and frames[end].kind == "request" and select(frames[end]) is route:
+        end += _same_run(frames, end, limit)
+    return end - start
+
+
+def _same_run_py(frames, start: int, limit: int) -> int:
+    """The reference of agent.codec._frames.same_run."""
+    end, meta = start + 1, frames[start].metadata
+    while end < limit and frames[end].kind == "request" and frames[end].metadata == meta:
         end += 1
     return end - start
+
+
+try:
+    from agent.codec._frames import same_run as _same_run_c
+
+    def _same_run(frames, start, limit):
+        return _same_run_c(frames, start, limit) if frames.__class__ is list else \
+            _same_run_py(frames, start, limit)
+except ImportError:
+    _same_run = _same_run_py
 
 
 def run_length(frames, start: int, room: int) -> int:

@@ -93,16 +93,23 @@ _kind_of, _status_of = attrgetter("kind"), attrgetter("status")
 
 def count_codes(traits: "Traits", frames, codes: dict) -> None:
     """Add each reply's response_code to `codes` (code -> count): for the usual codes
-    by the frames' kind or status, counted in C, then named."""
+    counted by the frames' kind or status in C, then named (names memoized)."""
     code = traits.response_code
-    if code is _status or code is _by_kind:
-        raw: dict = {}
-        _count_elements(raw, map(_status_of if code is _status else _kind_of, frames))
-        for value, n in raw.items():
-            name = str(value) if code is _status else ("ok" if value == "response" else value)
-            codes[name] = codes.get(name, 0) + n
-    else:
+    raw_of = _RAW_OF.get(code)
+    if raw_of is None:
         _count_elements(codes, map(code, frames))
+        return
+    raw: dict = {}
+    _count_elements(raw, map(raw_of, frames))
+    names = _NAMES[code]
+    for value, n in raw.items():
+        name = names.get(value)
+        if name is None:
+            name = names[value] = str(value) if code is _status else \
+                ("ok" if value == "response" else value)
+            if len(names) > 4096:                 # statuses are few; bound it anyway
+                names.clear()
+        codes[name] = codes.get(name, 0) + n
 
 
 def _by_kind(frame) -> str:
@@ -136,6 +143,9 @@ def _local_dubbo(reason: str) -> str:
 def _local_error(reason: str) -> str:
     return "error"
 
+
+_RAW_OF = {_status: _status_of, _by_kind: _kind_of}     # count_codes: code <- raw value
+_NAMES: dict = {_status: {}, _by_kind: {}}
 
 _TRAITS = {
     "redis": Traits("redis", False, "command", _by_kind, _never, _local_error),

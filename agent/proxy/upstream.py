@@ -29,6 +29,17 @@ try:    # the reply side of batches in C (native/frames_mux.c); the loop is its 
 except ImportError:
     _demux = None
 
+try:
+    from agent.codec._frames import take_ids as _take_ids
+except ImportError:
+    def _take_ids(inflight, req, first, n):
+        """The reference of agent.codec._frames.take_ids."""
+        ids = range(first, first + n)
+        if not inflight.keys().isdisjoint(ids):
+            return None
+        inflight.update(dict.fromkeys(ids, req))
+        return dict(zip(ids, range(n)))
+
 _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
 _request_id = attrgetter("request_id")
 
@@ -208,16 +219,17 @@ class UpstreamConn(asyncio.Protocol):
         nxt = self._ids.get(key, lo)
         if nxt + n - 1 > hi:
             nxt = lo
-        ids = range(nxt, nxt + n)
-        if nxt + n - 1 > hi or (inflight and not inflight.keys().isdisjoint(ids)):
+        if nxt + n - 1 > hi:
             return self._assign_ids_each(req)
         try:
             data = rewrite_frames(frames, nxt, enc)
         except ValueError:
             return self._assign_ids_each(req)
+        ids = _take_ids(inflight, req, nxt, n)
+        if ids is None:                           # one of them still in flight
+            return self._assign_ids_each(req)
         self._ids[key] = nxt + n
-        inflight.update(dict.fromkeys(ids, req))
-        req.ids = dict(zip(ids, range(n)))
+        req.ids = ids
         return data
 
     def _assign_ids_each(self, req):

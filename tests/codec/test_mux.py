@@ -187,3 +187,33 @@ def test_demux_keeps_a_request_alive_that_only_inflight_held():
     batches, rest = _frames.demux(dubbo_replies([2, 1]), inflight, "response", "error")
     (got, (frames, indexes)), = batches.items()
     assert got.ids == {} and indexes == [1, 0] and inflight == {} and rest == []
+
+
+def test_same_run_counts_requests_with_equal_metadata():
+    from agent.proxy.batch import _same_run_py
+
+    data = b"".join(dubbo_wire.request(i, "org.demo.Greeter", m, "x")
+                    for i, m in enumerate(["a", "a", "a", "b", "b", "a"], 1))
+    frames = decoder_for("dubbo", direction="request").feed(data)
+    for start in range(len(frames)):
+        for limit in range(start + 1, len(frames) + 2):
+            assert _frames.same_run(frames, start, limit) == \
+                _same_run_py(frames, start, min(limit, len(frames)))
+    assert _frames.same_run(frames, 0, 99) == 3 and _frames.same_run(frames, 3, 6) == 2
+    with pytest.raises(IndexError):
+        _frames.same_run(frames, 6, 6)
+    replies = dubbo_replies([1, 2])                 # lazy frames: the caller's loop decides
+    assert _frames.same_run(replies, 0, 2) == 1
+
+
+def test_take_ids_claims_a_free_run_or_nothing():
+    req, other = batch_request(3), batch_request(1)
+    inflight = {7: other}
+    assert _frames.take_ids(inflight, req, 5, 3) is None          # 7 is in flight
+    assert inflight == {7: other}
+    ids = _frames.take_ids(inflight, req, 8, 3)
+    assert ids == {8: 0, 9: 1, 10: 2}
+    assert inflight == {7: other, 8: req, 9: req, 10: req}
+    assert _frames.take_ids(inflight, req, 11, 0) == {}
+    with pytest.raises(ValueError):
+        _frames.take_ids(inflight, req, 1, 10**7)
