@@ -135,17 +135,19 @@ done:
 }
 
 /*
- * demux(frames, inflight, response, error) -> (batches, rest)
+ * demux(frames, inflight, response, error, start) -> (batches, stop)
  *
- * The reply side of multiplexed batches (agent.proxy.upstream): for each
- * reply frame whose kind is `response` or `error` and whose id maps in
- * `inflight` (upstream id -> request) to a request of a batch (count > 1,
- * not done, the id in its `ids` dict), pop the id from both dicts and file
- * the frame under its request: batches[req] = [[frames...], [indexes...]]
- * (index: the frame's position in the batch, ids' value). Every other frame
- * (heartbeats, events, single requests, unknown ids, done requests, anything
- * unexpected) goes to `rest`, in order, for the Python loop, which is the
- * reference of this function and handles all of them.
+ * The reply side of multiplexed batches (agent.proxy.upstream): from
+ * frames[start], for each reply frame whose kind is `response` or `error`
+ * and whose id maps in `inflight` (upstream id -> request) to a request of a
+ * batch (count > 1, not done, the id in its `ids` dict), pop the id from both
+ * dicts and file the frame under its request: batches[req] = [[frames...],
+ * [indexes...]] (index: the frame's position in the batch, the ids value).
+ * It stops at the first other frame (heartbeat, event, single request,
+ * unknown id, done request, anything unexpected) and returns its index as
+ * `stop` (len(frames) when none): the caller handles that one frame and calls
+ * again, so replies keep their arrival order between batches and the rest.
+ * The caller's per-frame loop is the reference and handles every frame.
  */
 static PyObject *s_count, *s_done, *s_ids;
 
@@ -265,38 +267,38 @@ static int demux_one(PyObject *item, PyObject *inflight, PyObject *k_resp, PyObj
 PyObject *nmf_demux(PyObject *module, PyObject *args)
 {
     PyObject *frames, *inflight, *k_resp, *k_err;
-    if (!PyArg_ParseTuple(args, "OO!UU:demux", &frames, &PyDict_Type, &inflight, &k_resp,
-                          &k_err) || names_ready() < 0)
+    Py_ssize_t start = 0;
+    if (!PyArg_ParseTuple(args, "OO!UU|n:demux", &frames, &PyDict_Type, &inflight, &k_resp,
+                          &k_err, &start) || names_ready() < 0)
         return NULL;
     PyObject *seq = PySequence_Fast(frames, "demux: frames must be a list or tuple");
     if (!seq)
         return NULL;
-    PyObject *batches = PyDict_New(), *rest = PyList_New(0);
-    if (!batches || !rest)
-        goto fail;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *batches = PyDict_New();
+    if (!batches) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), i = start < 0 ? 0 : start;
     PyObject *last = NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (; i < n; i++) {
         /* (the list cannot change under us: only dicts are touched, and a
          * Request's attributes are slots, no Python code runs) */
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        int rc = demux_one(item, inflight, k_resp, k_err, batches, &last);
-        if (rc < 0 || (rc == 0 && PyList_Append(rest, item) < 0)) {
+        int rc = demux_one(PySequence_Fast_GET_ITEM(seq, i), inflight, k_resp, k_err,
+                           batches, &last);
+        if (rc < 0) {
             Py_XDECREF(last);
-            goto fail;
+            Py_DECREF(seq);
+            Py_DECREF(batches);
+            return NULL;
         }
+        if (rc == 0)
+            break;
     }
     Py_XDECREF(last);
     Py_DECREF(seq);
-    PyObject *out = PyTuple_Pack(2, batches, rest);
-    Py_DECREF(batches);
-    Py_DECREF(rest);
+    PyObject *out = Py_BuildValue("(Nn)", batches, i);
     return out;
-fail:
-    Py_DECREF(seq);
-    Py_XDECREF(batches);
-    Py_XDECREF(rest);
-    return NULL;
 }
 
 /*
@@ -312,8 +314,10 @@ PyObject *nmf_same_run(PyObject *module, PyObject *args)
 {
     PyObject *frames;
     Py_ssize_t start, limit;
-    if (!PyArg_ParseTuple(args, "O!nn:same_run", &PyList_Type, &frames, &start, &limit))
+    if (!PyArg_ParseTuple(args, "Onn:same_run", &frames, &start, &limit))
         return NULL;
+    if (!PyList_Check(frames))
+        return PyLong_FromLong(1);          /* not the reader's list: the caller's loop */
     if (!s_request && !(s_request = PyUnicode_InternFromString("request")))
         return NULL;
     Py_ssize_t n = PyList_GET_SIZE(frames);

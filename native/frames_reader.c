@@ -427,8 +427,9 @@ static PyMethodDef frames_functions[] = {
      "rewrite(frames, ids, encoding[, limit]) -> bytes: the frames back to back with ids"
      " written (see native/frames_mux.c)."},
     {"demux", nmf_demux, METH_VARARGS,
-     "demux(frames, inflight, response, error) -> (batches, rest): replies of multiplexed"
-     " batches filed per request (see native/frames_mux.c)."},
+     "demux(frames, inflight, response, error, start) -> (batches, stop): replies of"
+     " multiplexed batches filed per request up to the first other frame"
+     " (see native/frames_mux.c)."},
     {"same_run", nmf_same_run, METH_VARARGS,
      "same_run(frames, start, limit) -> n: requests from start with equal metadata."},
     {"take_ids", nmf_take_ids, METH_VARARGS,

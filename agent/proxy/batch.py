@@ -76,12 +76,8 @@ def _same_run_py(frames, start: int, limit: int) -> int:
     return end - start
 
 
-try:
-    from agent.codec._frames import same_run as _same_run_c
-
-    def _same_run(frames, start, limit):
-        return _same_run_c(frames, start, limit) if frames.__class__ is list else \
-            _same_run_py(frames, start, limit)
+try:    # (frames lists from the Python reader count 1 there: the loop above goes on)
+    from agent.codec._frames import same_run as _same_run
 except ImportError:
     _same_run = _same_run_py
 

@@ -288,44 +288,45 @@ class UpstreamConn(asyncio.Protocol):
             self._update_busy()
 
     def _responses_by_id(self, frames):
-        inflight, cluster = self.inflight, self.cluster
-        batches = None
-        if _demux is not None and len(frames) > 1:
-            # replies of batches filed per batch in C; the loop below gets the rest
-            batches, frames = _demux(frames, inflight, "response", "error")
-        for frame in frames:
-            kind = frame.kind
-            if kind == "heartbeat":
-                if not frame.status:              # the provider's keep-alive: answer it
-                    try:
-                        self.out.append(self.decoder.heartbeat_reply(frame))
-                        self.worker.mark(self)
-                    except CodecError:
-                        pass
-                continue
-            if kind == "event":
-                if frame.data[16:] == _READONLY_BODY:
-                    self.retiring = True          # provider going away: no new requests
-                    self._update_busy()
-                continue
-            up = frame.request_id
-            req = inflight.pop(up, None)
-            if req is None or req.done:
-                continue                          # answered by a timeout already
-            if req.count > 1:                     # one reply of a batch: gathered per batch
-                if batches is None:
-                    batches = {}
-                got = batches.get(req)
-                if got is None:
-                    got = batches[req] = ([], [])
-                got[0].append(frame)
-                got[1].append(req.ids.pop(up))
-                continue
-            req.conn = None
-            cluster.on_response(req, frame, rewrite_frames((frame,), req.rid,
-                                                           id_encoding(self.traits, frame)))
-        if batches:
-            self._batch_replies(batches)
+        """Replies in arrival order: runs of batch replies filed per batch in C (demux),
+        every other frame (and every frame without the C module) one by one."""
+        i, n = 0, len(frames)
+        while i < n:
+            if _demux is not None:
+                batches, i = _demux(frames, self.inflight, "response", "error", i)
+                if batches:
+                    self._batch_replies(batches)
+                if i >= n:
+                    break
+            self._response_by_id(frames[i])
+            i += 1
+
+    def _response_by_id(self, frame):
+        """One reply frame (the reference of demux + _batch_replies for batches)."""
+        kind = frame.kind
+        if kind == "heartbeat":
+            if not frame.status:                  # the provider's keep-alive: answer it
+                try:
+                    self.out.append(self.decoder.heartbeat_reply(frame))
+                    self.worker.mark(self)
+                except CodecError:
+                    pass
+            return
+        if kind == "event":
+            if frame.data[16:] == _READONLY_BODY:
+                self.retiring = True              # provider going away: no new requests
+                self._update_busy()
+            return
+        up = frame.request_id
+        req = self.inflight.pop(up, None)
+        if req is None or req.done:
+            return                                # answered by a timeout already
+        if req.count > 1:                         # one reply of a batch
+            self._batch_replies({req: ([frame], [req.ids.pop(up)])})
+            return
+        req.conn = None
+        self.cluster.on_response(req, frame, rewrite_frames((frame,), req.rid,
+                                                            id_encoding(self.traits, frame)))
 
     def _batch_replies(self, batches):
         """The replies of this read per batch: the clients' ids written back in one C call,

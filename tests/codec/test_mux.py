@@ -132,37 +132,43 @@ def dubbo_replies(ids):
     return decoder_for("dubbo", direction="response").feed(data)
 
 
-def python_demux(frames, inflight):
-    """The reference: what UpstreamConn._responses_by_id's loop files per batch."""
-    batches, rest = {}, []
-    for f in frames:
+def python_demux(frames, inflight, start=0):
+    """The reference: what UpstreamConn._response_by_id files per batch, up to the first
+    frame that is not a reply of a batch still waiting for it."""
+    batches, i = {}, start
+    for i in range(start, len(frames) + 1):
+        if i == len(frames):
+            break
+        f = frames[i]
         req = inflight.get(f.request_id) if f.kind in ("response", "error") else None
         if req is None or req.count <= 1 or req.done or f.request_id not in (req.ids or {}):
-            rest.append(f)
-            continue
+            break
         inflight.pop(f.request_id)
         got = batches.setdefault(req, [[], []])
         got[0].append(f)
         got[1].append(req.ids.pop(f.request_id))
-    return batches, rest
+    return batches, i
 
 
-def test_demux_matches_the_python_loop():
+def test_demux_matches_the_python_loop_and_stops_at_other_frames():
     a, b, single, done = batch_request(3), batch_request(2), batch_request(1), batch_request(2)
     done.done = True
-    a.ids, b.ids, done.ids = {1: 0, 2: 1, 3: 2}, {7: 0, 8: 1}, {20: 0, 21: 1}
-    frames = dubbo_replies([1, 7, 9, 3, 10, 20, 8, 2])   # 9: unknown, 10: single
-    for reference_run in (False, True):
-        for r, ids in ((a, {1: 0, 2: 1, 3: 2}), (b, {7: 0, 8: 1})):
-            r.ids = dict(ids)
+    frames = dubbo_replies([1, 7, 3, 9, 8, 10, 2, 20, 21])   # 9: unknown, 10: single
+    for demux in (python_demux, lambda f, inf, s: _frames.demux(f, inf, "response", "error", s)):
+        a.ids, b.ids, done.ids = {1: 0, 2: 1, 3: 2}, {7: 0, 8: 1}, {20: 0, 21: 1}
         inflight = {1: a, 2: a, 3: a, 7: b, 8: b, 10: single, 20: done, 21: done}
-        batches, rest = (python_demux if reference_run else _frames.demux)(
-            frames, inflight, *(() if reference_run else ("response", "error")))
-        assert [[f.request_id for f in g[0]] for g in batches.values()] == [[1, 3, 2], [7, 8]]
-        assert [g[1] for g in batches.values()] == [[0, 2, 1], [0, 1]]
-        assert list(batches) == [a, b]
-        assert [f.request_id for f in rest] == [9, 10, 20]
-        assert a.ids == {} and b.ids == {}
+        seen, stops, i = [], [], 0
+        while i < len(frames):
+            batches, i = demux(frames, inflight, i)
+            seen.append({tuple(r.ids): ([f.request_id for f in g[0]], g[1])
+                         for r, g in batches.items()})
+            stops.append(i)
+            i += 1                                  # the caller handles frames[i]
+        assert stops == [3, 5, 7, 8]
+        assert seen[0] == {(2,): ([1, 3], [0, 2]), (8,): ([7], [0])}
+        assert seen[1] == {(): ([8], [1])}          # b complete
+        assert seen[2] == {(): ([2], [1])}          # a complete
+        assert seen[3] == {}                        # a done batch: the caller's
         assert sorted(inflight) == [10, 20, 21]
 
 
@@ -171,10 +177,13 @@ def test_demux_leaves_heartbeats_and_non_frames_to_python():
     assert [f.kind for f in hb] == ["heartbeat"]
     req = batch_request(2)
     req.ids = {5: 0, 1: 1}
-    frames = dubbo_replies([1]) + hb              # the heartbeat's id maps to a batch too
     inflight = {5: req}
-    batches, rest = _frames.demux(frames + ["x"], inflight, "response", "error")
-    assert batches == {} and rest == frames + ["x"] and inflight == {5: req}
+    frames = hb + dubbo_replies([1]) + ["x"]        # the heartbeat's id maps to a batch too
+    assert _frames.demux(frames, inflight, "response", "error") == ({}, 0)
+    assert _frames.demux(frames, inflight, "response", "error", 1) == ({}, 1)   # 1: not in
+    assert _frames.demux(frames, inflight, "response", "error", 2) == ({}, 2)
+    assert _frames.demux(frames, inflight, "response", "error", 3) == ({}, 3)
+    assert inflight == {5: req} and req.ids == {5: 0, 1: 1}
     with pytest.raises(TypeError):
         _frames.demux(frames, [], "response", "error")
 
@@ -184,9 +193,9 @@ def test_demux_keeps_a_request_alive_that_only_inflight_held():
     req.ids = {1: 0, 2: 1}
     inflight = {1: req, 2: req}
     del req
-    batches, rest = _frames.demux(dubbo_replies([2, 1]), inflight, "response", "error")
+    batches, stop = _frames.demux(dubbo_replies([2, 1]), inflight, "response", "error")
     (got, (frames, indexes)), = batches.items()
-    assert got.ids == {} and indexes == [1, 0] and inflight == {} and rest == []
+    assert got.ids == {} and indexes == [1, 0] and inflight == {} and stop == 2
 
 
 def test_same_run_counts_requests_with_equal_metadata():
