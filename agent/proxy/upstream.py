@@ -346,7 +346,12 @@ class UpstreamConn(asyncio.Protocol):
                 req.codes = {}
             count_codes(traits, frames, req.codes)
             req.session.batch_replies(req, data)
-            if not req.ids:
+            last = not req.ids
+            if traits.can_fail and cluster.outlier_on and req.host is not None:
+                # outlier detection counts every reply (on_response reports the last one)
+                for frame in (frames[:-1] if last else frames):
+                    cluster.report(req.host, not traits.upstream_failed(frame), "error")
+            if last:
                 req.conn = None
                 cluster.on_response(req, frames[-1], None)
 

@@ -110,3 +110,27 @@ def test_redis_prefix_routes_batch_per_run_and_keep_reply_order(redis_a, redis_b
         assert proxy.requests(route="b-keys") == {("ok", "-"): 24}
         # (redis-py's connection handshake - CLIENT SETINFO... - also takes `default`)
         assert proxy.requests(route="default")[("ok", "-")] >= 24
+
+
+def test_outlier_detection_counts_each_reply_of_a_batch():
+    from agent.config.model import OutlierDetection
+
+    a = backend("dubbo", "prov-a")
+    port = free_port()
+    outlier = OutlierDetection(consecutive_errors=100)      # count, do not eject
+    snap = snapshot([listener("greeter", port, "dubbo", [route("fail", "a",
+                                                               [match("method", "fail")])])],
+                    [cluster("a", [a.port], outlier=outlier)])
+    try:
+        with ProxyThread(snap) as proxy:
+            c = DubboConsumer(port)
+            sent = [(i, "fail") for i in range(1, 7)]
+            c.sock.sendall(one_read(sent))
+            assert sorted(c.recv()[2] for _ in sent) == [1, 2, 3, 4, 5, 6]
+            c.close()
+            rt = proxy.worker.clusters["a"]
+            assert sends(proxy, "a") < 6                     # it did travel as a batch
+            assert proxy.call(lambda: rt.outlier.errors["error"]) == 6
+            assert proxy.call(lambda: rt.hosts.hosts[0].consecutive_errors) == 6
+    finally:
+        a.stop()
