@@ -29,16 +29,19 @@ try:    # the reply side of batches in C (native/frames_mux.c); the loop is its 
 except ImportError:
     _demux = None
 
+def _take_ids_py(inflight, req, first, n):
+    """The reference of agent.codec._frames.take_ids."""
+    ids = range(first, first + n)
+    if not inflight.keys().isdisjoint(ids):
+        return None
+    inflight.update(dict.fromkeys(ids, req))
+    return dict(zip(ids, range(n)))
+
+
 try:
     from agent.codec._frames import take_ids as _take_ids
 except ImportError:
-    def _take_ids(inflight, req, first, n):
-        """The reference of agent.codec._frames.take_ids."""
-        ids = range(first, first + n)
-        if not inflight.keys().isdisjoint(ids):
-            return None
-        inflight.update(dict.fromkeys(ids, req))
-        return dict(zip(ids, range(n)))
+    _take_ids = _take_ids_py
 
 _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
 _request_id = attrgetter("request_id")

@@ -215,14 +215,19 @@ def test_same_run_counts_requests_with_equal_metadata():
     assert _frames.same_run(replies, 0, 2) == 1
 
 
-def test_take_ids_claims_a_free_run_or_nothing():
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_take_ids_claims_a_free_run_or_nothing(impl):
+    from agent.proxy.upstream import _take_ids_py
+
+    take = _frames.take_ids if impl == "c" else _take_ids_py
     req, other = batch_request(3), batch_request(1)
     inflight = {7: other}
-    assert _frames.take_ids(inflight, req, 5, 3) is None          # 7 is in flight
+    assert take(inflight, req, 5, 3) is None          # 7 is in flight
     assert inflight == {7: other}
-    ids = _frames.take_ids(inflight, req, 8, 3)
+    ids = take(inflight, req, 8, 3)
     assert ids == {8: 0, 9: 1, 10: 2}
     assert inflight == {7: other, 8: req, 9: req, 10: req}
-    assert _frames.take_ids(inflight, req, 11, 0) == {}
-    with pytest.raises(ValueError):
-        _frames.take_ids(inflight, req, 1, 10**7)
+    assert take(inflight, req, 11, 0) == {}
+    if impl == "c":
+        with pytest.raises(ValueError):
+            take(inflight, req, 1, 10**7)

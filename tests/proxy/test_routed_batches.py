@@ -134,3 +134,34 @@ def test_outlier_detection_counts_each_reply_of_a_batch():
             assert proxy.call(lambda: rt.hosts.hosts[0].consecutive_errors) == 6
     finally:
         a.stop()
+
+
+def test_without_the_c_helpers_the_python_references_carry_batches(monkeypatch):
+    """agent.codec._frames missing (a tree with only the cffi module): every C helper of
+    the batch path has a Python reference that gives the same replies."""
+    from agent.proxy import protocols, upstream
+
+    monkeypatch.setattr(protocols, "_rewrite_c", None)
+    monkeypatch.setattr(upstream, "_demux", None)
+    monkeypatch.setattr(upstream, "_take_ids", upstream._take_ids_py)
+    monkeypatch.setattr(batch, "_same_run", batch._same_run_py)
+    a, b = backend("dubbo", "prov-a"), backend("dubbo", "prov-b")
+    port = free_port()
+    snap = snapshot([listener("greeter", port, "dubbo", dubbo_routes())],
+                    [cluster("a", [a.port]), cluster("b", [b.port])])
+    try:
+        with ProxyThread(snap) as proxy:
+            c = DubboConsumer(port)
+            sent = [(300 + i, "hello") for i in range(5)] + [(400 + i, "hello2") for i in range(5)]
+            c.sock.sendall(one_read(sent))
+            got = {}
+            for _ in sent:
+                _, status, rid, value = c.recv()
+                got[rid] = (status, value.split("|")[0])
+            assert got == {rid: (20, "prov-a" if m == "hello" else "prov-b") for rid, m in sent}
+            c.close()
+            assert sends(proxy, "a") < 5 and sends(proxy, "b") < 5
+            assert proxy.requests(route="hello") == {("20", "-"): 5}
+    finally:
+        a.stop()
+        b.stop()
