@@ -102,8 +102,17 @@ def payload(frames, data, fed: int) -> bytes:
 
 
 def send(session, frames, now, route, data, fed) -> None:
-    """One batch of request frames to the route's cluster."""
+    """One batch of request frames to the route's cluster. A batch takes one circuit-
+    breaker slot per request; when the cluster's breakers have less room than that, the
+    frames take the per-request path (each one admitted or refused on its own)."""
     chain, w = session.chain, session.worker
+    if len(frames) > 1:
+        cluster = w.clusters.get(route.single)
+        if cluster is not None and (cluster.breaker.room("requests") < len(frames) or
+                                    cluster.breaker.room("pending") < len(frames)):
+            for frame in frames:
+                session._request(frame, now, False, route)
+            return
     body = payload(frames, data, fed)
     first = frames[0]
     req = Request(session, chain, first, body, "request",

@@ -167,8 +167,11 @@ class Session(Delivery, asyncio.Protocol):
         read meanwhile) so what one client has in flight stays bounded. `data` is the
         read the frames came from, starting at stream offset `fed` (batches slice it)."""
         self.processing = True
-        batch_route = self.chain.batch_route
-        lean = batch.lean_routes(self.chain) if batch_route is None and not self.shared else None
+        # batches write one access-log line each: with an access log, requests go one by one
+        logged = self.worker.access_log is not None
+        batch_route = self.chain.batch_route if not logged else None
+        lean = batch.lean_routes(self.chain) if batch_route is None and not self.shared \
+            and not logged else None
         try:
             i, n = 0, len(frames)
             while i < n:

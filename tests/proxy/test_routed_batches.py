@@ -165,3 +165,44 @@ def test_without_the_c_helpers_the_python_references_carry_batches(monkeypatch):
     finally:
         a.stop()
         b.stop()
+
+
+def test_with_an_access_log_requests_go_one_by_one(tmp_path, redis_a):
+    """A batch would write one access-log line: with a log configured, no batches."""
+    import json
+    import time
+
+    port, path = free_port(), tmp_path / "access.log"
+    routes = [route("keys", "a", [match("key", "k:", "prefix")]), route("rest", "a")]
+    snap = snapshot([listener("redis", port, "redis", routes)], [cluster("a", [redis_a.port])])
+    with ProxyThread(snap, access_log=str(path), housekeeping_interval=0.2) as proxy:
+        pipe = redis.Redis(port=port).pipeline(transaction=False)
+        for i in range(20):
+            pipe.set(f"k:log{i}", i)
+        assert pipe.execute() == [True] * 20
+        assert sends(proxy, "a") >= 20
+        time.sleep(0.5)
+        lines = [json.loads(x) for x in path.read_text().splitlines()]
+        assert len([x for x in lines if x["route_name"] == "keys"]) == 20
+
+
+def test_a_batch_larger_than_the_breakers_room_goes_one_by_one(redis_a):
+    """A batch takes one circuit-breaker slot per request; with less room than that, its
+    requests are admitted or refused one by one (as without batches)."""
+    from agent.config.model import CircuitBreakers
+
+    port = free_port()
+    routes = [route("keys", "a", [match("key", "k:", "prefix")]), route("rest", "a")]
+    snap = snapshot([listener("redis", port, "redis", routes)],
+                    [cluster("a", [redis_a.port],
+                             circuit_breakers=CircuitBreakers(max_requests=5))])
+    with ProxyThread(snap) as proxy:
+        pipe = redis.Redis(port=port).pipeline(transaction=False)
+        for i in range(40):
+            pipe.set(f"k:cb{i}", i)
+        got = pipe.execute(raise_on_error=False)
+        refused = [g for g in got if isinstance(g, Exception)]
+        assert got[:5] == [True] * 5 and len(refused) >= 20     # (35 when one read)
+        stats = proxy.call(lambda: proxy.worker.clusters["a"].breaker.stats())
+        assert stats["requests"]["overflow"] == len(refused)
+        assert stats["pending"]["current"] == stats["requests"]["current"] == 0
