@@ -12,10 +12,11 @@ Multiplexed protocols (Dubbo, Thrift) batch the same way: the run goes out
 in one copy with a connection-unique id written into each frame, and each
 reply goes back to the client as it comes (its own id restored).
 
-What stays per request: counters (by reply code), the byte limits, and the
-local error replies (one per frame, built from each frame). What is per batch:
-the timeout, the circuit-breaker slot, the fairness admission and the host
-pick; docs/proxy.md lists these differences.
+What stays per request: counters (by reply code), circuit-breaker slots and
+fairness counts (a batch takes one per request; with less room than that its
+requests go one by one), outlier reports (multiplexed), the byte limits, and
+the local error replies (one per frame, built from each frame). What is per
+batch: the timeout and the host pick; docs/proxy.md lists these differences.
 """
 
 from __future__ import annotations
@@ -106,13 +107,11 @@ def send(session, frames, now, route, data, fed) -> None:
     breaker slot per request; when the cluster's breakers have less room than that, the
     frames take the per-request path (each one admitted or refused on its own)."""
     chain, w = session.chain, session.worker
-    if len(frames) > 1:
-        cluster = w.clusters.get(route.single)
-        if cluster is not None and (cluster.breaker.room("requests") < len(frames) or
-                                    cluster.breaker.room("pending") < len(frames)):
-            for frame in frames:
-                session._request(frame, now, False, route)
-            return
+    n = len(frames)
+    if n > 1 and _no_room(w, route, n):
+        for frame in frames:
+            session._request(frame, now, False, route)
+        return
     body = payload(frames, data, fed)
     first = frames[0]
     req = Request(session, chain, first, body, "request",
@@ -125,7 +124,7 @@ def send(session, frames, now, route, data, fed) -> None:
     if slot is None or slot[0] is not route:
         slot = session.batch_slot = (route, session._slot(chain, route.name, route.single))
     req.slot = slot[1]
-    if not w.fairness.admit(session.pod):
+    if not w.fairness.admit(session.pod, req.count):
         session.fail(req, FLAG_OVERLOADED)
         return
     req.admitted = True
@@ -135,6 +134,16 @@ def send(session, frames, now, route, data, fed) -> None:
         return
     req.cluster = cluster
     cluster.dispatch(req)
+
+
+def _no_room(w, route, n: int) -> bool:
+    """Fewer than n requests fit under the cluster's breakers or the worker's fairness
+    limit: a batch would be admitted or refused whole, so its requests go one by one."""
+    cluster = w.clusters.get(route.single)
+    if cluster is not None and (cluster.breaker.room("requests") < n or
+                                cluster.breaker.room("pending") < n):
+        return True
+    return w.fairness.inflight + n > w.fairness.max_inflight
 
 
 def collect(req, frame, response_code) -> bool:

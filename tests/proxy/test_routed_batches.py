@@ -55,6 +55,10 @@ def test_dubbo_runs_by_route_travel_as_batches():
             assert proxy.requests(route="hello") == {("20", "-"): 8}
             assert proxy.requests(route="hello2") == {("20", "-"): 8}
             assert proxy.call(lambda: proxy.worker.clusters["a"].rq_total) == 8
+            # fairness and breakers count requests, not batches, and give them all back
+            fair = proxy.call(lambda: proxy.worker.fairness.stats())
+            assert fair["admitted"] == 16 and fair["inflight"] == 0
+            assert proxy.call(lambda: proxy.worker.clusters["a"].breaker.current("requests")) == 0
     finally:
         a.stop()
         b.stop()
@@ -206,3 +210,17 @@ def test_a_batch_larger_than_the_breakers_room_goes_one_by_one(redis_a):
         stats = proxy.call(lambda: proxy.worker.clusters["a"].breaker.stats())
         assert stats["requests"]["overflow"] == len(refused)
         assert stats["pending"]["current"] == stats["requests"]["current"] == 0
+
+
+def test_fairness_admits_and_ends_batches_by_their_size():
+    from agent.proxy.fairness import PodFairness
+
+    f = PodFairness(max_inflight=10, min_share=2)
+    assert f.admit("p", 6) and f.inflight == 6 and f.admitted == 6
+    assert f.admit("q", 4) and f.inflight == 10
+    assert not f.admit("p", 3) and f.rejected == 3          # p holds more than its share
+    f.done("p", 6)
+    f.done("q", 4)
+    assert f.inflight == 0 and f.active_pods == 0
+    f.done("q", 4)                                          # nothing left: no underflow
+    assert f.inflight == 0
