@@ -175,6 +175,10 @@ class UpstreamConn(asyncio.Protocol):
         """A connection-unique id for this frame's id field (encoding and width kept)."""
         enc = id_encoding(self.traits, frame)
         key = (enc, frame.id_length)
+        nxt = self._ids.get(key)
+        if nxt is not None and nxt not in self.inflight and nxt <= self._ranges[key][1]:
+            self._ids[key] = nxt + 1              # the usual case: the next id is free
+            return nxt, enc
         span = self._ranges.get(key)
         if span is None:
             span = self._ranges[key] = id_range(enc, frame.id_length)
@@ -295,7 +299,7 @@ class UpstreamConn(asyncio.Protocol):
         every other frame (and every frame without the C module) one by one."""
         i, n = 0, len(frames)
         while i < n:
-            if _demux is not None:
+            if _demux is not None and n - i > 1:    # (one frame: no C call for it)
                 batches, i = _demux(frames, self.inflight, "response", "error", i)
                 if batches:
                     self._batch_replies(batches)
