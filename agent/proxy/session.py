@@ -41,7 +41,7 @@ class Session(Delivery, asyncio.Protocol):
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active", "slots",
                  "stream_source", "busy", "orig_dst", "deferred", "processing", "fed",
-                 "tracked", "batch_slot", "max_inflight", "max_held")
+                 "tracked", "batch_slot", "max_inflight", "max_held", "lean")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -70,6 +70,7 @@ class Session(Delivery, asyncio.Protocol):
         self.fed = 0                 # bytes given to the decoder so far (stream offset)
         self.tracked = 0             # requests in `queue` / `live` (a batch counts each)
         self.batch_slot = None       # (route, counters) of the last batch
+        self.lean = None             # set by bind()
         self.max_inflight = worker.settings.max_inflight_per_connection
         self.max_held = worker.settings.max_buffered_bytes
 
@@ -101,6 +102,8 @@ class Session(Delivery, asyncio.Protocol):
         """Use this chain for the next requests (config change: same listener, new routes)."""
         self.chain = chain
         self.traits = chain.traits
+        # {route: batchable} of a route table (agent.proxy.batch), None: no routed batches
+        self.lean = batch.lean_routes(chain) or None if not self.shared else None
         self.mux = chain.traits.multiplexed
         self.http = chain.codec == "http1"
         if self.mux and not isinstance(self.live, set):
@@ -170,8 +173,7 @@ class Session(Delivery, asyncio.Protocol):
         # batches write one access-log line each: with an access log, requests go one by one
         logged = self.worker.access_log is not None
         batch_route = self.chain.batch_route if not logged else None
-        lean = batch.lean_routes(self.chain) if batch_route is None and not self.shared \
-            and not logged else None
+        lean = self.lean if batch_route is None and not logged else None
         try:
             i, n = 0, len(frames)
             while i < n:
