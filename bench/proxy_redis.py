@@ -137,11 +137,13 @@ def main(argv=None) -> int:
                              "--appendonly", "no", "--protected-mode", "no"], port=redis_port)
         peers = [direct_peer(redis_port), nutcracker_peer(procs, ports, redis_port),
                  nodemesh_peer(procs, ports, redis_port, args.workers)]
-        if not args.quick:
+        if not args.quick or args.candidate:
             peers.append(nodemesh_peer(procs, ports, redis_port, args.workers, routed=True))
-        if args.candidate:
+        if args.candidate:              # A/B of both chains: catch-all and key-prefix routes
             peers.append(nodemesh_peer(procs, ports, redis_port, args.workers,
                                        root=args.candidate, name="candidate"))
+            peers.append(nodemesh_peer(procs, ports, redis_port, args.workers, routed=True,
+                                       root=args.candidate, name="candidate-routed"))
         for peer in peers:                   # warm up: connections, pools, caches
             redis_benchmark(peer.port, 2000, 1)
         summaries = {}

@@ -27,7 +27,7 @@ SOURCES = [
 ]
 
 
-FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c"]
+FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c", "mux.c"]
 
 
 def cdef_text() -> str:
@@ -54,7 +54,7 @@ def frames_extension():
 
     return Extension("agent.codec._frames",
                      sources=[f"native/{s}" for s in FRAMES_SOURCES],
-                     depends=["native/frames.h", "native/codec.h"],
+                     depends=["native/frames.h", "native/codec.h", "native/mux.h"],
                      include_dirs=["native"],
                      extra_compile_args=compile_args(), extra_link_args=link_args())
 

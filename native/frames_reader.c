@@ -417,7 +417,23 @@ static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+PyObject *nmf_rewrite(PyObject *module, PyObject *args);     /* frames_mux.c */
+PyObject *nmf_demux(PyObject *module, PyObject *args);
+PyObject *nmf_same_run(PyObject *module, PyObject *args);
+PyObject *nmf_take_ids(PyObject *module, PyObject *args);
+
 static PyMethodDef frames_functions[] = {
+    {"rewrite", nmf_rewrite, METH_VARARGS,
+     "rewrite(frames, ids, encoding[, limit]) -> bytes: the frames back to back with ids"
+     " written (see native/frames_mux.c)."},
+    {"demux", nmf_demux, METH_VARARGS,
+     "demux(frames, inflight, response, error, start) -> (batches, stop): replies of"
+     " multiplexed batches filed per request up to the first other frame"
+     " (see native/frames_mux.c)."},
+    {"same_run", nmf_same_run, METH_VARARGS,
+     "same_run(frames, start, limit) -> n: requests from start with equal metadata."},
+    {"take_ids", nmf_take_ids, METH_VARARGS,
+     "take_ids(inflight, req, first, n) -> {id: index} or None if one is in flight."},
     {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
      "Empty the pool of metadata dicts kept for reuse (tests)."},
     {0},

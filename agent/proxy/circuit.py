@@ -49,20 +49,25 @@ class CircuitBreaker:
             self._gates[kind].max = limit
         self.thresholds = thresholds
 
-    def try_acquire(self, kind: str) -> bool:
-        """Take one slot of `kind`; False (and an overflow count) when full."""
+    def try_acquire(self, kind: str, n: int = 1) -> bool:
+        """Take n slots of `kind` (a batch of n requests takes n); False (and n overflows
+        counted) when they do not all fit."""
         gate = self._gates[kind]
-        if gate.current >= gate.max:
-            gate.overflow += 1
+        if gate.current + n > gate.max:
+            gate.overflow += n
             return False
-        gate.current += 1
+        gate.current += n
         return True
 
-    def release(self, kind: str) -> None:
-        """Give back a slot taken by try_acquire()."""
+    def release(self, kind: str, n: int = 1) -> None:
+        """Give back slots taken by try_acquire()."""
         gate = self._gates[kind]
-        if gate.current > 0:
-            gate.current -= 1
+        gate.current = max(0, gate.current - n)
+
+    def room(self, kind: str) -> int:
+        """Slots of `kind` still free."""
+        gate = self._gates[kind]
+        return gate.max - gate.current
 
     def open(self, kind: str) -> bool:
         """True while `kind` is at its limit (Envoy's *_open gauges)."""

@@ -96,7 +96,7 @@ class ClusterRuntime:
 
     def dispatch(self, req) -> None:
         """Send one try of req (or fail it with a local reply)."""
-        if not self.breaker.try_acquire("requests"):
+        if not self.breaker.try_acquire("requests", req.count):    # a batch takes count
             self._fail(req, FLAG_OVERFLOW, "overflow", False)
             return
         if self.model.original_dst:
@@ -104,7 +104,7 @@ class ClusterRuntime:
         else:
             host = self.balancer.pick(req.hash_key, req.excluded)
         if host is None:
-            self.breaker.release("requests")
+            self.breaker.release("requests", req.count)
             self._fail(req, FLAG_NO_HEALTHY, "no-host", False)
             return
         req.attempt += 1
@@ -157,7 +157,7 @@ class ClusterRuntime:
         if host is not None:
             host.active_requests -= req.count
             req.host = None
-            self.breaker.release("requests")
+            self.breaker.release("requests", req.count)
             self.rq_active -= 1
         if req.holds_retry:
             req.holds_retry = False

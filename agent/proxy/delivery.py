@@ -97,7 +97,7 @@ class Delivery:
                     slot.observe_n(code, flag, now - req.start, req.count - answered)
         if req.admitted:
             req.admitted = False
-            self.worker.fairness.done(req.pod)
+            self.worker.fairness.done(req.pod, req.count)
         self.held -= len(req.data)
         log = self.worker.access_log
         if log is not None:

@@ -60,33 +60,36 @@ class PodFairness:
 
     # -- hot path
 
-    def admit(self, pod: Hashable) -> bool:
-        """Admit one request of `pod` (call done(pod) when it ends) or refuse it."""
+    def admit(self, pod: Hashable, n: int = 1) -> bool:
+        """Admit one request of `pod` (call done(pod) when it ends) or refuse it; n > 1:
+        a batch of n requests, admitted or refused together (agent.proxy.batch sends
+        requests one by one when fewer than n fit under max_inflight)."""
         now = self._clock()
         if now >= self._next_roll:
             self._roll(now)
         rec = self._pods.get(pod) or self._track(pod)
-        rec.count += 1
-        if self.inflight >= self.max_inflight:
+        rec.count += n
+        if self.inflight + n - 1 >= self.max_inflight:
             active = self.active_pods + (0 if rec.inflight else 1)
-            if rec.inflight >= max(self.min_share, self.max_inflight // active):
-                rec.rejected += 1
-                self.rejected += 1
+            if rec.inflight + n - 1 >= max(self.min_share, self.max_inflight // active):
+                rec.rejected += n
+                self.rejected += n
                 return False
         if not rec.inflight:
             self.active_pods += 1
-        rec.inflight += 1
-        self.inflight += 1
-        self.admitted += 1
+        rec.inflight += n
+        self.inflight += n
+        self.admitted += n
         return True
 
-    def done(self, pod: Hashable) -> None:
-        """One admitted request of `pod` finished."""
+    def done(self, pod: Hashable, n: int = 1) -> None:
+        """An admitted request (n: a batch of n) of `pod` finished."""
         rec = self._pods.get(pod) or self._untracked
         if rec.inflight <= 0:
             return
-        rec.inflight -= 1
-        self.inflight -= 1
+        n = min(n, rec.inflight)
+        rec.inflight -= n
+        self.inflight -= n
         if not rec.inflight:
             self.active_pods -= 1
 

@@ -71,12 +71,12 @@ class HostPool:
 
     def _wait(self, req):
         cluster = self.cluster
-        if not cluster.breaker.try_acquire("pending"):
+        if not cluster.breaker.try_acquire("pending", req.count):    # a batch takes count
             cluster.on_failure(req, "overflow", False, FLAG_OVERFLOW)
             return
         req.conn = self
         self.pending.append(req)
-        cluster.pending_active += 1
+        cluster.pending_active += req.count
         if len(self.pending) > self.connecting * self.depth:
             self._connect()
 
@@ -86,23 +86,23 @@ class HostPool:
             self.pending.remove(req)
         except ValueError:
             return
-        self._release_pending()
+        self._release_pending(req)
 
-    def _release_pending(self):
-        self.cluster.breaker.release("pending")
-        self.cluster.pending_active -= 1
+    def _release_pending(self, req):
+        self.cluster.breaker.release("pending", req.count)
+        self.cluster.pending_active -= req.count
 
     def has_room(self, conn) -> None:
         """conn can take more: pending requests first, then back into `ready`."""
         pending = self.pending
         while pending and conn.has_room():
             req = pending.popleft()
-            self._release_pending()
+            self._release_pending(req)
             req.conn = None
             if not conn.send(req):
                 pending.appendleft(req)
-                self.cluster.breaker.try_acquire("pending")
-                self.cluster.pending_active += 1
+                self.cluster.breaker.try_acquire("pending", req.count)
+                self.cluster.pending_active += req.count
                 req.conn = self
                 break
         if conn.has_room() and not conn.in_ready:
@@ -173,7 +173,7 @@ class HostPool:
     def _fail_pending(self, reason, flag):
         pending, self.pending = self.pending, deque()
         for req in pending:
-            self._release_pending()
+            self._release_pending(req)
             req.conn = None
             if not req.done:
                 self.cluster.on_failure(req, reason, False, flag)

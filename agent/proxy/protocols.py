@@ -10,9 +10,15 @@ pipelined, and each client connection keeps a reorder buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Callable, Mapping, Optional
 
 from agent.codec._native import lib
+
+try:    # the C batch rewrite (native/mux.c); write_id below is its reference
+    from agent.codec._frames import rewrite as _rewrite_c
+except ImportError:     # a tree with only the cffi module built
+    _rewrite_c = None
 
 FRAME_KEEPALIVE = lib.NM_FRAME_KEEPALIVE
 FRAME_UPGRADE = lib.NM_FRAME_UPGRADE
@@ -75,6 +81,37 @@ class Traits:
         object.__setattr__(self, "can_fail", self.upstream_failed is not _never)
 
 
+try:
+    from _collections import _count_elements      # Counter.update's C loop
+except ImportError:                                # pragma: no cover (other interpreters)
+    def _count_elements(mapping, iterable):
+        for item in iterable:
+            mapping[item] = mapping.get(item, 0) + 1
+
+_kind_of, _status_of = attrgetter("kind"), attrgetter("status")
+
+
+def count_codes(traits: "Traits", frames, codes: dict) -> None:
+    """Add each reply's response_code to `codes` (code -> count): for the usual codes
+    counted by the frames' kind or status in C, then named (names memoized)."""
+    code = traits.response_code
+    raw_of = _RAW_OF.get(code)
+    if raw_of is None:
+        _count_elements(codes, map(code, frames))
+        return
+    raw: dict = {}
+    _count_elements(raw, map(raw_of, frames))
+    names = _NAMES[code]
+    for value, n in raw.items():
+        name = names.get(value)
+        if name is None:
+            name = names[value] = str(value) if code is _status else \
+                ("ok" if value == "response" else value)
+            if len(names) > 4096:                 # statuses are few; bound it anyway
+                names.clear()
+        codes[name] = codes.get(name, 0) + n
+
+
 def _by_kind(frame) -> str:
     return "ok" if frame.kind == "response" else frame.kind
 
@@ -106,6 +143,9 @@ def _local_dubbo(reason: str) -> str:
 def _local_error(reason: str) -> str:
     return "error"
 
+
+_RAW_OF = {_status: _status_of, _by_kind: _kind_of}     # count_codes: code <- raw value
+_NAMES: dict = {_status: {}, _by_kind: {}}
 
 _TRAITS = {
     "redis": Traits("redis", False, "command", _by_kind, _never, _local_error),
@@ -156,6 +196,26 @@ def write_id(buf: bytearray, at: int, width: int, encoding: str, value: int) -> 
     else:
         buf[at:at + width] = (value & ((1 << (8 * width)) - 1)).to_bytes(
             width, "little" if encoding == "le" else "big")
+
+
+ID_CODES = {"be": 0, "le": 1, "varint": 2}     # native/mux.h NM_ID_*
+
+
+def rewrite_frames(frames, ids, encoding: str) -> bytes:
+    """The frames back to back, frame i with id `ids + i` (ids an int) or `ids[i]` in its
+    id field: a whole batch in one C call. ValueError when an id does not fit its field
+    (a varint of another width). Frames of the Python reader take the reference path."""
+    if _rewrite_c is not None:
+        try:
+            return _rewrite_c(frames, ids, ID_CODES[encoding])
+        except TypeError:
+            pass                                # not C reader frames
+    buf, at = bytearray(b"".join(f.data for f in frames)), 0
+    for i, frame in enumerate(frames):
+        write_id(buf, at + frame.id_offset, frame.id_length, encoding,
+                 ids + i if isinstance(ids, int) else ids[i])
+        at += frame.length
+    return bytes(buf)
 
 
 def id_range(encoding: str, width: int):

@@ -41,7 +41,7 @@ class Session(Delivery, asyncio.Protocol):
                  "pod", "queue", "live", "held", "out", "marked", "paused", "draining",
                  "close_when_flushed", "stop_reading", "closed", "last_active",
                  "stream_source", "busy", "orig_dst", "deferred", "processing", "fed",
-                 "tracked", "batch_slot", "max_inflight", "max_held")
+                 "tracked", "batch_slot", "max_inflight", "max_held", "lean")
 
     def __init__(self, worker, binding):
         self.worker = worker
@@ -69,6 +69,7 @@ class Session(Delivery, asyncio.Protocol):
         self.fed = 0                 # bytes given to the decoder so far (stream offset)
         self.tracked = 0             # requests in `queue` / `live` (a batch counts each)
         self.batch_slot = None       # (route, counters) of the last batch
+        self.lean = None             # set by bind()
         self.max_inflight = worker.settings.max_inflight_per_connection
         self.max_held = worker.settings.max_buffered_bytes
 
@@ -100,6 +101,8 @@ class Session(Delivery, asyncio.Protocol):
         """Use this chain for the next requests (config change: same listener, new routes)."""
         self.chain = chain
         self.traits = chain.traits
+        # {route: batchable} of a route table (agent.proxy.batch), None: no routed batches
+        self.lean = batch.lean_routes(chain) or None if not self.shared else None
         self.mux = chain.traits.multiplexed
         self.http = chain.codec == "http1"
         if self.mux and not isinstance(self.live, set):
@@ -166,7 +169,10 @@ class Session(Delivery, asyncio.Protocol):
         read meanwhile) so what one client has in flight stays bounded. `data` is the
         read the frames came from, starting at stream offset `fed` (batches slice it)."""
         self.processing = True
-        batch_route = self.chain.batch_route
+        # batches write one access-log line each: with an access log, requests go one by one
+        logged = self.worker.access_log is not None
+        batch_route = self.chain.batch_route if not logged else None
+        lean = self.lean if batch_route is None and not logged else None
         try:
             i, n = 0, len(frames)
             while i < n:
@@ -191,6 +197,15 @@ class Session(Delivery, asyncio.Protocol):
                         batch.send(self, frames[i:i + run], now, batch_route, data, fed)
                         i += run
                         continue
+                    if lean:                    # a route table: runs by the route selected
+                        run, route = self._routed_run(frames, i, lean)
+                        if run:
+                            batch.send(self, frames[i:i + run], now, route, data, fed)
+                            i += run
+                            continue
+                        self._request(frame, now, False, route)
+                        i += 1
+                        continue
                     self._request(frame, now, False)
                 elif kind == "oneway":
                     self._request(frame, now, True)
@@ -201,6 +216,20 @@ class Session(Delivery, asyncio.Protocol):
             self.processing = False
         if self.deferred is not None or self._full():
             self._pause(_PAUSE_LIMITS)
+
+    def _routed_run(self, frames, i, lean):
+        """(n, route): the next n request frames selected the same batchable route (n = 0:
+        frames[i]'s route, maybe None, takes the full path)."""
+        frame = frames[i]
+        if self.http and frame.flags & _HTTP_CHECK != FRAME_KEEPALIVE:
+            return 0, None
+        route = self.chain.select(frame)
+        if route is None or not lean.get(route):
+            return 0, route
+        if self.http:
+            return 1, route
+        return batch.routed_length(self.chain, frames, i, route,
+                                   self.max_inflight - self.tracked), route
 
     def _full(self) -> bool:
         return bool(self.paused & _PAUSE_WRITE) or self.held > self.max_held or \
@@ -219,9 +248,10 @@ class Session(Delivery, asyncio.Protocol):
     def _chain_for(self, frame):
         return self.chain
 
-    def _request(self, frame, now, oneway):
+    def _request(self, frame, now, oneway, route=None):
         chain = self._chain_for(frame)
-        route = chain.select(frame) if chain is not None else None
+        if route is None:                       # (given: selected already by _routed_run)
+            route = chain.select(frame) if chain is not None else None
         chain = chain or self.chain
         data = frame.data
         req = Request(self, chain, frame, data, "oneway" if oneway else "request",
@@ -257,6 +287,12 @@ class Session(Delivery, asyncio.Protocol):
                 self._inject(req, fault, cluster_name)
                 return
         self._forward(req, cluster_name)
+
+    def batch_replies(self, req, data):
+        """Replies of a multiplexed batch, ids restored and codes counted by the upstream
+        connection (UpstreamConn._batch_replies): one write."""
+        if not req.done and not self.closed:
+            self._write(data)
 
     def _refuse_upgrade(self, req, chain):
         """Upgrade and CONNECT would turn the connection into a tunnel, which the L7 path

@@ -16,14 +16,35 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from operator import attrgetter
 
 from agent.codec import CodecError
 
 from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
-    DUBBO_READONLY_EVENT, id_encoding, id_range, write_id
+    DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, rewrite_frames, write_id
+
+try:    # the reply side of batches in C (native/frames_mux.c); the loop is its reference
+    from agent.codec._frames import demux as _demux
+except ImportError:
+    _demux = None
+
+def _take_ids_py(inflight, req, first, n):
+    """The reference of agent.codec._frames.take_ids."""
+    ids = range(first, first + n)
+    if not inflight.keys().isdisjoint(ids):
+        return None
+    inflight.update(dict.fromkeys(ids, req))
+    return dict(zip(ids, range(n)))
+
+
+try:
+    from agent.codec._frames import take_ids as _take_ids
+except ImportError:
+    _take_ids = _take_ids_py
 
 _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
+_request_id = attrgetter("request_id")
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -154,6 +175,10 @@ class UpstreamConn(asyncio.Protocol):
         """A connection-unique id for this frame's id field (encoding and width kept)."""
         enc = id_encoding(self.traits, frame)
         key = (enc, frame.id_length)
+        nxt = self._ids.get(key)
+        if nxt is not None and nxt not in self.inflight and nxt <= self._ranges[key][1]:
+            self._ids[key] = nxt + 1              # the usual case: the next id is free
+            return nxt, enc
         span = self._ranges.get(key)
         if span is None:
             span = self._ranges[key] = id_range(enc, frame.id_length)
@@ -179,12 +204,43 @@ class UpstreamConn(asyncio.Protocol):
             return None
         req.up_id = up
         self.inflight[up] = req
-        buf = bytearray(req.data)
+        if req.frames is not None:              # the lean path: data is the frame's bytes
+            return rewrite_frames(req.frames, up, enc)
+        buf = bytearray(req.data)                # (maybe mutated: written where it is)
         write_id(buf, frame.id_offset, width, enc, up)
         return bytes(buf)
 
     def _assign_ids(self, req):
-        """A multiplexed batch: an id per frame, written in place in one copy."""
+        """A multiplexed batch: a run of consecutive connection-unique ids, written into
+        all its frames in one C call (agent.proxy.protocols.rewrite_frames). Ids in use
+        in that run, or frames whose id fields differ (varint widths), take the one-by-one
+        path."""
+        frames, inflight = req.frames, self.inflight
+        first = frames[0]
+        enc, n = id_encoding(self.traits, first), len(frames)
+        key = (enc, first.id_length)
+        span = self._ranges.get(key)
+        if span is None:
+            span = self._ranges[key] = id_range(enc, first.id_length)
+        lo, hi = span
+        nxt = self._ids.get(key, lo)
+        if nxt + n - 1 > hi:
+            nxt = lo
+        if nxt + n - 1 > hi:
+            return self._assign_ids_each(req)
+        try:
+            data = rewrite_frames(frames, nxt, enc)
+        except ValueError:
+            return self._assign_ids_each(req)
+        ids = _take_ids(inflight, req, nxt, n)
+        if ids is None:                           # one of them still in flight
+            return self._assign_ids_each(req)
+        self._ids[key] = nxt + n
+        req.ids = ids
+        return data
+
+    def _assign_ids_each(self, req):
+        """A multiplexed batch, an id per frame (the reference of _assign_ids)."""
         buf, ids, at, inflight = bytearray(req.data), {}, 0, self.inflight
         for index, frame in enumerate(req.frames):
             up, enc = self._next_id(frame)
@@ -239,41 +295,72 @@ class UpstreamConn(asyncio.Protocol):
             self._update_busy()
 
     def _responses_by_id(self, frames):
-        inflight, cluster = self.inflight, self.cluster
-        for frame in frames:
-            kind = frame.kind
-            if kind == "heartbeat":
-                if not frame.status:              # the provider's keep-alive: answer it
-                    try:
-                        self.out.append(self.decoder.heartbeat_reply(frame))
-                        self.worker.mark(self)
-                    except CodecError:
-                        pass
+        """Replies in arrival order: runs of batch replies filed per batch in C (demux),
+        every other frame (and every frame without the C module) one by one."""
+        i, n = 0, len(frames)
+        while i < n:
+            if _demux is not None and n - i > 1:    # (one frame: no C call for it)
+                batches, i = _demux(frames, self.inflight, "response", "error", i)
+                if batches:
+                    self._batch_replies(batches)
+                if i >= n:
+                    break
+            self._response_by_id(frames[i])
+            i += 1
+
+    def _response_by_id(self, frame):
+        """One reply frame (the reference of demux + _batch_replies for batches)."""
+        kind = frame.kind
+        if kind == "heartbeat":
+            if not frame.status:                  # the provider's keep-alive: answer it
+                try:
+                    self.out.append(self.decoder.heartbeat_reply(frame))
+                    self.worker.mark(self)
+                except CodecError:
+                    pass
+            return
+        if kind == "event":
+            if frame.data[16:] == _READONLY_BODY:
+                self.retiring = True              # provider going away: no new requests
+                self._update_busy()
+            return
+        up = frame.request_id
+        req = self.inflight.pop(up, None)
+        if req is None or req.done:
+            return                                # answered by a timeout already
+        if req.count > 1:                         # one reply of a batch
+            self._batch_replies({req: ([frame], [req.ids.pop(up)])})
+            return
+        req.conn = None
+        self.cluster.on_response(req, frame, rewrite_frames((frame,), req.rid,
+                                                            id_encoding(self.traits, frame)))
+
+    def _batch_replies(self, batches):
+        """The replies of this read per batch: the clients' ids written back in one C call,
+        one write to the client, each reply counted by its own code; a batch with all its
+        replies ends (on_response with its last reply)."""
+        traits, cluster = self.traits, self.cluster
+        for req, (frames, indexes) in batches.items():
+            if req.done:
                 continue
-            if kind == "event":
-                if frame.data[16:] == _READONLY_BODY:
-                    self.retiring = True          # provider going away: no new requests
-                    self._update_busy()
-                continue
-            up = frame.request_id
-            req = inflight.pop(up, None)
-            if req is None or req.done:
-                continue                          # answered by a timeout already
-            data = bytearray(frame.data)
-            if req.count > 1:                     # one reply of a batch: straight back
-                rid = req.frames[req.ids.pop(up)].request_id
-                write_id(data, frame.id_offset, frame.id_length,
-                         id_encoding(self.traits, frame), rid)
-                req.session.part(req, bytes(data), self.traits.response_code(frame))
-                if req.ids:
-                    continue
+            sent = req.frames
+            rids = list(map(_request_id, map(sent.__getitem__, indexes)))
+            try:
+                data = rewrite_frames(frames, rids, id_encoding(traits, frames[0]))
+            except ValueError:                    # a reply whose id field differs: one by one
+                data = b"".join(_restored(traits, f, rid) for f, rid in zip(frames, rids))
+            if req.codes is None:
+                req.codes = {}
+            count_codes(traits, frames, req.codes)
+            req.session.batch_replies(req, data)
+            last = not req.ids
+            if traits.can_fail and cluster.outlier_on and req.host is not None:
+                # outlier detection counts every reply (on_response reports the last one)
+                for frame in (frames[:-1] if last else frames):
+                    cluster.report(req.host, not traits.upstream_failed(frame), "error")
+            if last:
                 req.conn = None
-                cluster.on_response(req, frame, None)
-                continue
-            req.conn = None
-            write_id(data, frame.id_offset, frame.id_length, id_encoding(self.traits, frame),
-                     req.rid)
-            cluster.on_response(req, frame, bytes(data))
+                cluster.on_response(req, frames[-1], None)
 
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:
@@ -320,6 +407,12 @@ class UpstreamConn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort() if self.inflight else self.transport.close()
         self._fail_inflight("reset", FLAG_UPSTREAM_PROTOCOL)
+
+
+def _restored(traits, frame, rid) -> bytes:
+    data = bytearray(frame.data)
+    write_id(data, frame.id_offset, frame.id_length, id_encoding(traits, frame), rid)
+    return bytes(data)
 
 
 def _http_expect(decoder, frame, pool_depth: int) -> None:
