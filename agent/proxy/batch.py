@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import weakref
 
-from .protocols import FLAG_NO_HEALTHY, FLAG_OVERLOADED
 from .request import Request
 
 MAX_BATCH = 64        # frames per batch: bounds one failure's blast radius and reply size
@@ -120,20 +119,7 @@ def send(session, frames, now, route, data, fed) -> None:
     req.count, req.frames = len(frames), frames
     session.held += len(body)
     session._track(req)
-    slot = session.batch_slot
-    if slot is None or slot[0] is not route:
-        slot = session.batch_slot = (route, session._slot(chain, route.name, route.single))
-    req.slot = slot[1]
-    if not w.fairness.admit(session.pod, req.count):
-        session.fail(req, FLAG_OVERLOADED)
-        return
-    req.admitted = True
-    cluster = w.clusters.get(route.single)
-    if cluster is None:
-        session.fail(req, FLAG_NO_HEALTHY, f"cluster {route.single!r} not found")
-        return
-    req.cluster = cluster
-    cluster.dispatch(req)
+    session.dispatch_lean(req, route, req.count)
 
 
 def _no_room(w, route, n: int) -> bool:

@@ -352,12 +352,17 @@ class Session(Delivery, asyncio.Protocol):
         if not self.busy:
             self.busy = True
             self.worker.busy.add(self)
+        self.dispatch_lean(req, route, 1)
+
+    def dispatch_lean(self, req, route, n: int) -> None:
+        """A lean request (one, or a batch of n) to its route's one cluster: the route's
+        metrics slot (cached for the last route), fairness for n, then the cluster."""
         slot = self.batch_slot
         if slot is None or slot[0] is not route:
             slot = self.batch_slot = (route, self._slot(self.chain, route.name, route.single))
         req.slot = slot[1]
         w = self.worker
-        if not w.fairness.admit(self.pod):
+        if not w.fairness.admit(self.pod, n):
             self.fail(req, FLAG_OVERLOADED)
             return
         req.admitted = True
