@@ -1,7 +1,7 @@
 /*
  * libFuzzer target for native/mux.c (the batch id rewrite):
  *   clang -fsanitize=fuzzer,address,undefined fuzz_mux.c ../mux.c
- * (native/fuzz/run_mux.sh builds and runs it).
+ * (`native/fuzz/run.sh mux SECONDS` builds and runs it).
  *
  * Input: byte 0 = encoding (mod 4: one invalid value), byte 1 = number of
  * frames (mod 33), then per frame a 6-byte header (u16 length, u16

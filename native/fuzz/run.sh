@@ -1,8 +1,10 @@
 #!/bin/sh
-# Build and run the libFuzzer target of one codec.
+# Build and run the libFuzzer target of one codec, or of the batch id
+# rewrite (native/mux.c) with PROTO=mux.
 #   native/fuzz/run.sh PROTO SECONDS      (SECONDS=0: replay the seeds only)
 # Builds into $FUZZ_OUT (default native/fuzz/out/PROTO), seeds from
-# native/fuzz/corpus/PROTO plus ../shared/realworld when present (seeds.py),
+# native/fuzz/corpus/PROTO plus ../shared/realworld when present (seeds.py;
+# for mux: a few valid runs of each id encoding),
 # keeps new inputs in $FUZZ_OUT/corpus and a crash as $FUZZ_OUT/crash-*.
 # Prints one summary line; exits non-zero on a finding.
 # Environment: CC (default clang-14, else clang), PYTHON (default python3).
@@ -15,14 +17,15 @@ OUT=${FUZZ_OUT:-$HERE/out/$PROTO}
 PYTHON=${PYTHON:-python3}
 CC=${CC:-$(command -v clang-14 || command -v clang || echo clang-14)}
 case $PROTO in
-    dubbo|thrift|redis|http1|lengthfield) ;;
-    *) echo "run.sh: unknown protocol $PROTO" >&2; exit 2 ;;
+    dubbo|thrift|redis|http1|lengthfield) HARNESS=fuzz_codec.c MAXLEN=65536 ;;
+    mux) HARNESS=fuzz_mux.c MAXLEN=4096 ;;
+    *) echo "run.sh: unknown target $PROTO" >&2; exit 2 ;;
 esac
 UPPER=$(echo "$PROTO" | tr a-z A-Z)
 mkdir -p "$OUT/corpus" "$OUT/seeds"
 rm -f "$OUT"/crash-* "$OUT"/leak-* "$OUT"/timeout-* "$OUT"/oom-*
 
-# The codec sources, as native/build_codec.py lists them.
+# The codec sources, as native/build_codec.py lists them; mux: native/mux.c alone.
 SOURCES=$("$PYTHON" - "$ROOT/native/build_codec.py" <<'PY'
 import ast, re, sys
 text = open(sys.argv[1]).read()
@@ -31,19 +34,28 @@ PY
 )
 SRC=""
 for s in $SOURCES; do SRC="$SRC $ROOT/native/$s"; done
+[ "$PROTO" = mux ] && SRC="$ROOT/native/mux.c"
 
 # Rebuild only when a source is newer than the binary.
 STALE=1
-if [ -x "$OUT/fuzz_$PROTO" ] && [ -z "$(find "$HERE/fuzz_codec.c" "$ROOT/native" -maxdepth 1 \
+if [ -x "$OUT/fuzz_$PROTO" ] && [ -z "$(find "$HERE/$HARNESS" "$ROOT/native" -maxdepth 1 \
         -name '*.[ch]' -newer "$OUT/fuzz_$PROTO" 2>/dev/null)" ]; then
     STALE=0
 fi
 [ "$STALE" = 0 ] || "$CC" -g -O1 -std=c11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -fno-omit-frame-pointer -I"$ROOT/native" -DFUZZ_PROTOCOL="NM_PROTO_$UPPER" \
-    "$HERE/fuzz_codec.c" $SRC -o "$OUT/fuzz_$PROTO"
+    "$HERE/$HARNESS" $SRC -o "$OUT/fuzz_$PROTO"
 
 rm -rf "$OUT/seeds" && mkdir -p "$OUT/seeds"
-(cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON" "$HERE/seeds.py" "$PROTO" "$OUT/seeds") >/dev/null
+if [ "$PROTO" = mux ]; then
+    # encoding, 2 frames of 16 bytes (id at 4, 8 bytes / at 2, 1 byte), ids
+    for enc in 0 1 2; do
+        printf "\\$(printf %03o $enc)\\002\\020\\000\\004\\000\\010\\000AAAAAAAAAAAAAAAA\\020\\000\\002\\000\\001\\000BBBBBBBBBBBBBBBB\\001\\000\\000\\000\\000\\000\\000\\000\\177\\000\\000\\000\\000\\000\\000\\000" \
+            > "$OUT/seeds/seed-$enc"
+    done
+else
+    (cd "$ROOT" && PYTHONPATH="$ROOT" "$PYTHON" "$HERE/seeds.py" "$PROTO" "$OUT/seeds") >/dev/null
+fi
 
 if [ "$SECONDS_" = 0 ]; then
     MODE="-runs=0"
@@ -51,7 +63,7 @@ else
     MODE="-max_total_time=$SECONDS_"
 fi
 set +e
-ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$OUT/fuzz_$PROTO" $MODE -max_len=65536 \
+ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$OUT/fuzz_$PROTO" $MODE -max_len=$MAXLEN \
     -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 -artifact_prefix="$OUT/" \
     "$OUT/corpus" "$OUT/seeds" >"$OUT/log" 2>&1
 RC=$?
