@@ -4,8 +4,10 @@
 
 int getpeername4(struct bpf_sock_addr *ctx)
 {
-    __u64 cookie = bpf_get_socket_cookie(ctx);
-    struct nm_orig_dst *orig = orig_dst.lookup(&cookie);
+    struct bpf_sock *sk = ctx->sk;
+    if (!sk)
+        return 1;
+    struct nm_orig_dst *orig = orig_dst.sk_storage_get(sk, 0, 0);
     if (!orig)
         return 1;
     ctx->user_ip4 = orig->ip;
