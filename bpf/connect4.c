@@ -21,6 +21,7 @@ int connect4(struct bpf_sock_addr *ctx)
 
     struct steer s = {};
     steer(ctx, cfg, svc, pod, &s, NM_V4);
+    __u64 cookie = bpf_get_socket_cookie(ctx);
     __u32 ip = key.vip;
     __u16 port = key.port;
     if (s.target != NM_TARGET_ORIGINAL) {
@@ -28,7 +29,7 @@ int connect4(struct bpf_sock_addr *ctx)
         orig_init(&orig, cgroup_id, svc, &s);
         orig.ip = key.vip;
         orig.port = key.port;
-        if (remember(ctx->sk, &orig, &s) == 0) {
+        if (remember(cookie, &orig, &s) == 0) {
             ip = s.target == NM_TARGET_LOCAL ? cfg->local_ip : cfg->remote_ip;
             port = target_port(cfg, svc, &s);
             ctx->user_ip4 = ip;
@@ -38,7 +39,7 @@ int connect4(struct bpf_sock_addr *ctx)
     count(s.reason);
     if (cfg->flags & NM_PROXY_TRACE) {
         struct nm_trace_event ev = {};
-        trace_start(&ev, bpf_get_socket_cookie(ctx), cgroup_id, svc, &s);
+        trace_start(&ev, cookie, cgroup_id, svc, &s);
         ev.family = 2 /* AF_INET */;
         ev.orig_ip = key.vip;
         ev.orig_port = key.port;

@@ -74,6 +74,7 @@ int connect6(struct bpf_sock_addr *ctx)
         steer(ctx, cfg, svc, pod, &s, NM_V4);
     else
         steer(ctx, cfg, svc, pod, &s, NM_V6);
+    __u64 cookie = bpf_get_socket_cookie(ctx);
     __u32 ip[4] = {dst[0], dst[1], dst[2], dst[3]};
     __u16 port = dport;
     if (s.target != NM_TARGET_ORIGINAL) {
@@ -83,7 +84,7 @@ int connect6(struct bpf_sock_addr *ctx)
         orig.ip = mapped ? dst[3] : 0;
         orig.port = dport;
         NM_COPY_IP6(orig.ip6, dst);
-        if (remember(ctx->sk, &orig, &s) == 0) {
+        if (remember(cookie, &orig, &s) == 0) {
             target_ip6(cfg, &s, mapped, ip);
             port = target_port(cfg, svc, &s);
             NM_CTX_SET_IP6(ctx->user_ip6, ip);
@@ -92,6 +93,6 @@ int connect6(struct bpf_sock_addr *ctx)
     }
     count(s.reason);
     if (cfg->flags & NM_PROXY_TRACE)
-        trace6(bpf_get_socket_cookie(ctx), cgroup_id, svc, &s, dst, dport, ip, port);
+        trace6(cookie, cgroup_id, svc, &s, dst, dport, ip, port);
     return 1;
 }

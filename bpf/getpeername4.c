@@ -4,10 +4,8 @@
 
 int getpeername4(struct bpf_sock_addr *ctx)
 {
-    struct bpf_sock *sk = ctx->sk;
-    if (!sk)
-        return 1;
-    struct nm_orig_dst *orig = orig_dst.sk_storage_get(sk, 0, 0);
+    __u64 cookie = bpf_get_socket_cookie(ctx);
+    struct nm_orig_dst *orig = orig_dst.lookup(&cookie);
     if (!orig)
         return 1;
     ctx->user_ip4 = orig->ip;

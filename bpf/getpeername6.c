@@ -6,10 +6,8 @@
 
 int getpeername6(struct bpf_sock_addr *ctx)
 {
-    struct bpf_sock *sk = ctx->sk;
-    if (!sk)
-        return 1;
-    struct nm_orig_dst *orig = orig_dst.sk_storage_get(sk, 0, 0);
+    __u64 cookie = bpf_get_socket_cookie(ctx);
+    struct nm_orig_dst *orig = orig_dst.lookup(&cookie);
     if (!orig)
         return 1;
     if (orig->flags & NM_ORIG_V6) {

@@ -1,17 +1,15 @@
 /* sockops: on established, hand the original destination to the proxy and
- * pair same-node app <-> proxy sockets for sk_msg.
+ * pair same-node app <-> proxy sockets for sk_msg; clean up on close.
  *
- * Nothing happens at close: orig_dst and accepted are socket storage, freed
- * with their socket, and an accept record lives only from the client's end
- * being established to the proxy's end (which moves it onto its own
- * socket). So steered sockets need no state callbacks; for other sockets
- * the two established callbacks return after one pointer test (no storage)
- * or one port compare (not the proxy's port).
+ * Cost is paid only by steered sockets: connect4/6 cannot mark a socket, so
+ * the connect callback looks its cookie up once and, for a steered socket,
+ * turns on state callbacks; that flag then tells every later callback
+ * "steered" without another lookup. Everything else returns at once.
  *
  * IPv4 sockets, and IPv6 sockets with IPv4-mapped addresses (the kernel
  * fills their IPv4 fields), use the IPv4 maps; other IPv6 sockets the *6
- * maps. The proxy's end sees its client as a.b.c.d or ::ffff:a.b.c.d, and
- * finds the record in accept_records in both cases. */
+ * maps. The proxy reads a record under the address it sees: a.b.c.d, or
+ * ::ffff:a.b.c.d on a dual-stack listener, both in accept_records. */
 #include "lib/maps.h"
 #include "lib/stats.h"
 #include "lib/addr.h"
@@ -69,15 +67,12 @@ static __always_inline void peer_key6(struct bpf_sock_ops *skops, struct nm_addr
     key->port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
 }
 
-/* The app's side: its connect() was steered (its socket carries orig_dst).
- * Only a local proxy reads accept records; a remote one learns the service
- * from its port. */
+/* The app's side: its connect() was steered. Only a local proxy reads
+ * accept records; a remote one learns the service from its port. */
 static __always_inline void app_established(struct bpf_sock_ops *skops, int v6)
 {
-    struct bpf_sock *sk = skops->sk;
-    if (!sk)
-        return;
-    struct nm_orig_dst *orig = orig_dst.sk_storage_get(sk, 0, 0);
+    __u64 cookie = bpf_get_socket_cookie(skops);
+    struct nm_orig_dst *orig = orig_dst.lookup(&cookie);
     if (!orig || orig->target != NM_TARGET_LOCAL)
         return;
     struct nm_orig_dst rec = *orig;
@@ -97,23 +92,9 @@ static __always_inline void app_established(struct bpf_sock_ops *skops, int v6)
     count(rc == 0 ? NM_R_RECORD_ADDED : NM_R_RECORD_FAILED);
 }
 
-/* A client's accept record onto the proxy's socket, if it was written for
- * this very connection: the server sequence number the client saw is this
- * socket's. A leftover from an earlier connection of the same address and
- * port (its proxy end never established) is not. */
-static __always_inline struct nm_orig_dst *take(struct bpf_sock_ops *skops,
-                                                struct nm_orig_dst *rec)
-{
-    struct bpf_sock *sk = skops->sk;
-    if (!rec || !sk || rec->server_seq != skops->snd_nxt)
-        return NULL;
-    return accepted.sk_storage_get(sk, rec, BPF_SK_STORAGE_GET_F_CREATE);
-}
-
-/* The proxy's side: an accepted connection on the local proxy port. The
- * client reaches established first (before it sends the handshake's last
- * ACK), so its record is there; it moves to this socket, and this end is
- * paired if the client's was. */
+/* The proxy's side: an accepted connection on the local proxy port whose
+ * client's end was paired (its accept record says so; the client reaches
+ * established first, before it sends the handshake's last ACK). */
 static __always_inline void proxy_established(struct bpf_sock_ops *skops, int v6)
 {
     __u32 zero = 0;
@@ -130,22 +111,23 @@ static __always_inline void proxy_established(struct bpf_sock_ops *skops, int v6
             return;
         struct nm_addr6_key client6 = {};
         peer_key6(skops, &client6);
-        rec = take(skops, accept_records6.lookup(&client6));
-        accept_records6.delete(&client6);
+        rec = accept_records6.lookup(&client6);
+        if (rec && rec->server_seq != skops->snd_nxt) {
+            accept_records6.delete(&client6);
+            rec = NULL;
+        }
     } else {
         if (cfg->local_ip != 0 && skops->local_ip4 != cfg->local_ip)
             return;
         struct nm_addr_key client = {};
         peer_key(skops, &client);
-        rec = take(skops, accept_records.lookup(&client));
-        accept_records.delete(&client);
+        rec = accept_records.lookup(&client);
+        if (rec && rec->server_seq != skops->snd_nxt) {
+            accept_records.delete(&client);
+            rec = NULL;
+        }
     }
-    if (!rec) {
-        count(NM_R_RECORD_MISSED);
-        return;
-    }
-    count(NM_R_RECORD_ACCEPTED);
-    if (rec->flags & NM_ORIG_PAIR)
+    if (rec && (rec->flags & NM_ORIG_PAIR))
         pair(skops, v6);
 }
 

@@ -14,8 +14,7 @@ MAPS = {
     "services6": ("struct nm_service6_key", "struct nm_service", False),
     "proxy": ("__u32", "struct nm_proxy_config", False),
     "enrolled": ("__u64", "struct nm_pod", False),
-    "orig_dst": ("int", "struct nm_orig_dst", False),      # key: a socket fd
-    "accepted": ("int", "struct nm_orig_dst", False),      # key: a socket fd
+    "orig_dst": ("__u64", "struct nm_orig_dst", False),
     "accept_records": ("struct nm_addr_key", "struct nm_orig_dst", False),
     "accept_records6": ("struct nm_addr6_key", "struct nm_orig_dst", False),
     "sock_pairs": ("struct nm_sock_key", "__u64", False),   # value: socket cookie
@@ -24,7 +23,7 @@ MAPS = {
 }
 
 # enum bpf_map_type (uapi/linux/bpf.h)
-HASH, ARRAY, PERCPU_ARRAY, LRU_HASH, SOCKHASH, SK_STORAGE, RINGBUF = 1, 2, 6, 9, 18, 24, 27
+HASH, ARRAY, PERCPU_ARRAY, LRU_HASH, SOCKHASH, RINGBUF = 1, 2, 6, 9, 18, 27
 
 # name -> (map type, capacity: a bpf/lib/config.h setting or a number) of
 # every pinned map, as bpf/lib/maps.h defines it: what a pinned map must
@@ -34,8 +33,7 @@ KINDS = {
     "services6": (HASH, "NM_MAX_SERVICES"),
     "proxy": (ARRAY, 1),
     "enrolled": (HASH, "NM_MAX_PODS"),
-    "orig_dst": (SK_STORAGE, 0),
-    "accepted": (SK_STORAGE, 0),
+    "orig_dst": (LRU_HASH, "NM_MAX_CONNS"),
     "accept_records": (LRU_HASH, "NM_MAX_CONNS"),
     "accept_records6": (LRU_HASH, "NM_MAX_CONNS"),
     "sock_pairs": (SOCKHASH, "NM_MAX_CONNS"),

@@ -40,10 +40,10 @@ static __always_inline void orig_init(struct nm_orig_dst *orig, __u64 cgroup_id,
 
 /* Store a steered socket's record; 0 when stored. Without it getpeername
  * and the proxy would be blind: better not to redirect at all. */
-static __always_inline int remember(struct bpf_sock *sk, struct nm_orig_dst *orig,
+static __always_inline int remember(__u64 cookie, struct nm_orig_dst *orig,
                                     struct steer *s)
 {
-    if (sk && orig_dst.sk_storage_get(sk, orig, BPF_SK_STORAGE_GET_F_CREATE))
+    if (orig_dst.insert(&cookie, orig) == 0)
         return 0;
     s->target = NM_TARGET_ORIGINAL;
     s->reason = NM_R_FAILOPEN_MAP_FULL;

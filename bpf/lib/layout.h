@@ -55,12 +55,7 @@ enum nm_reason {
     NM_R_MSG_REDIRECTED_BYTES = 17,/* sk_msg: bytes of redirected messages */
     NM_R_PEERNAME_RESTORED = 18,   /* getpeername4: VIP shown to the app */
     NM_R_TRACE_LOST = 19,          /* ring buffer full, event dropped */
-    NM_R_CLOSED = 20,              /* unused since sockops has no close
-                                    * callback (orig_dst is socket storage) */
-    NM_R_RECORD_ACCEPTED = 21,     /* sockops: accept record moved onto the
-                                    * proxy's accepted socket */
-    NM_R_RECORD_MISSED = 22,       /* sockops: proxy accepted a connection
-                                    * with no record for it (not steered) */
+    NM_R_CLOSED = 20,              /* sockops: redirected socket closed */
     NM_R_MAX = 32
 };
 
@@ -125,9 +120,7 @@ struct nm_orig_dst {
     __u8 flags;         /* NM_ORIG_* */
     __u32 pad2;
     __u32 ip6[4];       /* NM_ORIG_V6: what the IPv6 socket dialled */
-    __u32 server_seq;   /* accept records: the proxy end's initial sequence
-                         * number + 1, as the client saw it on established;
-                         * a record moves only to the socket it was for */
+    __u32 server_seq;   /* accept records: the server's ISN + 1 as the client saw it */
     __u32 pad3;
 };
 

@@ -59,28 +59,17 @@ BPF_TABLE_PINNED("array", __u32, struct nm_proxy_config, proxy, 1,
 BPF_TABLE_PINNED("hash", __u64, struct nm_pod, enrolled, NM_MAX_PODS,
                  NM_PIN_DIR "/enrolled");
 
-/* orig_dst: on a redirected socket, its original destination. Socket
- * storage: the kernel frees it with the socket, so no close callback (and
- * no state callbacks on steered sockets) is needed.
- * Writers: connect4, connect6 (create). Readers: sockops, getpeername4,
- * getpeername6. Cannot be allocated -> fail open. */
-BPF_TABLE_PINNED("sk_storage", int, struct nm_orig_dst, orig_dst, 0,
-                 NM_PIN_DIR "/orig_dst", BPF_F_NO_PREALLOC);
+/* orig_dst: socket cookie -> original destination of a redirected socket.
+ * Writers: connect4, connect6 (insert), sockops (delete on close).
+ * Readers: sockops, getpeername4, getpeername6; CLI `conns`. Full -> fail open. */
+BPF_TABLE_PINNED("lru_hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
+                 NM_PIN_DIR "/orig_dst");
 
-/* accepted: on the local proxy's accepted socket, its client's accept
- * record, moved there from accept_records by sockops when the proxy's end
- * is established. Freed with the socket.
- * Writer: sockops. Reader: the proxy on accept (its accepted fd is the key). */
-BPF_TABLE_PINNED("sk_storage", int, struct nm_orig_dst, accepted, 0,
-                 NM_PIN_DIR "/accepted", BPF_F_NO_PREALLOC);
-
-/* accept_records: client (address, port) -> original destination + cgroup,
- * for the half round trip between the client's end and the proxy's end
- * being established. Writer: sockops (client established: update; proxy
- * established: delete, after moving it to accepted). A record whose proxy
- * end never got established (a handshake that failed half way) is never
- * read by another connection: the move checks the server's initial
- * sequence number, which the record carries; LRU evicts such leftovers. */
+/* accept_records: client (address, port) -> original destination + cgroup.
+ * Writer: sockops on established. Deleters: the proxy on accept (it reads
+ * it), sockops when the client's socket closes: a record lives no longer
+ * than its connection, so a later connection from the same address never
+ * finds a stale one, and the map holds at most one per orig_dst entry. */
 BPF_TABLE_PINNED("lru_hash", struct nm_addr_key, struct nm_orig_dst,
                  accept_records, NM_MAX_CONNS, NM_PIN_DIR "/accept_records");
 
