@@ -67,6 +67,11 @@ static __always_inline void peer_key6(struct bpf_sock_ops *skops, struct nm_addr
     key->port = bpf_htons((__u16)bpf_ntohl(skops->remote_port));
 }
 
+static __always_inline int steered(struct bpf_sock_ops *skops)
+{
+    return skops->bpf_sock_ops_cb_flags & BPF_SOCK_OPS_STATE_CB_FLAG;
+}
+
 /* The app's side: its connect() was steered. Only a local proxy reads
  * accept records; a remote one learns the service from its port. */
 static __always_inline void app_established(struct bpf_sock_ops *skops, int v6)
@@ -78,7 +83,6 @@ static __always_inline void app_established(struct bpf_sock_ops *skops, int v6)
     struct nm_orig_dst rec = *orig;
     if ((rec.flags & NM_ORIG_PAIR) && pair(skops, v6) != 0)
         rec.flags &= ~NM_ORIG_PAIR;
-    rec.server_seq = skops->rcv_nxt;
     long rc;
     if (v6) {
         struct nm_addr6_key client6 = {};
@@ -112,23 +116,43 @@ static __always_inline void proxy_established(struct bpf_sock_ops *skops, int v6
         struct nm_addr6_key client6 = {};
         peer_key6(skops, &client6);
         rec = accept_records6.lookup(&client6);
-        if (rec && rec->server_seq != skops->snd_nxt) {
-            accept_records6.delete(&client6);
-            rec = NULL;
-        }
     } else {
         if (cfg->local_ip != 0 && skops->local_ip4 != cfg->local_ip)
             return;
         struct nm_addr_key client = {};
         peer_key(skops, &client);
         rec = accept_records.lookup(&client);
-        if (rec && rec->server_seq != skops->snd_nxt) {
-            accept_records.delete(&client);
-            rec = NULL;
-        }
     }
     if (rec && (rec->flags & NM_ORIG_PAIR))
         pair(skops, v6);
+}
+
+/* Ask for state changes of steered sockets: close cleans up even when the
+ * connection never got established, and the flag marks the socket. */
+static __always_inline void watch_if_steered(struct bpf_sock_ops *skops)
+{
+    __u64 cookie = bpf_get_socket_cookie(skops);
+    if (orig_dst.lookup(&cookie))
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags |
+                                             BPF_SOCK_OPS_STATE_CB_FLAG);
+}
+
+/* A steered socket closes: its records go (the accept record may already
+ * be gone: the proxy deletes it on accept). */
+static __always_inline void closed(struct bpf_sock_ops *skops, int v6)
+{
+    __u64 cookie = bpf_get_socket_cookie(skops);
+    if (orig_dst.delete(&cookie) == 0)
+        count(NM_R_CLOSED);
+    if (v6) {
+        struct nm_addr6_key client6 = {};
+        own_key6(skops, &client6);
+        accept_records6.delete(&client6);
+    } else {
+        struct nm_addr_key client = {};
+        own_key(skops, &client);
+        accept_records.delete(&client);
+    }
 }
 
 /* Pure IPv6, as opposed to IPv4 or IPv4-mapped. The peer decides: a
@@ -148,16 +172,25 @@ int sockops(struct bpf_sock_ops *skops)
     if (family != NM_AF_INET && family != NM_AF_INET6)
         return 1;
     __u32 op = skops->op;
-    if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
-        if (is_v6(skops))
-            app_established(skops, NM_V6);
-        else
-            app_established(skops, NM_V4);
+    if (op == BPF_SOCK_OPS_TCP_CONNECT_CB) {
+        watch_if_steered(skops);
+    } else if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+        if (steered(skops)) {
+            if (is_v6(skops))
+                app_established(skops, NM_V6);
+            else
+                app_established(skops, NM_V4);
+        }
     } else if (op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB) {
         if (is_v6(skops))
             proxy_established(skops, NM_V6);
         else
             proxy_established(skops, NM_V4);
+    } else if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE) {
+        if (is_v6(skops))
+            closed(skops, NM_V6);
+        else
+            closed(skops, NM_V4);
     }
     return 1;
 }

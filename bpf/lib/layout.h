@@ -120,8 +120,6 @@ struct nm_orig_dst {
     __u8 flags;         /* NM_ORIG_* */
     __u32 pad2;
     __u32 ip6[4];       /* NM_ORIG_V6: what the IPv6 socket dialled */
-    __u32 server_seq;   /* accept records: the server's ISN + 1 as the client saw it */
-    __u32 pad3;
 };
 
 /* accept_records: key. The client's address as the proxy sees it on accept. */

@@ -62,7 +62,7 @@ BPF_TABLE_PINNED("hash", __u64, struct nm_pod, enrolled, NM_MAX_PODS,
 /* orig_dst: socket cookie -> original destination of a redirected socket.
  * Writers: connect4, connect6 (insert), sockops (delete on close).
  * Readers: sockops, getpeername4, getpeername6; CLI `conns`. Full -> fail open. */
-BPF_TABLE_PINNED("lru_hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
+BPF_TABLE_PINNED("hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
                  NM_PIN_DIR "/orig_dst");
 
 /* accept_records: client (address, port) -> original destination + cgroup.
@@ -70,12 +70,12 @@ BPF_TABLE_PINNED("lru_hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
  * it), sockops when the client's socket closes: a record lives no longer
  * than its connection, so a later connection from the same address never
  * finds a stale one, and the map holds at most one per orig_dst entry. */
-BPF_TABLE_PINNED("lru_hash", struct nm_addr_key, struct nm_orig_dst,
+BPF_TABLE_PINNED("hash", struct nm_addr_key, struct nm_orig_dst,
                  accept_records, NM_MAX_CONNS, NM_PIN_DIR "/accept_records");
 
 /* accept_records6: the same for IPv6 clients (IPv4-mapped ones are in
  * accept_records, as the proxy sees them: a.b.c.d or ::ffff:a.b.c.d). */
-BPF_TABLE_PINNED("lru_hash", struct nm_addr6_key, struct nm_orig_dst,
+BPF_TABLE_PINNED("hash", struct nm_addr6_key, struct nm_orig_dst,
                  accept_records6, NM_MAX_CONNS, NM_PIN_DIR "/accept_records6");
 
 /* sock_pairs: both ends of same-node app <-> local proxy connections.
