@@ -83,6 +83,7 @@ static __always_inline void app_established(struct bpf_sock_ops *skops, int v6)
     struct nm_orig_dst rec = *orig;
     if ((rec.flags & NM_ORIG_PAIR) && pair(skops, v6) != 0)
         rec.flags &= ~NM_ORIG_PAIR;
+    rec.server_seq = skops->rcv_nxt;
     long rc;
     if (v6) {
         struct nm_addr6_key client6 = {};
@@ -94,6 +95,17 @@ static __always_inline void app_established(struct bpf_sock_ops *skops, int v6)
         rc = accept_records.update(&client, &rec);
     }
     count(rc == 0 ? NM_R_RECORD_ADDED : NM_R_RECORD_FAILED);
+}
+
+/* A record that was not written for this connection: the server sequence
+ * number the client saw is another socket's (records of older versions
+ * carry none). */
+static __always_inline int stale(struct bpf_sock_ops *skops, struct nm_orig_dst *rec)
+{
+    if (rec->server_seq == 0 || rec->server_seq == skops->snd_nxt)
+        return 0;
+    count(NM_R_RECORD_STALE);
+    return 1;
 }
 
 /* The proxy's side: an accepted connection on the local proxy port whose
@@ -116,12 +128,20 @@ static __always_inline void proxy_established(struct bpf_sock_ops *skops, int v6
         struct nm_addr6_key client6 = {};
         peer_key6(skops, &client6);
         rec = accept_records6.lookup(&client6);
+        if (rec && stale(skops, rec)) {
+            accept_records6.delete(&client6);
+            return;
+        }
     } else {
         if (cfg->local_ip != 0 && skops->local_ip4 != cfg->local_ip)
             return;
         struct nm_addr_key client = {};
         peer_key(skops, &client);
         rec = accept_records.lookup(&client);
+        if (rec && stale(skops, rec)) {
+            accept_records.delete(&client);
+            return;
+        }
     }
     if (rec && (rec->flags & NM_ORIG_PAIR))
         pair(skops, v6);
@@ -137,22 +157,14 @@ static __always_inline void watch_if_steered(struct bpf_sock_ops *skops)
                                              BPF_SOCK_OPS_STATE_CB_FLAG);
 }
 
-/* A steered socket closes: its records go (the accept record may already
- * be gone: the proxy deletes it on accept). */
-static __always_inline void closed(struct bpf_sock_ops *skops, int v6)
+/* A steered socket closes: its orig_dst record goes. Its accept record
+ * stays for the proxy, which may accept the connection after the client
+ * is gone and must still read the bytes it sent. */
+static __always_inline void closed(struct bpf_sock_ops *skops)
 {
     __u64 cookie = bpf_get_socket_cookie(skops);
     if (orig_dst.delete(&cookie) == 0)
         count(NM_R_CLOSED);
-    if (v6) {
-        struct nm_addr6_key client6 = {};
-        own_key6(skops, &client6);
-        accept_records6.delete(&client6);
-    } else {
-        struct nm_addr_key client = {};
-        own_key(skops, &client);
-        accept_records.delete(&client);
-    }
 }
 
 /* Pure IPv6, as opposed to IPv4 or IPv4-mapped. The peer decides: a
@@ -187,10 +199,7 @@ int sockops(struct bpf_sock_ops *skops)
         else
             proxy_established(skops, NM_V4);
     } else if (op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE) {
-        if (is_v6(skops))
-            closed(skops, NM_V6);
-        else
-            closed(skops, NM_V4);
+        closed(skops);
     }
     return 1;
 }

@@ -56,6 +56,9 @@ enum nm_reason {
     NM_R_PEERNAME_RESTORED = 18,   /* getpeername4: VIP shown to the app */
     NM_R_TRACE_LOST = 19,          /* ring buffer full, event dropped */
     NM_R_CLOSED = 20,              /* sockops: redirected socket closed */
+    NM_R_RECORD_STALE = 21,        /* sockops: a leftover accept record of an
+                                    * earlier connection from the same
+                                    * address, deleted unread */
     NM_R_MAX = 32
 };
 
@@ -120,6 +123,10 @@ struct nm_orig_dst {
     __u8 flags;         /* NM_ORIG_* */
     __u32 pad2;
     __u32 ip6[4];       /* NM_ORIG_V6: what the IPv6 socket dialled */
+    __u32 server_seq;   /* accept records: the proxy end's initial sequence
+                         * number + 1, as the client saw it; 0 = written by
+                         * a version without this field */
+    __u32 pad3;
 };
 
 /* accept_records: key. The client's address as the proxy sees it on accept. */

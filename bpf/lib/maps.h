@@ -66,16 +66,20 @@ BPF_TABLE_PINNED("hash", __u64, struct nm_orig_dst, orig_dst, NM_MAX_CONNS,
                  NM_PIN_DIR "/orig_dst");
 
 /* accept_records: client (address, port) -> original destination + cgroup.
- * Writer: sockops on established. Deleters: the proxy on accept (it reads
- * it), sockops when the client's socket closes: a record lives no longer
- * than its connection, so a later connection from the same address never
- * finds a stale one, and the map holds at most one per orig_dst entry. */
-BPF_TABLE_PINNED("hash", struct nm_addr_key, struct nm_orig_dst,
+ * Writer: sockops on the client's established. Deleter: the proxy, which
+ * reads it on accept. Not deleted when the client closes: a client that
+ * sends and closes before the proxy accepts still has its record read.
+ * A record is never read by another connection: it carries the server's
+ * sequence number, and sockops deletes it when the proxy's end of a later
+ * connection from that address is established with another one. LRU, so
+ * records no proxy end ever reached (a handshake that failed half way)
+ * make room for new ones. */
+BPF_TABLE_PINNED("lru_hash", struct nm_addr_key, struct nm_orig_dst,
                  accept_records, NM_MAX_CONNS, NM_PIN_DIR "/accept_records");
 
 /* accept_records6: the same for IPv6 clients (IPv4-mapped ones are in
  * accept_records, as the proxy sees them: a.b.c.d or ::ffff:a.b.c.d). */
-BPF_TABLE_PINNED("hash", struct nm_addr6_key, struct nm_orig_dst,
+BPF_TABLE_PINNED("lru_hash", struct nm_addr6_key, struct nm_orig_dst,
                  accept_records6, NM_MAX_CONNS, NM_PIN_DIR "/accept_records6");
 
 /* sock_pairs: both ends of same-node app <-> local proxy connections.

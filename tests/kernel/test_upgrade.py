@@ -68,6 +68,30 @@ def test_maps_of_the_first_layout_are_upgraded_with_their_entries():
         n.stop()
 
 
+def test_accept_records_of_the_plain_hash_layout_are_carried_over():
+    """The version before the server sequence number: accept_records a plain
+    hash of 40-byte values. Its records are copied into the LRU map, and one
+    copied for a connection not yet accepted is still read by the proxy."""
+    n = Node("nm-upg5")
+    n.cgroup.mkdir(exist_ok=True)
+    try:
+        pins = n.settings.pin_dir
+        pathlib.Path(pins).mkdir(parents=True)
+        key = struct.pack("<IHH", layout.ip_to_be32("127.0.0.1"), layout.port_to_be16(40000), 0)
+        old_rec = struct.pack("<QIIHBBI16x", 99, layout.ip_to_be32(VIP[0]), 3,
+                              layout.port_to_be16(VIP[1]), layout.C.NM_TARGET_LOCAL, 0, 0)
+        assert len(old_rec) == 40
+        pin_old_map(pins, "accept_records", maps.HASH, 8, 40, 262144, [(key, old_rec)])
+        n.start(loader="inprocess")
+        assert n.up_result["upgraded_maps"] == {"accept_records": "copied 1 entries"}
+        assert maps.PinnedMap(pins, "accept_records").path.exists()
+        rec = n.ctl.accept_record("127.0.0.1", 40000)
+        assert rec["service_id"] == 3 and rec["cgroup_id"] == 99
+        assert rec["original_dst"] == "%s:%d" % VIP
+    finally:
+        n.stop()
+
+
 def test_a_running_datapath_is_reloaded_over_changed_capacities():
     n = Node("nm-upg2").start(loader="inprocess")
     try:

@@ -30,6 +30,10 @@ def test_values_only_grow_at_their_end():
     for struct, fields in first.items():
         for field, offset in fields.items():
             assert layout.ffi.offsetof(f"struct {struct}", field) == offset, (struct, field)
+    # the accept records' server sequence number came after the IPv6 layout (40 bytes)
+    assert layout.ffi.offsetof("struct nm_orig_dst", "ip6") == 24
+    assert layout.ffi.offsetof("struct nm_orig_dst", "server_seq") == 40
+    assert layout.ffi.sizeof("struct nm_orig_dst") == 48
 
 
 @pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
@@ -62,7 +66,7 @@ def test_reason_codes_are_stable():
     # append-only: dashboards and the CLI key on these numbers
     r = layout.reasons()
     assert r[0] == "not_service" and r[2] == "local" and r[9] == "failopen_map_full"
-    assert r[15] == "msg_redirected" and r[20] == "closed"
+    assert r[15] == "msg_redirected" and r[20] == "closed" and r[21] == "record_stale"
     assert layout.C.NM_R_MAX >= len(r)
 
 
