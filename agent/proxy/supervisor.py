@@ -1,9 +1,13 @@
 """`nodemesh proxy`'s parent process: workers, configuration relay, drain, admin API.
 
-The supervisor reads one ConfigSource (a static bootstrap or xDS), validates
-each update in its own ConfigStore (for /config_dump and to replay the
-accepted state to a restarted worker) and relays it, serialized, to every
-worker over its socketpair. Workers open their listening sockets once the
+The supervisor reads one ConfigSource (a static bootstrap or xDS) and relays
+each update, serialized, to every worker over its socketpair. It compiles
+nothing itself: every source has validated what it yields (the agent behind
+the relay, the source's own store towards a control plane, the bootstrap at
+load) and each worker compiles what it serves, so the supervisor keeps the
+bytes and versions (RelayedStore: replays to a restarted worker), records
+each worker's apply outcome (a worker that rejects shows in /stats and
+/ready) and asks worker 0 for /config_dump. Workers open their listening sockets once the
 first complete configuration is in ("serve"): the datapath checks that the
 local proxy listens before it steers anything to it, so a proxy without
 configuration must not listen. A crashed worker is started again (with
@@ -25,7 +29,7 @@ import time
 from typing import Dict, List, Optional
 
 from .channel import Channel, ChannelClosed
-from .config_apply import encode_update
+from .config_apply import RelayedStore, encode_update
 from .settings import ProxySettings
 
 log = logging.getLogger("nodemesh.proxy")
@@ -33,6 +37,8 @@ log = logging.getLogger("nodemesh.proxy")
 WARMING_GRACE = 5.0        # serve anyway this long after the first listeners if RDS/EDS lag
 MAX_BACKOFF = 30.0
 HEALTHY_RUN = 60.0         # a worker up this long resets its restart back-off
+APPLY_TIMEOUT = 120.0      # a worker's reply to one update (50,000 services compile in ~10 s)
+DUMP_TIMEOUT = 30.0
 
 
 class WorkerHandle:
@@ -56,12 +62,12 @@ class WorkerHandle:
 
 class Supervisor:
     def __init__(self, settings: ProxySettings, source, remote_ports=None, store=None):
-        from agent.config.store import ConfigStore
-
+        """store: what the supervisor keeps of the relayed state (default: bytes and
+        versions, RelayedStore); a ConfigStore there compiles every update once more."""
         self.settings = settings.validate()
         self.source = source
         self.remote_ports = dict(remote_ports or {})
-        self.store = store or ConfigStore(remote_ports=self.remote_ports)
+        self.store = store or RelayedStore(dump=self._config_dump, remote_ports=self.remote_ports)
         self.workers: List[WorkerHandle] = []
         self.versions: Dict[str, str] = {}
         self.serving = False
@@ -115,6 +121,7 @@ class Supervisor:
         child.close()
         handle.started = time.monotonic()
         handle.served = False
+        handle.last_apply = {}
         loop = asyncio.get_running_loop()
         _, handle.channel = await loop.create_unix_connection(
             lambda: Channel(self._on_message, lambda ch: None), sock=parent)
@@ -123,19 +130,43 @@ class Supervisor:
             loop.create_task(self._serve(handle))
 
     def _replay(self, handle: WorkerHandle) -> None:
-        """The accepted state, one full update per type, dependencies first."""
+        """The accepted state, one full update per type, dependencies first (as relayed
+        bytes: nothing decoded or encoded again)."""
         from agent.config import resources
 
         order = (resources.CLUSTER, resources.ENDPOINT, resources.ROUTE, resources.META_ROUTE,
                  resources.LISTENER)
         for type_url in order:
-            messages = self.store.messages(type_url)
-            if not messages and type_url not in self.versions:
+            raw = self.store.raw(type_url)
+            if not raw and type_url not in self.versions:
                 continue
-            encoded = {"type_url": type_url, "version": self.versions.get(type_url, ""),
-                       "removed": (), "replace": True,
-                       "resources": {n: m.SerializeToString() for n, m in messages.items()}}
-            handle.channel.send("update", encoded)
+            self._send_update(handle, {"type_url": type_url,
+                                       "version": self.versions.get(type_url, ""),
+                                       "removed": (), "replace": True, "resources": raw})
+
+    def _send_update(self, handle: WorkerHandle, encoded: dict) -> None:
+        """Relay one update; the worker's outcome lands in handle.last_apply. Sent from a
+        task: tasks run in creation order, so updates (and the serve after them) keep
+        their order on the channel."""
+        asyncio.get_running_loop().create_task(self._apply_on(handle, handle.channel, encoded))
+
+    async def _apply_on(self, handle: WorkerHandle, channel: Channel, encoded: dict) -> None:
+        try:
+            outcome = await channel.request("update", encoded, timeout=APPLY_TIMEOUT)
+        except ChannelClosed:
+            return                      # the monitor restarts it and replays
+        except asyncio.TimeoutError:
+            outcome = {"errors": [f"no reply in {APPLY_TIMEOUT:.0f}s"], "failed": True}
+        if not isinstance(outcome, dict):
+            outcome = {"errors": [f"unexpected reply {outcome!r:.80}"], "failed": True}
+        handle.last_apply[encoded["type_url"]] = {"version": encoded["version"], **outcome}
+        problems = [str(p) for p in list(outcome.get("errors") or ())
+                    + list(outcome.get("problems") or ())]
+        if problems:
+            log.warning("worker %d rejected part of %s %s: %s", handle.index,
+                        encoded["type_url"], encoded["version"], "; ".join(problems[:5]))
+            self.config_errors = (self.config_errors +
+                                  [f"worker {handle.index}: {p}" for p in problems])[-20:]
 
     def _on_message(self, channel: Channel, msg) -> None:
         kind, _, payload = msg
@@ -202,18 +233,31 @@ class Supervisor:
                 await self._start_serving()
 
     def apply(self, update) -> None:
-        """Validate in our store (for /config_dump and replays), relay to every worker."""
-        result = self.store.update(update.type_url, update.resources, update.version,
+        """Keep the bytes (replays), relay to every worker; they compile and report."""
+        encoded = encode_update(update)
+        result = self.store.update(update.type_url, encoded["resources"], update.version,
                                    removed=update.removed, replace=update.replace)
         self.versions[update.type_url] = update.version
         for err in result.errors:
             log.warning("configuration rejected: %s", err)
-        self.config_errors = [str(e) for e in result.errors][-20:] if result.errors else \
-            self.config_errors
-        encoded = encode_update(update)
+        if result.errors:
+            self.config_errors = (self.config_errors + [str(e) for e in result.errors])[-20:]
         for handle in self.workers:
             if handle.alive:
-                handle.channel.send("update", encoded)
+                self._send_update(handle, encoded)
+
+    async def _config_dump(self) -> dict:
+        """/config_dump from the first worker that answers: what it compiled and serves.
+        With none alive, the relayed bytes compiled here on demand."""
+        for handle in self.workers:
+            if handle.alive:
+                try:
+                    dump = await handle.channel.request("config_dump", timeout=DUMP_TIMEOUT)
+                except (ChannelClosed, asyncio.TimeoutError):
+                    continue
+                if isinstance(dump, dict) and "error" not in dump:
+                    return dump
+        return self.store.compiled().dump()
 
     async def _start_serving(self) -> None:
         if self.serving or self.draining:
@@ -255,6 +299,8 @@ class Supervisor:
             errors = h.listening.get("errors") if isinstance(h.listening, dict) else None
             if errors:
                 return False, f"worker {h.index}: cannot listen: {'; '.join(errors.values())}"
+            if any(o.get("failed") for o in h.last_apply.values()):
+                return False, f"worker {h.index}: no reply to a configuration update"
         return True, "ok"
 
     async def gather(self, kind: str, timeout: float = 2.0) -> Dict[int, dict]:
