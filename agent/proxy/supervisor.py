@@ -53,6 +53,7 @@ class WorkerHandle:
         self.backoff = 0.0
         self.restart_at: Optional[float] = None
         self.last_apply: dict = {}
+        self.problems: Optional[list] = None   # latest reply's listeners that cannot run
 
     @property
     def alive(self) -> bool:
@@ -75,7 +76,7 @@ class Supervisor:
         self.drain_cut = 0
         self.started = time.time()
         self.finished: Optional[asyncio.Future] = None
-        self.config_errors: List[str] = []
+        self._rejected: List[str] = []
         self._warm_timer = None
         self._admin = None
 
@@ -122,6 +123,7 @@ class Supervisor:
         handle.started = time.monotonic()
         handle.served = False
         handle.last_apply = {}
+        handle.problems = None
         loop = asyncio.get_running_loop()
         _, handle.channel = await loop.create_unix_connection(
             lambda: Channel(self._on_message, lambda ch: None), sock=parent)
@@ -159,14 +161,33 @@ class Supervisor:
             outcome = {"errors": [f"no reply in {APPLY_TIMEOUT:.0f}s"], "failed": True}
         if not isinstance(outcome, dict):
             outcome = {"errors": [f"unexpected reply {outcome!r:.80}"], "failed": True}
-        handle.last_apply[encoded["type_url"]] = {"version": encoded["version"], **outcome}
-        problems = [str(p) for p in list(outcome.get("errors") or ())
-                    + list(outcome.get("problems") or ())]
-        if problems:
-            log.warning("worker %d rejected part of %s %s: %s", handle.index,
-                        encoded["type_url"], encoded["version"], "; ".join(problems[:5]))
-            self.config_errors = (self.config_errors +
-                                  [f"worker {handle.index}: {p}" for p in problems])[-20:]
+        self._record(handle, encoded, outcome)
+        await self._serve_when_warm()
+
+    def _record(self, handle: WorkerHandle, encoded: dict, outcome: dict) -> None:
+        from agent.config import resources
+
+        type_url = encoded["type_url"]
+        handle.last_apply[type_url] = {"version": encoded["version"], **outcome}
+        errors = [f"worker {handle.index}: {e}" for e in outcome.get("errors") or ()]
+        if errors:                      # rejected by the worker: kept for /stats
+            log.warning("%s %s: %s", type_url, encoded["version"], "; ".join(errors[:5]))
+            self._rejected = (self._rejected + errors)[-20:]
+        # A changed configuration's reply lists every listener that cannot run (a
+        # listener before its route table): the worker's state until its next change.
+        if outcome.get("accepted") or encoded["removed"]:
+            handle.problems = list(outcome.get("problems") or ())
+        if handle.problems is not None and not handle.last_apply.get(resources.LISTENER):
+            handle.problems = None      # no listener yet: not warm either
+        if handle.problems and self.serving:
+            log.warning("worker %d: %d listeners cannot run: %s", handle.index,
+                        len(handle.problems), handle.problems[0])
+
+    @property
+    def config_errors(self) -> List[str]:
+        """Rejections (last 20) and the listeners a worker cannot run now (first 5 each)."""
+        now = [f"worker {h.index}: {p}" for h in self.workers for p in (h.problems or ())[:5]]
+        return self._rejected + now
 
     def _on_message(self, channel: Channel, msg) -> None:
         kind, _, payload = msg
@@ -228,9 +249,22 @@ class Supervisor:
             if update.type_url == resources.LISTENER and self._warm_timer is None:
                 self._warm_timer = loop.call_later(
                     WARMING_GRACE, lambda: loop.create_task(self._start_serving()))
-            if self._warm_timer is not None and not any(self.store.missing().values()):
-                self._warm_timer.cancel()
-                await self._start_serving()
+            await self._serve_when_warm()
+
+    def _warm(self) -> bool:
+        """Serve once a listener came and nothing is missing: no reference unresolved in
+        our store (a compiling one), and every live worker has applied listeners and its
+        latest reply names no listener that cannot run (a relay may send a listener
+        before its route table: Envoy's CDS, EDS, LDS, RDS order)."""
+        if self._warm_timer is None or any(self.store.missing().values()):
+            return False
+        live = [h for h in self.workers if h.alive]
+        return bool(live) and all(h.problems is not None and not h.problems for h in live)
+
+    async def _serve_when_warm(self) -> None:
+        if not self.serving and self._warm():
+            self._warm_timer.cancel()
+            await self._start_serving()
 
     def apply(self, update) -> None:
         """Keep the bytes (replays), relay to every worker; they compile and report."""
@@ -241,7 +275,7 @@ class Supervisor:
         for err in result.errors:
             log.warning("configuration rejected: %s", err)
         if result.errors:
-            self.config_errors = (self.config_errors + [str(e) for e in result.errors])[-20:]
+            self._rejected = (self._rejected + [str(e) for e in result.errors])[-20:]
         for handle in self.workers:
             if handle.alive:
                 self._send_update(handle, encoded)

@@ -87,7 +87,13 @@ def test_admin_api_and_counters_summed_over_workers(proxy_proc):
         r = redis.Redis(port=port)
         r.set(f"k{i}", i)
         r.close()
-    stats = client.get("/stats")
+    deadline = time.monotonic() + 5         # lag is sampled every 50 ms from serving on
+    while True:
+        stats = client.get("/stats")
+        if all(w["event_loop_lag_ms"]["samples"] for w in stats["workers"]) or \
+                time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert len(stats["workers"]) == 2
     for w in stats["workers"]:
         assert w["event_loop_lag_ms"]["samples"] > 0 and "p50" in w["event_loop_lag_ms"]
