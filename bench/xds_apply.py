@@ -4,20 +4,22 @@
 
 Three processes, as on a node: this one is the control plane (nodemesh's
 own xDS server, delta ADS); `nodemesh agent` (its own BPF datapath in a pin
-dir and cgroup of this benchmark's, unless --no-kernel) relays to a proxy
-stand-in (an XdsSource feeding a ConfigStore, as the proxy supervisor
-does, printing what it applied). A service is a MetaProtocol listener with
+dir and cgroup of this benchmark's, unless --no-kernel) relays to the
+proxy (its own Supervisor with an XdsSource on the relay and one worker
+process that compiles and applies, listeners left closed; it prints what
+the worker reported applied). A service is a MetaProtocol listener with
 its RDS route table, an EDS cluster and its endpoints (4 resources).
 
 Measured, wall clock from the moment the control plane publishes:
 - initial load of N services: until the last service is in the BPF services
-  map, and until the proxy's store has all N listeners and clusters;
+  map, and until the proxy's worker has applied all N listeners and clusters;
 - one-service change at 10,000 (a listener's remote port): until the BPF map
   entry and the proxy's listener show it (median and p90 of --changes runs);
 - the agent's RSS after the initial load (psutil).
 Targets: 10,000 services <= 1 s, one change <= 10 ms, agent RSS <= 150 MB at 10k.
-Needs root for the datapath (pin dir /sys/fs/bpf/nm-xds-bench, cgroup
-<v2>/nm-xds-bench); --no-kernel measures the store and relay only.
+Needs root for the datapath (pin dir /sys/fs/bpf/$NODEMESH_BENCH_NAME, cgroup
+<v2>/$NODEMESH_BENCH_NAME, default nm-xds-bench); --no-kernel measures the
+store and relay only.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PIN_DIR = "/sys/fs/bpf/nm-xds-bench"
+NAME = os.environ.get("NODEMESH_BENCH_NAME", "nm-xds-bench")   # pins and cgroup: one per user
+PIN_DIR = "/sys/fs/bpf/" + NAME
 CGROUP_V2 = os.environ.get("NODEMESH_BENCH_CGROUP2", "/sys/fs/cgroup/unified")
 TARGETS = {"initial_10k_s": 1.0, "change_ms": 10.0, "rss_10k_mb": 150.0}
 
@@ -145,41 +148,82 @@ class ControlPlane:
         self.thread.join(5)
 
 
-# -- the proxy stand-in ------------------------------------------------------------------
+# -- the proxy: the real supervisor and one worker process -----------------------------------
 
-def proxy_probe(address):
-    """Run as `python -m bench.xds_apply --proxy-probe ADDR`: apply and report."""
+def proxy_probe(address, store_kind, run_dir):
+    """Run as `python -m bench.xds_apply --proxy-probe ADDR`: the proxy's own Supervisor
+    (XdsSource on the relay, one worker process that compiles and applies), printing a
+    line each time the worker reports an update applied. It never opens the listeners
+    (one remote port per service would measure bind(), not configuration).
+    store_kind "compiled": the supervisor compiles too (the proxy before RelayedStore)."""
     from agent.config.store import ConfigStore
+    from agent.proxy.settings import ProxySettings
+    from agent.proxy.supervisor import Supervisor
     from agent.xds.source import XdsSource
-    from agent.xds.types import LISTENER
+    from agent.xds.types import CLUSTER, ENDPOINT, LISTENER, META_ROUTE, ROUTE
 
-    async def ready(source):
-        """One line once the relay stream is up: the load is published after it, so
-        the figures never include this process starting (seconds on a loaded host)."""
-        while source.client is None or not source.client.synced.is_set():
+    applied = {LISTENER: set(), CLUSTER: set(), ENDPOINT: set(), ROUTE: set(),
+               META_ROUTE: set()}
+
+    class Probed(Supervisor):
+        async def _start_serving(self):
+            self.serving = True
+
+        async def drain(self, deadline):
+            self._force_end()      # a worker that never served opens its ports to drain
+
+        async def _apply_on(self, handle, channel, encoded):
+            await super()._apply_on(handle, channel, encoded)
+            t, outcome = time.time(), handle.last_apply.get(encoded["type_url"], {})
+            names = applied.get(encoded["type_url"])
+            if names is not None:
+                names.update(outcome.get("accepted") or ())
+                names.difference_update(encoded["removed"])
+            line = {"t": t, "listeners": len(applied[LISTENER]),
+                    "clusters": min(len(applied[CLUSTER]), len(applied[ENDPOINT])),
+                    "routes": len(applied[ROUTE]) + len(applied[META_ROUTE])}
+            line["type"] = encoded["type_url"].rsplit(".", 1)[-1]
+            line["n"] = len(encoded["resources"])
+            for key in ("errors", "problems"):
+                if outcome.get(key):
+                    line[key] = [len(outcome[key]), outcome[key][0]]
+            if encoded["type_url"] == LISTENER and len(encoded["resources"]) <= 16:
+                line["ports"] = {n: listener_port(encoded["resources"][n])
+                                 for n in outcome.get("accepted") or ()}
+            print(json.dumps(line), flush=True)
+
+    async def ready(source, sup):
+        """One line once the relay stream is up and the worker runs: the load is
+        published after it, so the figures never include this process starting."""
+        while source.client is None or not source.client.synced.is_set() or \
+                not (sup.workers and all(h.alive for h in sup.workers)):
             await asyncio.sleep(0.01)
         print(json.dumps({"t": time.time(), "ready": True}), flush=True)
 
     async def main():
-        store = ConfigStore()
         source = XdsSource(address)
-        ready_task = asyncio.get_running_loop().create_task(ready(source))  # noqa: F841 (held)
-        async for u in source.updates():
-            store.update(u.type_url, u.resources, u.version, removed=u.removed)
-            snap = store.snapshot()
-            line = {"t": time.time(), "listeners": len(snap.listeners),
-                    "clusters": sum(1 for c in snap.clusters.values() if c.endpoints)}
-            if u.type_url == LISTENER and len(u.resources) <= 16:
-                line["ports"] = {n: snap.listeners[n].remote_port for n in u.resources}
-            print(json.dumps(line), flush=True)
+        settings = ProxySettings(role="remote", listen=("127.0.0.1", 0), workers=1,
+                                 admin_path=os.path.join(run_dir, "probe-admin.sock"))
+        store = ConfigStore() if store_kind == "compiled" else None
+        sup = Probed(settings, source, store=store)
+        ready_task = asyncio.get_running_loop().create_task(ready(source, sup))  # noqa: F841
+        await sup.run()
     asyncio.run(main())
 
 
+def listener_port(raw: bytes):
+    from envoy.config.listener.v3 import listener_pb2
+
+    m = listener_pb2.Listener.FromString(raw)
+    return int(m.metadata.filter_metadata["nodemesh"]["remote_port"])
+
+
 class Probe:
-    def __init__(self, address):
+    def __init__(self, address, store_kind, run_dir):
         self.proc = subprocess.Popen([sys.executable, "-m", "bench.xds_apply", "--proxy-probe",
-                                      address], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                                     env={**os.environ, "PYTHONPATH": ROOT})
+                                      address, "--proxy-store", store_kind,
+                                      "--probe-dir", run_dir], cwd=ROOT, stdout=subprocess.PIPE,
+                                     text=True, env={**os.environ, "PYTHONPATH": ROOT})
         self.lines = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.wait(lambda line: line.get("ready"), timeout=300)
@@ -198,8 +242,12 @@ class Probe:
                 return line
 
     def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
+        self.proc.terminate()              # the supervisor drains its worker and exits
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 # -- the agent ---------------------------------------------------------------------------
@@ -239,8 +287,7 @@ class AgentProc:
                "--run-dir", run_dir, "--log-level", "warning"]
         env = {**os.environ, "PYTHONPATH": ROOT}
         if kernel:
-            cmd += ["--pin-dir", PIN_DIR, "--cgroup-root", os.path.join(CGROUP_V2,
-                                                                        "nm-xds-bench")]
+            cmd += ["--pin-dir", PIN_DIR, "--cgroup-root", os.path.join(CGROUP_V2, NAME)]
         else:
             cmd.append("--no-datapath")
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
@@ -293,11 +340,21 @@ class Map:
             self.ctl.del_service(row["vip"])
 
 
-def cpu_seconds(pid) -> float:
+def cpu_seconds(pid, children=False) -> float:
+    """User + system CPU seconds of a process (and, children=True, of its live children:
+    the proxy's worker processes)."""
     import psutil
 
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+    proc = psutil.Process(pid)
+    procs = [proc] + (proc.children(recursive=True) if children else [])
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def wait_until(pred, timeout=120.0, step=0.0005):
@@ -311,25 +368,26 @@ def wait_until(pred, timeout=120.0, step=0.0005):
 
 # -- runs --------------------------------------------------------------------------------------
 
-def run_size(n, builder, kernel, changes, tmp):
+def run_size(n, builder, kernel, changes, tmp, store_kind="relayed"):
     if kernel and os.path.exists(os.path.join(PIN_DIR, "services")):
         Map().clear()
     cp = ControlPlane()
     run_dir = tempfile.mkdtemp(prefix=f"nm-xds-bench-{n}-", dir=tmp)
     agent = AgentProc(cp.address, run_dir, kernel)
-    probe = Probe("unix:" + os.path.join(run_dir, "xds.sock"))
+    probe = Probe("unix:" + os.path.join(run_dir, "xds.sock"), store_kind, run_dir)
     bpf = Map() if kernel else None
-    result = {"services": n}
+    result = {"services": n, "proxy_store": store_kind}
     try:
         resources = packed(builder, n)
-        cpu0 = cpu_seconds(agent.proc.pid), cpu_seconds(probe.proc.pid)
+        cpu0 = cpu_seconds(agent.proc.pid), cpu_seconds(probe.proc.pid, children=True)
         t0 = cp.publish(resources)
         if bpf:
             last = builder.f.vip(n - 1)
             t_bpf = wait_until(lambda: bpf.remote_port(last) == remote_port(n - 1),
                                timeout=120 + n / 100, step=0.002)
             result["initial_bpf_s"] = round(t_bpf - t0, 3)
-        done = probe.wait(lambda line: line["listeners"] >= n and line["clusters"] >= n,
+        done = probe.wait(lambda line: min(line["listeners"], line["clusters"],
+                                           line["routes"]) >= n and not line.get("problems"),
                           timeout=120 + n / 100)
         result["initial_proxy_s"] = round(done["t"] - t0, 3)
         if bpf:
@@ -337,7 +395,7 @@ def run_size(n, builder, kernel, changes, tmp):
         result["initial_s"] = max(result["initial_proxy_s"], result.get("initial_bpf_s", 0))
         # CPU seconds spent on the load: what a loaded machine's wall clock hides
         result["agent_cpu_s"] = round(cpu_seconds(agent.proc.pid) - cpu0[0], 3)
-        result["proxy_cpu_s"] = round(cpu_seconds(probe.proc.pid) - cpu0[1], 3)
+        result["proxy_cpu_s"] = round(cpu_seconds(probe.proc.pid, children=True) - cpu0[1], 3)
         time.sleep(1.0)
         result["agent_rss_mb"] = round(agent.rss_mb(), 1)
         stats = agent.client.get("/stats")
@@ -399,7 +457,7 @@ def median_of(runs):
 
 
 def kernel_setup():
-    cg = os.path.join(CGROUP_V2, "nm-xds-bench")
+    cg = os.path.join(CGROUP_V2, NAME)
     os.makedirs(cg, exist_ok=True)
     return cg
 
@@ -407,10 +465,10 @@ def kernel_setup():
 def kernel_teardown():
     from agent.bpf.loader import Datapath, Settings
 
-    Datapath(Settings(pin_dir=PIN_DIR, cgroup_root=os.path.join(CGROUP_V2, "nm-xds-bench"),
+    Datapath(Settings(pin_dir=PIN_DIR, cgroup_root=os.path.join(CGROUP_V2, NAME),
                       run_dir=tempfile.gettempdir())).uninstall()
     try:
-        os.rmdir(os.path.join(CGROUP_V2, "nm-xds-bench"))
+        os.rmdir(os.path.join(CGROUP_V2, NAME))
     except OSError:
         pass
 
@@ -423,10 +481,15 @@ def main(argv=None) -> int:
                    help="runs per size up to 10,000 (medians reported); 50,000 runs once")
     p.add_argument("--no-kernel", action="store_true")
     p.add_argument("--quick", action="store_true", help="1000 and 10000, 10 changes")
+    p.add_argument("--proxy-store", choices=("relayed", "compiled", "both"), default="relayed",
+                   help="what the proxy supervisor keeps: relayed bytes (nodemesh's default), "
+                        "its own compiled ConfigStore (before RelayedStore), or both, "
+                        "alternating in the same rounds (an A/B)")
     p.add_argument("--proxy-probe", metavar="ADDR", help=argparse.SUPPRESS)
+    p.add_argument("--probe-dir", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.proxy_probe:
-        proxy_probe(args.proxy_probe)
+        proxy_probe(args.proxy_probe, args.proxy_store, args.probe_dir)
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.quick:
@@ -437,13 +500,15 @@ def main(argv=None) -> int:
     if kernel:
         kernel_setup()
     try:
+        kinds = ("relayed", "compiled") if args.proxy_store == "both" else (args.proxy_store,)
         for n in sizes:
-            runs = []
+            runs = {k: [] for k in kinds}
             for r in range(args.repeat if n <= 10000 else 1):
-                changes = args.changes if n == 10000 and r == 0 else 0
-                runs.append(run_size(n, builder, kernel, changes, tmp))
-                print(json.dumps(runs[-1]), flush=True)
-            results.append(median_of(runs))
+                for kind in kinds:
+                    changes = args.changes if n == 10000 and r == 0 else 0
+                    runs[kind].append(run_size(n, builder, kernel, changes, tmp, kind))
+                    print(json.dumps(runs[kind][-1]), flush=True)
+            results.extend(median_of(runs[k]) for k in kinds)
     finally:
         if kernel:
             kernel_teardown()
@@ -455,13 +520,15 @@ def main(argv=None) -> int:
 def report(results, kernel):
     from bench.common import print_table, write_results
 
-    rows = [[r["services"], r.get("initial_bpf_s", "-"), r["initial_proxy_s"],
+    rows = [[r["services"], r.get("proxy_store", "-"), r.get("initial_bpf_s", "-"),
+             r["initial_proxy_s"],
              r["agent_rss_mb"], r["agent_apply_total_s"], r.get("agent_cpu_s", "-"),
              r.get("proxy_cpu_s", "-")] for r in results]
     print_table("xDS apply: initial load (s from the control plane's push)",
-                ["services", "bpf map", "proxy store", "agent RSS MB", "agent apply s",
+                ["services", "supervisor keeps", "bpf map", "proxy worker", "agent RSS MB", "agent apply s",
                  "agent CPU s", "proxy CPU s"], rows)
-    ten = next((r for r in results if r["services"] == 10000), None)
+    ten = next((r for r in results if r["services"] == 10000
+                and r.get("proxy_store", "relayed") == "relayed"), None)
     verdict = {}
     if ten:
         verdict["initial_10k_s"] = ten["initial_s"]

@@ -1,9 +1,13 @@
 """`nodemesh proxy`'s parent process: workers, configuration relay, drain, admin API.
 
-The supervisor reads one ConfigSource (a static bootstrap or xDS), validates
-each update in its own ConfigStore (for /config_dump and to replay the
-accepted state to a restarted worker) and relays it, serialized, to every
-worker over its socketpair. Workers open their listening sockets once the
+The supervisor reads one ConfigSource (a static bootstrap or xDS) and relays
+each update, serialized, to every worker over its socketpair. It compiles
+nothing itself: every source has validated what it yields (the agent behind
+the relay, the source's own store towards a control plane, the bootstrap at
+load) and each worker compiles what it serves, so the supervisor keeps the
+bytes and versions (RelayedStore: replays to a restarted worker), records
+each worker's apply outcome (a worker that rejects shows in /stats and
+/ready) and asks worker 0 for /config_dump. Workers open their listening sockets once the
 first complete configuration is in ("serve"): the datapath checks that the
 local proxy listens before it steers anything to it, so a proxy without
 configuration must not listen. A crashed worker is started again (with
@@ -25,7 +29,7 @@ import time
 from typing import Dict, List, Optional
 
 from .channel import Channel, ChannelClosed
-from .config_apply import encode_update
+from .config_apply import RelayedStore, encode_update
 from .settings import ProxySettings
 
 log = logging.getLogger("nodemesh.proxy")
@@ -33,6 +37,8 @@ log = logging.getLogger("nodemesh.proxy")
 WARMING_GRACE = 5.0        # serve anyway this long after the first listeners if RDS/EDS lag
 MAX_BACKOFF = 30.0
 HEALTHY_RUN = 60.0         # a worker up this long resets its restart back-off
+APPLY_TIMEOUT = 120.0      # a worker's reply to one update (50,000 services compile in ~10 s)
+DUMP_TIMEOUT = 30.0
 
 
 class WorkerHandle:
@@ -47,6 +53,7 @@ class WorkerHandle:
         self.backoff = 0.0
         self.restart_at: Optional[float] = None
         self.last_apply: dict = {}
+        self.problems: Optional[list] = None   # latest reply's listeners that cannot run
 
     @property
     def alive(self) -> bool:
@@ -56,12 +63,12 @@ class WorkerHandle:
 
 class Supervisor:
     def __init__(self, settings: ProxySettings, source, remote_ports=None, store=None):
-        from agent.config.store import ConfigStore
-
+        """store: what the supervisor keeps of the relayed state (default: bytes and
+        versions, RelayedStore); a ConfigStore there compiles every update once more."""
         self.settings = settings.validate()
         self.source = source
         self.remote_ports = dict(remote_ports or {})
-        self.store = store or ConfigStore(remote_ports=self.remote_ports)
+        self.store = store or RelayedStore(dump=self._config_dump, remote_ports=self.remote_ports)
         self.workers: List[WorkerHandle] = []
         self.versions: Dict[str, str] = {}
         self.serving = False
@@ -69,7 +76,7 @@ class Supervisor:
         self.drain_cut = 0
         self.started = time.time()
         self.finished: Optional[asyncio.Future] = None
-        self.config_errors: List[str] = []
+        self._rejected: List[str] = []
         self._warm_timer = None
         self._admin = None
 
@@ -115,6 +122,8 @@ class Supervisor:
         child.close()
         handle.started = time.monotonic()
         handle.served = False
+        handle.last_apply = {}
+        handle.problems = None
         loop = asyncio.get_running_loop()
         _, handle.channel = await loop.create_unix_connection(
             lambda: Channel(self._on_message, lambda ch: None), sock=parent)
@@ -123,19 +132,62 @@ class Supervisor:
             loop.create_task(self._serve(handle))
 
     def _replay(self, handle: WorkerHandle) -> None:
-        """The accepted state, one full update per type, dependencies first."""
+        """The accepted state, one full update per type, dependencies first (as relayed
+        bytes: nothing decoded or encoded again)."""
         from agent.config import resources
 
         order = (resources.CLUSTER, resources.ENDPOINT, resources.ROUTE, resources.META_ROUTE,
                  resources.LISTENER)
         for type_url in order:
-            messages = self.store.messages(type_url)
-            if not messages and type_url not in self.versions:
+            raw = self.store.raw(type_url)
+            if not raw and type_url not in self.versions:
                 continue
-            encoded = {"type_url": type_url, "version": self.versions.get(type_url, ""),
-                       "removed": (), "replace": True,
-                       "resources": {n: m.SerializeToString() for n, m in messages.items()}}
-            handle.channel.send("update", encoded)
+            self._send_update(handle, {"type_url": type_url,
+                                       "version": self.versions.get(type_url, ""),
+                                       "removed": (), "replace": True, "resources": raw})
+
+    def _send_update(self, handle: WorkerHandle, encoded: dict) -> None:
+        """Relay one update; the worker's outcome lands in handle.last_apply. Sent from a
+        task: tasks run in creation order, so updates (and the serve after them) keep
+        their order on the channel."""
+        asyncio.get_running_loop().create_task(self._apply_on(handle, handle.channel, encoded))
+
+    async def _apply_on(self, handle: WorkerHandle, channel: Channel, encoded: dict) -> None:
+        try:
+            outcome = await channel.request("update", encoded, timeout=APPLY_TIMEOUT)
+        except ChannelClosed:
+            return                      # the monitor restarts it and replays
+        except asyncio.TimeoutError:
+            outcome = {"errors": [f"no reply in {APPLY_TIMEOUT:.0f}s"], "failed": True}
+        if not isinstance(outcome, dict):
+            outcome = {"errors": [f"unexpected reply {outcome!r:.80}"], "failed": True}
+        self._record(handle, encoded, outcome)
+        await self._serve_when_warm()
+
+    def _record(self, handle: WorkerHandle, encoded: dict, outcome: dict) -> None:
+        from agent.config import resources
+
+        type_url = encoded["type_url"]
+        handle.last_apply[type_url] = {"version": encoded["version"], **outcome}
+        errors = [f"worker {handle.index}: {e}" for e in outcome.get("errors") or ()]
+        if errors:                      # rejected by the worker: kept for /stats
+            log.warning("%s %s: %s", type_url, encoded["version"], "; ".join(errors[:5]))
+            self._rejected = (self._rejected + errors)[-20:]
+        # A changed configuration's reply lists every listener that cannot run (a
+        # listener before its route table): the worker's state until its next change.
+        if outcome.get("accepted") or encoded["removed"]:
+            handle.problems = list(outcome.get("problems") or ())
+        if handle.problems is not None and not handle.last_apply.get(resources.LISTENER):
+            handle.problems = None      # no listener yet: not warm either
+        if handle.problems and self.serving:
+            log.warning("worker %d: %d listeners cannot run: %s", handle.index,
+                        len(handle.problems), handle.problems[0])
+
+    @property
+    def config_errors(self) -> List[str]:
+        """Rejections (last 20) and the listeners a worker cannot run now (first 5 each)."""
+        now = [f"worker {h.index}: {p}" for h in self.workers for p in (h.problems or ())[:5]]
+        return self._rejected + now
 
     def _on_message(self, channel: Channel, msg) -> None:
         kind, _, payload = msg
@@ -197,23 +249,49 @@ class Supervisor:
             if update.type_url == resources.LISTENER and self._warm_timer is None:
                 self._warm_timer = loop.call_later(
                     WARMING_GRACE, lambda: loop.create_task(self._start_serving()))
-            if self._warm_timer is not None and not any(self.store.missing().values()):
-                self._warm_timer.cancel()
-                await self._start_serving()
+            await self._serve_when_warm()
+
+    def _warm(self) -> bool:
+        """Serve once a listener came and nothing is missing: no reference unresolved in
+        our store (a compiling one), and every live worker has applied listeners and its
+        latest reply names no listener that cannot run (a relay may send a listener
+        before its route table: Envoy's CDS, EDS, LDS, RDS order)."""
+        if self._warm_timer is None or any(self.store.missing().values()):
+            return False
+        live = [h for h in self.workers if h.alive]
+        return bool(live) and all(h.problems is not None and not h.problems for h in live)
+
+    async def _serve_when_warm(self) -> None:
+        if not self.serving and self._warm():
+            self._warm_timer.cancel()
+            await self._start_serving()
 
     def apply(self, update) -> None:
-        """Validate in our store (for /config_dump and replays), relay to every worker."""
-        result = self.store.update(update.type_url, update.resources, update.version,
+        """Keep the bytes (replays), relay to every worker; they compile and report."""
+        encoded = encode_update(update)
+        result = self.store.update(update.type_url, encoded["resources"], update.version,
                                    removed=update.removed, replace=update.replace)
         self.versions[update.type_url] = update.version
         for err in result.errors:
             log.warning("configuration rejected: %s", err)
-        self.config_errors = [str(e) for e in result.errors][-20:] if result.errors else \
-            self.config_errors
-        encoded = encode_update(update)
+        if result.errors:
+            self._rejected = (self._rejected + [str(e) for e in result.errors])[-20:]
         for handle in self.workers:
             if handle.alive:
-                handle.channel.send("update", encoded)
+                self._send_update(handle, encoded)
+
+    async def _config_dump(self) -> dict:
+        """/config_dump from the first worker that answers: what it compiled and serves.
+        With none alive, the relayed bytes compiled here on demand."""
+        for handle in self.workers:
+            if handle.alive:
+                try:
+                    dump = await handle.channel.request("config_dump", timeout=DUMP_TIMEOUT)
+                except (ChannelClosed, asyncio.TimeoutError):
+                    continue
+                if isinstance(dump, dict) and "error" not in dump:
+                    return dump
+        return self.store.compiled().dump()
 
     async def _start_serving(self) -> None:
         if self.serving or self.draining:
@@ -255,6 +333,8 @@ class Supervisor:
             errors = h.listening.get("errors") if isinstance(h.listening, dict) else None
             if errors:
                 return False, f"worker {h.index}: cannot listen: {'; '.join(errors.values())}"
+            if any(o.get("failed") for o in h.last_apply.values()):
+                return False, f"worker {h.index}: no reply to a configuration update"
         return True, "ok"
 
     async def gather(self, kind: str, timeout: float = 2.0) -> Dict[int, dict]:

@@ -4,7 +4,9 @@ As Istio's agent relays xDS to Envoy, the agent is the node's one xDS client
 and its proxy supervisor connects to the agent instead of the control plane,
 over a unix socket (mode 0600) at $NODEMESH_RUN_DIR/xds.sock. What is
 relayed is exactly what the agent serves: accepted, warmed resources (the
-version being replaced keeps being relayed while its update warms).
+version being replaced keeps being relayed while its update warms), written
+dependencies first (RELAY_ORDER): the proxy applies each response as it
+comes, without warming of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import List
 from .applier import Applier, ServedChange
 from .served import ServedResources
 from .server import XdsServer
+from .types import RELAY_ORDER
 
 SOCKET_NAME = "xds.sock"
 
@@ -38,7 +41,7 @@ class Relay:
     def __init__(self, applier: Applier, path: str, **server_kw):
         self.path = path
         self.served = ServedResources()
-        self.server = XdsServer(self.served, **server_kw)
+        self.server = XdsServer(self.served, **{"order": RELAY_ORDER, **server_kw})
         applier.sinks.append(served_sink(self.served))
         self._seed(applier)
 

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -79,8 +79,8 @@ class _Session:
         return True
 
     def _order(self) -> List[str]:
-        return [t for t in REQUEST_ORDER if t in self.types] + \
-            [t for t in self.types if t not in REQUEST_ORDER]
+        order = self.server.order
+        return [t for t in order if t in self.types] + [t for t in self.types if t not in order]
 
     def next_nonce(self) -> str:
         self.nonce += 1
@@ -172,8 +172,11 @@ def _handlers(ads, rds):
 class XdsServer:
     def __init__(self, served: ServedResources, *,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 delta_chunk: int = DELTA_CHUNK):
+                 delta_chunk: int = DELTA_CHUNK, order: Sequence[str] = REQUEST_ORDER):
+        """order: which due type is written first (Envoy's, CDS EDS LDS RDS, by default:
+        Envoy warms; the relay passes RELAY_ORDER, its proxy does not)."""
         self.served = served
+        self.order = tuple(order)
         self.max_message_bytes = max_message_bytes
         self.delta_chunk = delta_chunk
         self.sessions: set = set()

@@ -13,6 +13,11 @@ REQUEST_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, META_ROUTE)
 APPLY_ORDER = (ENDPOINT, CLUSTER, ROUTE, META_ROUTE, LISTENER)
 """Dependencies before what depends on them (persisted state, relayed batches)."""
 
+RELAY_ORDER = (CLUSTER, ENDPOINT, ROUTE, META_ROUTE, LISTENER)
+"""What the relay writes first when several types are due: the proxy applies what it
+gets as it comes (no warming: the agent did it), so a listener must not reach it
+before its route table, nor endpoints before their cluster."""
+
 STATE_OF_THE_WORLD = frozenset({LISTENER, CLUSTER})
 """SotW: a resource absent from a response is deleted. For the others absence says
 nothing; they go when nothing references them any more."""

@@ -280,3 +280,45 @@ def test_hand_encoded_responses_equal_protobufs():
         system_version_info="s1", type_url=CLUSTER, nonce="n2",
         resources=[d.Resource(name=big, version="r1", resource=a)],
         removed_resources=["gone", "old"])
+
+
+def test_relay_writes_route_tables_before_listeners(run, tmp_path):
+    """The proxy behind the relay applies responses as they come: when every type is
+    due at once, clusters, endpoints and route tables are written before listeners
+    (an Envoy-facing server keeps Envoy's CDS, EDS, LDS, RDS)."""
+    from agent.xds.relay import Relay
+
+    class NoApplier:
+        records, sinks = {}, []
+
+    async def written_order(server_of):
+        served, server = server_of()
+        addr = await server.start("unix:" + str(tmp_path / f"{id(server)}.sock"))
+        c = RawClient(addr, delta=True)
+        try:
+            for t in (CLUSTER, ENDPOINT, LISTENER, ROUTE):        # wildcard subscriptions
+                await c.send(d.DeltaDiscoveryRequest(type_url=t))
+            await asyncio.sleep(0.3)
+            load(served, 3)                                       # all four due at once
+            order = []
+            while len(order) < 4:
+                r = await c.recv()
+                if r.resources:
+                    order.append(r.type_url)
+            return order
+        finally:
+            await c.close()
+            await server.stop()
+
+    def relay():
+        r = Relay(NoApplier(), str(tmp_path / "unused.sock"))
+        return r.served, r.server
+
+    def plain():
+        served = ServedResources()
+        return served, XdsServer(served)
+
+    async def main():
+        assert await written_order(relay) == [CLUSTER, ENDPOINT, ROUTE, LISTENER]
+        assert await written_order(plain) == [CLUSTER, ENDPOINT, LISTENER, ROUTE]
+    run(main())
