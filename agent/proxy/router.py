@@ -19,6 +19,7 @@ from typing import Dict, Optional
 from agent.codec import decoder_for
 from agent.config.model import FilterChain, Listener, Route, RouteTable
 
+from .batch import batchable
 from .protocols import Traits, traits_for
 from .route_select import Selector
 
@@ -132,12 +133,8 @@ def _batchable(chain: ChainRuntime) -> bool:
     protocols send a run of such requests as one batch; multiplexed ones and HTTP/1.1 one
     at a time (each needs its own upstream id; HTTP keeps one request per upstream
     connection, and a request that closes or upgrades takes the full path)."""
-    rt = chain.default
-    if rt is None or chain.traits is None:
-        return False
-    return (rt.single is not None and rt.limiter is None and rt.fault is None and not rt.retry
-            and not rt.mirrors and not rt.request_mutations and not rt.response_mutations
-            and not rt.hash_keys and not chain.rate_rules)
+    return chain.default is not None and chain.traits is not None \
+        and batchable(chain, chain.default)
 
 
 def _route_timeout(route: Route, chain_timeout: float) -> float:

@@ -148,13 +148,20 @@ class Worker:
         """Swap to `snapshot`; returns the problems found (listeners that cannot run)."""
         problems = []
         self._apply_clusters(snapshot)
-        runtimes, kept = {}, {}
+        runtimes, kept, old = {}, {}, self.listener_rts
         for name, listener in snapshot.listeners.items():
+            current = old.get(name)
+            if current is not None and _unchanged(current, listener, snapshot):
+                runtimes[name] = current     # one change among 10,000 rebuilds one listener
+                continue
             try:
                 runtimes[name] = build_listener(listener, snapshot, self.limiters, self.workers,
                                                 self.settings.default_request_timeout, kept)
             except (ValueError, KeyError) as exc:
                 problems.append(f"listener {name!r}: {exc}")
+        # rate limiters of the listeners kept as they were stay, with their buckets
+        kept.update((key, rl) for key, rl in self.limiters.items()
+                    if key[0] in runtimes and runtimes[key[0]] is old.get(key[0]))
         self.limiters = kept
         self.decoders.clear()             # options may have changed: new decoders from now on
         self.snapshot, self.listener_rts = snapshot, runtimes
@@ -166,13 +173,14 @@ class Worker:
         return problems
 
     def _apply_clusters(self, snapshot):
+        """Runtimes follow the snapshot's clusters: kept (and updated) by name."""
         current = self.clusters
         fresh = {}
         for name, model in snapshot.clusters.items():
             rt = current.get(name)
             if rt is None:
                 rt = ClusterRuntime(self, model)
-            else:
+            elif rt.model is not model:
                 rt.update(model)
             fresh[name] = rt
         for name, rt in current.items():
@@ -361,3 +369,13 @@ class Worker:
 
     def clusters_state(self) -> dict:
         return {name: rt.state() for name, rt in self.clusters.items()}
+
+
+def _unchanged(runtime, listener, snapshot) -> bool:
+    """The listener's runtime still fits: the snapshot keeps an unchanged resource as
+    the same object, so the listener and each of its chains' route tables are identical
+    to what the runtime was built from (clusters are looked up by name per request)."""
+    if runtime.listener is not listener:
+        return False
+    return all(chain.table is (snapshot.route_table(chain.chain) if chain.codec else None)
+               for chain in runtime.by_chain.values())

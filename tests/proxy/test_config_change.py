@@ -85,3 +85,28 @@ def test_removed_listener_closes_its_connections_at_request_boundaries(redis_a):
             assert resp.reconnects == 1                   # untouched
     finally:
         web.stop()
+
+
+def test_a_change_rebuilds_only_the_listeners_it_touches(redis_a):
+    """The snapshot keeps unchanged resources as the same objects: their runtimes (and the
+    buckets of their rate limiters) stay; a changed listener is rebuilt."""
+    from agent.config.model import RateLimitPolicy
+
+    limit = RateLimitPolicy(max_tokens=5, tokens_per_fill=5, fill_interval=60)
+    ports = [free_port() for _ in range(2)]
+    kept = listener("kept", ports[0], "redis", [route("k", "a", rate_limit=limit)])
+    changed = listener("changed", ports[1], "redis", [route("c1", "a")])
+    clusters = [cluster("a", [redis_a.port])]
+    with ProxyThread(snapshot([kept, changed], clusters)) as proxy:
+        before = dict(proxy.worker.listener_rts)
+        limiters = dict(proxy.worker.limiters)
+        assert limiters
+        update = listener("changed", ports[1], "redis", [route("c2", "a")])
+        assert proxy.apply(snapshot([kept, update], clusters)) == []
+        after = proxy.worker.listener_rts
+        assert after["kept"] is before["kept"]
+        assert after["changed"] is not before["changed"]
+        assert after["changed"].default.default.name == "c2"
+        assert proxy.worker.limiters == limiters          # the same limiter objects
+        assert proxy.apply(snapshot([kept], clusters)) == []
+        assert set(proxy.worker.listener_rts) == {"kept"}
