@@ -211,11 +211,15 @@ class Worker:
     def _start_health_checks(self):
         from .health import HealthChecker
 
+        checked = [(name, rt) for name, rt in self.clusters.items()
+                   if rt.model.health_check is not None or rt.health is not None]
+        if not checked:             # the common case: no walk over every chain per update
+            return
         protocols = {}
         for chain in (c for lr in self.listener_rts.values() for c in lr.by_chain.values()):
             for name in chain.clusters():
                 protocols.setdefault(name, (chain.codec or "tcp", chain.options))
-        for name, rt in self.clusters.items():
+        for name, rt in checked:
             if rt.model.health_check is None or name not in protocols:
                 if rt.health is not None:
                     rt.health.stop()
@@ -377,5 +381,7 @@ def _unchanged(runtime, listener, snapshot) -> bool:
     to what the runtime was built from (clusters are looked up by name per request)."""
     if runtime.listener is not listener:
         return False
-    return all(chain.table is (snapshot.route_table(chain.chain) if chain.codec else None)
-               for chain in runtime.by_chain.values())
+    for chain in runtime.by_chain.values():
+        if chain.table is not (snapshot.route_table(chain.chain) if chain.codec else None):
+            return False
+    return True
