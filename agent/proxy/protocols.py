@@ -210,6 +210,11 @@ def rewrite_frames(frames, ids, encoding: str) -> bytes:
             return _rewrite_c(frames, ids, ID_CODES[encoding])
         except TypeError:
             pass                                # not C reader frames
+    return rewrite_frames_py(frames, ids, encoding)
+
+
+def rewrite_frames_py(frames, ids, encoding: str) -> bytes:
+    """rewrite_frames in Python: the reference the C path is tested against."""
     buf, at = bytearray(b"".join(f.data for f in frames)), 0
     for i, frame in enumerate(frames):
         write_id(buf, at + frame.id_offset, frame.id_length, encoding,

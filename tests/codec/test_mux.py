@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 from agent.codec import decoder_for
 from agent.codec.decoder import ACCELERATED
 from agent.demo import dubbo_wire
-from agent.proxy.protocols import ID_CODES, id_encoding, rewrite_frames, traits_for, write_id
+from agent.proxy.protocols import (ID_CODES, id_encoding, rewrite_frames, rewrite_frames_py,
+                                   traits_for)
 from agent.proxy.request import Request
 
 pytestmark = pytest.mark.skipif(not ACCELERATED, reason="agent.codec._frames not built")
@@ -44,13 +45,7 @@ def thrift_frames(ids, protocol="binary"):
     return dec.feed(out), out
 
 
-def reference(frames, ids, encoding):
-    buf, at = bytearray(b"".join(f.data for f in frames)), 0
-    for i, f in enumerate(frames):
-        write_id(buf, at + f.id_offset, f.id_length, encoding,
-                 ids + i if isinstance(ids, int) else ids[i])
-        at += f.length
-    return bytes(buf)
+reference = rewrite_frames_py
 
 
 @settings(max_examples=60, deadline=None)
