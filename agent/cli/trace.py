@@ -221,9 +221,11 @@ def _loop(reader, log, filters, names, printer, stop, args):
 
 
 def _stop_on_signals(stop: threading.Event):
-    """SIGTERM and SIGHUP end the trace like Ctrl-C does: the flag is restored."""
+    """Ctrl-C, SIGTERM and SIGHUP end the trace at the next poll: the flag is restored.
+    SIGINT too is a flag, not a KeyboardInterrupt: raised while the ring buffer's cffi
+    callback runs, the exception would be swallowed there and the trace go on."""
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         try:
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
         except ValueError:          # not the main thread (tests): nothing to restore
