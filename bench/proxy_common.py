@@ -14,6 +14,7 @@ Processes are started here and killed here, by pid, whatever happens
 
 from __future__ import annotations
 
+import argparse
 import collections
 import contextlib
 import json
@@ -230,6 +231,12 @@ class NodemeshProxy:
     def pids(self) -> list[int]:
         return [self.proc.pid] + self.worker_pids
 
+    def peer(self, name: str, port: int) -> Peer:
+        """This proxy as the benchmark peer `name`, reached on `port`."""
+        peer = Peer(name, port, self.pids, self.stop, f"--workers {self.workers}")
+        peer.proxy = self
+        return peer
+
     def admin_get(self, target: str):
         from agent.admin import AdminClient
 
@@ -256,10 +263,18 @@ def proxy_commit(root: pathlib.Path = ROOT) -> dict:
                                           "agent/codec", "native"))}
 
 
-def candidate_arg(ap) -> None:
+def arg_parser(prog: str, rounds: bool = True) -> argparse.ArgumentParser:
+    """The options every end-to-end proxy benchmark shares (docs/proxy-performance.md)."""
+    ap = argparse.ArgumentParser(prog=prog)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--workers", type=int, default=1)
+    if rounds:
+        ap.add_argument("--rounds", type=int)
+        ap.add_argument("--profile", action="store_true")
     ap.add_argument("--candidate", metavar="TREE",
                     help="also run nodemesh from another checkout (a branch with a fix) as peer "
                          "'candidate', in the same rounds: an A/B of the change")
+    return ap
 
 
 def candidate_info(tree) -> dict:

@@ -17,7 +17,6 @@ profiled run of nodemesh (py-spy, perf) and HAProxy (syscalls per request).
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 
@@ -31,8 +30,8 @@ from bench.proxy_common import (
     Ports,
     Procs,
     alternate,
+    arg_parser,
     build_load_tool,
-    candidate_arg,
     candidate_info,
     claim,
     direct_peer,
@@ -74,21 +73,13 @@ def wrk(port: int, seconds: float) -> dict:
 def nodemesh_peer(procs: Procs, ports: Ports, backend_port: int, workers: int, root=ROOT,
                   name="nodemesh") -> Peer:
     port = ports.take()
-    proxy = NodemeshProxy(procs, http_listener_yaml("web", "198.18.29.2", 80, "web"),
-                          cluster_yaml("web", backend_port), {"web": port}, workers,
-                          root).start()
-    peer = Peer(name, port, proxy.pids, proxy.stop, f"--workers {workers}")
-    peer.proxy = proxy
-    return peer
+    return NodemeshProxy(procs, http_listener_yaml("web", "198.18.29.2", 80, "web"),
+                         cluster_yaml("web", backend_port), {"web": port}, workers,
+                         root).start().peer(name, port)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.proxy_http")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--profile", action="store_true")
-    candidate_arg(ap)
+    ap = arg_parser("bench.proxy_http")
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     rounds = args.rounds or p["rounds"]

@@ -15,7 +15,6 @@ process is raised to its hard limit; every socket is closed at the end.
 
 from __future__ import annotations
 
-import argparse
 import resource
 import selectors
 import socket
@@ -27,7 +26,7 @@ from bench.proxy_common import (
     HOST,
     Ports,
     Procs,
-    candidate_arg,
+    arg_parser,
     candidate_info,
     claim,
     print_rows,
@@ -174,11 +173,8 @@ def measure(peer, n: int, repeat: bool = False) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.proxy_memory")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workers", type=int, default=1)
+    ap = arg_parser("bench.proxy_memory", rounds=False)
     ap.add_argument("--connections", type=int, default=CONNECTIONS)
-    candidate_arg(ap)
     args = ap.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = args.connections + 512

@@ -19,7 +19,6 @@ worker, syscalls per request with perf) and of nutcracker (syscalls).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import subprocess
@@ -35,7 +34,7 @@ from bench.proxy_common import (
     Ports,
     Procs,
     alternate,
-    candidate_arg,
+    arg_parser,
     candidate_info,
     claim,
     direct_peer,
@@ -111,19 +110,11 @@ def nodemesh_peer(procs: Procs, ports: Ports, redis_port: int, workers: int, rou
                                   ROUTE_BY_KEY if routed else ROUTE_ALL)
     proxy = NodemeshProxy(procs, listener, cluster_yaml("redis", redis_port),
                           {"redis": port}, workers, root).start()
-    name = name or ("nodemesh-routed" if routed else "nodemesh")
-    peer = Peer(name, port, proxy.pids, proxy.stop, f"--workers {workers}")
-    peer.proxy = proxy
-    return peer
+    return proxy.peer(name or ("nodemesh-routed" if routed else "nodemesh"), port)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.proxy_redis")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--profile", action="store_true")
-    candidate_arg(ap)
+    ap = arg_parser("bench.proxy_redis")
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     rounds = {mode: args.rounds or r for mode, r in p["rounds"].items()}

@@ -31,7 +31,6 @@ Peers (same backend, rotating order, medians over rounds):
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import struct
@@ -47,8 +46,8 @@ from bench.proxy_common import (
     Ports,
     Procs,
     alternate,
+    arg_parser,
     build_load_tool,
-    candidate_arg,
     candidate_info,
     claim,
     direct_peer,
@@ -204,15 +203,10 @@ def nodemesh_proxy(procs, ports, backends: dict, protos, workers: int, tcp: bool
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="bench.proxy_rpc")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--rounds", type=int)
-    ap.add_argument("--profile", action="store_true")
+    ap = arg_parser("bench.proxy_rpc")
     ap.add_argument("--only", choices=("dubbo", "thrift"), help="one protocol")
     ap.add_argument("--depth", type=int, action="append",
                     help="requests in flight per connection (repeatable; default 1 and 16)")
-    candidate_arg(ap)
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     rounds = args.rounds or p["rounds"]
