@@ -131,7 +131,7 @@ def setup(codec: str, routed: bool = False, snapshot=None):
     settings = ProxySettings(role="remote", listen=("127.0.0.1", 0), workers=1).validate()
     loop = asyncio.new_event_loop()
     worker = Worker(settings, loop=loop)
-    worker.listeners.update = lambda snap: None        # no sockets
+    worker.listeners.update = lambda *args: None       # no sockets
     problems = worker.apply_snapshot(snapshot or _snapshot(codec, routed))
     if problems:
         raise RuntimeError(problems)

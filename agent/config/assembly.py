@@ -36,15 +36,20 @@ class Assembly:
         object.__setattr__(snap, "_addr_index", self._by_address)
         return snap
 
-    def apply(self, type_url: str, compiled: Mapping[str, object], gone: List[str]) -> None:
+    def apply(self, type_url: str, compiled: Mapping[str, object], gone: List[str]
+              ) -> Tuple[str, frozenset]:
+        """Patch one update in; returns the snapshot map it touched and the names
+        changed there (an EDS update changes the clusters that name its sets)."""
         if type_url == resources.LISTENER:
             self._apply_listeners(compiled, gone)
-        elif type_url in TABLE_TYPES:
+            return "listeners", frozenset((*compiled, *gone))
+        if type_url in TABLE_TYPES:
             self.tables = _patched(self.tables, compiled, gone)
-        elif type_url == resources.CLUSTER:
+            return "route_tables", frozenset((*compiled, *gone))
+        if type_url == resources.CLUSTER:
             self._apply_clusters(compiled, gone)
-        else:
-            self._apply_endpoints(compiled, gone)
+            return "clusters", frozenset((*compiled, *gone))
+        return "clusters", frozenset(self._apply_endpoints(compiled, gone))
 
     def references(self) -> Dict[str, frozenset]:
         http, meta = set(), set()
@@ -128,6 +133,7 @@ class Assembly:
                     merged[cluster_name] = self._with_endpoints(entry.compiled)
         if merged:
             self.clusters = _patched(self.clusters, merged, ())
+        return merged
 
     def _with_endpoints(self, cluster: Cluster) -> Cluster:
         if not cluster.eds_service_name:

@@ -343,10 +343,14 @@ class Snapshot:
         return by_addr.get((address, port)) or by_addr.get(("0.0.0.0", port))
 
     def listener_on_remote_port(self, port: int) -> Optional[Listener]:
-        for listener in self.listeners.values():
-            if listener.remote_port == port:
-                return listener
-        return None
+        index = self.__dict__.get("_port_index")
+        if index is None:
+            index = {}
+            for listener in self.listeners.values():
+                if listener.remote_port:
+                    index.setdefault(listener.remote_port, listener)
+            object.__setattr__(self, "_port_index", index)
+        return index.get(port)
 
     def route_table(self, chain: FilterChain) -> Optional[RouteTable]:
         if chain.routes is not None:
@@ -359,3 +363,15 @@ class Snapshot:
             cached = {(l.address, l.port): l for l in self.listeners.values()}
             object.__setattr__(self, "_addr_index", cached)
         return cached
+
+
+@dataclass(frozen=True)
+class SnapshotDelta:
+    """What one update changed between two snapshots, map by map: the names
+    whose entry was added, replaced or removed. It describes the step from
+    `since` only; a reader holding another snapshot rebuilds from the whole."""
+
+    since: Snapshot
+    listeners: frozenset = frozenset()
+    route_tables: frozenset = frozenset()
+    clusters: frozenset = frozenset()

@@ -41,7 +41,7 @@ from .assembly import TABLE_TYPES, Assembly
 from .compile import compile_resource
 from .context import Limits, Resolver
 from .errors import ConfigError
-from .model import Snapshot
+from .model import Snapshot, SnapshotDelta
 
 TYPES = (resources.LISTENER, resources.ROUTE, resources.META_ROUTE, resources.CLUSTER,
          resources.ENDPOINT)
@@ -56,6 +56,7 @@ class UpdateResult:
     removed: List[str] = field(default_factory=list)
     kept: List[str] = field(default_factory=list)   # removals refused: still referenced
     unchanged: List[str] = field(default_factory=list)
+    delta: Optional[SnapshotDelta] = None   # what changed since the previous snapshot
 
 
 @dataclass(frozen=True)
@@ -185,12 +186,13 @@ class ConfigStore:
             gone = self._removals(type_url, resources_, staged, result, removed, replace)
             if type_url == resources.LISTENER and staged:
                 self._check_addresses(staged, gone, result, version, now)
-            self._commit(type_url, staged, gone, result)
+            touched = self._commit(type_url, staged, gone, result)
             self._attempts[type_url] = (version, now)
             if not result.errors:
                 self._versions[resources.type_name(type_url)] = version
             if result.changed or self._versions != self._snapshot.versions:
-                self._snapshot = self._parts.snapshot(self._versions)
+                previous, self._snapshot = self._snapshot, self._parts.snapshot(self._versions)
+                result.delta = SnapshotDelta(previous, **dict([touched] if touched else []))
             result.snapshot = self._snapshot
             if self._freeze_after is not None and len(result.accepted) >= self._freeze_after:
                 _freeze()
@@ -298,14 +300,15 @@ class ConfigStore:
 
     def _commit(self, type_url, staged, gone, result):
         if not staged and not gone:
-            return
+            return None
         accepted = self._entries[type_url]
         for name in gone:
             del accepted[name]
             self._errors[type_url].pop(name, None)
         accepted.update(staged)
-        self._parts.apply(type_url, {n: e.compiled for n, e in staged.items()}, gone)
+        touched = self._parts.apply(type_url, {n: e.compiled for n, e in staged.items()}, gone)
         result.changed = True
+        return touched
 
     def _check_addresses(self, staged, gone, result, version, now):
         """Two listeners on one address:port is an error for the newcomer (Envoy

@@ -11,7 +11,7 @@ limits.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Dict, Optional
 
 from agent.config.model import CircuitBreakers, Cluster, Endpoint
@@ -36,6 +36,23 @@ def per_worker(thresholds: CircuitBreakers, workers: int) -> CircuitBreakers:
                    max_pending_requests=split(thresholds.max_pending_requests),
                    max_requests=split(thresholds.max_requests),
                    max_retries=split(thresholds.max_retries))
+
+
+_NOT_POLICY = frozenset(("endpoints", "version", "endpoints_version"))
+_POLICY_FIELDS: tuple = ()
+
+
+def _same_policy(a: Cluster, b: Cluster) -> bool:
+    """Equal but for endpoints and versions (an EDS update): the balancer stays.
+    Field by field, identical objects first: an EDS update shares all the others."""
+    global _POLICY_FIELDS
+    if not _POLICY_FIELDS:
+        _POLICY_FIELDS = tuple(f.name for f in fields(Cluster) if f.name not in _NOT_POLICY)
+    for name in _POLICY_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not y and x != y:
+            return False
+    return True
 
 
 class ClusterRuntime:
@@ -64,16 +81,16 @@ class ClusterRuntime:
     def update(self, model: Cluster) -> None:
         """A new version of this cluster: hosts keep their state, pools of hosts that
         stay keep their connections."""
-        if model == self.model:
+        if model is self.model or model == self.model:
             return
         old = self.model
         self.model = model
         self.hosts.update_cluster(model)
-        self.breaker.update(per_worker(model.circuit_breakers, self.worker.workers))
+        if model.circuit_breakers is not old.circuit_breakers:
+            self.breaker.update(per_worker(model.circuit_breakers, self.worker.workers))
         self.outlier.update(model.outlier)
         self.outlier_on = model.outlier is not None
-        if replace(old, endpoints=(), version="", endpoints_version="") != \
-                replace(model, endpoints=(), version="", endpoints_version=""):
+        if not _same_policy(old, model):
             self.balancer = make_balancer(model, self.hosts)
         self.close_removed_hosts()
 

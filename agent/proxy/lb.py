@@ -116,6 +116,11 @@ def locality_groups(level, overprovisioning: float) -> List[tuple]:
 
 # --- the balancer -----------------------------------------------------------------
 
+# One generator for every balancer of the process: seeding a Random per cluster
+# (os.urandom) cost more than the rest of a balancer at 10,000 clusters.
+_RNG = random.Random()
+
+
 
 class Balancer:
     """Picks hosts of one HostSet under one policy; see the module docstring."""
@@ -125,7 +130,7 @@ class Balancer:
         self.cluster = cluster
         self.policy = cluster.lb_policy
         self.hosts = hosts
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _RNG
         self._rand = self._rng.random
         self._clock = clock or time.monotonic
         self._version = -1

@@ -14,6 +14,7 @@ new connections over the workers, with no hand-off between processes.
 
 from __future__ import annotations
 
+import collections
 import logging
 import socket
 from typing import Dict, Optional
@@ -145,7 +146,7 @@ class LocalListeners(_Listeners):
         if task is not None:
             await task
 
-    def update(self, snapshot):
+    def update(self, snapshot, before=None, changed=None):
         pass
 
     async def close(self):
@@ -155,6 +156,8 @@ class LocalListeners(_Listeners):
 
 
 class RemoteListeners(_Listeners):
+    users: Optional[collections.Counter] = None     # remote port -> listeners naming it
+
     async def open(self, snapshot):
         from .shared_port import SharedSession
 
@@ -167,17 +170,30 @@ class RemoteListeners(_Listeners):
                 await task
         self.update(snapshot)
 
-    def update(self, snapshot):
-        from .session import Session
-
+    def update(self, snapshot, before=None, changed=None):
+        """Serve each remote port some listener names. `changed`: the listeners that
+        changed since `before` (None: count every listener again)."""
+        if changed is None or self.users is None:
+            self.users = collections.Counter(
+                ln.remote_port for ln in snapshot.listeners.values() if ln.remote_port)
+        else:
+            for name in changed:
+                for snap, step in ((before, -1), (snapshot, 1)):
+                    ln = snap.listeners.get(name)
+                    if ln is not None and ln.remote_port:
+                        self.users[ln.remote_port] += step
         if self.closed or not hasattr(self, "host"):
             return
-        want = {ln.remote_port for ln in snapshot.listeners.values() if ln.remote_port}
+        self._follow(+self.users)
+
+    def _follow(self, want):
+        from .session import Session
+
         shared = getattr(self, "shared_port", None)
-        for port in sorted(want - set(self.servers)):
+        for port in sorted(want.keys() - self.servers.keys()):
             binding = PortBinding(port)
             self._serve(self.host, port, lambda b=binding: Session(self.worker, b))
-        for port in set(self.servers) - want - {shared}:
+        for port in self.servers.keys() - want.keys() - {shared}:
             self._close_port(port)
 
 

@@ -18,9 +18,9 @@ import logging
 import random
 import time
 from collections import deque
-from typing import Dict
+from typing import Dict, Optional
 
-from agent.config.model import Snapshot
+from agent.config.model import Snapshot, SnapshotDelta
 
 from . import worker_report
 from .accesslog import AccessLog
@@ -73,6 +73,9 @@ class Worker:
         self.listener_rts: Dict[str, ListenerRuntime] = {}
         self.chains: Dict[str, ChainRuntime] = {}     # listener -> the chain for its own address
         self.clusters: Dict[str, ClusterRuntime] = {}
+        self._table_users: Dict[str, set] = {}    # route table -> listeners using it
+        self._checked = set()             # clusters with active health checks
+        self.problems: Dict[str, str] = {}   # listener -> why it cannot run
         self.retired = []                 # removed clusters still finishing requests
         self.limiters = {}
         self.sessions = set()
@@ -144,55 +147,98 @@ class Worker:
 
     # -- configuration ------------------------------------------------------------------
 
-    def apply_snapshot(self, snapshot: Snapshot) -> list:
-        """Swap to `snapshot`; returns the problems found (listeners that cannot run)."""
-        problems = []
-        self._apply_clusters(snapshot)
-        runtimes, kept, old = {}, {}, self.listener_rts
-        for name, listener in snapshot.listeners.items():
-            current = old.get(name)
+    def apply_snapshot(self, snapshot: Snapshot, delta: Optional[SnapshotDelta] = None) -> list:
+        """Swap to `snapshot`; returns the problems found (listeners that cannot run).
+
+        With the store's `delta` from the snapshot this worker runs, only the
+        listeners, route tables and clusters it names are looked at, so one
+        change among 10,000 services costs one listener; otherwise every
+        listener is checked (and rebuilt where its model or tables changed)."""
+        before = self.snapshot
+        if delta is not None and delta.since is before and self.applied:
+            clusters, listeners = delta.clusters, self._affected(delta)
+        else:
+            clusters = listeners = delta = None
+        self._apply_clusters(snapshot, clusters)
+        self._apply_listeners(snapshot, listeners)
+        self.decoders.clear()             # options may have changed: new decoders from now on
+        self.snapshot = snapshot
+        self._rebind_sessions(listeners)
+        self._start_health_checks(clusters)
+        self.listeners.update(snapshot, before, delta.listeners if delta else None)
+        self.applied = True
+        return list(self.problems.values())
+
+    def _affected(self, delta: SnapshotDelta) -> set:
+        """The listeners a delta touches: its own, and the users of its route tables."""
+        names = set(delta.listeners)
+        for table in delta.route_tables:
+            names.update(self._table_users.get(table, ()))
+        return names
+
+    def _apply_listeners(self, snapshot, names) -> None:
+        """Rebuild the runtimes of `names` (None: every listener) that no longer fit."""
+        problems, old, whole = self.problems, self.listener_rts, names is None
+        if whole:
+            runtimes, chains, kept, users = {}, {}, {}, {}
+            problems.clear()
+            names = snapshot.listeners.keys()
+        else:
+            runtimes, chains, users = dict(old), dict(self.chains), self._table_users
+            kept = {key: rl for key, rl in self.limiters.items() if key[0] not in names}
+        for name in names:
+            listener, current = snapshot.listeners.get(name), old.get(name)
+            if not whole:
+                _index_tables(users, self.snapshot.listeners.get(name), name, add=False)
+                chains.pop(name, None)
+                runtimes.pop(name, None)
+                problems.pop(name, None)
+            if listener is None:
+                continue
+            _index_tables(users, listener, name, add=True)
             if current is not None and _unchanged(current, listener, snapshot):
                 runtimes[name] = current     # one change among 10,000 rebuilds one listener
-                continue
-            try:
-                runtimes[name] = build_listener(listener, snapshot, self.limiters, self.workers,
-                                                self.settings.default_request_timeout, kept)
-            except (ValueError, KeyError) as exc:
-                problems.append(f"listener {name!r}: {exc}")
+            else:
+                try:
+                    runtimes[name] = build_listener(
+                        listener, snapshot, self.limiters, self.workers,
+                        self.settings.default_request_timeout, kept)
+                except (ValueError, KeyError) as exc:
+                    problems[name] = f"listener {name!r}: {exc}"
+                    continue
+            if runtimes[name].default:
+                chains[name] = runtimes[name].default
         # rate limiters of the listeners kept as they were stay, with their buckets
         kept.update((key, rl) for key, rl in self.limiters.items()
                     if key[0] in runtimes and runtimes[key[0]] is old.get(key[0]))
-        self.limiters = kept
-        self.decoders.clear()             # options may have changed: new decoders from now on
-        self.snapshot, self.listener_rts = snapshot, runtimes
-        self.chains = {name: lr.default for name, lr in runtimes.items() if lr.default}
-        self._rebind_sessions()
-        self._start_health_checks()
-        self.listeners.update(snapshot)
-        self.applied = True
-        return problems
+        self.limiters, self.listener_rts, self.chains = kept, runtimes, chains
+        self._table_users = users
 
-    def _apply_clusters(self, snapshot):
-        """Runtimes follow the snapshot's clusters: kept (and updated) by name."""
-        current = self.clusters
-        fresh = {}
-        for name, model in snapshot.clusters.items():
-            rt = current.get(name)
-            if rt is None:
-                rt = ClusterRuntime(self, model)
+    def _apply_clusters(self, snapshot, names=None):
+        """Runtimes follow the snapshot's clusters, by name: created, updated (hosts,
+        pools and counters kept) or retired. `names`: only these changed."""
+        whole, fresh = names is None, dict(self.clusters)
+        if whole:
+            names = [*snapshot.clusters, *(n for n in fresh if n not in snapshot.clusters)]
+        for name in names:
+            model, rt = snapshot.clusters.get(name), fresh.get(name)
+            if model is None:
+                if rt is not None:
+                    rt.close()
+                    self.retired.append(fresh.pop(name))
+            elif rt is None:
+                fresh[name] = ClusterRuntime(self, model)
             elif rt.model is not model:
                 rt.update(model)
-            fresh[name] = rt
-        for name, rt in current.items():
-            if name not in fresh:
-                rt.close()
-                self.retired.append(rt)
-        self.clusters = fresh
+        self.clusters = {n: fresh[n] for n in snapshot.clusters} if whole else fresh
 
-    def _rebind_sessions(self):
-        self.shared_index = None
+    def _rebind_sessions(self, listeners=None):
+        """Sessions take their listener's new chain; `listeners`: only those changed."""
+        if listeners is None or listeners:
+            self.shared_index = None
         for s in list(self.sessions):
-            if s.chain is None or s.shared:
+            if s.chain is None or s.shared or \
+                    (listeners is not None and s.chain.name not in listeners):
                 continue
             new = self._same_chain(s.chain)
             if new is None or new.identity != s.chain.identity:
@@ -200,6 +246,8 @@ class Worker:
             else:
                 s.bind(new)
         for t in list(self.tcp_sessions):
+            if listeners is not None and t.chain.name not in listeners:
+                continue
             new = self._same_chain(t.chain)
             if new is None or new.tcp_cluster != t.chain.tcp_cluster:
                 t.retire(self.settings.drain_deadline)
@@ -208,13 +256,20 @@ class Worker:
         lr = self.listener_rts.get(chain.name)
         return lr.by_name.get(chain.chain_name) if lr is not None else None
 
-    def _start_health_checks(self):
+    def _start_health_checks(self, changed=None):
+        """Start, restart or stop active health checks to match the clusters.
+        `changed`: the clusters an update touched (None: all of them)."""
         from .health import HealthChecker
 
-        checked = [(name, rt) for name, rt in self.clusters.items()
-                   if rt.model.health_check is not None or rt.health is not None]
-        if not checked:             # the common case: no walk over every chain per update
+        for name in self.clusters.keys() if changed is None else changed:
+            rt = self.clusters.get(name)
+            if rt is not None and (rt.model.health_check is not None or rt.health is not None):
+                self._checked.add(name)
+            else:
+                self._checked.discard(name)
+        if not self._checked:       # the common case: no walk over every chain per update
             return
+        checked = [(name, self.clusters[name]) for name in self._checked]
         protocols = {}
         for chain in (c for lr in self.listener_rts.values() for c in lr.by_chain.values()):
             for name in chain.clusters():
@@ -373,6 +428,22 @@ class Worker:
 
     def clusters_state(self) -> dict:
         return {name: rt.state() for name, rt in self.clusters.items()}
+
+
+def _index_tables(users: dict, listener, name: str, add: bool) -> None:
+    """Keep route table name -> the listeners using it, for a listener added or gone."""
+    if listener is None:
+        return
+    for chain in listener.filter_chains:
+        table = chain.route_config_name
+        if not table or chain.routes is not None:
+            continue
+        if add:
+            users.setdefault(table, set()).add(name)
+        elif table in users:
+            users[table].discard(name)
+            if not users[table]:
+                del users[table]
 
 
 def _unchanged(runtime, listener, snapshot) -> bool:

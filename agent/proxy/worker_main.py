@@ -55,7 +55,9 @@ class WorkerProcess:
 
     def on_update(self, encoded):
         result = self.applier.apply(encoded)
-        problems = self.worker.apply_snapshot(result.snapshot) if result.changed else []
+        problems = []
+        if result.snapshot is not self.worker.snapshot:     # changed, or versions only
+            problems = self.worker.apply_snapshot(result.snapshot, result.delta)
         return {"version": encoded["version"], "type_url": encoded["type_url"],
                 "accepted": list(result.accepted), "errors": [str(e) for e in result.errors],
                 "problems": problems}
