@@ -27,7 +27,8 @@ SOURCES = [
 ]
 
 
-FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c", "mux.c"]
+FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c",
+                  "frames_batch.c", "mux.c"]
 
 
 def cdef_text() -> str:

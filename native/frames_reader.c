@@ -229,7 +229,14 @@ static int collect(reader *self, frame_vec *v, PyObject *buf, Py_ssize_t start, 
     for (int i = 0; i < n; i++) {
         uint32_t k = b->frames[i].kind;
         PyObject *kind = k < (uint32_t)nkinds ? PyTuple_GET_ITEM(self->kinds, k) : self->unknown;
-        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager, &self->last);
+        /* A frame whose spans repeat its predecessor's (a client calling one
+         * method again) shares that dict: no Python code runs between the two,
+         * so the dict is still what those spans decode to, and same_run sees
+         * the run by identity. */
+        PyObject *share = NULL;
+        if (self->eager && i > 0 && nmf_same_meta(b, &b->frames[i - 1], &b->frames[i]))
+            share = ((nmf_frame *)v->items[v->n - 1])->metadata;
+        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager, &self->last, share);
         if (!frame) {
             rc = -1;
             break;
@@ -421,6 +428,8 @@ PyObject *nmf_rewrite(PyObject *module, PyObject *args);     /* frames_mux.c */
 PyObject *nmf_demux(PyObject *module, PyObject *args);
 PyObject *nmf_same_run(PyObject *module, PyObject *args);
 PyObject *nmf_take_ids(PyObject *module, PyObject *args);
+PyObject *nmf_claim(PyObject *module, PyObject *args);        /* frames_batch.c */
+PyObject *nmf_replies(PyObject *module, PyObject *args);
 
 static PyMethodDef frames_functions[] = {
     {"rewrite", nmf_rewrite, METH_VARARGS,
@@ -434,6 +443,13 @@ static PyMethodDef frames_functions[] = {
      "same_run(frames, start, limit) -> n: requests from start with equal metadata."},
     {"take_ids", nmf_take_ids, METH_VARARGS,
      "take_ids(inflight, req, first, n) -> {id: index} or None if one is in flight."},
+    {"claim", nmf_claim, METH_VARARGS,
+     "claim(frames, inflight, req, first, encoding, varint_mask) -> (data, {id: index}) or"
+     " None: a batch's upstream ids taken and written in one call (native/frames_batch.c)."},
+    {"replies", nmf_replies, METH_VARARGS,
+     "replies(frames, inflight, response, error, start, encoding, varint_mask, code_by) ->"
+     " (groups, stop): one upstream read's batch replies, per batch with the clients' ids"
+     " restored and codes counted (native/frames_batch.c)."},
     {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
      "Empty the pool of metadata dicts kept for reuse (tests)."},
     {0},

@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from operator import attrgetter
 
 from agent.codec import CodecError
 
 from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
-    DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, rewrite_frames, write_id
+    DUBBO_READONLY_EVENT, ID_CODES, add_codes, code_key, count_codes, id_encoding, id_range, \
+    rewrite_frames, varint_mask, write_id
 
-try:    # the reply side of batches in C (native/frames_mux.c); the loop is its reference
-    from agent.codec._frames import demux as _demux
+try:    # a batch's ids out and its replies back, one C call each (native/frames_batch.c)
+    from agent.codec._frames import claim as _claim, replies as _replies
 except ImportError:
-    _demux = None
+    _claim = _replies = None
+
 
 def _take_ids_py(inflight, req, first, n):
-    """The reference of agent.codec._frames.take_ids."""
+    """The ids half of agent.codec._frames.claim (and the reference of take_ids)."""
     ids = range(first, first + n)
     if not inflight.keys().isdisjoint(ids):
         return None
@@ -38,13 +39,7 @@ def _take_ids_py(inflight, req, first, n):
     return dict(zip(ids, range(n)))
 
 
-try:
-    from agent.codec._frames import take_ids as _take_ids
-except ImportError:
-    _take_ids = _take_ids_py
-
 _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
-_request_id = attrgetter("request_id")
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -211,11 +206,11 @@ class UpstreamConn(asyncio.Protocol):
         return bytes(buf)
 
     def _assign_ids(self, req):
-        """A multiplexed batch: a run of consecutive connection-unique ids, written into
-        all its frames in one C call (agent.proxy.protocols.rewrite_frames). Ids in use
+        """A multiplexed batch: a run of consecutive connection-unique ids, taken and
+        written into all its frames in one C call (agent.codec._frames.claim). Ids in use
         in that run, or frames whose id fields differ (varint widths), take the one-by-one
         path."""
-        frames, inflight = req.frames, self.inflight
+        frames = req.frames
         first = frames[0]
         enc, n = id_encoding(self.traits, first), len(frames)
         key = (enc, first.id_length)
@@ -229,15 +224,25 @@ class UpstreamConn(asyncio.Protocol):
         if nxt + n - 1 > hi:
             return self._assign_ids_each(req)
         try:
-            data = rewrite_frames(frames, nxt, enc)
-        except ValueError:
+            got = _claim(frames, self.inflight, req, nxt, ID_CODES[enc], varint_mask(self.traits))
+        except TypeError:                         # no C module, or Python reader frames
+            got = self._claim_py(req, nxt, enc)
+        except ValueError:                        # an id that does not fit its field
+            got = None
+        if got is None:
             return self._assign_ids_each(req)
-        ids = _take_ids(inflight, req, nxt, n)
-        if ids is None:                           # one of them still in flight
-            return self._assign_ids_each(req)
+        data, req.ids = got
         self._ids[key] = nxt + n
-        req.ids = ids
         return data
+
+    def _claim_py(self, req, first, enc):
+        """The reference of agent.codec._frames.claim."""
+        try:
+            data = rewrite_frames(req.frames, first, enc)
+        except ValueError:
+            return None
+        ids = _take_ids_py(self.inflight, req, first, len(req.frames))
+        return None if ids is None else (data, ids)
 
     def _assign_ids_each(self, req):
         """A multiplexed batch, an id per frame (the reference of _assign_ids)."""
@@ -295,14 +300,19 @@ class UpstreamConn(asyncio.Protocol):
             self._update_busy()
 
     def _responses_by_id(self, frames):
-        """Replies in arrival order: runs of batch replies filed per batch in C (demux),
-        every other frame (and every frame without the C module) one by one."""
+        """Replies in arrival order: runs of batch replies in one C call per run (replies:
+        filed per batch, clients' ids restored, codes counted), every other frame (and
+        every frame without the C module) one by one."""
         i, n = 0, len(frames)
+        if _replies is not None and n > 1:          # (one frame: no C call for it)
+            traits = self.traits
+            args = (traits.id_encoding and ID_CODES[traits.id_encoding], varint_mask(traits),
+                    code_key(traits.response_code))
         while i < n:
-            if _demux is not None and n - i > 1:    # (one frame: no C call for it)
-                batches, i = _demux(frames, self.inflight, "response", "error", i)
-                if batches:
-                    self._batch_replies(batches)
+            if _replies is not None and n - i > 1:
+                groups, i = _replies(frames, self.inflight, "response", "error", i, *args)
+                if groups:
+                    self._batch_groups(groups)
                 if i >= n:
                     break
             self._response_by_id(frames[i])
@@ -336,15 +346,13 @@ class UpstreamConn(asyncio.Protocol):
                                                             id_encoding(self.traits, frame)))
 
     def _batch_replies(self, batches):
-        """The replies of this read per batch: the clients' ids written back in one C call,
-        one write to the client, each reply counted by its own code; a batch with all its
-        replies ends (on_response with its last reply)."""
-        traits, cluster = self.traits, self.cluster
+        """{batch: (replies, indexes)}: the reference of agent.codec._frames.replies (used
+        for a single reply of a batch, and without the C module)."""
+        traits = self.traits
         for req, (frames, indexes) in batches.items():
             if req.done:
                 continue
-            sent = req.frames
-            rids = list(map(_request_id, map(sent.__getitem__, indexes)))
+            rids = [req.frames[i].request_id for i in indexes]
             try:
                 data = rewrite_frames(frames, rids, id_encoding(traits, frames[0]))
             except ValueError:                    # a reply whose id field differs: one by one
@@ -352,15 +360,40 @@ class UpstreamConn(asyncio.Protocol):
             if req.codes is None:
                 req.codes = {}
             count_codes(traits, frames, req.codes)
-            req.session.batch_replies(req, data)
-            last = not req.ids
-            if traits.can_fail and cluster.outlier_on and req.host is not None:
-                # outlier detection counts every reply (on_response reports the last one)
-                for frame in (frames[:-1] if last else frames):
-                    cluster.report(req.host, not traits.upstream_failed(frame), "error")
-            if last:
-                req.conn = None
-                cluster.on_response(req, frames[-1], None)
+            self._batch_part(req, data, frames)
+
+    def _batch_groups(self, groups):
+        """The replies of this read per batch, from agent.codec._frames.replies: (batch,
+        replies with the clients' ids, counts by raw code, reply frames, rids)."""
+        traits = self.traits
+        for req, data, raw, frames, rids in groups:
+            if req.done:
+                continue
+            if data is None:                      # an id that does not fit: one by one
+                data = b"".join(_restored(traits, f, rid) for f, rid in zip(frames, rids))
+            codes = req.codes
+            if codes is None:
+                codes = req.codes = {}
+            if raw is None:
+                count_codes(traits, frames, codes)
+            else:
+                add_codes(traits.response_code, raw, codes)
+            self._batch_part(req, data, frames)
+
+    def _batch_part(self, req, data, frames):
+        """Replies of one batch, counted already: one write to the client; outlier
+        detection sees each; with all its replies in, the batch ends (on_response with its
+        last reply)."""
+        req.session.batch_replies(req, data)
+        last = not req.ids
+        cluster = self.cluster
+        if cluster.outlier_on and self.traits.can_fail and req.host is not None:
+            failed = self.traits.upstream_failed  # (on_response reports the last one)
+            for frame in (frames[:-1] if last else frames):
+                cluster.report(req.host, not failed(frame), "error")
+        if last:
+            req.conn = None
+            cluster.on_response(req, frames[-1], None)
 
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:

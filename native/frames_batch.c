@@ -1,0 +1,508 @@
+/*
+ * The two per-batch calls of multiplexed batches (agent.proxy.upstream), so
+ * that a batch costs one C call on the way out and one per upstream read on
+ * the way back, whatever its size:
+ *
+ *   claim(frames, inflight, req, first, encoding, varint_mask) -> (data, ids) | None
+ *       The request side: upstream ids first .. first + n - 1 for the n frames
+ *       of batch `req`. None when one of them is in flight already (nothing
+ *       taken); else inflight[id] = req for each, and (the frames back to back
+ *       with those ids written, {id: index}). ValueError when an id does not
+ *       fit its frame's field (a varint of another width): nothing taken.
+ *       The reference is UpstreamConn._assign_ids_each.
+ *
+ *   replies(frames, inflight, response, error, start, encoding, varint_mask,
+ *           code_by) -> (groups, stop)
+ *       The reply side: from frames[start], each reply (kind `response` or
+ *       `error`) whose id maps in `inflight` to a batch still waiting for it
+ *       (count > 1, not done, the id in its `ids`) is popped from both dicts
+ *       and filed under its batch, up to the first other frame (returned as
+ *       `stop`, len(frames) when none) or GROUPS_MAX batches. Per batch, in
+ *       order of first reply: (req, data, codes, frames, rids): data is its
+ *       replies back to back with the clients' ids restored (the id of the
+ *       request frame each answers, req.frames[index]); codes counts the
+ *       replies by kind (code_by 0) or status (code_by 1), None for -1;
+ *       frames are the replies; rids is None unless data is None (an id that
+ *       does not fit its reply's field: the caller writes them one by one).
+ *       The reference is UpstreamConn._response_by_id + _batch_replies.
+ *
+ * A frame's id encoding is `encoding` (NM_ID_*), or varint when its variant
+ * has a bit of varint_mask (Thrift compact: agent.proxy.protocols.id_encoding).
+ */
+#include "frames.h"     /* first: Python.h before any system header */
+#include "mux.h"
+
+#define CLAIM_MAX 65536         /* frames per claim() */
+#define GROUPS_MAX 64           /* batches per replies() call; the caller calls again */
+#define STACK 64                /* runs up to this many frames need no allocation */
+
+static inline int encoding_of(const nm_frame *f, int encoding, unsigned mask)
+{
+    return (f->variant & mask) ? NM_ID_VARINT : encoding;
+}
+
+static inline const nm_frame *raw_of(const nmf_frame *fr)
+{
+    return &fr->batch->frames[fr->index];
+}
+
+static void span_of(const nmf_frame *fr, nm_mux_span *s)
+{
+    const nmf_batch *b = fr->batch;
+    const nm_frame *f = &b->frames[fr->index];
+    s->data = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start + f->offset;
+    s->length = f->length;
+    s->id_offset = f->id_offset;
+    s->id_length = f->id_length;
+}
+
+static PyObject *mux_error(int64_t rc)
+{
+    return PyErr_Format(PyExc_ValueError, "%s",
+                        rc == NM_MUX_E_VALUE ? "an id does not fit its varint field"
+                        : rc == NM_MUX_E_FIELD ? "a frame has no usable id field"
+                        : "bad argument");
+}
+
+/* Scratch arrays for a run of n frames: on the stack up to STACK. */
+typedef struct {
+    nm_mux_span *spans;
+    uint64_t *ids;
+    uint8_t *encs;
+    PyObject **objs;
+    nm_mux_span s_spans[STACK];
+    uint64_t s_ids[STACK];
+    uint8_t s_encs[STACK];
+    PyObject *s_objs[STACK];
+} scratch;
+
+static int scratch_init(scratch *s, size_t n)
+{
+    s->spans = s->s_spans;
+    s->ids = s->s_ids;
+    s->encs = s->s_encs;
+    s->objs = s->s_objs;
+    if (n <= STACK) {
+        memset(s->s_objs, 0, sizeof s->s_objs);
+        return 0;
+    }
+    s->spans = PyMem_Malloc(n * sizeof *s->spans);
+    s->ids = PyMem_Malloc(n * sizeof *s->ids);
+    s->encs = PyMem_Malloc(n);
+    s->objs = PyMem_Calloc(n, sizeof *s->objs);
+    if (s->spans && s->ids && s->encs && s->objs)
+        return 0;
+    PyErr_NoMemory();
+    return -1;
+}
+
+static void scratch_free(scratch *s)
+{
+    if (s->spans != s->s_spans)
+        PyMem_Free(s->spans);
+    if (s->ids != s->s_ids)
+        PyMem_Free(s->ids);
+    if (s->encs != s->s_encs)
+        PyMem_Free(s->encs);
+    if (s->objs != s->s_objs)
+        PyMem_Free(s->objs);
+}
+
+/* The frames back to back with ids written (a new bytes), or NULL with rc. */
+static PyObject *rewritten(scratch *s, size_t n, size_t total, int64_t *rc)
+{
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out)
+        return NULL;
+    *rc = nm_mux_rewrite_each(s->spans, n, s->ids, s->encs,
+                              (uint8_t *)PyBytes_AS_STRING(out), total);
+    if (*rc < 0)
+        Py_CLEAR(out);
+    return out;
+}
+
+/* -- claim ---------------------------------------------------------------- */
+
+/* 1: all of first .. first + n - 1 are free (their int keys in objs);
+ * 0: one is in flight; -1: error. */
+static int ids_free(PyObject *inflight, unsigned long long first, Py_ssize_t n, PyObject **keys)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        keys[i] = PyLong_FromUnsignedLongLong(first + (unsigned long long)i);
+        if (!keys[i])
+            return -1;
+        int rc = PyDict_Contains(inflight, keys[i]);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+    }
+    return 1;
+}
+
+static PyObject *claimed(PyObject *inflight, PyObject *req, Py_ssize_t n, PyObject **keys,
+                         PyObject *data)
+{
+    PyObject *ids = _PyDict_NewPresized(n);
+    if (!ids)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *index = PyLong_FromSsize_t(i);
+        int rc = index ? PyDict_SetItem(ids, keys[i], index) : -1;
+        Py_XDECREF(index);
+        if (rc < 0) {
+            Py_DECREF(ids);
+            return NULL;
+        }
+    }
+    /* all or nothing: no Python code runs while inflight fills */
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyDict_SetItem(inflight, keys[i], req) < 0) {
+            for (Py_ssize_t j = 0; j < i; j++)
+                if (PyDict_DelItem(inflight, keys[j]) < 0)
+                    PyErr_Clear();
+            Py_DECREF(ids);
+            return NULL;
+        }
+    return Py_BuildValue("(ON)", data, ids);
+}
+
+PyObject *nmf_claim(PyObject *module, PyObject *args)
+{
+    PyObject *frames, *inflight, *req;
+    unsigned long long first;
+    int encoding;
+    unsigned int mask;
+    if (!PyArg_ParseTuple(args, "OO!OKiI:claim", &frames, &PyDict_Type, &inflight, &req, &first,
+                          &encoding, &mask))
+        return NULL;
+    PyObject *seq = PySequence_Fast(frames, "claim: frames must be a list or tuple");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject *out = NULL, *data = NULL;
+    scratch s;
+    if (n < 1 || n > CLAIM_MAX) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "claim: %zd frames, 1 to %d", n, CLAIM_MAX);
+    }
+    if (first > UINT64_MAX - (unsigned long long)n) {
+        Py_DECREF(seq);
+        return PyErr_Format(PyExc_ValueError, "claim: ids past 2**64");
+    }
+    if (scratch_init(&s, (size_t)n) < 0)
+        goto done;
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!PyObject_TypeCheck(items[i], &nmf_frame_type)) {
+            PyErr_Format(PyExc_TypeError, "claim: expected Frame, got %.100s",
+                         Py_TYPE(items[i])->tp_name);
+            goto done;
+        }
+        const nmf_frame *fr = (const nmf_frame *)items[i];
+        span_of(fr, &s.spans[i]);
+        s.encs[i] = (uint8_t)encoding_of(raw_of(fr), encoding, mask);
+        s.ids[i] = first + (uint64_t)i;
+        total += s.spans[i].length;
+    }
+    int rc = ids_free(inflight, first, n, s.objs);
+    if (rc <= 0) {
+        if (rc == 0)
+            out = Py_NewRef(Py_None);
+        goto done;
+    }
+    int64_t wrc = 0;
+    data = rewritten(&s, (size_t)n, total, &wrc);
+    if (!data) {
+        if (wrc < 0)
+            mux_error(wrc);
+        goto done;
+    }
+    out = claimed(inflight, req, n, s.objs, data);
+done:
+    Py_XDECREF(data);
+    for (Py_ssize_t i = 0; i < n && s.objs; i++)
+        Py_XDECREF(s.objs[i]);
+    scratch_free(&s);
+    Py_DECREF(seq);
+    return out;
+}
+
+/* -- replies -------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *req;          /* strong: inflight may hold its last reference */
+    PyObject *ids;          /* req.ids: {upstream id: index} */
+    PyObject *sent;         /* req.frames: the request frames, a list */
+    PyObject *frames;       /* the replies filed here */
+    uint64_t *rids;         /* the client id of each, PyMem */
+    size_t nrids, caprids;
+} group;
+
+typedef struct {
+    PyObject *k_resp, *k_err;
+    int encoding, code_by;
+    unsigned mask;
+    group g[GROUPS_MAX];
+    int ng, last;
+} demux_state;
+
+static PyObject *s_count, *s_done, *s_ids, *s_frames;
+
+static int names_ready(void)
+{
+    if (s_frames)
+        return 0;
+    s_count = PyUnicode_InternFromString("count");
+    s_done = PyUnicode_InternFromString("done");
+    s_ids = PyUnicode_InternFromString("ids");
+    s_frames = PyUnicode_InternFromString("frames");
+    return s_count && s_done && s_ids && s_frames ? 0 : -1;
+}
+
+static void group_clear(group *g)
+{
+    Py_CLEAR(g->req);
+    Py_CLEAR(g->ids);
+    Py_CLEAR(g->sent);
+    Py_CLEAR(g->frames);
+    PyMem_Free(g->rids);
+    g->rids = NULL;
+}
+
+/* 1: req is a batch waiting for replies (g filled); 0: not one; -1: error. */
+static int batch_group(PyObject *req, group *g)
+{
+    PyObject *v = PyObject_GetAttr(req, s_count);
+    if (!v)
+        return -1;
+    long count = PyLong_Check(v) ? PyLong_AsLong(v) : 0;
+    Py_DECREF(v);
+    if (count == -1 && PyErr_Occurred())
+        return -1;
+    if (count <= 1)
+        return 0;
+    v = PyObject_GetAttr(req, s_done);
+    if (!v)
+        return -1;
+    int done = PyObject_IsTrue(v);
+    Py_DECREF(v);
+    if (done)
+        return done < 0 ? -1 : 0;
+    PyObject *ids = PyObject_GetAttr(req, s_ids);
+    if (!ids)
+        return -1;
+    PyObject *sent = PyObject_GetAttr(req, s_frames);
+    if (!sent) {
+        Py_DECREF(ids);
+        return -1;
+    }
+    if (!PyDict_CheckExact(ids) || !PyList_CheckExact(sent)) {
+        Py_DECREF(ids);
+        Py_DECREF(sent);
+        return 0;                   /* not the shape _assign_ids makes: the caller's loop */
+    }
+    g->frames = PyList_New(0);
+    if (!g->frames) {
+        Py_DECREF(ids);
+        Py_DECREF(sent);
+        return -1;
+    }
+    g->req = Py_NewRef(req);
+    g->ids = ids;
+    g->sent = sent;
+    g->rids = NULL;
+    g->nrids = g->caprids = 0;
+    return 1;
+}
+
+/* The group of req, made on its first reply: its index, GROUPS_MAX when
+ * req is not a waiting batch (or no group is left), -1 on error. */
+static int group_of(demux_state *st, PyObject *req)
+{
+    if (st->last >= 0 && st->g[st->last].req == req)
+        return st->last;
+    for (int i = 0; i < st->ng; i++)
+        if (st->g[i].req == req)
+            return st->last = i;
+    if (st->ng == GROUPS_MAX)
+        return GROUPS_MAX;
+    int rc = batch_group(req, &st->g[st->ng]);
+    if (rc <= 0)
+        return rc < 0 ? -1 : GROUPS_MAX;
+    return st->last = st->ng++;
+}
+
+/* The client id of the request frame that reply id `up` answers: 1, 0 when
+ * it cannot be told (the caller's loop takes the frame), -1 on error. */
+static int client_id(group *g, PyObject *up, PyObject **index, uint64_t *rid)
+{
+    PyObject *i = PyDict_GetItemWithError(g->ids, up);
+    if (!i)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_ssize_t at = PyLong_Check(i) ? PyLong_AsSsize_t(i) : -1;
+    if (at == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    if (at < 0 || at >= PyList_GET_SIZE(g->sent))
+        return 0;
+    PyObject *sent = PyList_GET_ITEM(g->sent, at);
+    if (!PyObject_TypeCheck(sent, &nmf_frame_type))
+        return 0;
+    *rid = raw_of((nmf_frame *)sent)->request_id;
+    *index = i;
+    return 1;
+}
+
+static int add_rid(group *g, uint64_t rid)
+{
+    if (g->nrids == g->caprids) {
+        size_t cap = g->caprids ? 2 * g->caprids : 16;
+        uint64_t *r = PyMem_Realloc(g->rids, cap * sizeof *r);
+        if (!r) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        g->rids = r;
+        g->caprids = cap;
+    }
+    g->rids[g->nrids++] = rid;
+    return 0;
+}
+
+/* One frame: 1 filed, 0 the caller's (stop here), -1 error. */
+static int file_reply(demux_state *st, PyObject *item, PyObject *inflight)
+{
+    if (!PyObject_TypeCheck(item, &nmf_frame_type))
+        return 0;
+    nmf_frame *fr = (nmf_frame *)item;
+    if (fr->kind != st->k_resp && fr->kind != st->k_err &&
+        PyUnicode_Compare(fr->kind, st->k_resp) != 0 && PyUnicode_Compare(fr->kind, st->k_err) != 0)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *up = fr->request_id;
+    PyObject *req = PyDict_GetItemWithError(inflight, up);
+    if (!req)
+        return PyErr_Occurred() ? -1 : 0;
+    int gi = group_of(st, req);
+    if (gi < 0 || gi == GROUPS_MAX)
+        return gi < 0 ? -1 : 0;
+    group *g = &st->g[gi];
+    PyObject *index;
+    uint64_t rid;
+    int rc = client_id(g, up, &index, &rid);
+    if (rc <= 0)
+        return rc;
+    if (add_rid(g, rid) < 0 || PyList_Append(g->frames, item) < 0 ||
+        PyDict_DelItem(g->ids, up) < 0 || PyDict_DelItem(inflight, up) < 0)
+        return -1;
+    return 1;
+}
+
+/* codes[key] += n for runs of equal keys (replies mostly share one code). */
+static PyObject *count_codes(PyObject *frames, int code_by)
+{
+    if (code_by < 0)
+        Py_RETURN_NONE;
+    PyObject *codes = PyDict_New();
+    Py_ssize_t n = PyList_GET_SIZE(frames), i = 0;
+    while (codes && i < n) {
+        nmf_frame *fr = (nmf_frame *)PyList_GET_ITEM(frames, i);
+        PyObject *key = code_by ? fr->status : fr->kind;
+        Py_ssize_t run = 1;
+        for (; i + run < n; run++) {
+            nmf_frame *next = (nmf_frame *)PyList_GET_ITEM(frames, i + run);
+            PyObject *k2 = code_by ? next->status : next->kind;
+            if (k2 != key)          /* (equal values in other objects: another run) */
+                break;
+        }
+        PyObject *had = PyDict_GetItemWithError(codes, key);
+        Py_ssize_t total = run + (had ? PyLong_AsSsize_t(had) : 0);
+        PyObject *value = (had || !PyErr_Occurred()) ? PyLong_FromSsize_t(total) : NULL;
+        if (!value || PyDict_SetItem(codes, key, value) < 0)
+            Py_CLEAR(codes);
+        Py_XDECREF(value);
+        i += run;
+    }
+    return codes;
+}
+
+/* (req, data, codes, frames, rids) of one group. */
+static PyObject *group_result(demux_state *st, group *g)
+{
+    Py_ssize_t n = PyList_GET_SIZE(g->frames);
+    scratch s;
+    if (scratch_init(&s, (size_t)n) < 0)
+        return NULL;
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const nmf_frame *fr = (const nmf_frame *)PyList_GET_ITEM(g->frames, i);
+        span_of(fr, &s.spans[i]);
+        s.encs[i] = (uint8_t)encoding_of(raw_of(fr), st->encoding, st->mask);
+        s.ids[i] = g->rids[i];
+        total += s.spans[i].length;
+    }
+    int64_t rc = 0;
+    PyObject *data = rewritten(&s, (size_t)n, total, &rc), *rids = NULL, *out = NULL;
+    scratch_free(&s);
+    if (!data && !rc)
+        return NULL;                /* no memory */
+    if (!data) {                    /* the caller writes these one by one */
+        data = Py_NewRef(Py_None);
+        rids = PyList_New(n);
+        for (Py_ssize_t i = 0; rids && i < n; i++) {
+            PyObject *v = PyLong_FromUnsignedLongLong(g->rids[i]);
+            if (!v)
+                Py_CLEAR(rids);
+            else
+                PyList_SET_ITEM(rids, i, v);
+        }
+    } else {
+        rids = Py_NewRef(Py_None);
+    }
+    PyObject *codes = rids ? count_codes(g->frames, st->code_by) : NULL;
+    if (codes)
+        out = PyTuple_Pack(5, g->req, data, codes, g->frames, rids);
+    Py_DECREF(data);
+    Py_XDECREF(rids);
+    Py_XDECREF(codes);
+    return out;
+}
+
+PyObject *nmf_replies(PyObject *module, PyObject *args)
+{
+    PyObject *frames, *inflight;
+    Py_ssize_t start;
+    demux_state st = {0};
+    if (!PyArg_ParseTuple(args, "OO!UUniIi:replies", &frames, &PyDict_Type, &inflight,
+                          &st.k_resp, &st.k_err, &start, &st.encoding, &st.mask, &st.code_by) ||
+        names_ready() < 0)
+        return NULL;
+    if (st.encoding < NM_ID_BE || st.encoding > NM_ID_VARINT || st.code_by < -1 || st.code_by > 1)
+        return PyErr_Format(PyExc_ValueError, "replies: encoding %d, code_by %d",
+                            st.encoding, st.code_by);
+    PyObject *seq = PySequence_Fast(frames, "replies: frames must be a list or tuple");
+    if (!seq)
+        return NULL;
+    st.last = -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), i = start < 0 ? 0 : start;
+    PyObject *groups = NULL;
+    int rc = 1;
+    /* (only dicts and lists made here change: no Python code runs in the loop,
+     * a Request's attributes are slots) */
+    for (; i < n; i++) {
+        rc = file_reply(&st, PySequence_Fast_GET_ITEM(seq, i), inflight);
+        if (rc <= 0)
+            break;
+    }
+    if (rc >= 0)
+        groups = PyList_New(st.ng);
+    for (int k = 0; groups && k < st.ng; k++) {
+        PyObject *one = group_result(&st, &st.g[k]);
+        if (!one)
+            Py_CLEAR(groups);
+        else
+            PyList_SET_ITEM(groups, k, one);
+    }
+    for (int k = 0; k < st.ng; k++)
+        group_clear(&st.g[k]);
+    Py_DECREF(seq);
+    return groups ? Py_BuildValue("(Nn)", groups, i) : NULL;
+}
