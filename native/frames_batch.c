@@ -12,19 +12,22 @@
  *       The reference is UpstreamConn._assign_ids_each.
  *
  *   replies(frames, inflight, response, error, start, encoding, varint_mask,
- *           code_by) -> (groups, stop)
+ *           code_by, names) -> (groups, stop)
  *       The reply side: from frames[start], each reply (kind `response` or
  *       `error`) whose id maps in `inflight` to a batch still waiting for it
  *       (count > 1, not done, the id in its `ids`) is popped from both dicts
  *       and filed under its batch, up to the first other frame (returned as
  *       `stop`, len(frames) when none) or GROUPS_MAX batches. Per batch, in
- *       order of first reply: (req, data, codes, frames, rids): data is its
- *       replies back to back with the clients' ids restored (the id of the
- *       request frame each answers, req.frames[index]); codes counts the
- *       replies by kind (code_by 0) or status (code_by 1), None for -1;
- *       frames are the replies; rids is None unless data is None (an id that
- *       does not fit its reply's field: the caller writes them one by one).
- *       The reference is UpstreamConn._response_by_id + _batch_replies.
+ *       order of first reply: (req, data, frames, rids): data is its replies
+ *       back to back with the clients' ids restored (the id of the request
+ *       frame each answers, req.frames[index]); frames are the replies; rids
+ *       is None unless data is None (an id that does not fit its reply's
+ *       field: the caller writes them one by one). Each reply is counted in
+ *       req.codes (made when None) under its code: by kind (code_by 0: "ok"
+ *       for a response, else the kind) or status (code_by 1: str(status)),
+ *       names memoized in `names` (at most NAMES_MAX); code_by -1: not
+ *       counted (the caller counts). The reference is
+ *       UpstreamConn._response_by_id + _batch_replies.
  *
  * A frame's id encoding is `encoding` (NM_ID_*), or varint when its variant
  * has a bit of varint_mask (Thrift compact: agent.proxy.protocols.id_encoding).
@@ -35,6 +38,7 @@
 #define CLAIM_MAX 65536         /* frames per claim() */
 #define GROUPS_MAX 64           /* batches per replies() call; the caller calls again */
 #define STACK 64                /* runs up to this many frames need no allocation */
+#define NAMES_MAX 4096          /* code names memoized (statuses are few) */
 
 static inline int encoding_of(const nm_frame *f, int encoding, unsigned mask)
 {
@@ -239,24 +243,26 @@ typedef struct {
 } group;
 
 typedef struct {
-    PyObject *k_resp, *k_err;
+    PyObject *k_resp, *k_err, *names;
     int encoding, code_by;
     unsigned mask;
     group g[GROUPS_MAX];
     int ng, last;
 } demux_state;
 
-static PyObject *s_count, *s_done, *s_ids, *s_frames;
+static PyObject *s_count, *s_done, *s_ids, *s_frames, *s_codes, *s_ok;
 
 static int names_ready(void)
 {
-    if (s_frames)
+    if (s_ok)
         return 0;
     s_count = PyUnicode_InternFromString("count");
     s_done = PyUnicode_InternFromString("done");
     s_ids = PyUnicode_InternFromString("ids");
     s_frames = PyUnicode_InternFromString("frames");
-    return s_count && s_done && s_ids && s_frames ? 0 : -1;
+    s_codes = PyUnicode_InternFromString("codes");
+    s_ok = PyUnicode_InternFromString("ok");
+    return s_count && s_done && s_ids && s_frames && s_codes && s_ok ? 0 : -1;
 }
 
 static void group_clear(group *g)
@@ -396,35 +402,78 @@ static int file_reply(demux_state *st, PyObject *item, PyObject *inflight)
     return 1;
 }
 
-/* codes[key] += n for runs of equal keys (replies mostly share one code). */
-static PyObject *count_codes(PyObject *frames, int code_by)
+/* The code name of a raw value (a kind str or a status int), borrowed from
+ * the names memo. */
+static PyObject *code_name(demux_state *st, PyObject *key)
 {
-    if (code_by < 0)
-        Py_RETURN_NONE;
-    PyObject *codes = PyDict_New();
-    Py_ssize_t n = PyList_GET_SIZE(frames), i = 0;
-    while (codes && i < n) {
-        nmf_frame *fr = (nmf_frame *)PyList_GET_ITEM(frames, i);
-        PyObject *key = code_by ? fr->status : fr->kind;
-        Py_ssize_t run = 1;
-        for (; i + run < n; run++) {
-            nmf_frame *next = (nmf_frame *)PyList_GET_ITEM(frames, i + run);
-            PyObject *k2 = code_by ? next->status : next->kind;
-            if (k2 != key)          /* (equal values in other objects: another run) */
-                break;
-        }
-        PyObject *had = PyDict_GetItemWithError(codes, key);
-        Py_ssize_t total = run + (had ? PyLong_AsSsize_t(had) : 0);
-        PyObject *value = (had || !PyErr_Occurred()) ? PyLong_FromSsize_t(total) : NULL;
-        if (!value || PyDict_SetItem(codes, key, value) < 0)
-            Py_CLEAR(codes);
-        Py_XDECREF(value);
-        i += run;
+    PyObject *name = PyDict_GetItemWithError(st->names, key);
+    if (name || PyErr_Occurred())
+        return name;
+    if (PyDict_GET_SIZE(st->names) >= NAMES_MAX)
+        PyDict_Clear(st->names);
+    PyObject *made;
+    if (st->code_by)
+        made = PyObject_Str(key);
+    else
+        made = Py_NewRef(PyUnicode_Compare(key, st->k_resp) == 0 ? s_ok : key);
+    if (!made || PyErr_Occurred()) {
+        Py_XDECREF(made);
+        return NULL;
     }
-    return codes;
+    int rc = PyDict_SetItem(st->names, key, made);
+    Py_DECREF(made);
+    return rc < 0 ? NULL : PyDict_GetItemWithError(st->names, key);
 }
 
-/* (req, data, codes, frames, rids) of one group. */
+/* req.codes[name] += n for each reply, by runs of equal raw values (the
+ * replies of a read mostly share one code). */
+static int count_codes(demux_state *st, group *g)
+{
+    if (st->code_by < 0)
+        return 0;
+    PyObject *codes = PyObject_GetAttr(g->req, s_codes);
+    if (!codes)
+        return -1;
+    if (codes == Py_None) {
+        Py_DECREF(codes);
+        codes = PyDict_New();
+        if (!codes || PyObject_SetAttr(g->req, s_codes, codes) < 0) {
+            Py_XDECREF(codes);
+            return -1;
+        }
+    }
+    int rc = PyDict_CheckExact(codes) ? 0 : -1;
+    if (rc < 0)
+        PyErr_SetString(PyExc_TypeError, "replies: req.codes is not a dict");
+    Py_ssize_t n = PyList_GET_SIZE(g->frames), i = 0;
+    while (rc == 0 && i < n) {
+        nmf_frame *fr = (nmf_frame *)PyList_GET_ITEM(g->frames, i);
+        PyObject *key = st->code_by ? fr->status : fr->kind;
+        Py_ssize_t run = 1;
+        for (; i + run < n; run++) {
+            nmf_frame *next = (nmf_frame *)PyList_GET_ITEM(g->frames, i + run);
+            if ((st->code_by ? next->status : next->kind) != key)
+                break;              /* (an equal value in another object: another run) */
+        }
+        i += run;
+        PyObject *name = code_name(st, key);
+        if (!name) {
+            rc = -1;
+            break;
+        }
+        Py_INCREF(name);            /* the memo may be cleared by the next name */
+        PyObject *had = PyDict_GetItemWithError(codes, name);
+        Py_ssize_t total = run + (had && PyLong_Check(had) ? PyLong_AsSsize_t(had) : 0);
+        PyObject *value = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(total);
+        rc = value ? PyDict_SetItem(codes, name, value) : -1;
+        Py_XDECREF(value);
+        Py_DECREF(name);
+    }
+    Py_DECREF(codes);
+    return rc;
+}
+
+/* (req, data, frames, rids) of one group, its replies counted. */
 static PyObject *group_result(demux_state *st, group *g)
 {
     Py_ssize_t n = PyList_GET_SIZE(g->frames);
@@ -457,12 +506,10 @@ static PyObject *group_result(demux_state *st, group *g)
     } else {
         rids = Py_NewRef(Py_None);
     }
-    PyObject *codes = rids ? count_codes(g->frames, st->code_by) : NULL;
-    if (codes)
-        out = PyTuple_Pack(5, g->req, data, codes, g->frames, rids);
+    if (rids && count_codes(st, g) == 0)
+        out = PyTuple_Pack(4, g->req, data, g->frames, rids);
     Py_DECREF(data);
     Py_XDECREF(rids);
-    Py_XDECREF(codes);
     return out;
 }
 
@@ -471,9 +518,9 @@ PyObject *nmf_replies(PyObject *module, PyObject *args)
     PyObject *frames, *inflight;
     Py_ssize_t start;
     demux_state st = {0};
-    if (!PyArg_ParseTuple(args, "OO!UUniIi:replies", &frames, &PyDict_Type, &inflight,
-                          &st.k_resp, &st.k_err, &start, &st.encoding, &st.mask, &st.code_by) ||
-        names_ready() < 0)
+    if (!PyArg_ParseTuple(args, "OO!UUniIiO!:replies", &frames, &PyDict_Type, &inflight,
+                          &st.k_resp, &st.k_err, &start, &st.encoding, &st.mask, &st.code_by,
+                          &PyDict_Type, &st.names) || names_ready() < 0)
         return NULL;
     if (st.encoding < NM_ID_BE || st.encoding > NM_ID_VARINT || st.code_by < -1 || st.code_by > 1)
         return PyErr_Format(PyExc_ValueError, "replies: encoding %d, code_by %d",

@@ -21,8 +21,8 @@ from agent.codec import CodecError
 
 from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
-    DUBBO_READONLY_EVENT, ID_CODES, add_codes, code_key, count_codes, id_encoding, id_range, \
-    rewrite_frames, varint_mask, write_id
+    DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, mux_args, rewrite_frames, \
+    write_id
 
 try:    # a batch's ids out and its replies back, one C call each (native/frames_batch.c)
     from agent.codec._frames import claim as _claim, replies as _replies
@@ -224,7 +224,8 @@ class UpstreamConn(asyncio.Protocol):
         if nxt + n - 1 > hi:
             return self._assign_ids_each(req)
         try:
-            got = _claim(frames, self.inflight, req, nxt, ID_CODES[enc], varint_mask(self.traits))
+            args = mux_args(self.traits)
+            got = _claim(frames, self.inflight, req, nxt, args[0], args[1])
         except TypeError:                         # no C module, or Python reader frames
             got = self._claim_py(req, nxt, enc)
         except ValueError:                        # an id that does not fit its field
@@ -304,15 +305,12 @@ class UpstreamConn(asyncio.Protocol):
         filed per batch, clients' ids restored, codes counted), every other frame (and
         every frame without the C module) one by one."""
         i, n = 0, len(frames)
-        if _replies is not None and n > 1:          # (one frame: no C call for it)
-            traits = self.traits
-            args = (traits.id_encoding and ID_CODES[traits.id_encoding], varint_mask(traits),
-                    code_key(traits.response_code))
         while i < n:
-            if _replies is not None and n - i > 1:
+            if _replies is not None and n - i > 1:  # (one frame: no C call for it)
+                args = mux_args(self.traits)
                 groups, i = _replies(frames, self.inflight, "response", "error", i, *args)
                 if groups:
-                    self._batch_groups(groups)
+                    self._batch_groups(groups, args[2] >= 0)
                 if i >= n:
                     break
             self._response_by_id(frames[i])
@@ -362,22 +360,20 @@ class UpstreamConn(asyncio.Protocol):
             count_codes(traits, frames, req.codes)
             self._batch_part(req, data, frames)
 
-    def _batch_groups(self, groups):
+    def _batch_groups(self, groups, counted: bool):
         """The replies of this read per batch, from agent.codec._frames.replies: (batch,
-        replies with the clients' ids, counts by raw code, reply frames, rids)."""
+        replies with the clients' ids, reply frames, rids); counted: their codes are in
+        req.codes already."""
         traits = self.traits
-        for req, data, raw, frames, rids in groups:
+        for req, data, frames, rids in groups:
             if req.done:
                 continue
             if data is None:                      # an id that does not fit: one by one
                 data = b"".join(_restored(traits, f, rid) for f, rid in zip(frames, rids))
-            codes = req.codes
-            if codes is None:
-                codes = req.codes = {}
-            if raw is None:
-                count_codes(traits, frames, codes)
-            else:
-                add_codes(traits.response_code, raw, codes)
+            if not counted:
+                if req.codes is None:
+                    req.codes = {}
+                count_codes(traits, frames, req.codes)
             self._batch_part(req, data, frames)
 
     def _batch_part(self, req, data, frames):
@@ -392,8 +388,7 @@ class UpstreamConn(asyncio.Protocol):
             for frame in (frames[:-1] if last else frames):
                 cluster.report(req.host, not failed(frame), "error")
         if last:
-            req.conn = None
-            cluster.on_response(req, frames[-1], None)
+            cluster.batch_done(req, frames[-1])
 
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:
