@@ -127,23 +127,43 @@ static PyObject *rewritten(scratch *s, size_t n, size_t total, int64_t *rc)
 
 /* -- claim ---------------------------------------------------------------- */
 
-/* 1: all of first .. first + n - 1 are free (their int keys in objs);
- * 0: one is in flight; -1: error. */
-static int ids_free(PyObject *inflight, unsigned long long first, Py_ssize_t n, PyObject **keys)
+/* Take ids first .. first + n - 1 in inflight for req, all or none: 1 taken
+ * (their int keys in keys[]), 0 one was in flight (none taken), -1 error
+ * (none taken). One lookup per id: insert-if-absent. */
+static int take(PyObject *inflight, PyObject *req, unsigned long long first, Py_ssize_t n,
+                PyObject **keys)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
+    Py_ssize_t i = 0;
+    int rc = 1;
+    for (; i < n; i++) {
+        Py_ssize_t before = PyDict_GET_SIZE(inflight);
         keys[i] = PyLong_FromUnsignedLongLong(first + (unsigned long long)i);
-        if (!keys[i])
-            return -1;
-        int rc = PyDict_Contains(inflight, keys[i]);
-        if (rc != 0)
-            return rc < 0 ? -1 : 0;
+        if (!keys[i] || !PyDict_SetDefault(inflight, keys[i], req)) {
+            rc = -1;
+            break;
+        }
+        if (PyDict_GET_SIZE(inflight) == before) {      /* it was there: in flight */
+            rc = 0;
+            break;
+        }
     }
-    return 1;
+    if (rc == 1)
+        return 1;
+    for (Py_ssize_t j = 0; j < i; j++)      /* give back what this call took */
+        if (PyDict_DelItem(inflight, keys[j]) < 0)
+            PyErr_Clear();
+    return rc;
 }
 
-static PyObject *claimed(PyObject *inflight, PyObject *req, Py_ssize_t n, PyObject **keys,
-                         PyObject *data)
+static void take_back(PyObject *inflight, Py_ssize_t n, PyObject **keys)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (PyDict_DelItem(inflight, keys[i]) < 0)
+            PyErr_Clear();
+}
+
+/* (data, {id: index}) for ids taken under keys[]. */
+static PyObject *claimed(Py_ssize_t n, PyObject **keys, PyObject *data)
 {
     PyObject *ids = _PyDict_NewPresized(n);
     if (!ids)
@@ -157,15 +177,6 @@ static PyObject *claimed(PyObject *inflight, PyObject *req, Py_ssize_t n, PyObje
             return NULL;
         }
     }
-    /* all or nothing: no Python code runs while inflight fills */
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (PyDict_SetItem(inflight, keys[i], req) < 0) {
-            for (Py_ssize_t j = 0; j < i; j++)
-                if (PyDict_DelItem(inflight, keys[j]) < 0)
-                    PyErr_Clear();
-            Py_DECREF(ids);
-            return NULL;
-        }
     return Py_BuildValue("(ON)", data, ids);
 }
 
@@ -208,12 +219,6 @@ PyObject *nmf_claim(PyObject *module, PyObject *args)
         s.ids[i] = first + (uint64_t)i;
         total += s.spans[i].length;
     }
-    int rc = ids_free(inflight, first, n, s.objs);
-    if (rc <= 0) {
-        if (rc == 0)
-            out = Py_NewRef(Py_None);
-        goto done;
-    }
     int64_t wrc = 0;
     data = rewritten(&s, (size_t)n, total, &wrc);
     if (!data) {
@@ -221,7 +226,14 @@ PyObject *nmf_claim(PyObject *module, PyObject *args)
             mux_error(wrc);
         goto done;
     }
-    out = claimed(inflight, req, n, s.objs, data);
+    int rc = take(inflight, req, first, n, s.objs);
+    if (rc == 1) {
+        out = claimed(n, s.objs, data);
+        if (!out)
+            take_back(inflight, n, s.objs);
+    } else if (rc == 0) {
+        out = Py_NewRef(Py_None);
+    }
 done:
     Py_XDECREF(data);
     for (Py_ssize_t i = 0; i < n && s.objs; i++)
