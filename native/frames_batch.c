@@ -350,23 +350,28 @@ static int group_of(demux_state *st, PyObject *req)
     return st->last = st->ng++;
 }
 
-/* The client id of the request frame that reply id `up` answers: 1, 0 when
- * it cannot be told (the caller's loop takes the frame), -1 on error. */
-static int client_id(group *g, PyObject *up, PyObject **index, uint64_t *rid)
+/* The client id of the request frame that reply id `up` answers, its entry
+ * popped from req.ids: 1; 0 when it cannot be told (nothing popped: the
+ * caller's loop takes the frame); -1 on error. */
+static int client_id(group *g, PyObject *up, uint64_t *rid)
 {
-    PyObject *i = PyDict_GetItemWithError(g->ids, up);
-    if (!i)
-        return PyErr_Occurred() ? -1 : 0;
+    PyObject *i = _PyDict_Pop(g->ids, up, Py_None);     /* one lookup, not get + del */
+    if (!i || i == Py_None) {
+        Py_XDECREF(i);
+        return i ? 0 : -1;
+    }
     Py_ssize_t at = PyLong_Check(i) ? PyLong_AsSsize_t(i) : -1;
     if (at == -1 && PyErr_Occurred())
         PyErr_Clear();
-    if (at < 0 || at >= PyList_GET_SIZE(g->sent))
-        return 0;
-    PyObject *sent = PyList_GET_ITEM(g->sent, at);
-    if (!PyObject_TypeCheck(sent, &nmf_frame_type))
-        return 0;
+    PyObject *sent = at >= 0 && at < PyList_GET_SIZE(g->sent) ? PyList_GET_ITEM(g->sent, at)
+                                                              : NULL;
+    if (!sent || !PyObject_TypeCheck(sent, &nmf_frame_type)) {
+        int rc = PyDict_SetItem(g->ids, up, i);        /* not ours after all: put back */
+        Py_DECREF(i);
+        return rc < 0 ? -1 : 0;
+    }
+    Py_DECREF(i);
     *rid = raw_of((nmf_frame *)sent)->request_id;
-    *index = i;
     return 1;
 }
 
@@ -396,22 +401,22 @@ static int file_reply(demux_state *st, PyObject *item, PyObject *inflight)
         PyUnicode_Compare(fr->kind, st->k_resp) != 0 && PyUnicode_Compare(fr->kind, st->k_err) != 0)
         return PyErr_Occurred() ? -1 : 0;
     PyObject *up = fr->request_id;
-    PyObject *req = PyDict_GetItemWithError(inflight, up);
+    PyObject *req = _PyDict_Pop(inflight, up, Py_None);  /* one lookup; put back on a stop */
     if (!req)
-        return PyErr_Occurred() ? -1 : 0;
-    int gi = group_of(st, req);
-    if (gi < 0 || gi == GROUPS_MAX)
-        return gi < 0 ? -1 : 0;
-    group *g = &st->g[gi];
-    PyObject *index;
-    uint64_t rid;
-    int rc = client_id(g, up, &index, &rid);
-    if (rc <= 0)
-        return rc;
-    if (add_rid(g, rid) < 0 || PyList_Append(g->frames, item) < 0 ||
-        PyDict_DelItem(g->ids, up) < 0 || PyDict_DelItem(inflight, up) < 0)
         return -1;
-    return 1;
+    int rc = 0;
+    if (req != Py_None) {
+        int gi = group_of(st, req);
+        uint64_t rid;
+        rc = gi < 0 ? -1 : gi == GROUPS_MAX ? 0 : client_id(&st->g[gi], up, &rid);
+        if (rc == 1 && (add_rid(&st->g[gi], rid) < 0 ||
+                        PyList_Append(st->g[gi].frames, item) < 0))
+            rc = -1;
+        if (rc == 0 && PyDict_SetItem(inflight, up, req) < 0)
+            rc = -1;
+    }
+    Py_DECREF(req);                 /* (a filed batch is held by its group) */
+    return rc;
 }
 
 /* The code name of a raw value (a kind str or a status int), borrowed from
