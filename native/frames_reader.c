@@ -425,9 +425,7 @@ static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
 }
 
 PyObject *nmf_rewrite(PyObject *module, PyObject *args);     /* frames_mux.c */
-PyObject *nmf_demux(PyObject *module, PyObject *args);
 PyObject *nmf_same_run(PyObject *module, PyObject *args);
-PyObject *nmf_take_ids(PyObject *module, PyObject *args);
 PyObject *nmf_claim(PyObject *module, PyObject *args);        /* frames_batch.c */
 PyObject *nmf_replies(PyObject *module, PyObject *args);
 
@@ -435,21 +433,15 @@ static PyMethodDef frames_functions[] = {
     {"rewrite", nmf_rewrite, METH_VARARGS,
      "rewrite(frames, ids, encoding[, limit]) -> bytes: the frames back to back with ids"
      " written (see native/frames_mux.c)."},
-    {"demux", nmf_demux, METH_VARARGS,
-     "demux(frames, inflight, response, error, start) -> (batches, stop): replies of"
-     " multiplexed batches filed per request up to the first other frame"
-     " (see native/frames_mux.c)."},
     {"same_run", nmf_same_run, METH_VARARGS,
      "same_run(frames, start, limit) -> n: requests from start with equal metadata."},
-    {"take_ids", nmf_take_ids, METH_VARARGS,
-     "take_ids(inflight, req, first, n) -> {id: index} or None if one is in flight."},
     {"claim", nmf_claim, METH_VARARGS,
      "claim(frames, inflight, req, first, encoding, varint_mask) -> (data, {id: index}) or"
      " None: a batch's upstream ids taken and written in one call (native/frames_batch.c)."},
     {"replies", nmf_replies, METH_VARARGS,
-     "replies(frames, inflight, response, error, start, encoding, varint_mask, code_by) ->"
-     " (groups, stop): one upstream read's batch replies, per batch with the clients' ids"
-     " restored and codes counted (native/frames_batch.c)."},
+     "replies(frames, inflight, response, error, start, encoding, varint_mask, code_by, names)"
+     " -> (groups, stop): one upstream read's batch replies, per batch with the clients' ids"
+     " restored, each counted in req.codes (native/frames_batch.c)."},
     {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
      "Empty the pool of metadata dicts kept for reuse (tests)."},
     {0},

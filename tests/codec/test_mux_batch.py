@@ -180,6 +180,35 @@ def test_replies_match_the_python_loop(sizes, rnd, strays, bad_status):
     assert c == py
 
 
+def test_replies_leave_heartbeats_singles_and_non_frames_to_python():
+    hb = decoder_for("dubbo", direction="response").feed(dubbo_wire.heartbeat_reply(5))
+    assert [f.kind for f in hb] == ["heartbeat"]
+    sent, _ = dubbo_frames([1, 2])
+    req, single = batch_of(sent), batch_of(sent[:1])
+    req.ids = {5: 0, 1: 1}
+    inflight = {5: req, 3: single}                  # the heartbeat's id maps to a batch too
+    frames = hb + decoder_for("dubbo", direction="response").feed(
+        dubbo_reply(1) + dubbo_reply(3)) + ["x"]
+    for start in range(len(frames)):               # 1: not in flight, 2: a single request
+        assert c_replies(frames, inflight, start) == ([], start)
+    assert inflight == {5: req, 3: single} and req.ids == {5: 0, 1: 1}
+    assert req.codes is None
+    with pytest.raises(TypeError):
+        c_replies(frames, [], 0)
+
+
+def test_replies_keep_a_request_alive_that_only_inflight_held():
+    sent, _ = dubbo_frames([7, 8])
+    req = batch_of(sent)
+    req.ids = {1: 0, 2: 1}
+    inflight = {1: req, 2: req}
+    del req
+    frames = decoder_for("dubbo", direction="response").feed(dubbo_reply(2) + dubbo_reply(1))
+    (got, data, fs, rids), = c_replies(frames, inflight, 0)[0]
+    assert got.ids == {} and inflight == {} and got.codes == {"20": 2}
+    assert data == rewrite_frames_py(frames, [8, 7], "be")
+
+
 def test_replies_restore_ids_and_count_by_kind_for_thrift():
     thrift = traits_for("thrift", {})
     sent, _ = thrift_frames([7, 8, 9])
