@@ -177,10 +177,11 @@ class ClusterRuntime:
             return
         req.session.complete(req, frame, data, code, FLAG_NONE)
 
-    def batch_done(self, req, frame) -> None:
-        """The last reply of a multiplexed batch (each reply was written, counted and seen
-        by outlier detection as it came): on_response without the retry decision, which a
-        batch never takes (agent.proxy.batch.batchable: no retry policy)."""
+    def batch_done(self, req, frame, data: bytes) -> None:
+        """The last replies of a multiplexed batch (`data`: with the clients' ids; each reply
+        was counted and the earlier ones written and seen by outlier detection as they
+        came): on_response without the retry decision, which a batch never takes
+        (agent.proxy.batch.batchable: no retry policy)."""
         host = req.host
         if host is not None:
             host.active_requests -= req.count
@@ -192,7 +193,7 @@ class ClusterRuntime:
         if host is not None and self.outlier_on:
             self.outlier.report(host, not (traits.can_fail and traits.upstream_failed(frame)),
                                 "error")
-        req.session.complete(req, frame, None, traits.response_code(frame), FLAG_NONE)
+        req.session.complete(req, frame, data, traits.response_code(frame), FLAG_NONE)
 
     def on_failure(self, req, reason: str, reached: bool, flag: str) -> None:
         """A try failed: connect failure, reset, overflow, garbage; retry or reply."""

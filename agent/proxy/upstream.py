@@ -378,17 +378,17 @@ class UpstreamConn(asyncio.Protocol):
 
     def _batch_part(self, req, data, frames):
         """Replies of one batch, counted already: one write to the client; outlier
-        detection sees each; with all its replies in, the batch ends (on_response with its
-        last reply)."""
-        req.session.batch_replies(req, data)
+        detection sees each; the batch's last replies end it (batch_done writes them)."""
         last = not req.ids
         cluster = self.cluster
         if cluster.outlier_on and self.traits.can_fail and req.host is not None:
-            failed = self.traits.upstream_failed  # (on_response reports the last one)
+            failed = self.traits.upstream_failed  # (batch_done reports the last one)
             for frame in (frames[:-1] if last else frames):
                 cluster.report(req.host, not failed(frame), "error")
         if last:
-            cluster.batch_done(req, frames[-1])
+            cluster.batch_done(req, frames[-1], data)
+        else:
+            req.session.batch_replies(req, data)
 
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:
