@@ -17,7 +17,9 @@
  *       `error`) whose id maps in `inflight` to a batch still waiting for it
  *       (count > 1, not done, the id in its `ids`) is popped from both dicts
  *       and filed under its batch, up to the first other frame (returned as
- *       `stop`, len(frames) when none) or GROUPS_MAX batches. Per batch, in
+ *       `stop`, len(frames) when none), GROUPS_MAX batches, or the first
+ *       reply of a second batch of one client (replies keep their arrival order
+ *       on each client's connection). Per batch, in
  *       order of first reply: (req, data, frames, rids): data is its replies
  *       back to back with the clients' ids restored (the id of the request
  *       frame each answers, req.frames[index]); frames are the replies; rids
@@ -250,6 +252,7 @@ typedef struct {
     PyObject *ids;          /* req.ids: {upstream id: index} */
     PyObject *sent;         /* req.frames: the request frames, a list */
     PyObject *frames;       /* the replies filed here */
+    PyObject *session;      /* req.session: whose output the group goes to */
     uint64_t *rids;         /* the client id of each, PyMem */
     size_t nrids, caprids;
 } group;
@@ -262,7 +265,7 @@ typedef struct {
     int ng, last;
 } demux_state;
 
-static PyObject *s_count, *s_done, *s_ids, *s_frames, *s_codes, *s_ok;
+static PyObject *s_count, *s_done, *s_ids, *s_frames, *s_codes, *s_ok, *s_session;
 
 static int names_ready(void)
 {
@@ -274,7 +277,8 @@ static int names_ready(void)
     s_frames = PyUnicode_InternFromString("frames");
     s_codes = PyUnicode_InternFromString("codes");
     s_ok = PyUnicode_InternFromString("ok");
-    return s_count && s_done && s_ids && s_frames && s_codes && s_ok ? 0 : -1;
+    s_session = PyUnicode_InternFromString("session");
+    return s_count && s_done && s_ids && s_frames && s_codes && s_ok && s_session ? 0 : -1;
 }
 
 static void group_clear(group *g)
@@ -283,6 +287,7 @@ static void group_clear(group *g)
     Py_CLEAR(g->ids);
     Py_CLEAR(g->sent);
     Py_CLEAR(g->frames);
+    Py_CLEAR(g->session);
     PyMem_Free(g->rids);
     g->rids = NULL;
 }
@@ -319,8 +324,10 @@ static int batch_group(PyObject *req, group *g)
         Py_DECREF(sent);
         return 0;                   /* not the shape _assign_ids makes: the caller's loop */
     }
-    g->frames = PyList_New(0);
+    g->session = PyObject_GetAttr(req, s_session);
+    g->frames = g->session ? PyList_New(0) : NULL;
     if (!g->frames) {
+        Py_CLEAR(g->session);
         Py_DECREF(ids);
         Py_DECREF(sent);
         return -1;
@@ -333,8 +340,10 @@ static int batch_group(PyObject *req, group *g)
     return 1;
 }
 
-/* The group of req, made on its first reply: its index, GROUPS_MAX when
- * req is not a waiting batch (or no group is left), -1 on error. */
+/* The group of req, made on its first reply: its index; GROUPS_MAX when
+ * req is not a waiting batch, no group is left, or another batch of the same
+ * client has a group already (its replies go out group by group: filing on
+ * would change their arrival order on that client's connection); -1 on error. */
 static int group_of(demux_state *st, PyObject *req)
 {
     if (st->last >= 0 && st->g[st->last].req == req)
@@ -344,9 +353,15 @@ static int group_of(demux_state *st, PyObject *req)
             return st->last = i;
     if (st->ng == GROUPS_MAX)
         return GROUPS_MAX;
-    int rc = batch_group(req, &st->g[st->ng]);
+    group *g = &st->g[st->ng];
+    int rc = batch_group(req, g);
     if (rc <= 0)
         return rc < 0 ? -1 : GROUPS_MAX;
+    for (int i = 0; i < st->ng; i++)
+        if (st->g[i].session == g->session) {
+            group_clear(g);
+            return GROUPS_MAX;
+        }
     return st->last = st->ng++;
 }
 

@@ -303,21 +303,26 @@ class UpstreamConn(asyncio.Protocol):
     def _responses_by_id(self, frames):
         """Replies in arrival order: runs of batch replies in one C call per run (replies:
         filed per batch, clients' ids restored, codes counted), every other frame (and
-        every frame without the C module) one by one."""
+        every frame without the C module) one by one. A C call that files nothing (a read
+        of single requests' replies) is not repeated until a batch reply shows up again."""
         i, n = 0, len(frames)
+        use_c = _replies is not None
         while i < n:
-            if _replies is not None and n - i > 1:  # (one frame: no C call for it)
+            if use_c and n - i > 1:                 # (one frame: no C call for it)
                 args = mux_args(self.traits)
-                groups, i = _replies(frames, self.inflight, "response", "error", i, *args)
+                groups, stop = _replies(frames, self.inflight, "response", "error", i, *args)
                 if groups:
                     self._batch_groups(groups, args[2] >= 0)
-                if i >= n:
+                if stop >= n:
                     break
-            self._response_by_id(frames[i])
+                use_c, i = stop > i, stop
+            if self._response_by_id(frames[i]):
+                use_c = _replies is not None
             i += 1
 
-    def _response_by_id(self, frame):
-        """One reply frame (the reference of demux + _batch_replies for batches)."""
+    def _response_by_id(self, frame) -> bool:
+        """One reply frame (the reference of replies + _batch_groups for batches); True
+        when it was a reply of a batch."""
         kind = frame.kind
         if kind == "heartbeat":
             if not frame.status:                  # the provider's keep-alive: answer it
@@ -326,22 +331,23 @@ class UpstreamConn(asyncio.Protocol):
                     self.worker.mark(self)
                 except CodecError:
                     pass
-            return
+            return False
         if kind == "event":
             if frame.data[16:] == _READONLY_BODY:
                 self.retiring = True              # provider going away: no new requests
                 self._update_busy()
-            return
+            return False
         up = frame.request_id
         req = self.inflight.pop(up, None)
         if req is None or req.done:
-            return                                # answered by a timeout already
+            return False                          # answered by a timeout already
         if req.count > 1:                         # one reply of a batch
             self._batch_replies({req: ([frame], [req.ids.pop(up)])})
-            return
+            return True
         req.conn = None
         self.cluster.on_response(req, frame, rewrite_frames((frame,), req.rid,
                                                             id_encoding(self.traits, frame)))
+        return False
 
     def _batch_replies(self, batches):
         """{batch: (replies, indexes)}: the reference of agent.codec._frames.replies (used

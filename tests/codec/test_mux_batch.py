@@ -24,8 +24,9 @@ from agent.proxy.upstream import _take_ids_py  # noqa: E402
 DUBBO = traits_for("dubbo", {})
 
 
-def batch_of(frames):
-    req = Request(None, None, frames[0], b"", "request", 0, None, "", 0.0, 1.0)
+def batch_of(frames, session=None):
+    """A batch of these request frames, of its own client unless `session` is given."""
+    req = Request(session or object(), None, frames[0], b"", "request", 0, None, "", 0.0, 1.0)
     req.count, req.frames = len(frames), list(frames)
     return req
 
@@ -107,6 +108,8 @@ def replies_py(frames, inflight, start, traits):
         req = inflight.get(f.request_id) if f.kind in ("response", "error") else None
         if req is None or req.count <= 1 or req.done or f.request_id not in (req.ids or {}):
             break
+        if req not in groups and any(r.session is req.session for r in groups):
+            break                   # a second batch of one client: its order on that client
         inflight.pop(f.request_id)
         got = groups.setdefault(req, ([], []))
         got[0].append(f)
@@ -150,10 +153,12 @@ def run_both(frames, make_inflight, traits=DUBBO):
 
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=6), st.randoms(use_true_random=False),
-       st.integers(0, 3), st.sampled_from([20, 20, 31, 80, 90]))
-def test_replies_match_the_python_loop(sizes, rnd, strays, bad_status):
-    """Batches of random sizes, their replies shuffled with unknown ids and a done batch's
-    replies among them, some replies errors: the same groups, bytes, codes and stops."""
+       st.integers(0, 3), st.sampled_from([20, 20, 31, 80, 90]), st.integers(1, 3))
+def test_replies_match_the_python_loop(sizes, rnd, strays, bad_status, clients):
+    """Batches of random sizes from 1-3 clients, their replies shuffled with unknown ids
+    and a done batch's replies among them, some replies errors: the same groups, bytes,
+    codes and stops."""
+    owners = [object() for _ in range(clients)]
     batches, up, at = [], [], 100
     for k, n in enumerate(sizes):
         frames, _ = dubbo_frames([1000 * (k + 1) + j for j in range(n)])
@@ -169,7 +174,7 @@ def test_replies_match_the_python_loop(sizes, rnd, strays, bad_status):
     def make_inflight():
         inflight, reqs = {}, []
         for k, (fs, first) in enumerate(batches):
-            req = batch_of(fs)
+            req = batch_of(fs, owners[k % clients])
             req.ids = _take_ids_py(inflight, req, first, len(fs))
             req.done = k == done_at
             reqs.append(req)
@@ -207,6 +212,27 @@ def test_replies_keep_a_request_alive_that_only_inflight_held():
     (got, data, fs, rids), = c_replies(frames, inflight, 0)[0]
     assert got.ids == {} and inflight == {} and got.codes == {"20": 2}
     assert data == rewrite_frames_py(frames, [8, 7], "be")
+
+
+def test_replies_stop_at_a_second_batch_of_one_client():
+    """Replies A0 B0 A1 of two batches of one client: filing B0 under its own group would
+    write A1 before B0 on that client's connection; the call stops there instead."""
+    client = object()
+    a, b = batch_of(dubbo_frames([1, 2])[0], client), batch_of(dubbo_frames([3])[0], client)
+    b.count = 2                                    # (a batch waiting for 2 replies)
+    inflight = {}
+    a.ids, b.ids = _take_ids_py(inflight, a, 10, 2), _take_ids_py(inflight, b, 20, 1)
+    frames = decoder_for("dubbo", direction="response").feed(
+        dubbo_reply(10) + dubbo_reply(20) + dubbo_reply(11))
+    got, stop = c_replies(frames, inflight, 0)
+    assert [g[0] for g in got] == [a] and stop == 1 and b.ids == {20: 0}
+    other = batch_of(dubbo_frames([4])[0])         # another client: filed in the same call
+    other.count = 2
+    inflight[30] = other
+    other.ids = {30: 0}
+    frames = decoder_for("dubbo", direction="response").feed(dubbo_reply(11) + dubbo_reply(30))
+    got, stop = c_replies(frames, inflight, 0)
+    assert [g[0] for g in got] == [a, other] and stop == 2
 
 
 def test_replies_restore_ids_and_count_by_kind_for_thrift():
