@@ -572,13 +572,14 @@ PyObject *nmf_replies(PyObject *module, PyObject *args)
             break;
     }
     if (rc >= 0)
-        groups = PyList_New(st.ng);
+        groups = PyList_New(0);
     for (int k = 0; groups && k < st.ng; k++) {
+        if (!PyList_GET_SIZE(st.g[k].frames))
+            continue;               /* made for a reply that then stopped the run */
         PyObject *one = group_result(&st, &st.g[k]);
-        if (!one)
+        if (!one || PyList_Append(groups, one) < 0)
             Py_CLEAR(groups);
-        else
-            PyList_SET_ITEM(groups, k, one);
+        Py_XDECREF(one);
     }
     for (int k = 0; k < st.ng; k++)
         group_clear(&st.g[k]);

@@ -31,7 +31,7 @@ except ImportError:
 
 
 def _take_ids_py(inflight, req, first, n):
-    """The ids half of agent.codec._frames.claim (and the reference of take_ids)."""
+    """The ids half of agent.codec._frames.claim: all of first .. first + n - 1, or None."""
     ids = range(first, first + n)
     if not inflight.keys().isdisjoint(ids):
         return None

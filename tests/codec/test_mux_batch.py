@@ -347,3 +347,18 @@ def test_shared_dicts_go_back_to_the_pool_once_all_their_frames_are_gone():
         assert len({id(f.metadata) for f in frames}) == 1
         random.shuffle(frames)
         del frames
+
+
+def test_replies_return_no_group_for_a_batch_whose_reply_stopped_the_run():
+    """A batch reply whose id is in flight but not in the batch's ids (a state the proxy
+    never makes): nothing filed, nothing returned, the entry back in place."""
+    sent, _ = dubbo_frames([1, 2])
+    req = batch_of(sent)
+    req.ids = {8: 0}
+    inflight = {7: req, 8: req}
+    frames = decoder_for("dubbo", direction="response").feed(dubbo_reply(7) + dubbo_reply(8))
+    assert c_replies(frames, inflight, 0) == ([], 0)
+    assert inflight == {7: req, 8: req} and req.ids == {8: 0} and req.codes is None
+    req.ids = {8: 5}                                   # an index past the batch's frames
+    assert c_replies(frames, inflight, 1) == ([], 1)
+    assert req.ids == {8: 5} and inflight == {7: req, 8: req}
