@@ -139,3 +139,51 @@ def test_a_read_of_single_replies_then_batch_replies_takes_the_c_path_again(monk
     # one by one; then one call for the other five
     assert calls == [(0, 0, 0), (3, 8, 1)]
     assert rnd                                          # (deterministic order: no shuffle)
+
+
+def run_partial(answered: int, late: bool):
+    """One client sends a batch of 4; the upstream answers the first `answered`; the batch
+    times out; then (late) the rest arrive after all."""
+    worker, session, conn, loop = setup("dubbo", snapshot=snapshot())
+    try:
+        session.data_received(client_reads([[("hello", 4)]])[0])
+        worker.flush()
+        sent = decoder_for("dubbo", direction="request").feed(b"".join(conn.transport.written))
+        conn.data_received(b"".join(reply(f.request_id, 20) for f in sent[:answered]))
+        worker.flush()
+        (req,) = session.live
+        session.check_timeouts(req.deadline + 1)
+        worker.flush()
+        if late:
+            conn.data_received(b"".join(reply(f.request_id, 20) for f in sent[answered:]))
+            worker.flush()
+        cluster = worker.clusters["backend"]
+        got = decoder_for("dubbo", direction="response").feed(
+            b"".join(session.transport.written))
+        return ([(f.request_id, f.status) for f in got], dict(conn.inflight),
+                dict(worker.stats.slot("bench", "hello", "backend", "127.0.0.1").codes),
+                worker.fairness.inflight, cluster.breaker.current("requests"), len(session.live))
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("answered", [0, 1, 3])
+@pytest.mark.parametrize("late", [False, True])
+def test_a_batch_that_times_out_half_answered(answered, late):
+    """The replies that came are the client's; the rest get the protocol's timeout reply
+    with their own ids, counted as timeouts; late replies are dropped; nothing stays
+    held (in-flight ids, fairness, breaker slots). The same with and without C."""
+    with_c = run_partial(answered, late)
+    saved = upstream._claim, upstream._replies
+    upstream._claim = upstream._replies = None
+    try:
+        without = run_partial(answered, late)
+    finally:
+        upstream._claim, upstream._replies = saved
+    assert with_c == without
+    got, inflight, codes, fair, breaker, live = with_c
+    assert sorted(rid for rid, _ in got) == [1, 2, 3, 4]
+    assert [status for _, status in got] == [20] * answered + [31] * (4 - answered)
+    assert codes == {k: v for k, v in {("20", "-"): answered, ("31", "UT"): 4 - answered}.items()
+                     if v}
+    assert inflight == {} and fair == 0 and breaker == 0 and live == 0
