@@ -125,10 +125,11 @@ def cases():
          "rewrite_frames(replies16, ids16, 'be')", "/16"),
         ("mux", "dubbo batch of 16: ids taken and written by C claim (dict reset), per frame",
          "inf = {}; claim(frames16, inf, batch_req, 100, 0, 0)", "/16"),
-        ("mux", "dubbo 16 replies: filed, ids restored, codes counted by C replies (with its "
-         "claim), per frame", "inf = {}; d, batch_req.ids = claim(frames16, inf, batch_req, 100, "
-         "0, 0); batch_req.codes = None; replies(up16, inf, 'response', 'error', 0, 0, 0, 1, "
-         "names)", "/16"),
+        ("mux", ("dubbo 16 replies: filed, ids restored, codes counted by C replies (with its "
+                 "claim), per frame"),
+         ("inf = {}; d, batch_req.ids = claim(frames16, inf, batch_req, 100, 0, 0); "
+          "batch_req.codes = None; replies(up16, inf, 'response', 'error', 0, 0, 0, 1, names)"),
+         "/16"),
         ("route", "run of 16: same_run (frames of equal spans share one dict), per frame",
          "same_run(frames16, 0, 16)", "/16"),
         ("state", "Request(...)", ("Request(None, None, rframe, REDIS_GET, 'request', 0, None, "

@@ -9,7 +9,7 @@ int nm_mux_put_id(uint8_t *p, uint32_t width, int encoding, uint64_t id)
         return NM_MUX_E_FIELD;
     switch (encoding) {
     case NM_ID_BE:
-        if (width == 8 || width == 4) {     /* Dubbo, Thrift: shifts a compiler turns into one store */
+        if (width == 8 || width == 4) {     /* Dubbo, Thrift: one store once compiled */
             uint8_t b[8] = {(uint8_t)(id >> 56), (uint8_t)(id >> 48), (uint8_t)(id >> 40),
                             (uint8_t)(id >> 32), (uint8_t)(id >> 24), (uint8_t)(id >> 16),
                             (uint8_t)(id >> 8), (uint8_t)id};

@@ -209,7 +209,7 @@ def test_replies_keep_a_request_alive_that_only_inflight_held():
     inflight = {1: req, 2: req}
     del req
     frames = decoder_for("dubbo", direction="response").feed(dubbo_reply(2) + dubbo_reply(1))
-    (got, data, fs, rids), = c_replies(frames, inflight, 0)[0]
+    (got, data, _, _), = c_replies(frames, inflight, 0)[0]
     assert got.ids == {} and inflight == {} and got.codes == {"20": 2}
     assert data == rewrite_frames_py(frames, [8, 7], "be")
 
@@ -247,7 +247,7 @@ def test_replies_restore_ids_and_count_by_kind_for_thrift():
     assert [f.kind for f in replies] == ["response"] * 3
     req.codes = {"ok": 1}                                     # counts add up
     got, stop = c_replies(replies, inflight, 0, thrift)
-    (r, data, fs, rids), = got
+    (r, data, _, rids), = got
     assert r is req and stop == 3 and rids is None and req.codes == {"ok": 4}
     assert data == rewrite_frames_py(replies, [7, 8, 9], "be")
     assert inflight == {} and req.ids == {}
@@ -265,7 +265,7 @@ def test_replies_leave_ids_that_do_not_fit_to_the_caller():
                           thrift_transport="framed").feed(b"".join(
                               _as_reply(f.data) for f in short))
     got, stop = c_replies(replies, inflight, 0, traits_for("thrift", {}))
-    (r, data, fs, rids), = got
+    (_, data, _, rids), = got
     assert data is None and rids == [300, 301] and stop == 2 and req.codes == {"ok": 2}
 
 
