@@ -1,6 +1,7 @@
 /*
  * agent.codec._frames.rewrite(): the Python face of nm_mux_rewrite (mux.h),
- * and same_run() (below). The per-batch calls are in frames_batch.c.
+ * and same_run() (below). The per-batch calls are in frames_claim.c
+ * and frames_replies.c.
  *
  *   rewrite(frames, ids, encoding[, limit]) -> bytes
  *

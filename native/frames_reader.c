@@ -426,8 +426,8 @@ static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
 
 PyObject *nmf_rewrite(PyObject *module, PyObject *args);     /* frames_mux.c */
 PyObject *nmf_same_run(PyObject *module, PyObject *args);
-PyObject *nmf_claim(PyObject *module, PyObject *args);        /* frames_batch.c */
-PyObject *nmf_replies(PyObject *module, PyObject *args);
+PyObject *nmf_claim(PyObject *module, PyObject *args);        /* frames_claim.c */
+PyObject *nmf_replies(PyObject *module, PyObject *args);      /* frames_replies.c */
 
 static PyMethodDef frames_functions[] = {
     {"rewrite", nmf_rewrite, METH_VARARGS,
@@ -437,11 +437,11 @@ static PyMethodDef frames_functions[] = {
      "same_run(frames, start, limit) -> n: requests from start with equal metadata."},
     {"claim", nmf_claim, METH_VARARGS,
      "claim(frames, inflight, req, first, encoding, varint_mask) -> (data, {id: index}) or"
-     " None: a batch's upstream ids taken and written in one call (native/frames_batch.c)."},
+     " None: a batch's upstream ids taken and written in one call (native/frames_claim.c)."},
     {"replies", nmf_replies, METH_VARARGS,
      "replies(frames, inflight, response, error, start, encoding, varint_mask, code_by, names)"
      " -> (groups, stop): one upstream read's batch replies, per batch with the clients' ids"
-     " restored, each counted in req.codes (native/frames_batch.c)."},
+     " restored, each counted in req.codes (native/frames_replies.c)."},
     {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
      "Empty the pool of metadata dicts kept for reuse (tests)."},
     {0},

@@ -24,7 +24,9 @@ from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAM
     DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, mux_args, rewrite_frames, \
     write_id
 
-try:    # a batch's ids out and its replies back, one C call each (native/frames_batch.c)
+# a batch's ids out and its replies back, one C call each (native/frames_claim.c,
+# native/frames_replies.c)
+try:
     from agent.codec._frames import claim as _claim, replies as _replies
 except ImportError:
     _claim = _replies = None

@@ -1,6 +1,7 @@
-"""agent.codec._frames.claim and replies (native/frames_batch.c), the one C call per
-batch on each side of multiplexed batches, against their Python references, and the
-metadata dict shared by request frames of one feed with byte-equal spans."""
+"""agent.codec._frames.claim and replies (native/frames_claim.c, frames_replies.c), the
+one C call per batch on each side of multiplexed batches, against their Python
+references, and the metadata dict shared by request frames of one feed with byte-equal
+spans."""
 
 import random
 

@@ -1,251 +1,31 @@
 /*
- * The two per-batch calls of multiplexed batches (agent.proxy.upstream), so
- * that a batch costs one C call on the way out and one per upstream read on
- * the way back, whatever its size:
- *
- *   claim(frames, inflight, req, first, encoding, varint_mask) -> (data, ids) | None
- *       The request side: upstream ids first .. first + n - 1 for the n frames
- *       of batch `req`. None when one of them is in flight already (nothing
- *       taken); else inflight[id] = req for each, and (the frames back to back
- *       with those ids written, {id: index}). ValueError when an id does not
- *       fit its frame's field (a varint of another width): nothing taken.
- *       The reference is UpstreamConn._assign_ids_each.
+ * agent.codec._frames.replies: one upstream read's batch replies in one call
+ * (agent.proxy.upstream.UpstreamConn._responses_by_id).
  *
  *   replies(frames, inflight, response, error, start, encoding, varint_mask,
  *           code_by, names) -> (groups, stop)
- *       The reply side: from frames[start], each reply (kind `response` or
- *       `error`) whose id maps in `inflight` to a batch still waiting for it
- *       (count > 1, not done, the id in its `ids`) is popped from both dicts
- *       and filed under its batch, up to the first other frame (returned as
- *       `stop`, len(frames) when none), GROUPS_MAX batches, or the first
- *       reply of a second batch of one client (replies keep their arrival order
- *       on each client's connection). Per batch, in
- *       order of first reply: (req, data, frames, rids): data is its replies
- *       back to back with the clients' ids restored (the id of the request
- *       frame each answers, req.frames[index]); frames are the replies; rids
- *       is None unless data is None (an id that does not fit its reply's
- *       field: the caller writes them one by one). Each reply is counted in
- *       req.codes (made when None) under its code: by kind (code_by 0: "ok"
- *       for a response, else the kind) or status (code_by 1: str(status)),
- *       names memoized in `names` (at most NAMES_MAX); code_by -1: not
- *       counted (the caller counts). The reference is
- *       UpstreamConn._response_by_id + _batch_replies.
  *
- * A frame's id encoding is `encoding` (NM_ID_*), or varint when its variant
- * has a bit of varint_mask (Thrift compact: agent.proxy.protocols.id_encoding).
+ * From frames[start], each reply (kind `response` or `error`) whose id maps
+ * in `inflight` to a batch still waiting for it (count > 1, not done, the id
+ * in its `ids`) is popped from both dicts and filed under its batch. It
+ * stops (returning the index as `stop`, len(frames) when none) at the first
+ * other frame, after GROUPS_MAX batches, or at the first reply of a second
+ * batch of one client (replies keep their arrival order on each client's
+ * connection). Per batch, in order of first reply: (req, data, frames,
+ * rids): data is its replies back to back with the clients' ids restored
+ * (the id of the request frame each answers, req.frames[index]); frames are
+ * the replies; rids is None unless data is None (an id that does not fit its
+ * reply's field: the caller writes them one by one). Each reply is counted in
+ * req.codes (made when None) under its code: by kind (code_by 0: "ok" for a
+ * response, else the kind) or status (code_by 1: str(status)), names
+ * memoized in `names` (at most NAMES_MAX); code_by -1: not counted (the
+ * caller counts). The reference is UpstreamConn._response_by_id +
+ * _batch_replies.
  */
-#include "frames.h"     /* first: Python.h before any system header */
-#include "mux.h"
+#include "frames_batch.h"
 
-#define CLAIM_MAX 65536         /* frames per claim() */
 #define GROUPS_MAX 64           /* batches per replies() call; the caller calls again */
-#define STACK 64                /* runs up to this many frames need no allocation */
 #define NAMES_MAX 4096          /* code names memoized (statuses are few) */
-
-static inline int encoding_of(const nm_frame *f, int encoding, unsigned mask)
-{
-    return (f->variant & mask) ? NM_ID_VARINT : encoding;
-}
-
-static inline const nm_frame *raw_of(const nmf_frame *fr)
-{
-    return &fr->batch->frames[fr->index];
-}
-
-static void span_of(const nmf_frame *fr, nm_mux_span *s)
-{
-    const nmf_batch *b = fr->batch;
-    const nm_frame *f = &b->frames[fr->index];
-    s->data = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start + f->offset;
-    s->length = f->length;
-    s->id_offset = f->id_offset;
-    s->id_length = f->id_length;
-}
-
-static PyObject *mux_error(int64_t rc)
-{
-    return PyErr_Format(PyExc_ValueError, "%s",
-                        rc == NM_MUX_E_VALUE ? "an id does not fit its varint field"
-                        : rc == NM_MUX_E_FIELD ? "a frame has no usable id field"
-                        : "bad argument");
-}
-
-/* Scratch arrays for a run of n frames: on the stack up to STACK. */
-typedef struct {
-    nm_mux_span *spans;
-    uint64_t *ids;
-    uint8_t *encs;
-    PyObject **objs;
-    nm_mux_span s_spans[STACK];
-    uint64_t s_ids[STACK];
-    uint8_t s_encs[STACK];
-    PyObject *s_objs[STACK];
-} scratch;
-
-static int scratch_init(scratch *s, size_t n)
-{
-    s->spans = s->s_spans;
-    s->ids = s->s_ids;
-    s->encs = s->s_encs;
-    s->objs = s->s_objs;
-    if (n <= STACK) {
-        memset(s->s_objs, 0, sizeof s->s_objs);
-        return 0;
-    }
-    s->spans = PyMem_Malloc(n * sizeof *s->spans);
-    s->ids = PyMem_Malloc(n * sizeof *s->ids);
-    s->encs = PyMem_Malloc(n);
-    s->objs = PyMem_Calloc(n, sizeof *s->objs);
-    if (s->spans && s->ids && s->encs && s->objs)
-        return 0;
-    PyErr_NoMemory();
-    return -1;
-}
-
-static void scratch_free(scratch *s)
-{
-    if (s->spans != s->s_spans)
-        PyMem_Free(s->spans);
-    if (s->ids != s->s_ids)
-        PyMem_Free(s->ids);
-    if (s->encs != s->s_encs)
-        PyMem_Free(s->encs);
-    if (s->objs != s->s_objs)
-        PyMem_Free(s->objs);
-}
-
-/* The frames back to back with ids written (a new bytes), or NULL with rc. */
-static PyObject *rewritten(scratch *s, size_t n, size_t total, int64_t *rc)
-{
-    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-    if (!out)
-        return NULL;
-    *rc = nm_mux_rewrite_each(s->spans, n, s->ids, s->encs,
-                              (uint8_t *)PyBytes_AS_STRING(out), total);
-    if (*rc < 0)
-        Py_CLEAR(out);
-    return out;
-}
-
-/* -- claim ---------------------------------------------------------------- */
-
-/* Take ids first .. first + n - 1 in inflight for req, all or none: 1 taken
- * (their int keys in keys[]), 0 one was in flight (none taken), -1 error
- * (none taken). One lookup per id: insert-if-absent. */
-static int take(PyObject *inflight, PyObject *req, unsigned long long first, Py_ssize_t n,
-                PyObject **keys)
-{
-    Py_ssize_t i = 0;
-    int rc = 1;
-    for (; i < n; i++) {
-        Py_ssize_t before = PyDict_GET_SIZE(inflight);
-        keys[i] = PyLong_FromUnsignedLongLong(first + (unsigned long long)i);
-        if (!keys[i] || !PyDict_SetDefault(inflight, keys[i], req)) {
-            rc = -1;
-            break;
-        }
-        if (PyDict_GET_SIZE(inflight) == before) {      /* it was there: in flight */
-            rc = 0;
-            break;
-        }
-    }
-    if (rc == 1)
-        return 1;
-    for (Py_ssize_t j = 0; j < i; j++)      /* give back what this call took */
-        if (PyDict_DelItem(inflight, keys[j]) < 0)
-            PyErr_Clear();
-    return rc;
-}
-
-static void take_back(PyObject *inflight, Py_ssize_t n, PyObject **keys)
-{
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (PyDict_DelItem(inflight, keys[i]) < 0)
-            PyErr_Clear();
-}
-
-/* (data, {id: index}) for ids taken under keys[]. */
-static PyObject *claimed(Py_ssize_t n, PyObject **keys, PyObject *data)
-{
-    PyObject *ids = _PyDict_NewPresized(n);
-    if (!ids)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *index = PyLong_FromSsize_t(i);
-        int rc = index ? PyDict_SetItem(ids, keys[i], index) : -1;
-        Py_XDECREF(index);
-        if (rc < 0) {
-            Py_DECREF(ids);
-            return NULL;
-        }
-    }
-    return Py_BuildValue("(ON)", data, ids);
-}
-
-PyObject *nmf_claim(PyObject *module, PyObject *args)
-{
-    PyObject *frames, *inflight, *req;
-    unsigned long long first;
-    int encoding;
-    unsigned int mask;
-    if (!PyArg_ParseTuple(args, "OO!OKiI:claim", &frames, &PyDict_Type, &inflight, &req, &first,
-                          &encoding, &mask))
-        return NULL;
-    PyObject *seq = PySequence_Fast(frames, "claim: frames must be a list or tuple");
-    if (!seq)
-        return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    PyObject *out = NULL, *data = NULL;
-    scratch s;
-    if (n < 1 || n > CLAIM_MAX) {
-        Py_DECREF(seq);
-        return PyErr_Format(PyExc_ValueError, "claim: %zd frames, 1 to %d", n, CLAIM_MAX);
-    }
-    if (first > UINT64_MAX - (unsigned long long)n) {
-        Py_DECREF(seq);
-        return PyErr_Format(PyExc_ValueError, "claim: ids past 2**64");
-    }
-    if (scratch_init(&s, (size_t)n) < 0)
-        goto done;
-    PyObject **items = PySequence_Fast_ITEMS(seq);
-    size_t total = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyObject_TypeCheck(items[i], &nmf_frame_type)) {
-            PyErr_Format(PyExc_TypeError, "claim: expected Frame, got %.100s",
-                         Py_TYPE(items[i])->tp_name);
-            goto done;
-        }
-        const nmf_frame *fr = (const nmf_frame *)items[i];
-        span_of(fr, &s.spans[i]);
-        s.encs[i] = (uint8_t)encoding_of(raw_of(fr), encoding, mask);
-        s.ids[i] = first + (uint64_t)i;
-        total += s.spans[i].length;
-    }
-    int64_t wrc = 0;
-    data = rewritten(&s, (size_t)n, total, &wrc);
-    if (!data) {
-        if (wrc < 0)
-            mux_error(wrc);
-        goto done;
-    }
-    int rc = take(inflight, req, first, n, s.objs);
-    if (rc == 1) {
-        out = claimed(n, s.objs, data);
-        if (!out)
-            take_back(inflight, n, s.objs);
-    } else if (rc == 0) {
-        out = Py_NewRef(Py_None);
-    }
-done:
-    Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < n && s.objs; i++)
-        Py_XDECREF(s.objs[i]);
-    scratch_free(&s);
-    Py_DECREF(seq);
-    return out;
-}
-
-/* -- replies -------------------------------------------------------------- */
 
 typedef struct {
     PyObject *req;          /* strong: inflight may hold its last reference */
