@@ -48,9 +48,8 @@ fi
 
 rm -rf "$OUT/seeds" && mkdir -p "$OUT/seeds"
 if [ "$PROTO" = mux ]; then
-    # encoding, 2 frames of 16 bytes (id at 4, 8 bytes, encoding 0 / at 2, 1 byte,
-    # encoding 0), ids
-    for enc in 0 1 2 128 129 130; do   # 128+: per-frame encodings (nm_mux_rewrite_each)
+    # encoding, 2 frames of 16 bytes (id at 4, 8 bytes / at 2, 1 byte), ids
+    for enc in 0 1 2; do
         printf "\\$(printf %03o $enc)\\002\\020\\000\\004\\000\\010\\000AAAAAAAAAAAAAAAA\\020\\000\\002\\000\\001\\000BBBBBBBBBBBBBBBB\\001\\000\\000\\000\\000\\000\\000\\000\\177\\000\\000\\000\\000\\000\\000\\000" \
             > "$OUT/seeds/seed-$enc"
     done
