@@ -28,7 +28,7 @@ SOURCES = [
 
 
 FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c",
-                  "frames_claim.c", "frames_replies.c", "mux.c"]
+                  "frames_claim.c", "frames_replies.c", "frames_ids.c", "mux.c"]
 
 
 def cdef_text() -> str:

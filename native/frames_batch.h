@@ -15,6 +15,26 @@
 
 #define STACK 64                /* runs up to this many frames need no allocation */
 
+/* IdRun (frames_ids.c): req.ids of a batch that took consecutive ids. */
+typedef struct {
+    PyObject_HEAD
+    uint64_t first;         /* the id of frame 0 */
+    uint32_t n, left;       /* frames; ids still out */
+    uint64_t *bits;         /* n bits, 1: still out (inline_bits up to 64) */
+    uint64_t inline_bits;
+} nmf_idrun;
+
+extern PyTypeObject nmf_idrun_type;
+
+/* All of first .. first + n - 1 out. */
+PyObject *nmf_idrun_new(uint64_t first, uint32_t n);
+
+/* 1: id `key` is still out, its index in *at; 0: not; -1: error. */
+int nmf_idrun_index(PyObject *run, PyObject *key, uint64_t *at);
+
+/* Index `at` no longer out. */
+void nmf_idrun_drop(PyObject *run, uint64_t at);
+
 static inline int encoding_of(const nm_frame *f, int encoding, unsigned mask)
 {
     return (f->variant & mask) ? NM_ID_VARINT : encoding;

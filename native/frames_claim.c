@@ -7,7 +7,7 @@
  * Upstream ids first .. first + n - 1 for the n frames of batch `req`. None
  * when one of them is in flight already (nothing taken); else inflight[id] =
  * req for each, and (the frames back to back with those ids written,
- * {id: index}). ValueError when an id does not fit its frame's field (a
+ * {id: index} as an IdRun, frames_ids.c). ValueError when an id does not fit its frame's field (a
  * varint of another width): nothing taken. TypeError for a non-Frame. At
  * most CLAIM_MAX frames. The reference is UpstreamConn._claim_py (rewrite,
  * then _take_ids_py); the caller's fallback for None is _assign_ids_each.
@@ -51,22 +51,11 @@ static void take_back(PyObject *inflight, Py_ssize_t n, PyObject **keys)
             PyErr_Clear();
 }
 
-/* (data, {id: index}) for ids taken under keys[]. */
-static PyObject *claimed(Py_ssize_t n, PyObject **keys, PyObject *data)
+/* (data, IdRun of the n ids from first). */
+static PyObject *claimed(unsigned long long first, Py_ssize_t n, PyObject *data)
 {
-    PyObject *ids = _PyDict_NewPresized(n);
-    if (!ids)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *index = PyLong_FromSsize_t(i);
-        int rc = index ? PyDict_SetItem(ids, keys[i], index) : -1;
-        Py_XDECREF(index);
-        if (rc < 0) {
-            Py_DECREF(ids);
-            return NULL;
-        }
-    }
-    return Py_BuildValue("(ON)", data, ids);
+    PyObject *ids = nmf_idrun_new(first, (uint32_t)n);
+    return ids ? Py_BuildValue("(ON)", data, ids) : NULL;
 }
 
 PyObject *nmf_claim(PyObject *module, PyObject *args)
@@ -117,7 +106,7 @@ PyObject *nmf_claim(PyObject *module, PyObject *args)
     }
     int rc = take(inflight, req, first, n, s.objs);
     if (rc == 1) {
-        out = claimed(n, s.objs, data);
+        out = claimed(first, n, data);
         if (!out)
             take_back(inflight, n, s.objs);
     } else if (rc == 0) {

@@ -9,6 +9,7 @@
  * are copied into a Batch before any Python object is created.
  */
 #include "frames.h"
+#include "frames_batch.h"     /* IdRun, registered below */
 
 #define BATCH_FRAMES 256
 
@@ -460,7 +461,7 @@ PyMODINIT_FUNC PyInit__frames(void)
 {
     if (nmf_frames_init() < 0 || PyType_Ready(&nmf_batch_type) < 0 ||
         PyType_Ready(&nmf_frame_type) < 0 ||
-        PyType_Ready(&nmf_eager_frame_type) < 0 ||
+        PyType_Ready(&nmf_eager_frame_type) < 0 || PyType_Ready(&nmf_idrun_type) < 0 ||
         PyType_Ready(&reader_type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&frames_module);

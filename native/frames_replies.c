@@ -29,7 +29,7 @@
 
 typedef struct {
     PyObject *req;          /* strong: inflight may hold its last reference */
-    PyObject *ids;          /* req.ids: {upstream id: index} */
+    PyObject *ids;          /* req.ids: an IdRun (claim's) or {upstream id: index} */
     PyObject *sent;         /* req.frames: the request frames, a list */
     PyObject *frames;       /* the replies filed here */
     PyObject *session;      /* req.session: whose output the group goes to */
@@ -99,7 +99,8 @@ static int batch_group(PyObject *req, group *g)
         Py_DECREF(ids);
         return -1;
     }
-    if (!PyDict_CheckExact(ids) || !PyList_CheckExact(sent)) {
+    if (!(PyDict_CheckExact(ids) || Py_TYPE(ids) == &nmf_idrun_type) ||
+        !PyList_CheckExact(sent)) {
         Py_DECREF(ids);
         Py_DECREF(sent);
         return 0;                   /* not the shape _assign_ids makes: the caller's loop */
@@ -150,6 +151,19 @@ static int group_of(demux_state *st, PyObject *req)
  * caller's loop takes the frame); -1 on error. */
 static int client_id(group *g, PyObject *up, uint64_t *rid)
 {
+    if (Py_TYPE(g->ids) == &nmf_idrun_type) {              /* claim's: no dict work */
+        uint64_t at;
+        int rc = nmf_idrun_index(g->ids, up, &at);
+        if (rc <= 0)
+            return rc;
+        PyObject *sent = at < (uint64_t)PyList_GET_SIZE(g->sent)
+                         ? PyList_GET_ITEM(g->sent, (Py_ssize_t)at) : NULL;
+        if (!sent || !PyObject_TypeCheck(sent, &nmf_frame_type))
+            return 0;
+        nmf_idrun_drop(g->ids, at);
+        *rid = raw_of((nmf_frame *)sent)->request_id;
+        return 1;
+    }
     PyObject *i = _PyDict_Pop(g->ids, up, Py_None);     /* one lookup, not get + del */
     if (!i || i == Py_None) {
         Py_XDECREF(i);

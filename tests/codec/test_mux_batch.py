@@ -363,3 +363,45 @@ def test_replies_return_no_group_for_a_batch_whose_reply_stopped_the_run():
     req.ids = {8: 5}                                   # an index past the batch's frames
     assert c_replies(frames, inflight, 1) == ([], 1)
     assert req.ids == {8: 5} and inflight == {7: req, 8: req}
+
+
+# -- IdRun: req.ids of a claimed batch -----------------------------------------------------
+
+@pytest.mark.parametrize("n", [1, 3, 64, 65, 130])
+def test_claimed_ids_read_like_the_dict_they_replace(n):
+    frames, _ = dubbo_frames(range(1, n + 1))
+    ids = _frames.claim(frames, {}, batch_of(frames), 1000, 0, 0)[1]
+    ref = {1000 + i: i for i in range(n)}
+    rnd = random.Random(n)
+    for up in rnd.sample(sorted(ref), k=n // 2) + [5, 1000 + n, -1, 2**70, "x"]:  # (ids are ints)
+        if up in ref:
+            assert ids.pop(up) == ref.pop(up)
+        else:
+            assert up not in ids and ids.get(up) is None and ids.pop(up, "d") == "d"
+            with pytest.raises(KeyError):
+                ids.pop(up)
+            with pytest.raises(KeyError):
+                ids[up]
+        assert ids == ref and len(ids) == len(ref) and bool(ids) == bool(ref)
+        assert list(ids) == sorted(ref) == ids.keys()
+        assert ids.values() == [ref[k] for k in sorted(ref)] and ids.items() == sorted(ref.items())
+        assert all(ids[k] == v and ids.get(k) == v and k in ids for k, v in ref.items())
+    assert ids != {1: 2} and repr(ids).startswith("IdRun({")
+    with pytest.raises(TypeError):
+        hash(ids)
+
+
+def test_a_claimed_batch_answered_one_by_one_empties_its_ids():
+    """The Python reference path (one reply at a time) pops from an IdRun as from a dict;
+    replies clears it in C; both leave it empty and falsy."""
+    frames, _ = dubbo_frames([1, 2, 3])
+    req = batch_of(frames)
+    inflight = {}
+    data, req.ids = _frames.claim(frames, inflight, req, 40, 0, 0)
+    assert type(req.ids).__name__ == "IdRun"
+    assert req.ids.pop(41) == 1                         # (what _response_by_id does)
+    inflight.pop(41)
+    replies = decoder_for("dubbo", direction="response").feed(dubbo_reply(42) + dubbo_reply(40))
+    (r, data, _, _), = c_replies(replies, inflight, 0)[0]
+    assert r is req and not req.ids and len(req.ids) == 0 and inflight == {}
+    assert data == rewrite_frames_py(replies, [3, 1], "be")
