@@ -86,16 +86,18 @@ def cases():
     replies16 = rdec["dubbo"].feed(b"".join(dubbo_wire.response(100 + i, "hello bench")
                                             for i in range(16)))
     batch_req = Request(None, None, dframe, dubbo_req, "request", 7, None, "", 0.0, 1.0)
-    batch_req.count = 16
+    batch_req.count, batch_req.frames = 16, frames16
     g.update({"frames16": frames16, "replies16": replies16, "ids16": list(range(16)),
-              "rewrite_frames": rewrite_frames, "batch_req": batch_req,
-              "inflight16": {100 + i: batch_req for i in range(16)},
-              "ids_of16": {100 + i: i for i in range(16)}})
+              "rewrite_frames": rewrite_frames, "batch_req": batch_req})
     try:
-        from agent.codec._frames import demux
-        g["demux"] = demux
-    except ImportError:
-        g["demux"] = None
+        from agent.codec._frames import claim, replies, same_run
+        from agent.proxy.protocols import code_names
+
+        g.update(claim=claim, replies=replies, same_run=same_run,
+                 names=code_names(traits.response_code),
+                 up16=rdec["dubbo"].feed(rewrite_frames(replies16, 100, "be")))
+    except ImportError:                 # (the mux rows then fail: they price the C calls)
+        g.update(claim=None, replies=None, same_run=None)
     assign = ("f = dframe; w = f.id_length; e = id_encoding(traits, f); "
               "b = bytearray(f.data); write_id(b, f.id_offset, w, e, 5); bytes(b)")
     return g, [
@@ -121,11 +123,15 @@ def cases():
          "rewrite_frames(frames16, 5, 'be')", "/16"),
         ("mux", "dubbo 16 replies: client ids restored in one C call, per frame",
          "rewrite_frames(replies16, ids16, 'be')", "/16"),
-        ("mux", "dubbo 16 replies: filed per batch by C demux (with 2 dict copies), per frame",
-         "inf = dict(inflight16); batch_req.ids = dict(ids_of16); "
-         "demux(replies16, inf, 'response', 'error')", "/16"),
-        ("route", "run of 16: metadata equal to the previous frame's (routed_length)",
-         "frames16[0].metadata == frames16[1].metadata", ""),
+        ("mux", "dubbo batch of 16: ids taken and written by C claim (dict reset), per frame",
+         "inf = {}; claim(frames16, inf, batch_req, 100, 0, 0)", "/16"),
+        ("mux", ("dubbo 16 replies: filed, ids restored, codes counted by C replies (with its "
+                 "claim), per frame"),
+         ("inf = {}; d, batch_req.ids = claim(frames16, inf, batch_req, 100, 0, 0); "
+          "batch_req.codes = None; replies(up16, inf, 'response', 'error', 0, 0, 0, 1, names)"),
+         "/16"),
+        ("route", "run of 16: same_run (frames of equal spans share one dict), per frame",
+         "same_run(frames16, 0, 16)", "/16"),
         ("state", "Request(...)", ("Request(None, None, rframe, REDIS_GET, 'request', 0, None, "
          "'', 0.0, 1.0)"), ""),
         ("state", "Slot.observe (metrics)", "slot.observe('ok', '-', 0.0004)", ""),

@@ -27,7 +27,8 @@ SOURCES = [
 ]
 
 
-FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c", "mux.c"]
+FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c",
+                  "frames_claim.c", "frames_replies.c", "frames_ids.c", "mux.c"]
 
 
 def cdef_text() -> str:
@@ -54,7 +55,8 @@ def frames_extension():
 
     return Extension("agent.codec._frames",
                      sources=[f"native/{s}" for s in FRAMES_SOURCES],
-                     depends=["native/frames.h", "native/codec.h", "native/mux.h"],
+                     depends=["native/frames.h", "native/frames_batch.h", "native/codec.h",
+                              "native/mux.h"],
                      include_dirs=["native"],
                      extra_compile_args=compile_args(), extra_link_args=link_args())
 

@@ -123,7 +123,8 @@ static void track(nmf_frame *self)
     self->tracked = 1;
 }
 
-PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager, PyObject **last)
+PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager, PyObject **last,
+                        PyObject *share)
 {
     const nm_frame *f = &b->frames[i];
     nmf_frame *self = frame_alloc(eager ? &nmf_eager_frame_type : &nmf_frame_type);
@@ -138,7 +139,12 @@ PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager, PyO
     self->batch = b;
     self->index = i;
     self->tracked = 0;
-    self->metadata = eager ? nmf_metadata(b, f, last) : NULL;
+    if (eager && share) {
+        Py_INCREF(share);
+        self->metadata = share;
+    } else {
+        self->metadata = eager ? nmf_metadata(b, f, last) : NULL;
+    }
     if (!self->length || !self->request_id || !self->status || (eager && !self->metadata)) {
         Py_DECREF(self);
         return NULL;

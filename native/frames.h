@@ -63,9 +63,16 @@ nmf_batch *nmf_batch_new(PyObject *buf, PyObject *names, Py_ssize_t start,
                          uint32_t nframes, const nm_meta *meta, uint32_t nmeta);
 
 /* Frame i of batch b; kind is a borrowed str. eager: decode the metadata
- * now (an nmf_eager_frame_type frame), with last as in nmf_metadata(). */
+ * now (an nmf_eager_frame_type frame), with last as in nmf_metadata();
+ * share (eager only, may be NULL): the dict of an earlier frame of the same
+ * feed whose spans decode to the same metadata (nmf_same_meta), used as is. */
 PyObject *nmf_frame_new(nmf_batch *b, uint32_t i, PyObject *kind, int eager,
-                        PyObject **last);
+                        PyObject **last, PyObject *share);
+
+/* Whether frames a and f of batch b carry byte-for-byte the same metadata
+ * spans (same keys, flags and value bytes, in order): their dicts would be
+ * equal, so a run of calls to one method decodes one dict. */
+int nmf_same_meta(const nmf_batch *b, const nm_frame *a, const nm_frame *f);
 
 /* Set up / free the small ints and the frames kept for reuse (module
  * init and teardown). */

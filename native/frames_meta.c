@@ -285,6 +285,28 @@ static int spans_inside(const nmf_batch *b, const nm_meta *m)
     return 0;
 }
 
+int nmf_same_meta(const nmf_batch *b, const nm_frame *a, const nm_frame *f)
+{
+    if (a->meta_count != f->meta_count)
+        return 0;
+    const uint8_t *base = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start;
+    size_t len = (size_t)(PyBytes_GET_SIZE(b->buf) - b->start);
+    const nm_meta *x = &b->meta[a->meta_start], *y = &b->meta[f->meta_start];
+    for (uint32_t i = 0; i < f->meta_count; i++, x++, y++) {
+        if (x->key_id != y->key_id || x->flags != y->flags || x->value.len != y->value.len ||
+            !span_inside(&x->value, len) || !span_inside(&y->value, len))
+            return 0;
+        if (x->key_id == NM_KEY_CUSTOM &&
+            (x->key.len != y->key.len || !span_inside(&x->key, len) ||
+             !span_inside(&y->key, len) ||
+             memcmp(base + x->key.off, base + y->key.off, x->key.len) != 0))
+            return 0;
+        if (memcmp(base + x->value.off, base + y->value.off, x->value.len) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 /* Dicts of dead frames, kept for the next frames of the same shape: a frame
  * whose keys match a recycled dict's, in order, only replaces its values -
  * no dict or key table is allocated. Only dicts nothing else references and

@@ -9,6 +9,7 @@
  * are copied into a Batch before any Python object is created.
  */
 #include "frames.h"
+#include "frames_batch.h"     /* IdRun, registered below */
 
 #define BATCH_FRAMES 256
 
@@ -229,7 +230,14 @@ static int collect(reader *self, frame_vec *v, PyObject *buf, Py_ssize_t start, 
     for (int i = 0; i < n; i++) {
         uint32_t k = b->frames[i].kind;
         PyObject *kind = k < (uint32_t)nkinds ? PyTuple_GET_ITEM(self->kinds, k) : self->unknown;
-        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager, &self->last);
+        /* A frame whose spans repeat its predecessor's (a client calling one
+         * method again) shares that dict: no Python code runs between the two,
+         * so the dict is still what those spans decode to, and same_run sees
+         * the run by identity. */
+        PyObject *share = NULL;
+        if (self->eager && i > 0 && nmf_same_meta(b, &b->frames[i - 1], &b->frames[i]))
+            share = ((nmf_frame *)v->items[v->n - 1])->metadata;
+        PyObject *frame = nmf_frame_new(b, (uint32_t)i, kind, self->eager, &self->last, share);
         if (!frame) {
             rc = -1;
             break;
@@ -418,22 +426,23 @@ static PyObject *drop_kept_dicts(PyObject *module, PyObject *unused)
 }
 
 PyObject *nmf_rewrite(PyObject *module, PyObject *args);     /* frames_mux.c */
-PyObject *nmf_demux(PyObject *module, PyObject *args);
 PyObject *nmf_same_run(PyObject *module, PyObject *args);
-PyObject *nmf_take_ids(PyObject *module, PyObject *args);
+PyObject *nmf_claim(PyObject *module, PyObject *args);        /* frames_claim.c */
+PyObject *nmf_replies(PyObject *module, PyObject *args);      /* frames_replies.c */
 
 static PyMethodDef frames_functions[] = {
     {"rewrite", nmf_rewrite, METH_VARARGS,
      "rewrite(frames, ids, encoding[, limit]) -> bytes: the frames back to back with ids"
      " written (see native/frames_mux.c)."},
-    {"demux", nmf_demux, METH_VARARGS,
-     "demux(frames, inflight, response, error, start) -> (batches, stop): replies of"
-     " multiplexed batches filed per request up to the first other frame"
-     " (see native/frames_mux.c)."},
     {"same_run", nmf_same_run, METH_VARARGS,
      "same_run(frames, start, limit) -> n: requests from start with equal metadata."},
-    {"take_ids", nmf_take_ids, METH_VARARGS,
-     "take_ids(inflight, req, first, n) -> {id: index} or None if one is in flight."},
+    {"claim", nmf_claim, METH_VARARGS,
+     "claim(frames, inflight, req, first, encoding, varint_mask) -> (data, {id: index}) or"
+     " None: a batch's upstream ids taken and written in one call (native/frames_claim.c)."},
+    {"replies", nmf_replies, METH_VARARGS,
+     "replies(frames, inflight, response, error, start, encoding, varint_mask, code_by, names)"
+     " -> (groups, stop): one upstream read's batch replies, per batch with the clients' ids"
+     " restored, each counted in req.codes (native/frames_replies.c)."},
     {"_drop_kept_dicts", drop_kept_dicts, METH_NOARGS,
      "Empty the pool of metadata dicts kept for reuse (tests)."},
     {0},
@@ -452,7 +461,7 @@ PyMODINIT_FUNC PyInit__frames(void)
 {
     if (nmf_frames_init() < 0 || PyType_Ready(&nmf_batch_type) < 0 ||
         PyType_Ready(&nmf_frame_type) < 0 ||
-        PyType_Ready(&nmf_eager_frame_type) < 0 ||
+        PyType_Ready(&nmf_eager_frame_type) < 0 || PyType_Ready(&nmf_idrun_type) < 0 ||
         PyType_Ready(&reader_type) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&frames_module);

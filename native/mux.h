@@ -44,4 +44,9 @@ int nm_mux_put_id(uint8_t *p, uint32_t width, int encoding, uint64_t id);
 int64_t nm_mux_rewrite(const nm_mux_span *spans, size_t n, const uint64_t *ids,
                        int encoding, uint8_t *out, size_t out_cap);
 
+/* As nm_mux_rewrite, with frame i's id written in encodings[i] (a batch
+ * may mix Thrift binary and compact frames, or varint widths). */
+int64_t nm_mux_rewrite_each(const nm_mux_span *spans, size_t n, const uint64_t *ids,
+                            const uint8_t *encodings, uint8_t *out, size_t out_cap);
+
 #endif

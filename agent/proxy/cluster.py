@@ -194,6 +194,24 @@ class ClusterRuntime:
             return
         req.session.complete(req, frame, data, code, FLAG_NONE)
 
+    def batch_done(self, req, frame, data: bytes) -> None:
+        """The last replies of a multiplexed batch (`data`: with the clients' ids; each reply
+        was counted and the earlier ones written and seen by outlier detection as they
+        came): on_response without the retry decision, which a batch never takes
+        (agent.proxy.batch.batchable: no retry policy)."""
+        host = req.host
+        if host is not None:
+            host.active_requests -= req.count
+            req.host = None
+            self.breaker.release("requests", req.count)
+            self.rq_active -= 1
+        req.conn = None
+        traits = req.chain.traits
+        if host is not None and self.outlier_on:
+            self.outlier.report(host, not (traits.can_fail and traits.upstream_failed(frame)),
+                                "error")
+        req.session.complete(req, frame, data, traits.response_code(frame), FLAG_NONE)
+
     def on_failure(self, req, reason: str, reached: bool, flag: str) -> None:
         """A try failed: connect failure, reset, overflow, garbage; retry or reply."""
         host = self._end_try(req)

@@ -112,6 +112,18 @@ def count_codes(traits: "Traits", frames, codes: dict) -> None:
         codes[name] = codes.get(name, 0) + n
 
 
+def code_key(response_code) -> int:
+    """What agent.codec._frames.replies counts replies by for this response_code: 0 the
+    frame's kind, 1 its status, -1 neither (the caller counts with count_codes)."""
+    return _CODE_KEYS.get(response_code, -1)
+
+
+def code_names(response_code) -> dict:
+    """The memo of code names by raw value (kind or status) that count_codes and
+    agent.codec._frames.replies share ({} for a response_code counted otherwise)."""
+    return _NAMES.get(response_code, _NO_NAMES)
+
+
 def _by_kind(frame) -> str:
     return "ok" if frame.kind == "response" else frame.kind
 
@@ -146,6 +158,8 @@ def _local_error(reason: str) -> str:
 
 _RAW_OF = {_status: _status_of, _by_kind: _kind_of}     # count_codes: code <- raw value
 _NAMES: dict = {_status: {}, _by_kind: {}}
+_CODE_KEYS = {_by_kind: 0, _status: 1}                  # agent.codec._frames.replies code_by
+_NO_NAMES: dict = {}
 
 _TRAITS = {
     "redis": Traits("redis", False, "command", _by_kind, _never, _local_error),
@@ -169,6 +183,24 @@ def traits_for(codec: str, options: Mapping[str, object]) -> Traits:
 
 
 # -- request ids -----------------------------------------------------------------------
+
+def mux_args(traits: Traits) -> tuple:
+    """(encoding, varint_mask, code_by, names): what the C calls of multiplexed batches
+    (agent.codec._frames.claim and replies) take for this codec, made once per Traits."""
+    hit = _MUX_ARGS.get(id(traits))
+    if hit is None or hit[0] is not traits:
+        code = traits.response_code
+        hit = _MUX_ARGS[id(traits)] = (traits, (
+            ID_CODES.get(traits.id_encoding, 0), THRIFT_COMPACT if traits.name == "thrift" else 0,
+            code_key(code), code_names(code)))
+        if len(_MUX_ARGS) > 256:                  # lengthfield Traits come and go
+            _MUX_ARGS.clear()
+            _MUX_ARGS[id(traits)] = hit
+    return hit[1]
+
+
+_MUX_ARGS: dict = {}
+
 
 def id_encoding(traits: Traits, frame) -> str:
     """Thrift compact writes the seqid as a varint; everything else fixed width."""

@@ -16,21 +16,24 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from operator import attrgetter
 
 from agent.codec import CodecError
 
 from . import batch
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
-    DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, rewrite_frames, write_id
+    DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, mux_args, rewrite_frames, \
+    write_id
 
-try:    # the reply side of batches in C (native/frames_mux.c); the loop is its reference
-    from agent.codec._frames import demux as _demux
+# a batch's ids out and its replies back, one C call each (native/frames_claim.c,
+# native/frames_replies.c)
+try:
+    from agent.codec._frames import claim as _claim, replies as _replies
 except ImportError:
-    _demux = None
+    _claim = _replies = None
+
 
 def _take_ids_py(inflight, req, first, n):
-    """The reference of agent.codec._frames.take_ids."""
+    """The ids half of agent.codec._frames.claim: all of first .. first + n - 1, or None."""
     ids = range(first, first + n)
     if not inflight.keys().isdisjoint(ids):
         return None
@@ -38,13 +41,7 @@ def _take_ids_py(inflight, req, first, n):
     return dict(zip(ids, range(n)))
 
 
-try:
-    from agent.codec._frames import take_ids as _take_ids
-except ImportError:
-    _take_ids = _take_ids_py
-
 _READONLY_BODY = DUBBO_READONLY_EVENT[16:]
-_request_id = attrgetter("request_id")
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -211,11 +208,11 @@ class UpstreamConn(asyncio.Protocol):
         return bytes(buf)
 
     def _assign_ids(self, req):
-        """A multiplexed batch: a run of consecutive connection-unique ids, written into
-        all its frames in one C call (agent.proxy.protocols.rewrite_frames). Ids in use
+        """A multiplexed batch: a run of consecutive connection-unique ids, taken and
+        written into all its frames in one C call (agent.codec._frames.claim). Ids in use
         in that run, or frames whose id fields differ (varint widths), take the one-by-one
         path."""
-        frames, inflight = req.frames, self.inflight
+        frames = req.frames
         first = frames[0]
         enc, n = id_encoding(self.traits, first), len(frames)
         key = (enc, first.id_length)
@@ -229,15 +226,26 @@ class UpstreamConn(asyncio.Protocol):
         if nxt + n - 1 > hi:
             return self._assign_ids_each(req)
         try:
-            data = rewrite_frames(frames, nxt, enc)
-        except ValueError:
+            args = mux_args(self.traits)
+            got = _claim(frames, self.inflight, req, nxt, args[0], args[1])
+        except TypeError:                         # no C module, or Python reader frames
+            got = self._claim_py(req, nxt, enc)
+        except ValueError:                        # an id that does not fit its field
+            got = None
+        if got is None:
             return self._assign_ids_each(req)
-        ids = _take_ids(inflight, req, nxt, n)
-        if ids is None:                           # one of them still in flight
-            return self._assign_ids_each(req)
+        data, req.ids = got
         self._ids[key] = nxt + n
-        req.ids = ids
         return data
+
+    def _claim_py(self, req, first, enc):
+        """The reference of agent.codec._frames.claim."""
+        try:
+            data = rewrite_frames(req.frames, first, enc)
+        except ValueError:
+            return None
+        ids = _take_ids_py(self.inflight, req, first, len(req.frames))
+        return None if ids is None else (data, ids)
 
     def _assign_ids_each(self, req):
         """A multiplexed batch, an id per frame (the reference of _assign_ids)."""
@@ -295,21 +303,28 @@ class UpstreamConn(asyncio.Protocol):
             self._update_busy()
 
     def _responses_by_id(self, frames):
-        """Replies in arrival order: runs of batch replies filed per batch in C (demux),
-        every other frame (and every frame without the C module) one by one."""
+        """Replies in arrival order: runs of batch replies in one C call per run (replies:
+        filed per batch, clients' ids restored, codes counted), every other frame (and
+        every frame without the C module) one by one. A C call that files nothing (a read
+        of single requests' replies) is not repeated until a batch reply shows up again."""
         i, n = 0, len(frames)
+        use_c = _replies is not None
         while i < n:
-            if _demux is not None and n - i > 1:    # (one frame: no C call for it)
-                batches, i = _demux(frames, self.inflight, "response", "error", i)
-                if batches:
-                    self._batch_replies(batches)
-                if i >= n:
+            if use_c and n - i > 1:                 # (one frame: no C call for it)
+                args = mux_args(self.traits)
+                groups, stop = _replies(frames, self.inflight, "response", "error", i, *args)
+                if groups:
+                    self._batch_groups(groups, args[2] >= 0)
+                if stop >= n:
                     break
-            self._response_by_id(frames[i])
+                use_c, i = stop > i, stop
+            if self._response_by_id(frames[i]):
+                use_c = _replies is not None
             i += 1
 
-    def _response_by_id(self, frame):
-        """One reply frame (the reference of demux + _batch_replies for batches)."""
+    def _response_by_id(self, frame) -> bool:
+        """One reply frame (the reference of replies + _batch_groups for batches); True
+        when it was a reply of a batch."""
         kind = frame.kind
         if kind == "heartbeat":
             if not frame.status:                  # the provider's keep-alive: answer it
@@ -318,33 +333,32 @@ class UpstreamConn(asyncio.Protocol):
                     self.worker.mark(self)
                 except CodecError:
                     pass
-            return
+            return False
         if kind == "event":
             if frame.data[16:] == _READONLY_BODY:
                 self.retiring = True              # provider going away: no new requests
                 self._update_busy()
-            return
+            return False
         up = frame.request_id
         req = self.inflight.pop(up, None)
         if req is None or req.done:
-            return                                # answered by a timeout already
+            return False                          # answered by a timeout already
         if req.count > 1:                         # one reply of a batch
             self._batch_replies({req: ([frame], [req.ids.pop(up)])})
-            return
+            return True
         req.conn = None
         self.cluster.on_response(req, frame, rewrite_frames((frame,), req.rid,
                                                             id_encoding(self.traits, frame)))
+        return False
 
     def _batch_replies(self, batches):
-        """The replies of this read per batch: the clients' ids written back in one C call,
-        one write to the client, each reply counted by its own code; a batch with all its
-        replies ends (on_response with its last reply)."""
-        traits, cluster = self.traits, self.cluster
+        """{batch: (replies, indexes)}: the reference of agent.codec._frames.replies (used
+        for a single reply of a batch, and without the C module)."""
+        traits = self.traits
         for req, (frames, indexes) in batches.items():
             if req.done:
                 continue
-            sent = req.frames
-            rids = list(map(_request_id, map(sent.__getitem__, indexes)))
+            rids = [req.frames[i].request_id for i in indexes]
             try:
                 data = rewrite_frames(frames, rids, id_encoding(traits, frames[0]))
             except ValueError:                    # a reply whose id field differs: one by one
@@ -352,15 +366,37 @@ class UpstreamConn(asyncio.Protocol):
             if req.codes is None:
                 req.codes = {}
             count_codes(traits, frames, req.codes)
+            self._batch_part(req, data, frames)
+
+    def _batch_groups(self, groups, counted: bool):
+        """The replies of this read per batch, from agent.codec._frames.replies: (batch,
+        replies with the clients' ids, reply frames, rids); counted: their codes are in
+        req.codes already."""
+        traits = self.traits
+        for req, data, frames, rids in groups:
+            if req.done:
+                continue
+            if data is None:                      # an id that does not fit: one by one
+                data = b"".join(_restored(traits, f, rid) for f, rid in zip(frames, rids))
+            if not counted:
+                if req.codes is None:
+                    req.codes = {}
+                count_codes(traits, frames, req.codes)
+            self._batch_part(req, data, frames)
+
+    def _batch_part(self, req, data, frames):
+        """Replies of one batch, counted already: one write to the client; outlier
+        detection sees each; the batch's last replies end it (batch_done writes them)."""
+        last = not req.ids
+        cluster = self.cluster
+        if cluster.outlier_on and self.traits.can_fail and req.host is not None:
+            failed = self.traits.upstream_failed  # (batch_done reports the last one)
+            for frame in (frames[:-1] if last else frames):
+                cluster.report(req.host, not failed(frame), "error")
+        if last:
+            cluster.batch_done(req, frames[-1], data)
+        else:
             req.session.batch_replies(req, data)
-            last = not req.ids
-            if traits.can_fail and cluster.outlier_on and req.host is not None:
-                # outlier detection counts every reply (on_response reports the last one)
-                for frame in (frames[:-1] if last else frames):
-                    cluster.report(req.host, not traits.upstream_failed(frame), "error")
-            if last:
-                req.conn = None
-                cluster.on_response(req, frames[-1], None)
 
     def _after_responses(self):
         if self.retiring and not self.inflight and self.stream_to is None:

@@ -1,6 +1,7 @@
-"""agent.codec._frames.rewrite and demux (native/mux.c, native/frames_mux.c): the
-batch id rewrite and the reply demultiplexer of the proxy's multiplexed batches, against
-their Python references (agent.proxy.protocols.write_id, UpstreamConn's reply loop)."""
+"""agent.codec._frames.rewrite and same_run (native/mux.c, native/frames_mux.c): the
+batch id rewrite and the run search of the proxy's multiplexed batches, against their
+Python references (agent.proxy.protocols.write_id, agent.proxy.batch._same_run_py).
+claim and replies: test_mux_batch.py."""
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -10,7 +11,6 @@ from agent.codec.decoder import ACCELERATED
 from agent.demo import dubbo_wire
 from agent.proxy.protocols import (ID_CODES, id_encoding, rewrite_frames, rewrite_frames_py,
                                    traits_for)
-from agent.proxy.request import Request
 
 pytestmark = pytest.mark.skipif(not ACCELERATED, reason="agent.codec._frames not built")
 
@@ -114,83 +114,11 @@ def test_rewrite_frames_falls_back_to_python_frames():
     assert rewrite_frames(frames, [8, 9], "be") == reference(frames, [8, 9], "be")
 
 
-# -- demux -------------------------------------------------------------------------------
-
-def batch_request(n):
-    req = Request(None, None, None, b"", "request", 0, None, "", 0.0, 1.0)
-    req.count = n
-    return req
-
+# -- same_run ----------------------------------------------------------------------------
 
 def dubbo_replies(ids):
     data = b"".join(dubbo_wire.response(i, "ok") for i in ids)
     return decoder_for("dubbo", direction="response").feed(data)
-
-
-def python_demux(frames, inflight, start=0):
-    """The reference: what UpstreamConn._response_by_id files per batch, up to the first
-    frame that is not a reply of a batch still waiting for it."""
-    batches, i = {}, start
-    for i in range(start, len(frames) + 1):
-        if i == len(frames):
-            break
-        f = frames[i]
-        req = inflight.get(f.request_id) if f.kind in ("response", "error") else None
-        if req is None or req.count <= 1 or req.done or f.request_id not in (req.ids or {}):
-            break
-        inflight.pop(f.request_id)
-        got = batches.setdefault(req, [[], []])
-        got[0].append(f)
-        got[1].append(req.ids.pop(f.request_id))
-    return batches, i
-
-
-def test_demux_matches_the_python_loop_and_stops_at_other_frames():
-    a, b, single, done = batch_request(3), batch_request(2), batch_request(1), batch_request(2)
-    done.done = True
-    frames = dubbo_replies([1, 7, 3, 9, 8, 10, 2, 20, 21])   # 9: unknown, 10: single
-    for demux in (python_demux, lambda f, inf, s: _frames.demux(f, inf, "response", "error", s)):
-        a.ids, b.ids, done.ids = {1: 0, 2: 1, 3: 2}, {7: 0, 8: 1}, {20: 0, 21: 1}
-        inflight = {1: a, 2: a, 3: a, 7: b, 8: b, 10: single, 20: done, 21: done}
-        seen, stops, i = [], [], 0
-        while i < len(frames):
-            batches, i = demux(frames, inflight, i)
-            seen.append({tuple(r.ids): ([f.request_id for f in g[0]], g[1])
-                         for r, g in batches.items()})
-            stops.append(i)
-            i += 1                                  # the caller handles frames[i]
-        assert stops == [3, 5, 7, 8]
-        assert seen[0] == {(2,): ([1, 3], [0, 2]), (8,): ([7], [0])}
-        assert seen[1] == {(): ([8], [1])}          # b complete
-        assert seen[2] == {(): ([2], [1])}          # a complete
-        assert seen[3] == {}                        # a done batch: the caller's
-        assert sorted(inflight) == [10, 20, 21]
-
-
-def test_demux_leaves_heartbeats_and_non_frames_to_python():
-    hb = decoder_for("dubbo", direction="response").feed(dubbo_wire.heartbeat_reply(5))
-    assert [f.kind for f in hb] == ["heartbeat"]
-    req = batch_request(2)
-    req.ids = {5: 0, 1: 1}
-    inflight = {5: req}
-    frames = hb + dubbo_replies([1]) + ["x"]        # the heartbeat's id maps to a batch too
-    assert _frames.demux(frames, inflight, "response", "error") == ({}, 0)
-    assert _frames.demux(frames, inflight, "response", "error", 1) == ({}, 1)   # 1: not in
-    assert _frames.demux(frames, inflight, "response", "error", 2) == ({}, 2)
-    assert _frames.demux(frames, inflight, "response", "error", 3) == ({}, 3)
-    assert inflight == {5: req} and req.ids == {5: 0, 1: 1}
-    with pytest.raises(TypeError):
-        _frames.demux(frames, [], "response", "error")
-
-
-def test_demux_keeps_a_request_alive_that_only_inflight_held():
-    req = batch_request(2)
-    req.ids = {1: 0, 2: 1}
-    inflight = {1: req, 2: req}
-    del req
-    batches, stop = _frames.demux(dubbo_replies([2, 1]), inflight, "response", "error")
-    (got, (frames, indexes)), = batches.items()
-    assert got.ids == {} and indexes == [1, 0] and inflight == {} and stop == 2
 
 
 def test_same_run_counts_requests_with_equal_metadata():
@@ -208,21 +136,3 @@ def test_same_run_counts_requests_with_equal_metadata():
         _frames.same_run(frames, 6, 6)
     replies = dubbo_replies([1, 2])                 # lazy frames: the caller's loop decides
     assert _frames.same_run(replies, 0, 2) == 1
-
-
-@pytest.mark.parametrize("impl", ["c", "python"])
-def test_take_ids_claims_a_free_run_or_nothing(impl):
-    from agent.proxy.upstream import _take_ids_py
-
-    take = _frames.take_ids if impl == "c" else _take_ids_py
-    req, other = batch_request(3), batch_request(1)
-    inflight = {7: other}
-    assert take(inflight, req, 5, 3) is None          # 7 is in flight
-    assert inflight == {7: other}
-    ids = take(inflight, req, 8, 3)
-    assert ids == {8: 0, 9: 1, 10: 2}
-    assert inflight == {7: other, 8: req, 9: req, 10: req}
-    assert take(inflight, req, 11, 0) == {}
-    if impl == "c":
-        with pytest.raises(ValueError):
-            take(inflight, req, 1, 10**7)

@@ -146,8 +146,8 @@ def test_without_the_c_helpers_the_python_references_carry_batches(monkeypatch):
     from agent.proxy import protocols, upstream
 
     monkeypatch.setattr(protocols, "_rewrite_c", None)
-    monkeypatch.setattr(upstream, "_demux", None)
-    monkeypatch.setattr(upstream, "_take_ids", upstream._take_ids_py)
+    monkeypatch.setattr(upstream, "_replies", None)
+    monkeypatch.setattr(upstream, "_claim", None)
     monkeypatch.setattr(batch, "_same_run", batch._same_run_py)
     a, b = backend("dubbo", "prov-a"), backend("dubbo", "prov-b")
     port = free_port()
