@@ -59,12 +59,24 @@ def frames_extension():
                      extra_compile_args=compile_args(), extra_link_args=link_args())
 
 
+def ordered_extension():
+    """The setuptools Extension for agent.proxy._ordered, the ordered lean path (a CPython
+    extension with no codec inside: it works on the proxy's objects)."""
+    from setuptools import Extension
+
+    return Extension("agent.proxy._ordered", sources=["native/ordered.c"],
+                     depends=["native/ordered.h"], include_dirs=["native"],
+                     extra_compile_args=compile_args(), extra_link_args=link_args())
+
+
 def build_frames_inplace():
-    """Build agent/codec/_frames*.so next to the cffi module (cwd: repository root)."""
+    """Build agent/codec/_frames*.so next to the cffi module, and agent/proxy/_ordered*.so
+    (cwd: repository root)."""
     from setuptools import Distribution
     from setuptools.command.build_ext import build_ext
 
-    dist = Distribution({"name": "nodemesh-frames", "ext_modules": [frames_extension()]})
+    dist = Distribution({"name": "nodemesh-frames",
+                         "ext_modules": [frames_extension(), ordered_extension()]})
     cmd = build_ext(dist)
     cmd.inplace = True
     with tempfile.TemporaryDirectory() as tmp:

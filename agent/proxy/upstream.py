@@ -21,6 +21,7 @@ from operator import attrgetter
 from agent.codec import CodecError
 
 from . import batch
+from . import ordered as _ordered
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
     DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, rewrite_frames, write_id
 
@@ -110,7 +111,10 @@ class UpstreamConn(asyncio.Protocol):
             if self.traits.multiplexed:
                 self._responses_by_id(frames)
             else:
-                self._responses_in_order(frames)
+                fast = _ordered.replies             # the plain replies in C (None: Python)
+                done = fast(self, frames) if fast is not None else 0
+                if done < len(frames):
+                    self._responses_in_order(frames[done:] if done else frames)
         if not self.closed:
             self._after_responses()
 

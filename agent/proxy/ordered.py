@@ -1,0 +1,58 @@
+"""The ordered lean path in C (agent.proxy._ordered, native/ordered.c).
+
+`send_one(session, frame, now, route, data, fed)` is Session._send_one and
+`replies(conn, frames) -> i` is UpstreamConn._responses_in_order for the
+first i frames, both done in one C call on the same objects, with the same
+effects; the C code hands over to those Python methods (and the ones they
+call) at the first step that is not the plain case. Both are None when the
+extension is not built or does not fit the classes it reads (then the Python
+path runs, as it does when NODEMESH_ORDERED_C=0).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+send_one = replies = None
+
+
+def _load():
+    from agent.codec._native import lib
+
+    from . import _ordered, circuit, fairness, metrics, protocols, router
+    from .delivery import PAUSE_LIMITS
+    from .hosts import Host
+    from .request import Request
+    from .session import Session
+    from .upstream import UpstreamConn, _http_expect
+
+    template = Request(None, None, None, b"", "request", 0, None, "", 0.0, 0.0)
+    _ordered.init(Session, Request, UpstreamConn, metrics.Slot, circuit._Gate, fairness._Pod,
+                  Host, router.RouteRuntime, template, metrics._BOUNDS_S,
+                  protocols._by_kind, protocols._status, _http_expect,
+                  lib.NM_FRAME_KEEPALIVE, lib.NM_FRAME_UNTIL_CLOSE, PAUSE_LIMITS)
+    return _ordered.send_one, _ordered.replies
+
+
+def enable(on: bool = True) -> None:
+    """Turn the C path on (when it loads) or off; the session and the upstream
+    connection read these names on every call."""
+    global send_one, replies
+    send_one = replies = None
+    if not on:
+        return
+    try:
+        send_one, replies = _load()
+    except ImportError:
+        log.debug("agent.proxy._ordered is not built: the ordered lean path stays in Python")
+    except (TypeError, AttributeError, ValueError) as exc:
+        log.warning("the ordered lean path stays in Python: %s", exc)
+
+
+def enable_default() -> None:
+    """On unless NODEMESH_ORDERED_C=0 (called once agent.proxy.session is loaded: the
+    extension reads its classes)."""
+    enable(os.environ.get("NODEMESH_ORDERED_C", "1") != "0")

@@ -1,0 +1,1155 @@
+/* agent.proxy._ordered: the ordered lean path (see ordered.h). */
+#include "ordered.h"
+
+#include <structmember.h>
+#include <time.h>
+
+/* ---- slot offsets ------------------------------------------------------------ */
+
+typedef struct { PyTypeObject *type; const char *name; Py_ssize_t *off; } slot_ref;
+
+static PyTypeObject *SessionT, *RequestT, *ConnT, *SlotT, *GateT, *PodT, *HostT, *RouteT;
+
+static struct {
+    Py_ssize_t worker, chain, http, mux, queue, held, tracked, busy, batch_slot, pod, closed,
+        draining, out, marked, close_when_flushed, paused;
+} S;
+static struct {
+    Py_ssize_t session, chain, frame, data, route, pod, start, deadline, try_deadline, slot,
+        admitted, cluster, attempt, host, conn, sent, done, reply, count, holds_retry,
+        close_after, hash_key, excluded;
+} R;
+static struct {
+    Py_ssize_t worker, cluster, chain, inflight, busy, depth, mux, http, served, max_requests,
+        retiring, out, marked, decoder, stalled, in_ready;
+} U;
+static struct { Py_ssize_t codes, buckets, sum_ms; } SL;
+static struct { Py_ssize_t current, max; } G;
+static struct { Py_ssize_t inflight, count; } P;
+static struct { Py_ssize_t active_requests, consecutive_errors; } H;
+static struct { Py_ssize_t single, response_mutations, timeout; } RT;
+
+static Py_ssize_t *req_all;      /* every slot of Request (the template's copy) */
+static Py_ssize_t req_nall;
+static PyObject *req_template;    /* a Request as __init__ leaves it */
+static double bounds[64];         /* metrics._BOUNDS_S */
+static Py_ssize_t nbounds;
+static PyObject *by_kind_fn, *status_fn, *http_expect_fn;
+static nmo_flags flags;
+
+/* interned names and constants */
+static PyObject *s_offset, *s_length, *s_data, *s_kind, *s_flags, *s_status, *s_metadata,
+    *s_clusters, *s_fairness, *s_breaker, *s_gates, *s_model, *s_original_dst, *s_balancer,
+    *s_pick, *s_rq_total, *s_rq_active, *s_pools, *s_identity, *s_ready, *s_dirty,
+    *s_flush_scheduled, *s_loop, *s_call_soon, *s_flush, *s_access_log, *s_clock,
+    *s_next_roll, *s_pods, *s_inflight, *s_max_inflight, *s_active_pods, *s_admitted,
+    *s_untracked, *s_admit, *s_dispatch, *s_send, *s_pool, *s_fail_m, *s_ordered,
+    *s_dispatch_lean, *s_fail, *s_pump, *s_unblock, *s_in_flight, *s_close_soon, *s_append,
+    *s_popleft, *s_add, *s_outlier_on, *s_traits, *s_can_fail, *s_name, *s_response_code,
+    *s_update_busy, *s_requests, *s_request, *s_response, *s_event, *s_ok, *s_dash, *s_http1,
+    *s_method_key, *s_head, *s_connect, *s_lo, *s_uh, *s_nohost, *s_busy_set;
+
+static PyObject *key_cache;       /* code -> (code, "-") */
+
+static int resolve(PyTypeObject *tp, const char *name, Py_ssize_t *off)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
+    if (d == NULL)
+        return -1;
+    if (!Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+        ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "%s.%s is not a __slots__ member", tp->tp_name, name);
+        Py_DECREF(d);
+        return -1;
+    }
+    *off = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    return 0;
+}
+
+#define GET(o, off) (*(PyObject **)((char *)(o) + (off)))
+
+static inline void put(PyObject *o, Py_ssize_t off, PyObject *v)     /* v: borrowed */
+{
+    PyObject **p = (PyObject **)((char *)o + off), *old = *p;
+    Py_INCREF(v);
+    *p = v;
+    Py_XDECREF(old);
+}
+
+static inline void put_new(PyObject *o, Py_ssize_t off, PyObject *v)  /* v: new ref */
+{
+    PyObject **p = (PyObject **)((char *)o + off), *old = *p;
+    *p = v;
+    Py_XDECREF(old);
+}
+
+/* A slot that __init__ always sets; NULL only if the Python side changed. */
+static inline PyObject *need(PyObject *o, Py_ssize_t off)
+{
+    PyObject *v = GET(o, off);
+    if (v == NULL)
+        PyErr_Format(PyExc_RuntimeError, "_ordered: unset slot in %s", Py_TYPE(o)->tp_name);
+    return v;
+}
+
+static inline int truthy(PyObject *v)
+{
+    if (v == Py_True) return 1;
+    if (v == Py_False || v == Py_None) return 0;
+    return PyObject_IsTrue(v);
+}
+
+static inline int as_long(PyObject *v, long *out)
+{
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLong(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* slot += d (a Python int) */
+static int add_slot(PyObject *o, Py_ssize_t off, long d)
+{
+    long x;
+    if (as_long(need(o, off), &x) < 0)
+        return -1;
+    PyObject *n = PyLong_FromLong(x + d);
+    if (n == NULL)
+        return -1;
+    put_new(o, off, n);
+    return 0;
+}
+
+/* obj.name += d for an object with an instance dict */
+static int add_attr(PyObject *o, PyObject *name, long d)
+{
+    long x;
+    PyObject *v = PyObject_GetAttr(o, name);
+    int rc = as_long(v, &x);
+    Py_XDECREF(v);
+    if (rc < 0)
+        return -1;
+    PyObject *n = PyLong_FromLong(x + d);
+    if (n == NULL)
+        return -1;
+    rc = PyObject_SetAttr(o, name, n);
+    Py_DECREF(n);
+    return rc;
+}
+
+static int long_attr(PyObject *o, PyObject *name, long *out)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    int rc = as_long(v, out);
+    Py_XDECREF(v);
+    return rc;
+}
+
+static int call_void(PyObject *r)
+{
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static double monotonic(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);          /* what time.monotonic() reads */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Worker.mark(conn): conn's writes are flushed at the end of this loop iteration. */
+static int mark(PyObject *worker, PyObject *conn, Py_ssize_t marked_off)
+{
+    int m = truthy(need(conn, marked_off));
+    if (m != 0)
+        return m < 0 ? -1 : 0;
+    put(conn, marked_off, Py_True);
+    PyObject *dirty = PyObject_GetAttr(worker, s_dirty);
+    if (dirty == NULL)
+        return -1;
+    int rc = PyList_Append(dirty, conn);
+    Py_DECREF(dirty);
+    if (rc < 0)
+        return -1;
+    PyObject *sched = PyObject_GetAttr(worker, s_flush_scheduled);
+    if (sched == NULL)
+        return -1;
+    int on = truthy(sched);
+    Py_DECREF(sched);
+    if (on != 0)
+        return on < 0 ? -1 : 0;
+    if (PyObject_SetAttr(worker, s_flush_scheduled, Py_True) < 0)
+        return -1;
+    PyObject *loop = PyObject_GetAttr(worker, s_loop);
+    PyObject *flush = loop ? PyObject_GetAttr(worker, s_flush) : NULL;
+    PyObject *r = flush ? PyObject_CallMethodOneArg(loop, s_call_soon, flush) : NULL;
+    Py_XDECREF(loop);
+    Py_XDECREF(flush);
+    return call_void(r);
+}
+
+/* ---- the request side --------------------------------------------------------- */
+
+static PyObject *new_request(void)
+{
+    PyObject *req = RequestT->tp_alloc(RequestT, 0);
+    if (req == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < req_nall; i++) {
+        PyObject *v = GET(req_template, req_all[i]);
+        Py_XINCREF(v);
+        *(PyObject **)((char *)req + req_all[i]) = v;
+    }
+    return req;
+}
+
+/* PodFairness.admit(pod, 1) when no decision is near: 1 admitted, 0 refused; the
+ * Python method when the window rolls, the pod is new or the limit is near. */
+static int fair_admit(PyObject *fairness, PyObject *pod)
+{
+    PyObject *clock = PyObject_GetAttr(fairness, s_clock);
+    PyObject *now = clock ? PyObject_CallNoArgs(clock) : NULL;
+    Py_XDECREF(clock);
+    if (now == NULL)
+        return -1;
+    PyObject *roll = PyObject_GetAttr(fairness, s_next_roll);
+    int due = roll ? PyObject_RichCompareBool(now, roll, Py_GE) : -1;
+    Py_XDECREF(roll);
+    Py_DECREF(now);
+    if (due < 0)
+        return -1;
+    PyObject *pods = NULL, *rec = NULL;
+    long inflight, max;
+    if (!due && (pods = PyObject_GetAttr(fairness, s_pods)) != NULL &&
+        long_attr(fairness, s_inflight, &inflight) == 0 &&
+        long_attr(fairness, s_max_inflight, &max) == 0 && inflight < max) {
+        rec = PyDict_GetItemWithError(pods, pod);
+        if (rec != NULL && !Py_IS_TYPE(rec, PodT))
+            rec = NULL;
+    }
+    Py_XDECREF(pods);
+    if (PyErr_Occurred())
+        return -1;
+    if (rec == NULL) {
+        PyObject *r = PyObject_CallMethodObjArgs(fairness, s_admit, pod, NULL);
+        if (r == NULL)
+            return -1;
+        int ok = truthy(r);
+        Py_DECREF(r);
+        return ok;
+    }
+    long rin;
+    if (add_slot(rec, P.count, 1) < 0 || as_long(need(rec, P.inflight), &rin) < 0)
+        return -1;
+    if (!rin && add_attr(fairness, s_active_pods, 1) < 0)
+        return -1;
+    if (add_slot(rec, P.inflight, 1) < 0 || add_attr(fairness, s_inflight, 1) < 0 ||
+        add_attr(fairness, s_admitted, 1) < 0)
+        return -1;
+    return 1;
+}
+
+/* UpstreamConn.send(req) for an ordered connection (always takes it). */
+static int conn_send(PyObject *conn, PyObject *req)
+{
+    PyObject *r = PyObject_CallMethodOneArg(need(conn, U.inflight), s_append, req);
+    if (call_void(r) < 0)
+        return -1;
+    int http = truthy(need(conn, U.http));
+    if (http < 0)
+        return -1;
+    if (http) {       /* _http_expect: a call only when the decoder needs to know */
+        long depth;
+        if (as_long(need(conn, U.depth), &depth) < 0)
+            return -1;
+        int call = depth > 1;
+        if (!call) {
+            PyObject *meta = PyObject_GetAttr(need(req, R.frame), s_metadata);
+            if (meta == NULL)
+                return -1;
+            PyObject *m = PyDict_Check(meta) ? PyDict_GetItemWithError(meta, s_method_key) : NULL;
+            call = m != NULL && PyUnicode_Check(m) &&
+                (PyUnicode_Compare(m, s_head) == 0 || PyUnicode_Compare(m, s_connect) == 0);
+            Py_DECREF(meta);
+            if (PyErr_Occurred())
+                return -1;
+        }
+        if (call && call_void(PyObject_CallFunctionObjArgs(http_expect_fn, need(conn, U.decoder),
+                                                          GET(req, R.frame), GET(conn, U.depth),
+                                                          NULL)) < 0)
+            return -1;
+    }
+    put(req, R.conn, conn);
+    put(req, R.sent, Py_True);
+    if (add_slot(conn, U.served, 1) < 0)
+        return -1;
+    long served, max_requests;
+    if (as_long(GET(conn, U.served), &served) < 0 ||
+        as_long(need(conn, U.max_requests), &max_requests) < 0)
+        return -1;
+    if (max_requests && served >= max_requests) {
+        put(conn, U.retiring, Py_True);
+        put(conn, U.busy, Py_True);
+    }
+    if (PyList_Append(need(conn, U.out), need(req, R.data)) < 0)
+        return -1;
+    return mark(need(conn, U.worker), conn, U.marked);
+}
+
+/* HostPool.send(req): the hottest ready connection when it has room, else Python. */
+static int pool_send(PyObject *pool, PyObject *req)
+{
+    PyObject *ready = PyObject_GetAttr(pool, s_ready);
+    if (ready == NULL)
+        return -1;
+    PyObject *conn = PyList_Check(ready) && PyList_GET_SIZE(ready) ?
+        PyList_GET_ITEM(ready, PyList_GET_SIZE(ready) - 1) : NULL;
+    int plain = conn != NULL && PyObject_TypeCheck(conn, ConnT);
+    long depth = 0, n = 0;
+    if (plain) {
+        int busy = truthy(need(conn, U.busy)), mux = truthy(need(conn, U.mux));
+        if (busy < 0 || mux < 0 || as_long(need(conn, U.depth), &depth) < 0 ||
+            (n = PyObject_Length(need(conn, U.inflight))) < 0) {
+            Py_DECREF(ready);
+            return -1;
+        }
+        plain = !busy && !mux && n < depth;
+    }
+    if (!plain) {
+        Py_DECREF(ready);
+        return call_void(PyObject_CallMethodOneArg(pool, s_send, req));
+    }
+    Py_INCREF(conn);
+    int rc = conn_send(conn, req);
+    if (rc == 0) {
+        int busy = truthy(GET(conn, U.busy));
+        if (busy < 0 || (n = PyObject_Length(GET(conn, U.inflight))) < 0)
+            rc = -1;
+        else if (busy || n >= depth) {
+            rc = PyList_SetSlice(ready, PyList_GET_SIZE(ready) - 1, PyList_GET_SIZE(ready), NULL);
+            put(conn, U.in_ready, Py_False);
+        }
+    }
+    Py_DECREF(conn);
+    Py_DECREF(ready);
+    return rc;
+}
+
+static PyObject *requests_gate(PyObject *cluster)
+{
+    PyObject *breaker = PyObject_GetAttr(cluster, s_breaker);
+    PyObject *gates = breaker ? PyObject_GetAttr(breaker, s_gates) : NULL;
+    Py_XDECREF(breaker);
+    if (gates == NULL)
+        return NULL;
+    PyObject *gate = PyDict_Check(gates) ? PyDict_GetItemWithError(gates, s_requests) : NULL;
+    Py_XINCREF(gate);
+    Py_DECREF(gates);
+    if (gate != NULL && !Py_IS_TYPE(gate, GateT)) {
+        Py_DECREF(gate);
+        gate = NULL;
+    }
+    if (gate == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "_ordered: no requests gate");
+    return gate;
+}
+
+/* CircuitBreaker.release("requests", 1) */
+static int gate_release(PyObject *gate)
+{
+    long cur;
+    if (as_long(need(gate, G.current), &cur) < 0)
+        return -1;
+    PyObject *n = PyLong_FromLong(cur - 1 > 0 ? cur - 1 : 0);
+    if (n == NULL)
+        return -1;
+    put_new(gate, G.current, n);
+    return 0;
+}
+
+/* ClusterRuntime.dispatch(req) for a request of count 1. */
+static int cluster_dispatch(PyObject *cluster, PyObject *req)
+{
+    PyObject *gate = requests_gate(cluster);
+    if (gate == NULL)
+        return -1;
+    long cur, max;
+    PyObject *model = NULL, *odst = NULL;
+    int plain = as_long(need(gate, G.current), &cur) == 0 && as_long(need(gate, G.max), &max) == 0;
+    if (plain && cur + 1 <= max && (model = PyObject_GetAttr(cluster, s_model)) != NULL &&
+        (odst = PyObject_GetAttr(model, s_original_dst)) != NULL)
+        plain = !truthy(odst);
+    else
+        plain = 0;
+    Py_XDECREF(model);
+    Py_XDECREF(odst);
+    if (PyErr_Occurred()) {
+        Py_DECREF(gate);
+        return -1;
+    }
+    if (!plain) {      /* overflow, ORIGINAL_DST: the Python method decides */
+        Py_DECREF(gate);
+        return call_void(PyObject_CallMethodOneArg(cluster, s_dispatch, req));
+    }
+    PyObject *n = PyLong_FromLong(cur + 1);
+    if (n == NULL) {
+        Py_DECREF(gate);
+        return -1;
+    }
+    put_new(gate, G.current, n);
+    PyObject *balancer = PyObject_GetAttr(cluster, s_balancer);
+    PyObject *host = balancer ? PyObject_CallMethodObjArgs(balancer, s_pick, need(req, R.hash_key),
+                                                          need(req, R.excluded), NULL) : NULL;
+    Py_XDECREF(balancer);
+    if (host == NULL) {
+        Py_DECREF(gate);
+        return -1;
+    }
+    if (host == Py_None) {
+        Py_DECREF(host);
+        int rc = gate_release(gate);
+        Py_DECREF(gate);
+        if (rc < 0)
+            return -1;
+        return call_void(PyObject_CallMethodObjArgs(cluster, s_fail_m, req, s_uh, s_nohost,
+                                                    Py_False, NULL));
+    }
+    Py_DECREF(gate);
+    int rc = -1;
+    PyObject *pools = NULL, *pool = NULL, *chain = GET(req, R.chain);
+    if (!PyObject_TypeCheck(host, HostT)) {
+        PyErr_SetString(PyExc_TypeError, "_ordered: the balancer picked a non-Host");
+        goto out;
+    }
+    if (add_slot(req, R.attempt, 1) < 0)
+        goto out;
+    put(req, R.host, host);
+    if (add_slot(host, H.active_requests, 1) < 0 || add_attr(cluster, s_rq_total, 1) < 0 ||
+        add_attr(cluster, s_rq_active, 1) < 0)
+        goto out;
+    if ((pools = PyObject_GetAttr(cluster, s_pools)) == NULL)
+        goto out;
+    pool = PyDict_Check(pools) ? PyDict_GetItemWithError(pools, host) : NULL;
+    Py_XINCREF(pool);
+    if (PyErr_Occurred())
+        goto out;
+    if (pool != NULL) {
+        PyObject *a = PyObject_GetAttr(pool, s_identity);
+        PyObject *b = a ? PyObject_GetAttr(chain, s_identity) : NULL;
+        int same = a != NULL && a == b;
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (PyErr_Occurred())
+            goto out;
+        if (!same)
+            Py_CLEAR(pool);
+    }
+    if (pool == NULL &&
+        (pool = PyObject_CallMethod(cluster, "_pool", "OO", host, chain)) == NULL)
+        goto out;
+    rc = pool_send(pool, req);
+out:
+    Py_XDECREF(pool);
+    Py_XDECREF(pools);
+    Py_DECREF(host);
+    return rc;
+}
+
+/* Session.dispatch_lean(req, route, 1) */
+static int dispatch_lean(PyObject *session, PyObject *req, PyObject *route)
+{
+    PyObject *cached = need(session, S.batch_slot), *worker = need(session, S.worker);
+    if (cached == NULL || worker == NULL)
+        return -1;
+    PyObject *clusters = NULL, *cluster = NULL, *fairness = NULL;
+    int plain = PyTuple_Check(cached) && PyTuple_GET_SIZE(cached) == 2 &&
+        PyTuple_GET_ITEM(cached, 0) == route;
+    if (plain) {     /* the cluster first: its lookup changes nothing, admit() does */
+        clusters = PyObject_GetAttr(worker, s_clusters);
+        cluster = clusters && PyDict_Check(clusters) ?
+            PyDict_GetItemWithError(clusters, need(route, RT.single)) : NULL;
+        Py_XINCREF(cluster);
+        Py_XDECREF(clusters);
+        if (PyErr_Occurred())
+            return -1;
+        plain = cluster != NULL;
+    }
+    if (!plain) {    /* another route's slot, no such cluster: the Python method */
+        Py_XDECREF(cluster);
+        return call_void(PyObject_CallMethod(session, "dispatch_lean", "OOi", req, route, 1));
+    }
+    put(req, R.slot, PyTuple_GET_ITEM(cached, 1));
+    int rc = -1;
+    if ((fairness = PyObject_GetAttr(worker, s_fairness)) == NULL)
+        goto out;
+    int ok = fair_admit(fairness, need(session, S.pod));
+    if (ok < 0)
+        goto out;
+    if (!ok) {
+        rc = call_void(PyObject_CallMethodObjArgs(session, s_fail, req, s_lo, NULL));
+        goto out;
+    }
+    put(req, R.admitted, Py_True);
+    put(req, R.cluster, cluster);
+    rc = cluster_dispatch(cluster, req);
+out:
+    Py_XDECREF(fairness);
+    Py_DECREF(cluster);
+    return rc;
+}
+
+/* send_one(session, frame, now, route, data, fed): Session._send_one. */
+static PyObject *send_one(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "send_one(session, frame, now, route, data, fed)");
+        return NULL;
+    }
+    PyObject *session = args[0], *frame = args[1], *now = args[2], *route = args[3],
+        *data = args[4], *fed = args[5];
+    if (!PyObject_TypeCheck(session, SessionT) || !PyObject_TypeCheck(route, RouteT)) {
+        PyErr_SetString(PyExc_TypeError, "send_one: a Session and a RouteRuntime");
+        return NULL;
+    }
+    PyObject *body = NULL;
+    if (data != Py_None) {
+        PyObject *off = PyObject_GetAttr(frame, s_offset);
+        PyObject *len = off ? PyObject_GetAttr(frame, s_length) : NULL;
+        Py_ssize_t n = len ? PyObject_Length(data) : -1;
+        int whole = 0;
+        if (n >= 0) {
+            int a = PyObject_RichCompareBool(off, fed, Py_EQ);
+            whole = a > 0 && PyLong_AsSsize_t(len) == n;
+        }
+        Py_XDECREF(off);
+        Py_XDECREF(len);
+        if (PyErr_Occurred())
+            return NULL;
+        if (whole) {
+            body = data;
+            Py_INCREF(body);
+        }
+    }
+    if (body == NULL && (body = PyObject_GetAttr(frame, s_data)) == NULL)
+        return NULL;
+    Py_ssize_t nbody = PyObject_Length(body);
+    PyObject *req = nbody < 0 ? NULL : new_request();
+    PyObject *deadline = req ? PyNumber_Add(now, need(route, RT.timeout)) : NULL;
+    if (deadline == NULL) {
+        Py_DECREF(body);
+        Py_XDECREF(req);
+        return NULL;
+    }
+    put(req, R.session, session);
+    put(req, R.chain, need(session, S.chain));
+    put(req, R.frame, frame);
+    put_new(req, R.data, body);
+    put(req, R.route, route);
+    put(req, R.pod, need(session, S.pod));
+    put(req, R.start, now);
+    put(req, R.deadline, deadline);
+    put_new(req, R.try_deadline, deadline);
+    int rc = -1;
+    if (add_slot(session, S.held, nbody) < 0 || add_slot(session, S.tracked, 1) < 0)
+        goto out;
+    PyObject *queue = need(session, S.queue);
+    if (queue == NULL)
+        goto out;
+    if (!PyList_CheckExact(queue)) {
+        PyObject *q = PyObject_CallMethodNoArgs(session, s_ordered);
+        if (q == NULL)
+            goto out;
+        Py_DECREF(q);
+        queue = GET(session, S.queue);
+    }
+    if (PyList_Append(queue, req) < 0)
+        goto out;
+    int busy = truthy(need(session, S.busy));
+    if (busy < 0)
+        goto out;
+    if (!busy) {
+        put(session, S.busy, Py_True);
+        PyObject *set = PyObject_GetAttr(GET(session, S.worker), s_busy_set);
+        int r = set ? PySet_Add(set, session) : -1;
+        Py_XDECREF(set);
+        if (r < 0)
+            goto out;
+    }
+    rc = dispatch_lean(session, req, route);
+out:
+    Py_DECREF(req);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ---- the reply side ----------------------------------------------------------- */
+
+static Py_ssize_t bucket_of(double seconds)
+{
+    Py_ssize_t lo = 0, hi = nbounds;          /* bisect_left(_BOUNDS_S, seconds) */
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (bounds[mid] < seconds)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Slot.observe(code, "-", seconds) */
+static int observe(PyObject *slot, PyObject *code, double seconds)
+{
+    PyObject *key = PyDict_GetItemWithError(key_cache, code);
+    if (key == NULL) {
+        if (PyErr_Occurred() || (key = PyTuple_Pack(2, code, s_dash)) == NULL)
+            return -1;
+        int rc = PyDict_GET_SIZE(key_cache) < 4096 ? PyDict_SetItem(key_cache, code, key) : 0;
+        Py_DECREF(key);          /* (the cache holds it; else it dies with this call) */
+        if (rc < 0)
+            return -1;
+        if (PyDict_GET_SIZE(key_cache) >= 4096 && PyDict_GetItemWithError(key_cache, code) == NULL)
+            return PyErr_Occurred() ? -1 : observe(slot, code, seconds);
+    }
+    PyObject *codes = need(slot, SL.codes), *buckets = need(slot, SL.buckets);
+    PyObject *sum = need(slot, SL.sum_ms);
+    if (codes == NULL || buckets == NULL || sum == NULL || !PyDict_Check(codes) ||
+        !PyList_Check(buckets) || PyList_GET_SIZE(buckets) != nbounds + 1) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "_ordered: a Slot of another shape");
+        return -1;
+    }
+    long c = 0;
+    PyObject *have = PyDict_GetItemWithError(codes, key);
+    if ((have == NULL && PyErr_Occurred()) || (have != NULL && as_long(have, &c) < 0))
+        return -1;
+    PyObject *n = PyLong_FromLong(c + 1);
+    if (n == NULL || PyDict_SetItem(codes, key, n) < 0) {
+        Py_XDECREF(n);
+        return -1;
+    }
+    Py_DECREF(n);
+    Py_ssize_t b = bucket_of(seconds);
+    if (as_long(PyList_GET_ITEM(buckets, b), &c) < 0 || (n = PyLong_FromLong(c + 1)) == NULL)
+        return -1;
+    PyList_SetItem(buckets, b, n);
+    double s = PyFloat_AsDouble(sum);
+    if (s == -1.0 && PyErr_Occurred())
+        return -1;
+    if ((n = PyFloat_FromDouble(s + seconds * 1000.0)) == NULL)
+        return -1;
+    put_new(slot, SL.sum_ms, n);
+    return 0;
+}
+
+/* PodFairness.done(pod, 1) */
+static int fair_done(PyObject *fairness, PyObject *pod)
+{
+    PyObject *pods = PyObject_GetAttr(fairness, s_pods);
+    if (pods == NULL)
+        return -1;
+    PyObject *rec = PyDict_Check(pods) ? PyDict_GetItemWithError(pods, pod) : NULL;
+    Py_XINCREF(rec);
+    Py_DECREF(pods);
+    if (rec == NULL && (PyErr_Occurred() || (rec = PyObject_GetAttr(fairness, s_untracked)) == NULL))
+        return -1;
+    long in;
+    int rc = -1;
+    if (!Py_IS_TYPE(rec, PodT)) {
+        PyErr_SetString(PyExc_TypeError, "_ordered: a fairness record of another type");
+        goto out;
+    }
+    if (as_long(need(rec, P.inflight), &in) < 0)
+        goto out;
+    rc = 0;
+    if (in <= 0)
+        goto out;
+    rc = -1;
+    if (add_slot(rec, P.inflight, -1) < 0 || add_attr(fairness, s_inflight, -1) < 0)
+        goto out;
+    if (in == 1 && add_attr(fairness, s_active_pods, -1) < 0)
+        goto out;
+    rc = 0;
+out:
+    Py_DECREF(rec);
+    return rc;
+}
+
+/* Delivery._finish(req, data, code, "-") for an ordered session, count 1. */
+static int finish(PyObject *session, PyObject *req, PyObject *data, PyObject *code)
+{
+    put(req, R.done, Py_True);
+    double now = monotonic(), start = PyFloat_AsDouble(need(req, R.start));
+    if (start == -1.0 && PyErr_Occurred())
+        return -1;
+    PyObject *slot = need(req, R.slot), *worker = need(session, S.worker);
+    if (slot == NULL || worker == NULL)
+        return -1;
+    if (slot != Py_None) {
+        if (!Py_IS_TYPE(slot, SlotT)) {
+            PyErr_SetString(PyExc_TypeError, "_ordered: a metrics slot of another type");
+            return -1;
+        }
+        if (observe(slot, code, now - start) < 0)
+            return -1;
+    }
+    int admitted = truthy(need(req, R.admitted));
+    if (admitted < 0)
+        return -1;
+    if (admitted) {
+        put(req, R.admitted, Py_False);
+        PyObject *fairness = PyObject_GetAttr(worker, s_fairness);
+        int rc = fairness ? fair_done(fairness, need(req, R.pod)) : -1;
+        Py_XDECREF(fairness);
+        if (rc < 0)
+            return -1;
+    }
+    Py_ssize_t nreq = PyObject_Length(need(req, R.data)), nrep = PyObject_Length(data);
+    if (nreq < 0 || nrep < 0 || add_slot(session, S.held, -nreq) < 0)
+        return -1;
+    int closed = truthy(need(session, S.closed));
+    if (closed != 0)
+        return closed < 0 ? -1 : 0;
+    put(req, R.reply, data);
+    if (add_slot(session, S.held, nrep) < 0)
+        return -1;
+    PyObject *q = need(session, S.queue);
+    int close_after = truthy(need(req, R.close_after)), draining = truthy(need(session, S.draining));
+    if (q == NULL || close_after < 0 || draining < 0)
+        return -1;
+    if (PyList_CheckExact(q) && PyList_GET_SIZE(q) == 1 && PyList_GET_ITEM(q, 0) == req &&
+        !close_after && !draining) {
+        if (PyList_SetSlice(q, 0, 1, NULL) < 0 || add_slot(session, S.tracked, -1) < 0)
+            return -1;
+        PyObject *out = need(session, S.out);
+        if (out == NULL || (nrep && PyList_Append(out, data) < 0))
+            return -1;
+        int cwf = truthy(need(session, S.close_when_flushed));
+        if (cwf < 0)
+            return -1;
+        if ((PyObject_Length(out) > 0 || cwf) && mark(worker, session, S.marked) < 0)
+            return -1;
+    } else if (call_void(PyObject_CallMethodNoArgs(session, s_pump)) < 0) {
+        return -1;
+    }
+    long paused;
+    if (as_long(need(session, S.paused), &paused) < 0)
+        return -1;
+    if ((paused & flags.pause_limits) &&
+        call_void(PyObject_CallMethodNoArgs(session, s_unblock)) < 0)
+        return -1;
+    if ((draining = truthy(GET(session, S.draining))) < 0)
+        return -1;
+    if (draining) {
+        PyObject *busy = PyObject_CallMethodNoArgs(session, s_in_flight);
+        int b = busy ? truthy(busy) : -1;
+        Py_XDECREF(busy);
+        if (b < 0 || (!b && call_void(PyObject_CallMethodNoArgs(session, s_close_soon)) < 0))
+            return -1;
+    }
+    return 0;
+}
+
+/* The response code of an ordered reply (Traits.response_code), or NULL: not known here. */
+static PyObject *response_code(PyObject *traits, PyObject *frame, PyObject *kind)
+{
+    PyObject *fn = PyObject_GetAttr(traits, s_response_code);
+    if (fn == NULL)
+        return NULL;
+    PyObject *code = NULL;
+    if (fn == by_kind_fn) {
+        code = PyUnicode_Compare(kind, s_response) == 0 ? s_ok : kind;
+        Py_INCREF(code);
+    } else if (fn == status_fn) {
+        PyObject *status = PyObject_GetAttr(frame, s_status);
+        code = status ? PyObject_Str(status) : NULL;
+        Py_XDECREF(status);
+    } else if (!PyErr_Occurred()) {
+        code = Py_None;          /* another function: the Python path */
+        Py_INCREF(code);
+    }
+    Py_DECREF(fn);
+    return code;
+}
+
+/* May the C path take this reply for req? 1 yes, 0 no (the Python path), -1 error.
+ * Nothing is changed here: the Python path starts from the same state. */
+static int plain_reply(PyObject *conn, PyObject *req, PyObject *frame, int http, PyObject **code)
+{
+    PyObject *session = need(req, R.session);
+    if (session == NULL)
+        return -1;
+    if (!PyObject_TypeCheck(session, SessionT))      /* a mirrored copy's sink */
+        return 0;
+    long count;
+    if (as_long(need(req, R.count), &count) < 0)
+        return -1;
+    int retry = truthy(need(req, R.holds_retry)), mux = truthy(need(session, S.mux));
+    if (retry < 0 || mux < 0)
+        return -1;
+    if (count != 1 || retry || mux)
+        return 0;
+    PyObject *chain = need(req, R.chain), *route = need(req, R.route);
+    if (chain == NULL || route == NULL)
+        return -1;
+    PyObject *traits = PyObject_GetAttr(chain, s_traits);
+    if (traits == NULL)
+        return -1;
+    int rc = -1;
+    PyObject *can = PyObject_GetAttr(traits, s_can_fail), *kind = NULL;
+    int can_fail = can ? truthy(can) : -1;
+    Py_XDECREF(can);
+    if (can_fail < 0)
+        goto out;
+    if (can_fail) {      /* ordered protocols that can fail: HTTP (5xx) */
+        PyObject *name = PyObject_GetAttr(traits, s_name);
+        int is_http = name ? PyObject_RichCompareBool(name, s_http1, Py_EQ) : -1;
+        Py_XDECREF(name);
+        if (is_http <= 0) {
+            rc = is_http;
+            goto out;
+        }
+        long status;
+        PyObject *st = PyObject_GetAttr(frame, s_status);
+        int r = as_long(st, &status);
+        Py_XDECREF(st);
+        if (r < 0)
+            goto out;
+        if (status >= 500) {     /* outlier detection and retries see it now, in Python */
+            rc = 0;
+            goto out;
+        }
+    }
+    if (http && route != Py_None && PyObject_TypeCheck(route, RouteT)) {
+        int mut = truthy(need(route, RT.response_mutations));
+        if (mut != 0) {
+            rc = mut < 0 ? -1 : 0;
+            goto out;
+        }
+    } else if (http) {
+        rc = 0;
+        goto out;
+    }
+    if ((kind = PyObject_GetAttr(frame, s_kind)) == NULL ||
+        (*code = response_code(traits, frame, kind)) == NULL)
+        goto out;
+    if (*code == Py_None) {
+        Py_CLEAR(*code);
+        rc = 0;
+        goto out;
+    }
+    rc = 1;
+out:
+    Py_XDECREF(kind);
+    Py_DECREF(traits);
+    return rc;
+}
+
+/* ClusterRuntime.on_response(req, frame, data) for a reply that did not fail, then
+ * Delivery.complete and _finish. */
+static int respond(PyObject *conn, PyObject *req, PyObject *frame, PyObject *code)
+{
+    PyObject *cluster = need(conn, U.cluster), *session = GET(req, R.session);
+    if (cluster == NULL)
+        return -1;
+    put(req, R.conn, Py_None);
+    PyObject *host = need(req, R.host);      /* ClusterRuntime._end_try */
+    if (host == NULL)
+        return -1;
+    Py_INCREF(host);
+    int rc = -1;
+    if (host != Py_None) {
+        if (!PyObject_TypeCheck(host, HostT)) {
+            PyErr_SetString(PyExc_TypeError, "_ordered: a host of another type");
+            goto out;
+        }
+        if (add_slot(host, H.active_requests, -1) < 0)
+            goto out;
+        put(req, R.host, Py_None);
+        PyObject *gate = requests_gate(cluster);
+        int r = gate ? gate_release(gate) : -1;
+        Py_XDECREF(gate);
+        if (r < 0 || add_attr(cluster, s_rq_active, -1) < 0)
+            goto out;
+        PyObject *on = PyObject_GetAttr(cluster, s_outlier_on);
+        int outlier = on ? truthy(on) : -1;
+        Py_XDECREF(on);
+        if (outlier < 0)
+            goto out;
+        if (outlier) {           /* OutlierDetector.report(host, ok=True) */
+            PyObject *zero = PyLong_FromLong(0);
+            if (zero == NULL)
+                goto out;
+            put_new(host, H.consecutive_errors, zero);
+        }
+    }
+    PyObject *data = PyObject_GetAttr(frame, s_data);
+    if (data == NULL)
+        goto out;
+    rc = finish(session, req, data, code);
+    Py_DECREF(data);
+out:
+    Py_DECREF(host);
+    return rc;
+}
+
+/* replies(conn, frames) -> i: UpstreamConn._responses_in_order for frames[:i]; the
+ * caller gives frames[i:] to the Python method (i == len(frames): all done here,
+ * including the stalled check at its end). */
+static PyObject *replies(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], ConnT) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "replies(conn, frames: list)");
+        return NULL;
+    }
+    PyObject *conn = args[0], *frames = args[1];
+    PyObject *inflight = need(conn, U.inflight), *worker = need(conn, U.worker);
+    if (inflight == NULL || worker == NULL)
+        return NULL;
+    PyObject *log = PyObject_GetAttr(worker, s_access_log);
+    if (log == NULL)
+        return NULL;
+    int logged = log != Py_None;
+    Py_DECREF(log);
+    int http = truthy(need(conn, U.http)), mux = truthy(need(conn, U.mux));
+    if (http < 0 || mux < 0)
+        return NULL;
+    Py_ssize_t i = 0, n = PyList_GET_SIZE(frames);
+    if (logged || mux)
+        return PyLong_FromSsize_t(0);
+    Py_INCREF(inflight);
+    for (; i < n; i++) {
+        PyObject *frame = PyList_GET_ITEM(frames, i), *code = NULL;
+        PyObject *kind = PyObject_GetAttr(frame, s_kind);
+        if (kind == NULL)
+            goto error;
+        int event = PyUnicode_Check(kind) && PyUnicode_Compare(kind, s_event) == 0;
+        Py_DECREF(kind);
+        Py_ssize_t left = PyObject_Length(inflight);
+        if (left < 0)
+            goto error;
+        if (event || !left)
+            break;
+        PyObject *req = PySequence_GetItem(inflight, 0);
+        if (req == NULL)
+            goto error;
+        if (!Py_IS_TYPE(req, RequestT)) {
+            Py_DECREF(req);
+            break;
+        }
+        if (http) {          /* closing or streaming replies: the Python path */
+            PyObject *f = PyObject_GetAttr(frame, s_flags);
+            long fl;
+            int r = as_long(f, &fl);
+            Py_XDECREF(f);
+            if (r < 0) {
+                Py_DECREF(req);
+                goto error;
+            }
+            if (!(fl & flags.keepalive) || (fl & flags.until_close)) {
+                Py_DECREF(req);
+                break;
+            }
+        }
+        long count;
+        int done = truthy(need(req, R.done));
+        if (done < 0 || as_long(need(req, R.count), &count) < 0) {
+            Py_DECREF(req);
+            goto error;
+        }
+        int ok = count != 1 ? 0 : done ? 1 : plain_reply(conn, req, frame, http, &code);
+        if (ok <= 0) {
+            Py_DECREF(req);
+            if (ok < 0)
+                goto error;
+            break;
+        }
+        PyObject *gone = PyObject_CallMethodNoArgs(inflight, s_popleft);
+        int rc = gone == NULL ? -1 : done ? 0 : respond(conn, req, frame, code);
+        Py_XDECREF(gone);
+        Py_XDECREF(code);
+        Py_DECREF(req);
+        if (rc < 0)
+            goto error;
+    }
+    if (i == n) {            /* the end of _responses_in_order */
+        int stalled = truthy(need(conn, U.stalled));
+        Py_ssize_t left = PyObject_Length(inflight);
+        if (stalled < 0 || left < 0)
+            goto error;
+        if (stalled && !left) {
+            put(conn, U.stalled, Py_False);
+            if (call_void(PyObject_CallMethodNoArgs(conn, s_update_busy)) < 0)
+                goto error;
+        }
+    }
+    Py_DECREF(inflight);
+    return PyLong_FromSsize_t(i);
+error:
+    Py_DECREF(inflight);
+    return NULL;
+}
+
+/* ---- init --------------------------------------------------------------------- */
+
+static int intern_all(void)
+{
+#define I(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return -1
+    I(s_offset, "offset"); I(s_length, "length"); I(s_data, "data"); I(s_kind, "kind");
+    I(s_flags, "flags"); I(s_status, "status"); I(s_metadata, "metadata");
+    I(s_clusters, "clusters"); I(s_fairness, "fairness"); I(s_breaker, "breaker");
+    I(s_gates, "_gates"); I(s_model, "model"); I(s_original_dst, "original_dst");
+    I(s_balancer, "balancer"); I(s_pick, "pick"); I(s_rq_total, "rq_total");
+    I(s_rq_active, "rq_active"); I(s_pools, "pools"); I(s_identity, "identity");
+    I(s_ready, "ready"); I(s_dirty, "dirty"); I(s_flush_scheduled, "flush_scheduled");
+    I(s_loop, "loop"); I(s_call_soon, "call_soon"); I(s_flush, "flush");
+    I(s_access_log, "access_log"); I(s_clock, "_clock"); I(s_next_roll, "_next_roll");
+    I(s_pods, "_pods"); I(s_inflight, "inflight"); I(s_max_inflight, "max_inflight");
+    I(s_active_pods, "active_pods"); I(s_admitted, "admitted"); I(s_untracked, "_untracked");
+    I(s_admit, "admit"); I(s_dispatch, "dispatch"); I(s_send, "send"); I(s_pool, "_pool");
+    I(s_fail_m, "_fail"); I(s_ordered, "ordered"); I(s_dispatch_lean, "dispatch_lean");
+    I(s_fail, "fail"); I(s_pump, "_pump"); I(s_unblock, "_unblock");
+    I(s_in_flight, "_in_flight"); I(s_close_soon, "_close_soon"); I(s_append, "append");
+    I(s_popleft, "popleft"); I(s_add, "add"); I(s_outlier_on, "outlier_on");
+    I(s_traits, "traits"); I(s_can_fail, "can_fail"); I(s_name, "name");
+    I(s_response_code, "response_code"); I(s_update_busy, "_update_busy");
+    I(s_requests, "requests"); I(s_request, "request"); I(s_response, "response");
+    I(s_event, "event"); I(s_ok, "ok"); I(s_dash, "-"); I(s_http1, "http1");
+    I(s_method_key, ":method"); I(s_head, "HEAD"); I(s_connect, "CONNECT");
+    I(s_lo, "LO"); I(s_uh, "UH"); I(s_nohost, "no-host"); I(s_busy_set, "busy");
+#undef I
+    return 0;
+}
+
+static int take_type(PyObject *o, PyTypeObject **slot)
+{
+    if (!PyType_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "init: expected classes");
+        return -1;
+    }
+    Py_INCREF(o);
+    Py_XSETREF(*slot, (PyTypeObject *)o);
+    return 0;
+}
+
+/* init(Session, Request, UpstreamConn, Slot, Gate, Pod, Host, RouteRuntime, template,
+ *      bounds, by_kind, status, http_expect, keepalive, until_close, pause_limits) */
+static PyObject *init(PyObject *mod, PyObject *args)
+{
+    PyObject *t[8], *template, *bounds_t;
+    long ka, uc, pl;
+    PyObject *bk, *st, *he;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOlll", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5],
+                          &t[6], &t[7], &template, &bounds_t, &bk, &st, &he, &ka, &uc, &pl))
+        return NULL;
+    PyTypeObject **types[8] = {&SessionT, &RequestT, &ConnT, &SlotT, &GateT, &PodT, &HostT,
+                               &RouteT};
+    for (int i = 0; i < 8; i++)
+        if (take_type(t[i], types[i]) < 0)
+            return NULL;
+    const slot_ref refs[] = {
+#define SR(T, st, f) {T, #f, &st.f}
+        SR(SessionT, S, worker), SR(SessionT, S, chain), SR(SessionT, S, http),
+        SR(SessionT, S, mux), SR(SessionT, S, queue), SR(SessionT, S, held),
+        SR(SessionT, S, tracked), SR(SessionT, S, busy), SR(SessionT, S, batch_slot),
+        SR(SessionT, S, pod), SR(SessionT, S, closed), SR(SessionT, S, draining),
+        SR(SessionT, S, out), SR(SessionT, S, marked), SR(SessionT, S, close_when_flushed),
+        SR(SessionT, S, paused),
+        SR(RequestT, R, session), SR(RequestT, R, chain), SR(RequestT, R, frame),
+        SR(RequestT, R, data), SR(RequestT, R, route), SR(RequestT, R, pod),
+        SR(RequestT, R, start), SR(RequestT, R, deadline), SR(RequestT, R, try_deadline),
+        SR(RequestT, R, slot), SR(RequestT, R, admitted), SR(RequestT, R, cluster),
+        SR(RequestT, R, attempt), SR(RequestT, R, host), SR(RequestT, R, conn),
+        SR(RequestT, R, sent), SR(RequestT, R, done), SR(RequestT, R, reply),
+        SR(RequestT, R, count), SR(RequestT, R, holds_retry), SR(RequestT, R, close_after),
+        SR(RequestT, R, hash_key), SR(RequestT, R, excluded),
+        SR(ConnT, U, worker), SR(ConnT, U, cluster), SR(ConnT, U, chain), SR(ConnT, U, inflight),
+        SR(ConnT, U, busy), SR(ConnT, U, depth), SR(ConnT, U, mux), SR(ConnT, U, http),
+        SR(ConnT, U, served), SR(ConnT, U, max_requests), SR(ConnT, U, retiring),
+        SR(ConnT, U, out), SR(ConnT, U, marked), SR(ConnT, U, decoder), SR(ConnT, U, stalled),
+        SR(ConnT, U, in_ready),
+        SR(SlotT, SL, codes), SR(SlotT, SL, buckets), SR(SlotT, SL, sum_ms),
+        SR(GateT, G, current), SR(GateT, G, max),
+        SR(PodT, P, inflight), SR(PodT, P, count),
+        SR(HostT, H, active_requests), SR(HostT, H, consecutive_errors),
+        SR(RouteT, RT, single), SR(RouteT, RT, response_mutations), SR(RouteT, RT, timeout),
+#undef SR
+    };
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
+        if (resolve(refs[i].type, refs[i].name, refs[i].off) < 0)
+            return NULL;
+    if (!Py_IS_TYPE(template, RequestT)) {
+        PyErr_SetString(PyExc_TypeError, "init: the template must be a Request");
+        return NULL;
+    }
+    PyObject *names = PyObject_GetAttrString((PyObject *)RequestT, "__slots__");
+    PyObject *seq = names ? PySequence_Fast(names, "Request.__slots__") : NULL;
+    Py_XDECREF(names);
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyMem_Free(req_all);
+    req_all = PyMem_New(Py_ssize_t, n);
+    if (req_all == NULL) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+        if (name == NULL || resolve(RequestT, name, &req_all[i]) < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    Py_DECREF(seq);
+    req_nall = n;
+    Py_INCREF(template);
+    Py_XSETREF(req_template, template);
+    PyObject *bt = PySequence_Fast(bounds_t, "bounds");
+    if (bt == NULL)
+        return NULL;
+    nbounds = PySequence_Fast_GET_SIZE(bt);
+    if (nbounds > (Py_ssize_t)(sizeof bounds / sizeof bounds[0])) {
+        Py_DECREF(bt);
+        PyErr_SetString(PyExc_ValueError, "init: too many buckets");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nbounds; i++)
+        bounds[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(bt, i));
+    Py_DECREF(bt);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_INCREF(bk); Py_XSETREF(by_kind_fn, bk);
+    Py_INCREF(st); Py_XSETREF(status_fn, st);
+    Py_INCREF(he); Py_XSETREF(http_expect_fn, he);
+    flags.keepalive = ka;
+    flags.until_close = uc;
+    flags.pause_limits = pl;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"init", init, METH_VARARGS, "Resolve the slots of the proxy's classes (once)."},
+    {"send_one", (PyCFunction)(void (*)(void))send_one, METH_FASTCALL,
+     "send_one(session, frame, now, route, data, fed): Session._send_one in C."},
+    {"replies", (PyCFunction)(void (*)(void))replies, METH_FASTCALL,
+     "replies(conn, frames) -> i: UpstreamConn._responses_in_order for frames[:i]."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_ordered",
+    "The ordered lean path in C (native/ordered.h).", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__ordered(void)
+{
+    if (intern_all() < 0 || (key_cache = PyDict_New()) == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}
