@@ -2,6 +2,7 @@
 #include "ordered.h"
 
 #include <structmember.h>
+#include <string.h>
 #include <time.h>
 
 /* ---- slot offsets ------------------------------------------------------------ */
@@ -12,7 +13,8 @@ static PyTypeObject *SessionT, *RequestT, *ConnT, *SlotT, *GateT, *PodT, *HostT,
 
 static struct {
     Py_ssize_t worker, chain, http, mux, queue, held, tracked, busy, batch_slot, pod, closed,
-        draining, out, marked, close_when_flushed, paused;
+        draining, out, marked, close_when_flushed, paused, stop_reading, decoder, fed,
+        last_active, processing, deferred, max_held, max_inflight, lean;
 } S;
 static struct {
     Py_ssize_t session, chain, frame, data, route, pod, start, deadline, try_deadline, slot,
@@ -21,7 +23,7 @@ static struct {
 } R;
 static struct {
     Py_ssize_t worker, cluster, chain, inflight, busy, depth, mux, http, served, max_requests,
-        retiring, out, marked, decoder, stalled, in_ready;
+        retiring, out, marked, decoder, stalled, in_ready, closed, pool, last_active, stream_to;
 } U;
 static struct { Py_ssize_t codes, buckets, sum_ms; } SL;
 static struct { Py_ssize_t current, max; } G;
@@ -34,7 +36,8 @@ static Py_ssize_t req_nall;
 static PyObject *req_template;    /* a Request as __init__ leaves it */
 static double bounds[64];         /* metrics._BOUNDS_S */
 static Py_ssize_t nbounds;
-static PyObject *by_kind_fn, *status_fn, *http_expect_fn;
+static PyObject *by_kind_fn, *status_fn, *http_expect_fn, *codec_error;
+static PyTypeObject *SessionExactT;     /* Session itself: subclasses read in Python */
 static nmo_flags flags;
 
 /* interned names and constants */
@@ -47,9 +50,16 @@ static PyObject *s_offset, *s_length, *s_data, *s_kind, *s_flags, *s_status, *s_
     *s_dispatch_lean, *s_fail, *s_pump, *s_unblock, *s_in_flight, *s_close_soon, *s_append,
     *s_popleft, *s_add, *s_outlier_on, *s_traits, *s_can_fail, *s_name, *s_response_code,
     *s_update_busy, *s_requests, *s_request, *s_response, *s_event, *s_ok, *s_dash, *s_http1,
-    *s_method_key, *s_head, *s_connect, *s_lo, *s_uh, *s_nohost, *s_busy_set;
+    *s_method_key, *s_head, *s_connect, *s_lo, *s_uh, *s_nohost, *s_busy_set, *s_pending,
+    *s_has_room, *s_after_responses, *s_reader, *s_feed, *s_buffered, *s_malformed,
+    *s_process, *s_request_m, *s_pause, *s_batch_route, *s_select, *s_get, *s_now, *s_garbage,
+    *s_responses_in_order, *s_read_py, *s_empty;
 
 static PyObject *key_cache;       /* code -> (code, "-") */
+
+/* What took the C path, for tests and diagnostics (counts()): requests sent down to
+ * UpstreamConn.send, replies finished, reads handled whole. */
+static unsigned long long n_sent, n_replied, n_session_reads, n_upstream_reads;
 
 static int resolve(PyTypeObject *tp, const char *name, Py_ssize_t *off)
 {
@@ -266,8 +276,18 @@ static int conn_send(PyObject *conn, PyObject *req)
         long depth;
         if (as_long(need(conn, U.depth), &depth) < 0)
             return -1;
-        int call = depth > 1;
-        if (!call) {
+        int call = depth > 1, known = 0;
+        PyObject *body = GET(req, R.data);
+        if (!call && body != NULL && PyBytes_CheckExact(body) && PyBytes_GET_SIZE(body) > 8) {
+            /* the request line's method, as the decoder read it into :method (a request
+             * that does not start with it, e.g. after empty lines: the metadata) */
+            const char *b = PyBytes_AS_STRING(body);
+            if (b[0] >= 'A' && b[0] <= 'Z') {
+                known = 1;
+                call = memcmp(b, "HEAD ", 5) == 0 || memcmp(b, "CONNECT ", 8) == 0;
+            }
+        }
+        if (!call && !known) {
             PyObject *meta = PyObject_GetAttr(need(req, R.frame), s_metadata);
             if (meta == NULL)
                 return -1;
@@ -326,6 +346,7 @@ static int pool_send(PyObject *pool, PyObject *req)
     Py_INCREF(conn);
     int rc = conn_send(conn, req);
     if (rc == 0) {
+        n_sent++;
         int busy = truthy(GET(conn, U.busy));
         if (busy < 0 || (n = PyObject_Length(GET(conn, U.inflight))) < 0)
             rc = -1;
@@ -898,9 +919,44 @@ out:
     return rc;
 }
 
+/* UpstreamConn._after_responses, for a connection still open: back into its pool's
+ * `ready` when it has room (HostPool.has_room with no request pending), the Python
+ * methods otherwise. */
+static int after_responses(PyObject *conn, Py_ssize_t left)
+{
+    int closed = truthy(need(conn, U.closed)), retiring = truthy(need(conn, U.retiring));
+    int busy = truthy(need(conn, U.busy)), in_ready = truthy(need(conn, U.in_ready));
+    long depth;
+    if (closed < 0 || retiring < 0 || busy < 0 || in_ready < 0 ||
+        as_long(need(conn, U.depth), &depth) < 0)
+        return -1;
+    if (closed)
+        return 0;
+    if (retiring)            /* close when empty: the Python method */
+        return call_void(PyObject_CallMethodNoArgs(conn, s_after_responses));
+    if (busy || left >= depth)          /* no room */
+        return 0;
+    PyObject *pool = need(conn, U.pool);
+    PyObject *pending = pool ? PyObject_GetAttr(pool, s_pending) : NULL;
+    Py_ssize_t waiting = pending ? PyObject_Length(pending) : -1;
+    Py_XDECREF(pending);
+    if (waiting < 0)
+        return -1;
+    if (waiting)
+        return call_void(PyObject_CallMethodOneArg(pool, s_has_room, conn));
+    if (in_ready)
+        return 0;
+    PyObject *ready = PyObject_GetAttr(pool, s_ready);
+    int rc = ready ? PyList_Append(ready, conn) : -1;
+    Py_XDECREF(ready);
+    if (rc == 0)
+        put(conn, U.in_ready, Py_True);
+    return rc;
+}
+
 /* replies(conn, frames) -> i: UpstreamConn._responses_in_order for frames[:i]; the
  * caller gives frames[i:] to the Python method (i == len(frames): all done here,
- * including the stalled check at its end). */
+ * including the stalled check at its end and UpstreamConn._after_responses). */
 static PyObject *replies(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyObject_TypeCheck(args[0], ConnT) || !PyList_Check(args[1])) {
@@ -971,6 +1027,7 @@ static PyObject *replies(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *gone = PyObject_CallMethodNoArgs(inflight, s_popleft);
         int rc = gone == NULL ? -1 : done ? 0 : respond(conn, req, frame, code);
+        n_replied += rc == 0 && !done;
         Py_XDECREF(gone);
         Py_XDECREF(code);
         Py_DECREF(req);
@@ -987,12 +1044,269 @@ static PyObject *replies(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             if (call_void(PyObject_CallMethodNoArgs(conn, s_update_busy)) < 0)
                 goto error;
         }
+        if (after_responses(conn, left) < 0)
+            goto error;
     }
     Py_DECREF(inflight);
     return PyLong_FromSsize_t(i);
 error:
     Py_DECREF(inflight);
     return NULL;
+}
+
+/* ---- whole reads ---------------------------------------------------------------- */
+
+static int long_slot(PyObject *o, Py_ssize_t off, long *out)
+{
+    return as_long(need(o, off), out);
+}
+
+/* The limits Session._process checks before each frame: 1 when one is reached. */
+static int session_full(PyObject *session)
+{
+    long paused, held, max_held, tracked, max_inflight;
+    if (long_slot(session, S.paused, &paused) < 0 || long_slot(session, S.held, &held) < 0 ||
+        long_slot(session, S.max_held, &max_held) < 0 ||
+        long_slot(session, S.tracked, &tracked) < 0 ||
+        long_slot(session, S.max_inflight, &max_inflight) < 0)
+        return -1;
+    return (paused & flags.pause_write) || held > max_held || tracked >= max_inflight;
+}
+
+/* The route a single request frame takes in C (a new reference), None when it takes
+ * Session._request with that route, NULL + no error when it takes Session._process. */
+static PyObject *single_route(PyObject *session, PyObject *frame, PyObject *worker)
+{
+    PyObject *chain = need(session, S.chain);
+    if (chain == NULL)
+        return NULL;
+    PyObject *log = PyObject_GetAttr(worker, s_access_log);
+    if (log == NULL)
+        return NULL;
+    int logged = log != Py_None;
+    Py_DECREF(log);
+    int mux = truthy(need(session, S.mux)), http = truthy(need(session, S.http));
+    if (logged || mux || http < 0 || mux < 0)
+        return NULL;
+    if (http) {                 /* a plain keep-alive request: no close, no upgrade */
+        long fl;
+        PyObject *f = PyObject_GetAttr(frame, s_flags);
+        int r = as_long(f, &fl);
+        Py_XDECREF(f);
+        if (r < 0 || (fl & (flags.keepalive | flags.upgrade)) != flags.keepalive)
+            return NULL;
+    }
+    PyObject *route = PyObject_GetAttr(chain, s_batch_route);
+    if (route == NULL || route != Py_None)
+        return route;
+    Py_DECREF(route);
+    PyObject *lean = need(session, S.lean);     /* a route table: select, then lean? */
+    if (lean == NULL || lean == Py_None || !PyDict_Check(lean))
+        return NULL;
+    route = PyObject_CallMethodOneArg(chain, s_select, frame);
+    if (route == NULL || route == Py_None)
+        return route;
+    PyObject *ok = PyDict_GetItemWithError(lean, route);
+    int yes = ok != NULL && truthy(ok) > 0;
+    if (PyErr_Occurred()) {
+        Py_DECREF(route);
+        return NULL;
+    }
+    if (!yes) {
+        PyObject *full = PyTuple_Pack(2, Py_None, route);   /* (None, route): _request */
+        Py_DECREF(route);
+        return full;
+    }
+    return route;
+}
+
+/* Session._process for one request frame, in C; 0 when it is not the plain case
+ * (nothing done: the caller runs Session._process). */
+static int process_one(PyObject *session, PyObject *frames, PyObject *now, PyObject *data,
+                       PyObject *fed)
+{
+    if (PyList_GET_SIZE(frames) != 1 || !Py_IS_TYPE(session, SessionExactT))
+        return 0;
+    PyObject *frame = PyList_GET_ITEM(frames, 0), *deferred = need(session, S.deferred);
+    PyObject *worker = need(session, S.worker);
+    if (deferred == NULL || worker == NULL)
+        return -1;
+    PyObject *kind = PyObject_GetAttr(frame, s_kind);
+    if (kind == NULL)
+        return -1;
+    int request = PyUnicode_Check(kind) && PyUnicode_Compare(kind, s_request) == 0;
+    Py_DECREF(kind);
+    int stop = truthy(need(session, S.stop_reading)), full = session_full(session);
+    if (stop < 0 || full < 0)
+        return -1;
+    if (!request || stop || full || deferred != Py_None)
+        return 0;
+    PyObject *route = single_route(session, frame, worker);
+    if (route == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    put(session, S.processing, Py_True);
+    PyObject *r;
+    if (PyTuple_Check(route))       /* a route that is not lean: the full path */
+        r = PyObject_CallMethod(session, "_request", "OOOO", frame, now, Py_False,
+                                PyTuple_GET_ITEM(route, 1));
+    else if (route == Py_None)
+        r = PyObject_CallMethod(session, "_request", "OOOO", frame, now, Py_False, Py_None);
+    else {
+        PyObject *args[6] = {session, frame, now, route, data, fed};
+        r = send_one(NULL, args, 6);
+    }
+    put(session, S.processing, Py_False);
+    Py_DECREF(route);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    if ((deferred = need(session, S.deferred)) == NULL || (full = session_full(session)) < 0)
+        return -1;
+    if (deferred != Py_None || full)
+        return call_void(PyObject_CallMethod(session, "_pause", "l", flags.pause_limits)) < 0
+            ? -1 : 1;
+    return 1;
+}
+
+/* session_read(session, data): Session.data_received (its Python body, _read_py, for a
+ * session with no decoder yet: the decoder pool is Python's). */
+static PyObject *session_read(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], SessionT)) {
+        PyErr_SetString(PyExc_TypeError, "session_read(session, data)");
+        return NULL;
+    }
+    PyObject *session = args[0], *data = args[1];
+    int stop = truthy(need(session, S.stop_reading));
+    if (stop != 0)
+        return stop < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *dec = need(session, S.decoder);
+    if (dec == NULL)
+        return NULL;
+    if (dec == Py_None)
+        return PyObject_CallMethodOneArg(session, s_read_py, data);
+    PyObject *reader = PyObject_GetAttr(dec, s_reader);
+    if (reader == NULL)
+        return NULL;
+    PyObject *before = PyObject_GetAttr(reader, s_buffered), *fed = need(session, S.fed);
+    Py_ssize_t n = PyObject_Length(data);
+    long fed_n;
+    if (before == NULL || n < 0 || as_long(fed, &fed_n) < 0) {
+        Py_XDECREF(before);
+        Py_DECREF(reader);
+        return NULL;
+    }
+    Py_INCREF(fed);
+    PyObject *rc = NULL, *frames = NULL, *now = NULL, *total = PyLong_FromLong(fed_n + n);
+    if (total == NULL)
+        goto out;
+    put_new(session, S.fed, total);
+    frames = PyObject_CallMethodOneArg(reader, s_feed, data);
+    if (frames == NULL) {
+        if (!PyErr_ExceptionMatches(codec_error))
+            goto out;
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        int had = truthy(before);
+        rc = had < 0 ? NULL : PyObject_CallMethodObjArgs(session, s_malformed, exc,
+                                                          had ? s_empty : data, NULL);
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        goto out;
+    }
+    if ((now = PyFloat_FromDouble(monotonic())) == NULL)
+        goto out;
+    put(session, S.last_active, now);
+    int done = PyList_CheckExact(frames) ? process_one(session, frames, now, data, fed) : 0;
+    if (done < 0)
+        goto out;
+    n_session_reads += done;
+    rc = done ? Py_NewRef(Py_None) :
+        PyObject_CallMethodObjArgs(session, s_process, frames, now, data, fed, NULL);
+out:
+    Py_XDECREF(now);
+    Py_XDECREF(frames);
+    Py_DECREF(fed);
+    Py_DECREF(before);
+    Py_DECREF(reader);
+    return rc;
+}
+
+/* upstream_read(conn, data): UpstreamConn.data_received for an ordered connection that
+ * streams to nobody (the Python method, _read_py, otherwise). */
+static PyObject *upstream_read(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], ConnT)) {
+        PyErr_SetString(PyExc_TypeError, "upstream_read(conn, data)");
+        return NULL;
+    }
+    PyObject *conn = args[0], *data = args[1];
+    PyObject *stream = need(conn, U.stream_to), *worker = need(conn, U.worker);
+    int mux = truthy(need(conn, U.mux));
+    if (stream == NULL || worker == NULL || mux < 0)
+        return NULL;
+    if (stream != Py_None || mux)
+        return PyObject_CallMethodOneArg(conn, s_read_py, data);
+    PyObject *now = PyObject_GetAttr(worker, s_now);
+    if (now == NULL)
+        return NULL;
+    put_new(conn, U.last_active, now);
+    PyObject *dec = need(conn, U.decoder);
+    PyObject *reader = dec ? PyObject_GetAttr(dec, s_reader) : NULL;
+    PyObject *frames = reader ? PyObject_CallMethodOneArg(reader, s_feed, data) : NULL;
+    Py_XDECREF(reader);
+    if (frames == NULL) {
+        if (dec == NULL || reader == NULL || !PyErr_ExceptionMatches(codec_error))
+            return NULL;
+        PyObject *type, *exc, *tb;
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        PyObject *why = exc ? PyObject_Str(exc) : NULL;
+        PyObject *r = why ? PyObject_CallMethodOneArg(conn, s_garbage, why) : NULL;
+        Py_XDECREF(why);
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        return r;
+    }
+    Py_ssize_t n = PyList_Check(frames) ? PyList_GET_SIZE(frames) : -1, done = 0;
+    if (n > 0) {
+        PyObject *argv[2] = {conn, frames};
+        PyObject *i = replies(NULL, argv, 2);
+        if (i == NULL || (done = PyLong_AsSsize_t(i)) < 0) {
+            Py_XDECREF(i);
+            Py_DECREF(frames);
+            return NULL;
+        }
+        Py_DECREF(i);
+        if (done == n) {        /* _after_responses ran in replies() */
+            n_upstream_reads++;
+            Py_DECREF(frames);
+            Py_RETURN_NONE;
+        }
+        PyObject *rest = PyList_GetSlice(frames, done, n);
+        PyObject *r = rest ? PyObject_CallMethodOneArg(conn, s_responses_in_order, rest) : NULL;
+        Py_XDECREF(rest);
+        if (r == NULL) {
+            Py_DECREF(frames);
+            return NULL;
+        }
+        Py_DECREF(r);
+    } else if (n < 0) {         /* not a list: the Python method takes the frames */
+        PyObject *r = PyObject_CallMethodOneArg(conn, s_responses_in_order, frames);
+        if (r == NULL) {
+            Py_DECREF(frames);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(frames);
+    int closed = truthy(need(conn, U.closed));
+    if (closed != 0)
+        return closed < 0 ? NULL : Py_NewRef(Py_None);
+    return PyObject_CallMethodNoArgs(conn, s_after_responses);
 }
 
 /* ---- init --------------------------------------------------------------------- */
@@ -1022,6 +1336,14 @@ static int intern_all(void)
     I(s_event, "event"); I(s_ok, "ok"); I(s_dash, "-"); I(s_http1, "http1");
     I(s_method_key, ":method"); I(s_head, "HEAD"); I(s_connect, "CONNECT");
     I(s_lo, "LO"); I(s_uh, "UH"); I(s_nohost, "no-host"); I(s_busy_set, "busy");
+    I(s_pending, "pending"); I(s_has_room, "has_room"); I(s_after_responses, "_after_responses");
+    I(s_reader, "_reader"); I(s_feed, "feed"); I(s_buffered, "buffered");
+    I(s_malformed, "_malformed"); I(s_process, "_process"); I(s_request_m, "_request");
+    I(s_pause, "_pause"); I(s_batch_route, "batch_route"); I(s_select, "select");
+    I(s_get, "get"); I(s_now, "now"); I(s_garbage, "_garbage");
+    I(s_responses_in_order, "_responses_in_order"); I(s_read_py, "_read_py");
+    if ((s_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
+        return -1;
 #undef I
     return 0;
 }
@@ -1038,15 +1360,25 @@ static int take_type(PyObject *o, PyTypeObject **slot)
 }
 
 /* init(Session, Request, UpstreamConn, Slot, Gate, Pod, Host, RouteRuntime, template,
- *      bounds, by_kind, status, http_expect, keepalive, until_close, pause_limits) */
+ *      bounds, by_kind, status, http_expect, keepalive, until_close, pause_limits,
+ *      CodecError, upgrade, pause_write) */
 static PyObject *init(PyObject *mod, PyObject *args)
 {
     PyObject *t[8], *template, *bounds_t;
-    long ka, uc, pl;
-    PyObject *bk, *st, *he;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOlll", &t[0], &t[1], &t[2], &t[3], &t[4], &t[5],
-                          &t[6], &t[7], &template, &bounds_t, &bk, &st, &he, &ka, &uc, &pl))
+    long ka, uc, pl, up, pw;
+    PyObject *bk, *st, *he, *ce;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOlllOll", &t[0], &t[1], &t[2], &t[3], &t[4],
+                          &t[5], &t[6], &t[7], &template, &bounds_t, &bk, &st, &he, &ka, &uc,
+                          &pl, &ce, &up, &pw))
         return NULL;
+    if (!PyExceptionClass_Check(ce)) {
+        PyErr_SetString(PyExc_TypeError, "init: CodecError must be an exception class");
+        return NULL;
+    }
+    Py_INCREF(ce);
+    Py_XSETREF(codec_error, ce);
+    flags.upgrade = up;
+    flags.pause_write = pw;
     PyTypeObject **types[8] = {&SessionT, &RequestT, &ConnT, &SlotT, &GateT, &PodT, &HostT,
                                &RouteT};
     for (int i = 0; i < 8; i++)
@@ -1059,7 +1391,10 @@ static PyObject *init(PyObject *mod, PyObject *args)
         SR(SessionT, S, tracked), SR(SessionT, S, busy), SR(SessionT, S, batch_slot),
         SR(SessionT, S, pod), SR(SessionT, S, closed), SR(SessionT, S, draining),
         SR(SessionT, S, out), SR(SessionT, S, marked), SR(SessionT, S, close_when_flushed),
-        SR(SessionT, S, paused),
+        SR(SessionT, S, paused), SR(SessionT, S, stop_reading), SR(SessionT, S, decoder),
+        SR(SessionT, S, fed), SR(SessionT, S, last_active), SR(SessionT, S, processing),
+        SR(SessionT, S, deferred), SR(SessionT, S, max_held), SR(SessionT, S, max_inflight),
+        SR(SessionT, S, lean),
         SR(RequestT, R, session), SR(RequestT, R, chain), SR(RequestT, R, frame),
         SR(RequestT, R, data), SR(RequestT, R, route), SR(RequestT, R, pod),
         SR(RequestT, R, start), SR(RequestT, R, deadline), SR(RequestT, R, try_deadline),
@@ -1072,7 +1407,8 @@ static PyObject *init(PyObject *mod, PyObject *args)
         SR(ConnT, U, busy), SR(ConnT, U, depth), SR(ConnT, U, mux), SR(ConnT, U, http),
         SR(ConnT, U, served), SR(ConnT, U, max_requests), SR(ConnT, U, retiring),
         SR(ConnT, U, out), SR(ConnT, U, marked), SR(ConnT, U, decoder), SR(ConnT, U, stalled),
-        SR(ConnT, U, in_ready),
+        SR(ConnT, U, in_ready), SR(ConnT, U, closed), SR(ConnT, U, pool),
+        SR(ConnT, U, last_active), SR(ConnT, U, stream_to),
         SR(SlotT, SL, codes), SR(SlotT, SL, buckets), SR(SlotT, SL, sum_ms),
         SR(GateT, G, current), SR(GateT, G, max),
         SR(PodT, P, inflight), SR(PodT, P, count),
@@ -1130,15 +1466,28 @@ static PyObject *init(PyObject *mod, PyObject *args)
     flags.keepalive = ka;
     flags.until_close = uc;
     flags.pause_limits = pl;
+    SessionExactT = SessionT;
     Py_RETURN_NONE;
 }
 
+static PyObject *counts(PyObject *mod, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsK}", "sent", n_sent, "replied", n_replied,
+                         "session_reads", n_session_reads, "upstream_reads", n_upstream_reads);
+}
+
 static PyMethodDef methods[] = {
+    {"counts", counts, METH_NOARGS,
+     "What took the C path in this process: sent, replied, session_reads, upstream_reads."},
     {"init", init, METH_VARARGS, "Resolve the slots of the proxy's classes (once)."},
     {"send_one", (PyCFunction)(void (*)(void))send_one, METH_FASTCALL,
      "send_one(session, frame, now, route, data, fed): Session._send_one in C."},
     {"replies", (PyCFunction)(void (*)(void))replies, METH_FASTCALL,
      "replies(conn, frames) -> i: UpstreamConn._responses_in_order for frames[:i]."},
+    {"session_read", (PyCFunction)(void (*)(void))session_read, METH_FASTCALL,
+     "session_read(session, data): Session.data_received in C."},
+    {"upstream_read", (PyCFunction)(void (*)(void))upstream_read, METH_FASTCALL,
+     "upstream_read(conn, data): UpstreamConn.data_received in C."},
     {NULL, NULL, 0, NULL},
 };
 

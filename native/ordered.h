@@ -42,7 +42,9 @@
 typedef struct {
     long keepalive;
     long until_close;
+    long upgrade;
     long pause_limits;      /* agent.proxy.delivery.PAUSE_LIMITS */
+    long pause_write;       /* agent.proxy.delivery.PAUSE_WRITE */
 } nmo_flags;
 
 #endif

@@ -150,6 +150,15 @@ class Session(Delivery, asyncio.Protocol):
     # -- requests in --------------------------------------------------------------------
 
     def data_received(self, data):
+        fast = _ordered.session_read          # the read in C (agent.proxy.ordered)
+        if fast is not None:
+            fast(self, data)
+        else:
+            self._read_py(data)
+
+    def _read_py(self, data):
+        """data_received in Python: the reference of the C read, and its path for a
+        session with no decoder yet."""
         if self.stop_reading:
             return
         dec = self.decoder

@@ -98,6 +98,15 @@ class UpstreamConn(asyncio.Protocol):
         self.pool.has_room(self)
 
     def data_received(self, data):
+        fast = _ordered.upstream_read         # the read in C (agent.proxy.ordered)
+        if fast is not None:
+            fast(self, data)
+        else:
+            self._read_py(data)
+
+    def _read_py(self, data):
+        """data_received in Python: the reference of the C read, and its path for a
+        multiplexed connection or one streaming a body until close."""
         self.last_active = self.worker.now
         if self.stream_to is not None:
             self.stream_to.stream_bytes(data)
@@ -113,8 +122,9 @@ class UpstreamConn(asyncio.Protocol):
             else:
                 fast = _ordered.replies             # the plain replies in C (None: Python)
                 done = fast(self, frames) if fast is not None else 0
-                if done < len(frames):
-                    self._responses_in_order(frames[done:] if done else frames)
+                if done == len(frames):
+                    return                          # (C ran _after_responses too)
+                self._responses_in_order(frames[done:] if done else frames)
         if not self.closed:
             self._after_responses()
 

@@ -46,24 +46,26 @@ def port() -> int:
     raise RuntimeError("no free port in 35000-35999")
 
 
+class CCalls:
+    """What took the C path since the fixture started (agent.proxy._ordered.counts():
+    requests sent, replies finished, reads handled whole)."""
+
+    def __init__(self):
+        from agent.proxy import _ordered
+
+        self._counts = _ordered.counts
+        self.start = self._counts()
+
+    def __getitem__(self, key):
+        return self._counts()[key] - self.start[key]
+
+    def __repr__(self):
+        return repr({k: self[k] for k in self.start})
+
+
 @pytest.fixture
-def c_calls(monkeypatch):
-    """Counts of the C path's calls (requests sent, upstream reads answered in C)."""
-    calls = {"send": 0, "replies": 0}
-    send, replies = ordered.send_one, ordered.replies
-
-    def count_send(*a):
-        calls["send"] += 1
-        return send(*a)
-
-    def count_replies(conn, frames):
-        done = replies(conn, frames)
-        calls["replies"] += done
-        return done
-
-    monkeypatch.setattr(ordered, "send_one", count_send)
-    monkeypatch.setattr(ordered, "replies", count_replies)
-    return calls
+def c_calls():
+    return CCalls()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,8 @@ def test_redis_clients_through_the_c_path(redis_srv, c_calls):
         assert counted[("ok", "-")] >= 800 and counted[("error", "-")] >= 8, counted
         assert set(counted) == {("ok", "-"), ("error", "-")}
         total = sum(counted.values())
-        assert c_calls["send"] == total and c_calls["replies"] == total
+        assert total - 8 * 3 <= c_calls["sent"] <= total    # (first reads: Python)
+        assert total - 8 * 3 <= c_calls["replied"] <= total
         assert idle(proxy, "a") == (0, 0, 0, [0], 0)
         fair = proxy.call(lambda: proxy.worker.fairness.stats())
         assert (fair["admitted"], fair["rejected"], fair["inflight"]) == (total, 0, 0)
@@ -138,7 +141,7 @@ def test_redis_benchmark_unpipelined_counts_every_request(redis_srv, c_calls):
         time.sleep(0.1)
         counted = proxy.requests(route="r")
         assert counted.get(("ok", "-"), 0) >= 6000 and set(counted) == {("ok", "-")}, counted
-        assert c_calls["send"] >= 6000 - 16
+        assert c_calls["sent"] >= 6000 - 32
         assert idle(proxy, "a") == (0, 0, 0, [0], 0)
 
 
@@ -159,7 +162,9 @@ def test_http_metrics_and_outlier_ejection_by_5xx(good, failing, c_calls):
         assert ejected == [failing.port]
         assert proxy.requests(route="r") == {("200", "-"): 10, ("503", "-"): 3,
                                              ("404", "-"): 1}
-        assert c_calls["send"] == 14 and c_calls["replies"] == 11   # 5xx replies: Python
+        # Python: the first request, the first one to each host (no connection yet), and
+        # the 5xx replies (outlier detection and retries decide at once)
+        assert c_calls["sent"] >= 11 and c_calls["replied"] >= 9, c_calls
         c.close()
         assert idle(proxy, "c") == (0, 0, 0, [0, 0], 0)
 
@@ -179,7 +184,7 @@ def test_http_circuit_breaker_and_fairness_count_c_path_requests(good, c_calls):
         counted = proxy.requests(route="r")
         assert counted.get(("503", "UO"), 0) == codes.count(503)
         assert counted.get(("200", "-"), 0) == codes.count(200)
-        assert c_calls["send"] == 8
+        assert c_calls["sent"] == 0          # one request per connection: first reads
         fair = proxy.call(lambda: (proxy.worker.fairness.admitted, proxy.worker.fairness.inflight))
         assert fair == (8, 0)                 # every request admitted and done, C or not
         assert idle(proxy, "c") == (0, 0, 0, [0], 0)
@@ -208,12 +213,13 @@ def test_per_route_timeout_in_the_c_path(good, c_calls):
                     [cluster("c", [good.port])])
     with ProxyThread(snap) as proxy:
         c = Http(p)
+        assert c.get("/x")[0] == 200
         assert c.get("/sleep/1000")[0] == 504
-        assert c_calls["send"] == 1
-        assert proxy.requests(route="r") == {("504", "UT"): 1}
+        assert c_calls["sent"] == 1
+        assert proxy.requests(route="r") == {("504", "UT"): 1, ("200", "-"): 1}
         time.sleep(0.9)                       # the late reply lands on its ghost
         assert Http(p).get("/after")[0] == 200
-        assert proxy.requests(route="r") == {("504", "UT"): 1, ("200", "-"): 1}
+        assert proxy.requests(route="r") == {("504", "UT"): 1, ("200", "-"): 2}
 
 
 def test_access_log_turns_the_c_path_off(good, c_calls, tmp_path):
@@ -223,7 +229,7 @@ def test_access_log_turns_the_c_path_off(good, c_calls, tmp_path):
         c = Http(p)
         assert [c.get(f"/{i}")[0] for i in range(5)] == [200] * 5
         proxy.call(proxy.worker.access_log.flush)
-        assert c_calls == {"send": 0, "replies": 0}
+        assert (c_calls["sent"], c_calls["replied"]) == (0, 0)
     assert len(log.read_text().splitlines()) == 5
 
 
@@ -239,7 +245,8 @@ def test_wrk_through_the_c_path(good, c_calls):
         counted = proxy.requests(route="r")
         assert counted.get(("200", "-"), 0) >= 50
         assert set(counted) <= {("200", "-"), ("-", "DC")}, counted    # DC: cut at the end
-        assert c_calls["send"] >= counted[("200", "-")]
+        # (a request that finds every upstream connection busy waits in Python: pending)
+        assert c_calls["sent"] >= counted[("200", "-")] // 2, c_calls
 
 
 def test_malformed_request_closes_only_its_connection(redis_srv, c_calls):
@@ -263,5 +270,5 @@ def test_malformed_request_closes_only_its_connection(redis_srv, c_calls):
             ("nodemesh_downstream_cx_protocol_error_total", (("listener", "redis"),)): 1,
             ("nodemesh_downstream_cx_total", (("listener", "redis"),)): 2}
         assert good_client.get("m") == b"1"
-        assert c_calls["send"] >= 2
+        assert c_calls["sent"] >= 1
         assert idle(proxy, "a") == (0, 0, 0, [0], 0)
