@@ -1476,7 +1476,19 @@ static PyObject *counts(PyObject *mod, PyObject *unused)
                          "session_reads", n_session_reads, "upstream_reads", n_upstream_reads);
 }
 
+/* method(f): f as a method of a class (the instance comes first), with no Python frame
+ * in between (instancemethod: what a C function needs to bind like a Python one). */
+static PyObject *method(PyObject *mod, PyObject *func)
+{
+    if (!PyCallable_Check(func)) {
+        PyErr_SetString(PyExc_TypeError, "method(f): f must be callable");
+        return NULL;
+    }
+    return PyInstanceMethod_New(func);
+}
+
 static PyMethodDef methods[] = {
+    {"method", method, METH_O, "method(f): f bound like a Python method."},
     {"counts", counts, METH_NOARGS,
      "What took the C path in this process: sent, replied, session_reads, upstream_reads."},
     {"init", init, METH_VARARGS, "Resolve the slots of the proxy's classes (once)."},

@@ -44,18 +44,35 @@ def _load():
 
 
 def enable(on: bool = True) -> None:
-    """Turn the C path on (when it loads) or off; the session and the upstream
-    connection read these names on every call."""
+    """Turn the C path on (when it loads) or off. The session and the upstream connection
+    read these names on every call; their data_received is the C read itself while on
+    (no Python frame before it: uvloop calls it once per read), their Python one (_read_py)
+    while off."""
     global send_one, replies, session_read, upstream_read
     send_one = replies = session_read = upstream_read = None
-    if not on:
-        return
-    try:
-        send_one, replies, session_read, upstream_read = _load()
-    except ImportError:
-        log.debug("agent.proxy._ordered is not built: the ordered lean path stays in Python")
-    except (TypeError, AttributeError, ValueError) as exc:
-        log.warning("the ordered lean path stays in Python: %s", exc)
+    if on:
+        try:
+            send_one, replies, session_read, upstream_read = _load()
+        except ImportError:
+            log.debug("agent.proxy._ordered is not built: the ordered lean path stays in "
+                      "Python")
+        except (TypeError, AttributeError, ValueError) as exc:
+            log.warning("the ordered lean path stays in Python: %s", exc)
+    _bind_reads()
+
+
+def _bind_reads() -> None:
+    from .session import Session
+    from .upstream import UpstreamConn
+
+    if session_read is None:
+        Session.data_received = Session._read_py
+        UpstreamConn.data_received = UpstreamConn._read_py
+    else:
+        from . import _ordered
+
+        Session.data_received = _ordered.method(session_read)
+        UpstreamConn.data_received = _ordered.method(upstream_read)
 
 
 def enable_default() -> None:

@@ -149,16 +149,10 @@ class Session(Delivery, asyncio.Protocol):
 
     # -- requests in --------------------------------------------------------------------
 
-    def data_received(self, data):
-        fast = _ordered.session_read          # the read in C (agent.proxy.ordered)
-        if fast is not None:
-            fast(self, data)
-        else:
-            self._read_py(data)
-
     def _read_py(self, data):
-        """data_received in Python: the reference of the C read, and its path for a
-        session with no decoder yet."""
+        """data_received in Python: the reference of the C read (agent.proxy.ordered sets
+        data_received to one or the other), and its path for a session with no decoder
+        yet."""
         if self.stop_reading:
             return
         dec = self.decoder
@@ -461,4 +455,5 @@ class Session(Delivery, asyncio.Protocol):
         return self.worker.stats.slot(chain.name, route_name, cluster_name, self.pod)
 
 
+Session.data_received = Session._read_py      # (the C read once agent.proxy.ordered loads)
 _ordered.enable_default()       # (the C path reads Session's slots: loaded once it exists)

@@ -97,16 +97,10 @@ class UpstreamConn(asyncio.Protocol):
         self._update_busy()
         self.pool.has_room(self)
 
-    def data_received(self, data):
-        fast = _ordered.upstream_read         # the read in C (agent.proxy.ordered)
-        if fast is not None:
-            fast(self, data)
-        else:
-            self._read_py(data)
-
     def _read_py(self, data):
-        """data_received in Python: the reference of the C read, and its path for a
-        multiplexed connection or one streaming a body until close."""
+        """data_received in Python: the reference of the C read (agent.proxy.ordered sets
+        data_received to one or the other), and its path for a multiplexed connection or
+        one streaming a body until close."""
         self.last_active = self.worker.now
         if self.stream_to is not None:
             self.stream_to.stream_bytes(data)
@@ -127,6 +121,8 @@ class UpstreamConn(asyncio.Protocol):
                 self._responses_in_order(frames[done:] if done else frames)
         if not self.closed:
             self._after_responses()
+
+    data_received = _read_py
 
     def eof_received(self):
         if self.stream_to is not None:

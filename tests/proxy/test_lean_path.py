@@ -44,7 +44,7 @@ def spy(monkeypatch):
     monkeypatch.setattr(Session, "_request", request)
     if ordered.send_one is not None:          # the same path in C (agent.proxy.ordered)
         c_one = ordered.send_one
-        monkeypatch.setattr(ordered, "session_read", None)   # (reads: _process decides)
+        monkeypatch.setattr(Session, "data_received", Session._read_py)  # _process decides
 
         def send_one_c(*a):
             calls["one"] += 1
