@@ -14,7 +14,7 @@ static PyTypeObject *SessionT, *RequestT, *ConnT, *SlotT, *GateT, *PodT, *HostT,
 static struct {
     Py_ssize_t worker, chain, http, mux, queue, held, tracked, busy, batch_slot, pod, closed,
         draining, out, marked, close_when_flushed, paused, stop_reading, decoder, fed,
-        last_active, processing, deferred, max_held, max_inflight, lean;
+        last_active, processing, deferred, max_held, max_inflight, lean, transport;
 } S;
 static struct {
     Py_ssize_t session, chain, frame, data, route, pod, start, deadline, try_deadline, slot,
@@ -53,7 +53,7 @@ static PyObject *s_offset, *s_length, *s_data, *s_kind, *s_flags, *s_status, *s_
     *s_method_key, *s_head, *s_connect, *s_lo, *s_uh, *s_nohost, *s_busy_set, *s_pending,
     *s_has_room, *s_after_responses, *s_reader, *s_feed, *s_buffered, *s_malformed,
     *s_process, *s_request_m, *s_pause, *s_batch_route, *s_select, *s_get, *s_now, *s_garbage,
-    *s_responses_in_order, *s_read_py, *s_empty;
+    *s_responses_in_order, *s_read_py, *s_empty, *s_write;
 
 static PyObject *key_cache;       /* code -> (code, "-") */
 
@@ -748,13 +748,24 @@ static int finish(PyObject *session, PyObject *req, PyObject *data, PyObject *co
         if (PyList_SetSlice(q, 0, 1, NULL) < 0 || add_slot(session, S.tracked, -1) < 0)
             return -1;
         PyObject *out = need(session, S.out);
-        if (out == NULL || (nrep && PyList_Append(out, data) < 0))
-            return -1;
         int cwf = truthy(need(session, S.close_when_flushed));
-        if (cwf < 0)
+        int marked = truthy(need(session, S.marked));
+        if (out == NULL || cwf < 0 || marked < 0)
             return -1;
-        if ((PyObject_Length(out) > 0 || cwf) && mark(worker, session, S.marked) < 0)
-            return -1;
+        if (nrep && !cwf && !marked && PyList_CheckExact(out) && !PyList_GET_SIZE(out)) {
+            /* Nothing else is owed to this client in this loop iteration: the reply
+             * goes to the transport now, as Delivery.flush would write it at the end
+             * of the iteration (the same bytes, the same one write). */
+            if (add_slot(session, S.held, -nrep) < 0 ||
+                call_void(PyObject_CallMethodOneArg(need(session, S.transport), s_write,
+                                                    data)) < 0)
+                return -1;
+        } else {
+            if (nrep && PyList_Append(out, data) < 0)
+                return -1;
+            if ((PyObject_Length(out) > 0 || cwf) && mark(worker, session, S.marked) < 0)
+                return -1;
+        }
     } else if (call_void(PyObject_CallMethodNoArgs(session, s_pump)) < 0) {
         return -1;
     }
@@ -1342,6 +1353,7 @@ static int intern_all(void)
     I(s_pause, "_pause"); I(s_batch_route, "batch_route"); I(s_select, "select");
     I(s_get, "get"); I(s_now, "now"); I(s_garbage, "_garbage");
     I(s_responses_in_order, "_responses_in_order"); I(s_read_py, "_read_py");
+    I(s_write, "write");
     if ((s_empty = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
         return -1;
 #undef I
@@ -1394,7 +1406,7 @@ static PyObject *init(PyObject *mod, PyObject *args)
         SR(SessionT, S, paused), SR(SessionT, S, stop_reading), SR(SessionT, S, decoder),
         SR(SessionT, S, fed), SR(SessionT, S, last_active), SR(SessionT, S, processing),
         SR(SessionT, S, deferred), SR(SessionT, S, max_held), SR(SessionT, S, max_inflight),
-        SR(SessionT, S, lean),
+        SR(SessionT, S, lean), SR(SessionT, S, transport),
         SR(RequestT, R, session), SR(RequestT, R, chain), SR(RequestT, R, frame),
         SR(RequestT, R, data), SR(RequestT, R, route), SR(RequestT, R, pod),
         SR(RequestT, R, start), SR(RequestT, R, deadline), SR(RequestT, R, try_deadline),
