@@ -257,8 +257,10 @@ static int fair_admit(PyObject *fairness, PyObject *pod)
         return -1;
     if (!rin && add_attr(fairness, s_active_pods, 1) < 0)
         return -1;
-    if (add_slot(rec, P.inflight, 1) < 0 || add_attr(fairness, s_inflight, 1) < 0 ||
-        add_attr(fairness, s_admitted, 1) < 0)
+    PyObject *n = PyLong_FromLong(inflight + 1);      /* (read above: no other change) */
+    int rc = n ? PyObject_SetAttr(fairness, s_inflight, n) : -1;
+    Py_XDECREF(n);
+    if (rc < 0 || add_slot(rec, P.inflight, 1) < 0 || add_attr(fairness, s_admitted, 1) < 0)
         return -1;
     return 1;
 }
@@ -360,13 +362,24 @@ static int pool_send(PyObject *pool, PyObject *req)
     return rc;
 }
 
+/* The last breaker's `requests` gate: a CircuitBreaker makes its gates once (update()
+ * changes their limits in place), so the pair holds while the breaker lives (held here). */
+static PyObject *last_breaker, *last_gate;
+
 static PyObject *requests_gate(PyObject *cluster)
 {
     PyObject *breaker = PyObject_GetAttr(cluster, s_breaker);
-    PyObject *gates = breaker ? PyObject_GetAttr(breaker, s_gates) : NULL;
-    Py_XDECREF(breaker);
-    if (gates == NULL)
+    if (breaker == NULL)
         return NULL;
+    if (breaker == last_breaker) {
+        Py_DECREF(breaker);
+        return Py_NewRef(last_gate);
+    }
+    PyObject *gates = PyObject_GetAttr(breaker, s_gates);
+    if (gates == NULL) {
+        Py_DECREF(breaker);
+        return NULL;
+    }
     PyObject *gate = PyDict_Check(gates) ? PyDict_GetItemWithError(gates, s_requests) : NULL;
     Py_XINCREF(gate);
     Py_DECREF(gates);
@@ -376,6 +389,11 @@ static PyObject *requests_gate(PyObject *cluster)
     }
     if (gate == NULL && !PyErr_Occurred())
         PyErr_SetString(PyExc_RuntimeError, "_ordered: no requests gate");
+    if (gate != NULL) {
+        Py_XSETREF(last_breaker, Py_NewRef(breaker));
+        Py_XSETREF(last_gate, Py_NewRef(gate));
+    }
+    Py_DECREF(breaker);
     return gate;
 }
 
@@ -787,6 +805,21 @@ static int finish(PyObject *session, PyObject *req, PyObject *data, PyObject *co
     return 0;
 }
 
+/* str(status), the usual statuses made once */
+static PyObject *status_texts[600];
+
+static PyObject *status_text(PyObject *status)
+{
+    long st = PyLong_Check(status) ? PyLong_AsLong(status) : -1;
+    if (st == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    if (st < 100 || st >= 600)
+        return PyObject_Str(status);
+    if (status_texts[st] == NULL && (status_texts[st] = PyObject_Str(status)) == NULL)
+        return NULL;
+    return Py_NewRef(status_texts[st]);
+}
+
 /* The response code of an ordered reply (Traits.response_code), or NULL: not known here. */
 static PyObject *response_code(PyObject *traits, PyObject *frame, PyObject *kind)
 {
@@ -799,7 +832,7 @@ static PyObject *response_code(PyObject *traits, PyObject *frame, PyObject *kind
         Py_INCREF(code);
     } else if (fn == status_fn) {
         PyObject *status = PyObject_GetAttr(frame, s_status);
-        code = status ? PyObject_Str(status) : NULL;
+        code = status ? status_text(status) : NULL;
         Py_XDECREF(status);
     } else if (!PyErr_Occurred()) {
         code = Py_None;          /* another function: the Python path */
@@ -807,6 +840,31 @@ static PyObject *response_code(PyObject *traits, PyObject *frame, PyObject *kind
     }
     Py_DECREF(fn);
     return code;
+}
+
+/* Traits.can_fail and whether the traits are HTTP's; kept for the last traits (a
+ * frozen dataclass: they cannot change while it lives, and it is held here). */
+static PyObject *last_traits;
+static int last_can_fail, last_is_http;
+
+static int traits_of(PyObject *traits, int *can_fail, int *is_http)
+{
+    if (traits != last_traits) {
+        PyObject *can = PyObject_GetAttr(traits, s_can_fail);
+        int c = can ? truthy(can) : -1;
+        Py_XDECREF(can);
+        PyObject *name = c < 0 ? NULL : PyObject_GetAttr(traits, s_name);
+        int h = name ? PyObject_RichCompareBool(name, s_http1, Py_EQ) : -1;
+        Py_XDECREF(name);
+        if (h < 0)
+            return -1;
+        Py_XSETREF(last_traits, Py_NewRef(traits));
+        last_can_fail = c;
+        last_is_http = h;
+    }
+    *can_fail = last_can_fail;
+    *is_http = last_is_http;
+    return 0;
 }
 
 /* May the C path take this reply for req? 1 yes, 0 no (the Python path), -1 error.
@@ -832,18 +890,13 @@ static int plain_reply(PyObject *conn, PyObject *req, PyObject *frame, int http,
     PyObject *traits = PyObject_GetAttr(chain, s_traits);
     if (traits == NULL)
         return -1;
-    int rc = -1;
-    PyObject *can = PyObject_GetAttr(traits, s_can_fail), *kind = NULL;
-    int can_fail = can ? truthy(can) : -1;
-    Py_XDECREF(can);
-    if (can_fail < 0)
+    int rc = -1, can_fail, is_http;
+    PyObject *kind = NULL;
+    if (traits_of(traits, &can_fail, &is_http) < 0)
         goto out;
     if (can_fail) {      /* ordered protocols that can fail: HTTP (5xx) */
-        PyObject *name = PyObject_GetAttr(traits, s_name);
-        int is_http = name ? PyObject_RichCompareBool(name, s_http1, Py_EQ) : -1;
-        Py_XDECREF(name);
-        if (is_http <= 0) {
-            rc = is_http;
+        if (!is_http) {
+            rc = 0;
             goto out;
         }
         long status;
