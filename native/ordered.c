@@ -55,7 +55,9 @@ static PyObject *s_offset, *s_length, *s_data, *s_kind, *s_flags, *s_status, *s_
     *s_process, *s_request_m, *s_pause, *s_batch_route, *s_select, *s_get, *s_now, *s_garbage,
     *s_responses_in_order, *s_read_py, *s_empty, *s_write;
 
-static PyObject *key_cache;       /* code -> (code, "-") */
+static PyObject *key_cache;       /* code -> (code, "-"), at most MAX_KEYS */
+#define MAX_KEYS 4096             /* codes are a few dozen; an upstream inventing more
+                                   * gets its keys made per reply past this */
 
 /* What took the C path, for tests and diagnostics (counts()): requests sent down to
  * UpstreamConn.send, replies finished, reads handled whole. */
@@ -644,46 +646,48 @@ static Py_ssize_t bucket_of(double seconds)
 /* Slot.observe(code, "-", seconds) */
 static int observe(PyObject *slot, PyObject *code, double seconds)
 {
-    PyObject *key = PyDict_GetItemWithError(key_cache, code);
-    if (key == NULL) {
-        if (PyErr_Occurred() || (key = PyTuple_Pack(2, code, s_dash)) == NULL)
+    PyObject *owned = NULL, *key = PyDict_GetItemWithError(key_cache, code);
+    if (key == NULL) {           /* a new code: its key, kept while the cache has room */
+        if (PyErr_Occurred() || (owned = PyTuple_Pack(2, code, s_dash)) == NULL)
             return -1;
-        int rc = PyDict_GET_SIZE(key_cache) < 4096 ? PyDict_SetItem(key_cache, code, key) : 0;
-        Py_DECREF(key);          /* (the cache holds it; else it dies with this call) */
-        if (rc < 0)
+        if (PyDict_GET_SIZE(key_cache) < MAX_KEYS &&
+            PyDict_SetItem(key_cache, code, owned) < 0) {
+            Py_DECREF(owned);
             return -1;
-        if (PyDict_GET_SIZE(key_cache) >= 4096 && PyDict_GetItemWithError(key_cache, code) == NULL)
-            return PyErr_Occurred() ? -1 : observe(slot, code, seconds);
+        }
+        key = owned;
     }
+    int rc = -1;
     PyObject *codes = need(slot, SL.codes), *buckets = need(slot, SL.buckets);
-    PyObject *sum = need(slot, SL.sum_ms);
+    PyObject *sum = need(slot, SL.sum_ms), *n;
     if (codes == NULL || buckets == NULL || sum == NULL || !PyDict_Check(codes) ||
         !PyList_Check(buckets) || PyList_GET_SIZE(buckets) != nbounds + 1) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "_ordered: a Slot of another shape");
-        return -1;
+        goto out;
     }
     long c = 0;
     PyObject *have = PyDict_GetItemWithError(codes, key);
     if ((have == NULL && PyErr_Occurred()) || (have != NULL && as_long(have, &c) < 0))
-        return -1;
-    PyObject *n = PyLong_FromLong(c + 1);
-    if (n == NULL || PyDict_SetItem(codes, key, n) < 0) {
-        Py_XDECREF(n);
-        return -1;
-    }
+        goto out;
+    if ((n = PyLong_FromLong(c + 1)) == NULL)
+        goto out;
+    int set = PyDict_SetItem(codes, key, n);
     Py_DECREF(n);
+    if (set < 0)
+        goto out;
     Py_ssize_t b = bucket_of(seconds);
     if (as_long(PyList_GET_ITEM(buckets, b), &c) < 0 || (n = PyLong_FromLong(c + 1)) == NULL)
-        return -1;
+        goto out;
     PyList_SetItem(buckets, b, n);
     double s = PyFloat_AsDouble(sum);
-    if (s == -1.0 && PyErr_Occurred())
-        return -1;
-    if ((n = PyFloat_FromDouble(s + seconds * 1000.0)) == NULL)
-        return -1;
+    if ((s == -1.0 && PyErr_Occurred()) || (n = PyFloat_FromDouble(s + seconds * 1000.0)) == NULL)
+        goto out;
     put_new(slot, SL.sum_ms, n);
-    return 0;
+    rc = 0;
+out:
+    Py_XDECREF(owned);
+    return rc;
 }
 
 /* PodFairness.done(pod, 1) */

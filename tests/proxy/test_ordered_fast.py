@@ -328,3 +328,50 @@ def test_init_refuses_classes_without_the_slots():
         _ordered.init(NoSlots, *([NoSlots] * 7), None, (), None, None, None, 0, 0, 0)
     ordered.enable(True)                 # put the real classes back
     assert ordered.send_one is not None
+
+
+LF_ORDERED = {"magic": 0x4E4E, "magic_size": 2, "length_offset": 4, "length_size": 4,
+              "length_includes_header": 1, "header_length": 20, "kind_offset": 2,
+              "kind_response_mask": 1,
+              "fields": [{"name": "status", "offset": 8, "length": 4, "integer": True},
+                         {"name": "method", "offset": 12, "length": 8}]}
+
+
+def lf_ordered(kind: int, status: int) -> bytes:
+    import struct
+
+    return struct.pack(">HBxII8s", 0x4E4E, kind, 20, status, b"get")
+
+
+@needs_c
+def test_many_distinct_reply_codes_are_all_counted():
+    """A length-field layout without id (ordered) whose replies carry a 32-bit status:
+    more distinct codes than the C path keeps keys for (4,096), each counted once."""
+    from bench.proxy_inproc import setup
+
+    chain = FilterChain(name="bench", codec="lengthfield", codec_options=LF_ORDERED,
+                        routes=RouteTable("r", "1", (Route("all", (),
+                                                           (WeightedCluster("backend", 1),)),)))
+    listener = Listener(name="bench", version="1", address="198.18.10.1", port=35002,
+                        filter_chains=(chain,), remote_port=35002)
+    snap = Snapshot(listeners={"bench": listener},
+                    clusters={"backend": Cluster("backend", "1",
+                                                   endpoints=(Endpoint("127.0.0.1", 1),))},
+                    versions={"listener": "1"})
+    ordered.enable(True)
+    worker, session, conn, loop = setup("lengthfield", snapshot=snap)
+    before = c_counts()
+    try:
+        n = 4_500
+        for status in range(n):
+            session.data_received(lf_ordered(0, 0))
+            worker.flush()
+            conn.data_received(lf_ordered(1, 1_000_000 + status))
+            worker.flush()
+        assert len(b"".join(session.transport.written)) == 20 * n
+    finally:
+        loop.close()
+    assert c_counts()["replied"] - before["replied"] == n
+    (labels, codes, buckets, _), = worker.stats.export()["slots"]
+    assert sorted(codes) == [(str(1_000_000 + s), "-", 1) for s in range(n)]
+    assert sum(buckets) == n
