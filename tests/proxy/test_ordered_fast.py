@@ -18,12 +18,24 @@ import asyncio
 import random
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agent.codec import decoder_for
-from agent.config.model import (CircuitBreakers, Cluster, Endpoint, FilterChain, Listener,
-                                MetadataMatch, OutlierDetection, Route, RouteTable, Snapshot,
-                                StringMatch, WeightedCluster)
+from agent.config.model import (
+    CircuitBreakers,
+    Cluster,
+    Endpoint,
+    FilterChain,
+    Listener,
+    MetadataMatch,
+    OutlierDetection,
+    Route,
+    RouteTable,
+    Snapshot,
+    StringMatch,
+    WeightedCluster,
+)
 from agent.proxy import ordered
 from agent.proxy.session import Session
 from agent.proxy.settings import ProxySettings
@@ -165,21 +177,21 @@ def run(node, script, replies):
             sess, buf = node.sessions[who], streams[who]
             for r in requests:
                 buf += REQUESTS[node.codec][r]
-            _reads(buf, cut, sess.data_received, lambda: sess.closed or sess.stop_reading)
+            _reads(buf, cut, sess.data_received, lambda s=sess: s.closed or s.stop_reading)
         elif op == "round":           # a client's request, then every upstream answers
             _, who, request = step
             sess, buf = node.sessions[who], streams[who]
             buf += REQUESTS[node.codec][request]
-            _reads(buf, None, sess.data_received, lambda: sess.closed or sess.stop_reading)
+            _reads(buf, None, sess.data_received, lambda s=sess: s.closed or s.stop_reading)
             w.flush()
             _answer_reached(node, chosen)
             for which, conn in enumerate(node.conns):
-                _reads(node.owed[which], None, conn.data_received, lambda: conn.closed)
+                _reads(node.owed[which], None, conn.data_received, lambda c=conn: c.closed)
         elif op == "answer":          # an upstream answers all it owes, in pieces of `cut`
             _, which, cut = step
             which %= len(node.conns)
             conn = node.conns[which]
-            _reads(node.owed[which], cut, conn.data_received, lambda: conn.closed)
+            _reads(node.owed[which], cut, conn.data_received, lambda c=conn: c.closed)
         elif op == "part":            # an upstream sends n bytes of what it owes
             _, which, n = step
             which %= len(node.conns)
@@ -372,6 +384,6 @@ def test_many_distinct_reply_codes_are_all_counted():
     finally:
         loop.close()
     assert c_counts()["replied"] - before["replied"] == n
-    (labels, codes, buckets, _), = worker.stats.export()["slots"]
+    (_, codes, buckets, _), = worker.stats.export()["slots"]
     assert sorted(codes) == [(str(1_000_000 + s), "-", 1) for s in range(n)]
     assert sum(buckets) == n
