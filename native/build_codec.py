@@ -28,6 +28,7 @@ SOURCES = [
 
 
 FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c", "mux.c"]
+ORDERED_SOURCES = ["ordered.c", "ordered_send.c", "ordered_reply.c", "ordered_read.c"]
 
 
 def cdef_text() -> str:
@@ -64,8 +65,10 @@ def ordered_extension():
     extension with no codec inside: it works on the proxy's objects)."""
     from setuptools import Extension
 
-    return Extension("agent.proxy._ordered", sources=["native/ordered.c"],
-                     depends=["native/ordered.h"], include_dirs=["native"],
+    return Extension("agent.proxy._ordered",
+                     sources=[f"native/{s}" for s in ORDERED_SOURCES],
+                     depends=["native/ordered.h", "native/ordered_internal.h"],
+                     include_dirs=["native"],
                      extra_compile_args=compile_args(), extra_link_args=link_args())
 
 

@@ -25,7 +25,7 @@
  * written at the offsets of their member descriptors, resolved once by
  * init(); the other objects (Worker, ClusterRuntime, PodFairness, HostPool)
  * through their instance dicts. init() fails (and the proxy keeps the Python
- * path) when a class lacks one of the slots this file uses.
+ * path) when a class lacks one of the slots these files use.
  *
  * Bounded: no allocation beyond the objects the Python path allocates, no
  * loop beyond the frames of one read; no limit of its own (the queues are

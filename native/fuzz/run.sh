@@ -40,7 +40,8 @@ for s in $SOURCES; do SRC="$SRC $ROOT/native/$s"; done
 EXTRA=""
 if [ "$PROTO" = ordered ]; then
     # ordered.c works on the proxy's Python objects: the harness embeds the interpreter
-    SRC="$ROOT/native/ordered.c"
+    SRC=""
+    for s in ordered.c ordered_send.c ordered_reply.c ordered_read.c; do SRC="$SRC $ROOT/native/$s"; done
     PYINC=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
     PYLIB=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
     PYVER=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
