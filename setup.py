@@ -11,4 +11,4 @@ _spec = importlib.util.spec_from_file_location(
 _build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_build)
 
-setup(cffi_modules=["native/build_codec.py:ffibuilder"], ext_modules=[_build.frames_extension()])
+setup(cffi_modules=["native/build_codec.py:ffibuilder"], ext_modules=[_build.frames_extension(), _build.ordered_extension()])

@@ -18,6 +18,9 @@ Run it under two trees for an A/B (the same interpreter, one after the other):
 
     PYTHONPATH=/work/main python -m bench.proxy_inproc
     PYTHONPATH=/work/wt-x python -m bench.proxy_inproc
+
+`--no-c` runs the Python path alone (the ordered lean path in C,
+agent.proxy.ordered, turned off): the C path against its reference in one tree.
 """
 
 from __future__ import annotations
@@ -213,8 +216,17 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default=",".join(CASES))
+    ap.add_argument("--no-c", action="store_true",
+                    help="the Python path only (agent.proxy.ordered off)")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
+    if args.no_c:
+        try:
+            from agent.proxy import ordered, session  # noqa: F401 (session loads it)
+        except ImportError:            # a tree from before the C path: Python anyway
+            pass
+        else:
+            ordered.enable(False)
     for name in args.only.split(","):
         codec, routed, pipelined = CASES[name]
         us = measure(codec, routed, cfg["number"] // pipelined, cfg["repeat"], pipelined)

@@ -29,6 +29,7 @@ SOURCES = [
 
 FRAMES_SOURCES = ["frames.c", "frames_meta.c", "frames_reader.c", "frames_mux.c",
                   "frames_claim.c", "frames_replies.c", "frames_ids.c", "mux.c"]
+ORDERED_SOURCES = ["ordered.c", "ordered_send.c", "ordered_reply.c", "ordered_read.c"]
 
 
 def cdef_text() -> str:
@@ -61,12 +62,26 @@ def frames_extension():
                      extra_compile_args=compile_args(), extra_link_args=link_args())
 
 
+def ordered_extension():
+    """The setuptools Extension for agent.proxy._ordered, the ordered lean path (a CPython
+    extension with no codec inside: it works on the proxy's objects)."""
+    from setuptools import Extension
+
+    return Extension("agent.proxy._ordered",
+                     sources=[f"native/{s}" for s in ORDERED_SOURCES],
+                     depends=["native/ordered.h", "native/ordered_internal.h"],
+                     include_dirs=["native"],
+                     extra_compile_args=compile_args(), extra_link_args=link_args())
+
+
 def build_frames_inplace():
-    """Build agent/codec/_frames*.so next to the cffi module (cwd: repository root)."""
+    """Build agent/codec/_frames*.so next to the cffi module, and agent/proxy/_ordered*.so
+    (cwd: repository root)."""
     from setuptools import Distribution
     from setuptools.command.build_ext import build_ext
 
-    dist = Distribution({"name": "nodemesh-frames", "ext_modules": [frames_extension()]})
+    dist = Distribution({"name": "nodemesh-frames",
+                         "ext_modules": [frames_extension(), ordered_extension()]})
     cmd = build_ext(dist)
     cmd.inplace = True
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,6 +23,7 @@ from agent.codec import CodecError
 from . import batch
 from . import fault as fault_policy
 from . import mutations
+from . import ordered as _ordered
 from .delivery import PAUSE_LIMITS as _PAUSE_LIMITS, PAUSE_WRITE as _PAUSE_WRITE, Delivery
 from .protocols import (FLAG_DOWNSTREAM_CLOSED, FLAG_FAULT, FLAG_NO_HEALTHY, FLAG_NO_ROUTE,
                         FLAG_NONE, FLAG_OVERLOADED, FLAG_RATE_LIMITED, FLAG_UPGRADE,
@@ -148,7 +149,10 @@ class Session(Delivery, asyncio.Protocol):
 
     # -- requests in --------------------------------------------------------------------
 
-    def data_received(self, data):
+    def _read_py(self, data):
+        """data_received in Python: the reference of the C read (agent.proxy.ordered sets
+        data_received to one or the other), and its path for a session with no decoder
+        yet."""
         if self.stop_reading:
             return
         dec = self.decoder
@@ -189,7 +193,11 @@ class Session(Delivery, asyncio.Protocol):
                                                     == FRAME_KEEPALIVE):
                         # the lean path, even for one request (HTTP: a plain keep-alive one)
                         if (n == 1 or self.http) and not self.mux:
-                            self._send_one(frame, now, batch_route, data, fed)
+                            fast = _ordered.send_one           # (None: the Python path)
+                            if fast is not None:
+                                fast(self, frame, now, batch_route, data, fed)
+                            else:
+                                self._send_one(frame, now, batch_route, data, fed)
                             i += 1
                             continue
                         run = 1 if n == 1 or self.http else \
@@ -199,6 +207,10 @@ class Session(Delivery, asyncio.Protocol):
                         continue
                     if lean:                    # a route table: runs by the route selected
                         run, route = self._routed_run(frames, i, lean)
+                        if run == 1 and not self.mux and _ordered.send_one is not None:
+                            _ordered.send_one(self, frame, now, route, data, fed)
+                            i += 1
+                            continue
                         if run:
                             batch.send(self, frames[i:i + run], now, route, data, fed)
                             i += run
@@ -441,3 +453,7 @@ class Session(Delivery, asyncio.Protocol):
         """The worker's counters for this request's labels (kept per worker, not per
         connection: 10,000 connections from a few pods share a few slots)."""
         return self.worker.stats.slot(chain.name, route_name, cluster_name, self.pod)
+
+
+Session.data_received = Session._read_py      # (the C read once agent.proxy.ordered loads)
+_ordered.enable_default()       # (the C path reads Session's slots: loaded once it exists)

@@ -20,6 +20,7 @@ from collections import deque
 from agent.codec import CodecError
 
 from . import batch
+from . import ordered as _ordered
 from .protocols import FLAG_RESET, FLAG_UPSTREAM_PROTOCOL, FRAME_KEEPALIVE, FRAME_UNTIL_CLOSE, \
     DUBBO_READONLY_EVENT, count_codes, id_encoding, id_range, mux_args, rewrite_frames, \
     write_id
@@ -93,7 +94,10 @@ class UpstreamConn(asyncio.Protocol):
         self._update_busy()
         self.pool.has_room(self)
 
-    def data_received(self, data):
+    def _read_py(self, data):
+        """data_received in Python: the reference of the C read (agent.proxy.ordered sets
+        data_received to one or the other), and its path for a multiplexed connection or
+        one streaming a body until close."""
         self.last_active = self.worker.now
         if self.stream_to is not None:
             self.stream_to.stream_bytes(data)
@@ -107,9 +111,15 @@ class UpstreamConn(asyncio.Protocol):
             if self.traits.multiplexed:
                 self._responses_by_id(frames)
             else:
-                self._responses_in_order(frames)
+                fast = _ordered.replies             # the plain replies in C (None: Python)
+                done = fast(self, frames) if fast is not None else 0
+                if done == len(frames):
+                    return                          # (C ran _after_responses too)
+                self._responses_in_order(frames[done:] if done else frames)
         if not self.closed:
             self._after_responses()
+
+    data_received = _read_py
 
     def eof_received(self):
         if self.stream_to is not None:

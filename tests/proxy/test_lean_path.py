@@ -9,6 +9,7 @@ import pytest
 
 from agent.config.model import (Cluster, Endpoint, FilterChain, Listener, Mutation, Route,
                                 RouteTable, Snapshot, WeightedCluster, RetryPolicy, FaultPolicy)
+from agent.proxy import ordered
 from agent.proxy.session import Session
 from bench.proxy_inproc import HTTP_GET, HTTP_REPLY, REDIS_GET, REDIS_REPLY, setup
 
@@ -41,6 +42,15 @@ def spy(monkeypatch):
 
     monkeypatch.setattr(Session, "_send_one", send_one)
     monkeypatch.setattr(Session, "_request", request)
+    if ordered.send_one is not None:          # the same path in C (agent.proxy.ordered)
+        c_one = ordered.send_one
+        monkeypatch.setattr(Session, "data_received", Session._read_py)  # _process decides
+
+        def send_one_c(*a):
+            calls["one"] += 1
+            return c_one(*a)
+
+        monkeypatch.setattr(ordered, "send_one", send_one_c)
     return calls
 
 
