@@ -126,7 +126,7 @@ class Node:
                           http_pipeline_depth=depth, max_pipeline_depth=depth).validate()
         self.loop = asyncio.new_event_loop()
         w = self.worker = Worker(s, loop=self.loop)
-        w.listeners.update = lambda snap: None
+        w.listeners.update = lambda *args: None
         assert not w.apply_snapshot(snapshot(codec, routed, breaker, outlier, hosts))
         w.loop = _Loop()
         chain = w.chains["l"]
