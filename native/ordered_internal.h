@@ -103,6 +103,18 @@ static inline int truthy(PyObject *v)
     return PyObject_IsTrue(v);
 }
 
+/* 1 when the worker writes an access log (the C path stands aside), 0 if not,
+   -1 with an exception set */
+static inline int access_logged(PyObject *worker)
+{
+    PyObject *log = PyObject_GetAttr(worker, s_access_log);
+    if (log == NULL)
+        return -1;
+    int logged = log != Py_None;
+    Py_DECREF(log);
+    return logged;
+}
+
 static inline int as_long(PyObject *v, long *out)
 {
     if (v == NULL)

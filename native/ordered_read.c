@@ -27,11 +27,9 @@ static PyObject *single_route(PyObject *session, PyObject *frame, PyObject *work
     PyObject *chain = need(session, nmo_S.chain);
     if (chain == NULL)
         return NULL;
-    PyObject *log = PyObject_GetAttr(worker, s_access_log);
-    if (log == NULL)
+    int logged = access_logged(worker);
+    if (logged < 0)
         return NULL;
-    int logged = log != Py_None;
-    Py_DECREF(log);
     int mux = truthy(need(session, nmo_S.mux)), http = truthy(need(session, nmo_S.http));
     if (logged || mux || http < 0 || mux < 0)
         return NULL;

@@ -409,11 +409,9 @@ PyObject *nmo_replies(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     PyObject *inflight = need(conn, nmo_U.inflight), *worker = need(conn, nmo_U.worker);
     if (inflight == NULL || worker == NULL)
         return NULL;
-    PyObject *log = PyObject_GetAttr(worker, s_access_log);
-    if (log == NULL)
+    int logged = access_logged(worker);
+    if (logged < 0)
         return NULL;
-    int logged = log != Py_None;
-    Py_DECREF(log);
     int http = truthy(need(conn, nmo_U.http)), mux = truthy(need(conn, nmo_U.mux));
     if (http < 0 || mux < 0)
         return NULL;

@@ -199,13 +199,7 @@ class ClusterRuntime:
         was counted and the earlier ones written and seen by outlier detection as they
         came): on_response without the retry decision, which a batch never takes
         (agent.proxy.batch.batchable: no retry policy)."""
-        host = req.host
-        if host is not None:
-            host.active_requests -= req.count
-            req.host = None
-            self.breaker.release("requests", req.count)
-            self.rq_active -= 1
-        req.conn = None
+        host = self._end_try(req)
         traits = req.chain.traits
         if host is not None and self.outlier_on:
             self.outlier.report(host, not (traits.can_fail and traits.upstream_failed(frame)),
