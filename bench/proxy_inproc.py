@@ -190,7 +190,13 @@ def _cycle_fn(codec: str, routed: bool, pipelined: int = 1):
 def measure(codec: str, routed: bool, number: int, repeat: int, pipelined: int = 1) -> float:
     """Best CPU microseconds per request (a cycle carries `pipelined` requests)."""
     run, loop = _cycle_fn(codec, routed, pipelined)
-    run(min(number, 1000))                 # warm up: caches, pools, specialisation
+    return best_cpu(run, loop, number, repeat, warm=1000) / number / pipelined * 1e6
+
+
+def best_cpu(run, loop, number: int, repeat: int, warm: int) -> float:
+    """The best of `repeat` process-CPU seconds of run(number), the collector off; closes
+    `loop` after."""
+    run(min(number, warm))                 # warm up: caches, pools, specialisation
     best = float("inf")
     gc_was = gc.isenabled()
     gc.disable()
@@ -203,7 +209,7 @@ def measure(codec: str, routed: bool, number: int, repeat: int, pipelined: int =
         if gc_was:
             gc.enable()
         loop.close()
-    return best / number / pipelined * 1e6
+    return best
 
 
 CASES = {"http": ("http1", False, 1), "redis": ("redis", False, 1), "dubbo": ("dubbo", False, 1),

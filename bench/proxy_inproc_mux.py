@@ -16,8 +16,6 @@ PYTHONPATH from a directory outside both, alternately.
 from __future__ import annotations
 
 import argparse
-import gc
-import time
 
 FULL = {"number": 2_000, "repeat": 7}
 QUICK = {"number": 300, "repeat": 3}
@@ -27,25 +25,11 @@ ID_FIELD = {"dubbo": (4, 8), "thrift": (16, 4)}          # (offset, width), big-
 
 def thrift_pair() -> tuple:
     """A framed binary `echo` call (bench.proxy_rpc's) and a reply to it."""
-    from thrift.protocol import TBinaryProtocol
-    from thrift.Thrift import TMessageType, TType
-    from thrift.transport import TTransport
+    from thrift.Thrift import TMessageType
 
-    from bench.proxy_rpc import thrift_request
+    from bench.proxy_rpc import thrift_message, thrift_request
 
-    buf = TTransport.TMemoryBuffer()
-    framed = TTransport.TFramedTransport(buf)
-    proto = TBinaryProtocol.TBinaryProtocol(framed)
-    proto.writeMessageBegin("echo", TMessageType.REPLY, 1)
-    proto.writeStructBegin("echo_result")
-    proto.writeFieldBegin("success", TType.STRING, 0)
-    proto.writeString("bench")
-    proto.writeFieldEnd()
-    proto.writeFieldStop()
-    proto.writeStructEnd()
-    proto.writeMessageEnd()
-    framed.flush()
-    return thrift_request(), buf.getvalue()
+    return thrift_request(), thrift_message(TMessageType.REPLY, "echo_result", "success", 0)
 
 
 def snapshot(codec: str):
@@ -122,21 +106,10 @@ def _cycle_fn(codec: str, depth: int, clients: int):
 
 def measure(codec: str, depth: int, clients: int, number: int, repeat: int) -> float:
     """Best CPU microseconds per request."""
+    from bench.proxy_inproc import best_cpu
+
     run, loop = _cycle_fn(codec, depth, clients)
-    run(min(number, 200))                  # warm up: caches, pools, specialisation
-    best = float("inf")
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeat):
-            t0 = time.process_time()
-            run(number)
-            best = min(best, time.process_time() - t0)
-    finally:
-        if gc_was:
-            gc.enable()
-        loop.close()
-    return best / (number * depth * clients) * 1e6
+    return best_cpu(run, loop, number, repeat, warm=200) / (number * depth * clients) * 1e6
 
 
 def main(argv=None) -> int:

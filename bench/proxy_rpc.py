@@ -94,16 +94,23 @@ def dubbo_request() -> bytes:
 
 
 def thrift_request() -> bytes:
+    from thrift.Thrift import TMessageType
+
+    return thrift_message(TMessageType.CALL, "echo_args", "message", 1)
+
+
+def thrift_message(kind: int, struct: str, field: str, field_id: int) -> bytes:
+    """A framed binary `echo` message (seqid 1) whose struct holds one string "bench"."""
     from thrift.protocol import TBinaryProtocol
-    from thrift.Thrift import TMessageType, TType
+    from thrift.Thrift import TType
     from thrift.transport import TTransport
 
     buf = TTransport.TMemoryBuffer()
     framed = TTransport.TFramedTransport(buf)
     proto = TBinaryProtocol.TBinaryProtocol(framed)
-    proto.writeMessageBegin("echo", TMessageType.CALL, 1)
-    proto.writeStructBegin("echo_args")
-    proto.writeFieldBegin("message", TType.STRING, 1)
+    proto.writeMessageBegin("echo", kind, 1)
+    proto.writeStructBegin(struct)
+    proto.writeFieldBegin(field, TType.STRING, field_id)
     proto.writeString("bench")
     proto.writeFieldEnd()
     proto.writeFieldStop()
