@@ -96,8 +96,7 @@ def _dubbo_pair():
 
 
 def _snapshot(codec: str, routed: bool):
-    from agent.config.model import (Cluster, Endpoint, FilterChain, Listener, MetadataMatch,
-                                    Route, RouteTable, Snapshot, StringMatch, WeightedCluster)
+    from agent.config.model import MetadataMatch, Route, StringMatch, WeightedCluster
 
     to = (WeightedCluster("backend", 1),)
     routes = [Route("all", (), to)]
@@ -113,12 +112,23 @@ def _snapshot(codec: str, routed: bool):
                         to) for i in range(3)]
         routes += [Route("main", tuple(MetadataMatch(k, StringMatch(kind, v)) for k, v in m), to)
                    for m in matches]
-    chain = FilterChain(name="bench", codec=codec, codec_options={},
+    return one_listener(codec, routes)
+
+
+def one_listener(codec: str, routes, *, options=None, cluster=None, name: str = "bench",
+                 port: int = 29999):
+    """A snapshot of one listener `name` whose one chain serves the route table `routes`
+    on `codec`, and the cluster "backend" (one endpoint at 127.0.0.1:1 unless given)."""
+    from agent.config.model import (Cluster, Endpoint, FilterChain, Listener, RouteTable,
+                                    Snapshot)
+
+    chain = FilterChain(name=name, codec=codec, codec_options=options or {},
                         routes=RouteTable("bench-routes", "1", tuple(routes)))
-    listener = Listener(name="bench", version="1", address="198.18.10.1", port=29999,
-                        filter_chains=(chain,), remote_port=29999)
-    cluster = Cluster(name="backend", version="1", endpoints=(Endpoint("127.0.0.1", 1),))
-    return Snapshot(listeners={"bench": listener}, clusters={"backend": cluster},
+    listener = Listener(name=name, version="1", address="198.18.10.1", port=port,
+                        filter_chains=(chain,), remote_port=port)
+    cluster = cluster or Cluster(name="backend", version="1",
+                                 endpoints=(Endpoint("127.0.0.1", 1),))
+    return Snapshot(listeners={name: listener}, clusters={"backend": cluster},
                     versions={"listener": "1"})
 
 

@@ -34,22 +34,15 @@ def thrift_pair() -> tuple:
 
 def snapshot(codec: str):
     """bench.proxy_rpc's routes: interface + method prefix (Dubbo), method (Thrift)."""
-    from agent.config.model import (Cluster, Endpoint, FilterChain, Listener, MetadataMatch,
-                                    Route, RouteTable, Snapshot, StringMatch, WeightedCluster)
+    from agent.config.model import MetadataMatch, Route, StringMatch, WeightedCluster
+    from bench.proxy_inproc import one_listener
 
     if codec == "dubbo":
         match = (MetadataMatch("interface", StringMatch("exact", SERVICE)),
                  MetadataMatch("method", StringMatch("prefix", "say")))
     else:
         match = (MetadataMatch("method", StringMatch("exact", "echo")),)
-    chain = FilterChain(name="bench", codec=codec, codec_options={},
-                        routes=RouteTable("bench-routes", "1", (
-                            Route("main", match, (WeightedCluster("backend", 1),)),)))
-    listener = Listener(name="bench", version="1", address="198.18.10.1", port=29999,
-                        filter_chains=(chain,), remote_port=29999)
-    cluster = Cluster(name="backend", version="1", endpoints=(Endpoint("127.0.0.1", 1),))
-    return Snapshot(listeners={"bench": listener}, clusters={"backend": cluster},
-                    versions={"listener": "1"})
+    return one_listener(codec, (Route("main", match, (WeightedCluster("backend", 1),)),))
 
 
 def _cycle_fn(codec: str, depth: int, clients: int):

@@ -13,8 +13,7 @@
  * (default MUX_MAX_RUN) per call. ValueError when an id does not fit its
  * field or a frame has no id field; TypeError for a non-Frame.
  */
-#include "frames.h"     /* first: Python.h before any system header */
-#include "mux.h"
+#include "frames_batch.h"   /* first: Python.h before any system header */
 
 #define MUX_STACK 64            /* runs up to this many frames need no allocation */
 #define MUX_MAX_RUN 65536       /* default bound of one call */
@@ -26,13 +25,7 @@ static int fill_span(PyObject *item, nm_mux_span *s)
                      Py_TYPE(item)->tp_name);
         return -1;
     }
-    const nmf_frame *fr = (const nmf_frame *)item;
-    const nmf_batch *b = fr->batch;
-    const nm_frame *f = &b->frames[fr->index];
-    s->data = (const uint8_t *)PyBytes_AS_STRING(b->buf) + b->start + f->offset;
-    s->length = f->length;
-    s->id_offset = f->id_offset;
-    s->id_length = f->id_length;
+    span_of((const nmf_frame *)item, s);
     return 0;
 }
 

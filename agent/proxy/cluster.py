@@ -38,16 +38,13 @@ def per_worker(thresholds: CircuitBreakers, workers: int) -> CircuitBreakers:
                    max_retries=split(thresholds.max_retries))
 
 
-_NOT_POLICY = frozenset(("endpoints", "version", "endpoints_version"))
-_POLICY_FIELDS: tuple = ()
+_POLICY_FIELDS = tuple(f.name for f in fields(Cluster)
+                       if f.name not in ("endpoints", "version", "endpoints_version"))
 
 
 def _same_policy(a: Cluster, b: Cluster) -> bool:
     """Equal but for endpoints and versions (an EDS update): the balancer stays.
     Field by field, identical objects first: an EDS update shares all the others."""
-    global _POLICY_FIELDS
-    if not _POLICY_FIELDS:
-        _POLICY_FIELDS = tuple(f.name for f in fields(Cluster) if f.name not in _NOT_POLICY)
     for name in _POLICY_FIELDS:
         x, y = getattr(a, name), getattr(b, name)
         if x is not y and x != y:

@@ -7,24 +7,16 @@ exactly which path a request took and what went out on both sides.
 
 import pytest
 
-from agent.config.model import (Cluster, Endpoint, FilterChain, Listener, Mutation, Route,
-                                RouteTable, Snapshot, WeightedCluster, RetryPolicy, FaultPolicy)
+from agent.config.model import FaultPolicy, Mutation, RetryPolicy, Route, WeightedCluster
 from agent.proxy import ordered
 from agent.proxy.session import Session
-from bench.proxy_inproc import HTTP_GET, HTTP_REPLY, REDIS_GET, REDIS_REPLY, setup
+from bench.proxy_inproc import HTTP_GET, HTTP_REPLY, REDIS_GET, REDIS_REPLY, one_listener, setup
 
 TO = (WeightedCluster("backend", 1),)
 
 
 def snap(codec, **route_kw):
-    chain = FilterChain(name="bench", codec=codec, codec_options={},
-                        routes=RouteTable("r", "1", (Route("all", (), TO, **route_kw),)))
-    listener = Listener(name="bench", version="1", address="198.18.10.1", port=29999,
-                        filter_chains=(chain,), remote_port=29999)
-    return Snapshot(listeners={"bench": listener},
-                    clusters={"backend": Cluster("backend", "1",
-                                                   endpoints=(Endpoint("127.0.0.1", 1),))},
-                    versions={"listener": "1"})
+    return one_listener(codec, (Route("all", (), TO, **route_kw),))
 
 
 @pytest.fixture

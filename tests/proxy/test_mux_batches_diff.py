@@ -14,12 +14,11 @@ from hypothesis import given, settings, strategies as st
 
 from agent.codec import decoder_for
 from agent.codec.decoder import ACCELERATED
-from agent.config.model import (Cluster, Endpoint, FilterChain, Listener, MetadataMatch, Route,
-                                RouteTable, Snapshot, StringMatch, WeightedCluster)
+from agent.config.model import MetadataMatch, Route, StringMatch, WeightedCluster
 from agent.demo import dubbo_wire
 from agent.proxy import upstream
 from agent.proxy.session import Session
-from bench.proxy_inproc import FakeTransport, setup
+from bench.proxy_inproc import FakeTransport, one_listener, setup
 
 pytestmark = pytest.mark.skipif(not ACCELERATED, reason="agent.codec._frames not built")
 
@@ -30,14 +29,7 @@ def snapshot():
     to = (WeightedCluster("backend", 1),)
     routes = (Route("hello", (MetadataMatch("method", StringMatch("exact", "hello")),), to),
               Route("other", (), to))
-    chain = FilterChain(name="bench", codec="dubbo", codec_options={},
-                        routes=RouteTable("r", "1", routes))
-    listener = Listener(name="bench", version="1", address="198.18.10.1", port=29999,
-                        filter_chains=(chain,), remote_port=29999)
-    return Snapshot(listeners={"bench": listener},
-                    clusters={"backend": Cluster("backend", "1",
-                                                   endpoints=(Endpoint("127.0.0.1", 1),))},
-                    versions={"listener": "1"})
+    return one_listener("dubbo", routes)
 
 
 def run(reads, reply_order, statuses):

@@ -11,7 +11,6 @@ replies, per-route timeouts, an access log turning the C path off.
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import socket
 import subprocess
 import time
@@ -25,26 +24,10 @@ from agent.proxy import ordered
 
 from .clients import Http
 from .harness import ProxyThread, backend, cluster, listener, redis_server, route, snapshot
+from .harness import free_port as port
 
 pytestmark = pytest.mark.skipif(ordered.send_one is None,
                                 reason="agent.proxy._ordered not built (native/build_codec.py)")
-
-_PORTS = [35000 + (os.getpid() * 7) % 900]
-
-
-def port() -> int:
-    """A free port from this module's range (35000-35999)."""
-    for _ in range(1000):
-        p = _PORTS[0]
-        _PORTS[0] = p + 1 if p < 35999 else 35000
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
-                continue
-            return p
-    raise RuntimeError("no free port in 35000-35999")
-
 
 class CCalls:
     """What took the C path since the fixture started (agent.proxy._ordered.counts():

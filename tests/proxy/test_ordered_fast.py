@@ -26,13 +26,9 @@ from agent.config.model import (
     CircuitBreakers,
     Cluster,
     Endpoint,
-    FilterChain,
-    Listener,
     MetadataMatch,
     OutlierDetection,
     Route,
-    RouteTable,
-    Snapshot,
     StringMatch,
     WeightedCluster,
 )
@@ -41,7 +37,7 @@ from agent.proxy.session import Session
 from agent.proxy.settings import ProxySettings
 from agent.proxy.upstream import UpstreamConn
 from agent.proxy.worker import Worker
-from bench.proxy_inproc import FakeTransport
+from bench.proxy_inproc import FakeTransport, one_listener
 
 pytestmark = pytest.mark.skipif(ordered._load is None, reason="never")   # (always runs)
 
@@ -102,18 +98,13 @@ def snapshot(codec, routed, breaker, outlier, hosts):
                   Route("rest", (), to))
     else:
         routes = (Route("all", (), to),)
-    chain = FilterChain(name="l", codec=codec, codec_options={},
-                        routes=RouteTable("r", "1", routes))
-    listener = Listener(name="l", version="1", address="198.18.10.1", port=35001,
-                        filter_chains=(chain,), remote_port=35001)
     cluster = Cluster(name="backend", version="1",
                       endpoints=tuple(Endpoint(a, p) for a, p in HOSTS[:hosts]),
                       circuit_breakers=CircuitBreakers(max_requests=breaker,
                                                        max_pending_requests=breaker),
                       outlier=OutlierDetection(consecutive_errors=2, max_ejection_percent=50)
                       if outlier else None)
-    return Snapshot(listeners={"l": listener}, clusters={"backend": cluster},
-                    versions={"listener": "1"})
+    return one_listener(codec, routes, cluster=cluster, name="l", port=35001)
 
 
 class Node:
@@ -361,15 +352,8 @@ def test_many_distinct_reply_codes_are_all_counted():
     more distinct codes than the C path keeps keys for (4,096), each counted once."""
     from bench.proxy_inproc import setup
 
-    chain = FilterChain(name="bench", codec="lengthfield", codec_options=LF_ORDERED,
-                        routes=RouteTable("r", "1", (Route("all", (),
-                                                           (WeightedCluster("backend", 1),)),)))
-    listener = Listener(name="bench", version="1", address="198.18.10.1", port=35002,
-                        filter_chains=(chain,), remote_port=35002)
-    snap = Snapshot(listeners={"bench": listener},
-                    clusters={"backend": Cluster("backend", "1",
-                                                   endpoints=(Endpoint("127.0.0.1", 1),))},
-                    versions={"listener": "1"})
+    snap = one_listener("lengthfield", (Route("all", (), (WeightedCluster("backend", 1),)),),
+                        options=LF_ORDERED, port=35002)
     ordered.enable(True)
     worker, session, conn, loop = setup("lengthfield", snapshot=snap)
     before = c_counts()

@@ -31,6 +31,15 @@ def one_read(rids_methods):
                     for rid, method in rids_methods)
 
 
+def answers(consumer, sent) -> dict:
+    """request id -> (status, which provider answered) for every call in `sent`."""
+    got = {}
+    for _ in sent:
+        _, status, rid, value = consumer.recv()
+        got[rid] = (status, value.split("|")[0])
+    return got
+
+
 def test_dubbo_runs_by_route_travel_as_batches():
     a, b = backend("dubbo", "prov-a"), backend("dubbo", "prov-b")
     port = free_port()
@@ -45,11 +54,8 @@ def test_dubbo_runs_by_route_travel_as_batches():
             c = DubboConsumer(port)
             sent = [(100 + i, "hello") for i in range(8)] + [(200 + i, "hello2") for i in range(8)]
             c.sock.sendall(one_read(sent))                  # two runs: two batches
-            got = {}
-            for _ in sent:
-                _, status, rid, value = c.recv()
-                got[rid] = (status, value.split("|")[0])
-            assert got == {rid: (20, "prov-a" if m == "hello" else "prov-b") for rid, m in sent}
+            assert answers(c, sent) == \
+                {rid: (20, "prov-a" if m == "hello" else "prov-b") for rid, m in sent}
             c.close()
             assert sends(proxy, "a") < 8 and sends(proxy, "b") < 8
             assert proxy.requests(route="hello") == {("20", "-"): 8}
@@ -158,11 +164,8 @@ def test_without_the_c_helpers_the_python_references_carry_batches(monkeypatch):
             c = DubboConsumer(port)
             sent = [(300 + i, "hello") for i in range(5)] + [(400 + i, "hello2") for i in range(5)]
             c.sock.sendall(one_read(sent))
-            got = {}
-            for _ in sent:
-                _, status, rid, value = c.recv()
-                got[rid] = (status, value.split("|")[0])
-            assert got == {rid: (20, "prov-a" if m == "hello" else "prov-b") for rid, m in sent}
+            assert answers(c, sent) == \
+                {rid: (20, "prov-a" if m == "hello" else "prov-b") for rid, m in sent}
             c.close()
             assert sends(proxy, "a") < 5 and sends(proxy, "b") < 5
             assert proxy.requests(route="hello") == {("20", "-"): 5}
